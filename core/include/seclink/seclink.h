@@ -1,0 +1,225 @@
+/*
+ * seclink.h - the C ABI of libseclink, the seclink/1 protocol engine.
+ *
+ * This header is the only door into the library: the C++ wrapper (seclink.hpp), the native
+ * programs and the Python bindings all go through it. Wire format: docs/PROTOCOL.md.
+ *
+ * Conventions
+ *  - Every function returns an sl_err (0 = SL_OK) unless documented otherwise, and never lets a
+ *    C++ exception escape.
+ *  - Constructors are `int sl_x_new(sl_x **out, ...)`: *out is set to NULL first, so it is NULL
+ *    on every error. Every sl_x_free() accepts NULL.
+ *  - One sl_conn is used from one thread at a time; distinct objects may be used concurrently.
+ *  - Bytes fed to the engine are untrusted: every length is checked before anything is
+ *    allocated, and plaintext is released only after its tag has verified.
+ */
+#ifndef SECLINK_H
+#define SECLINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SL_API __attribute__((visibility("default")))
+#else
+#define SL_API
+#endif
+
+/* ---- version (CMake reads these three lines) ---------------------------------------------- */
+#define SL_VERSION_MAJOR 0
+#define SL_VERSION_MINOR 1
+#define SL_VERSION_PATCH 0
+
+/** The library's version as "MAJOR.MINOR.PATCH"; a static string. */
+SL_API const char *sl_version(void);
+
+/* ---- errors ---------------------------------------------------------------------------------
+ * Values are part of the ABI and of docs/PROTOCOL.md section 7: never renumber. */
+typedef enum sl_err {
+    SL_OK = 0,
+    SL_EINVAL = 1,            /* a bad argument (NULL pointer, out-of-range value) */
+    SL_ENOMEM = 2,            /* out of memory */
+    SL_EINTERNAL = 3,         /* a bug or an unexpected exception inside the library */
+    SL_ESTATE = 4,            /* the call is not valid in the connection's current state */
+    SL_ECLOSED = 5,           /* the connection has failed or been closed */
+    SL_ECRYPTO = 6,           /* an OpenSSL call failed unexpectedly */
+    SL_ERANGE = 7,            /* an output buffer is too small */
+    SL_EIO = 8,               /* a file-system error other than those below (see errno) */
+
+    SL_EFRAME_TOO_SHORT = 10, /* length prefix below the smallest body for the state */
+    SL_EFRAME_TOO_LARGE = 11, /* length prefix above the largest body for the state */
+    SL_EBAD_MAGIC = 12,       /* handshake frame does not start with "SLNK" */
+    SL_EBAD_VERSION = 13,     /* handshake frame names an unknown protocol version */
+    SL_EHANDSHAKE_AUTH = 14,  /* handshake failed to decrypt: the pre-shared keys differ */
+    SL_EWEAK_KEY = 15,        /* the peer's ephemeral key is a low-order X25519 point */
+    SL_EBAD_COUNTER = 16,     /* transport IV is not the next counter: replay, reorder or loss */
+    SL_EAUTH = 17,            /* transport frame failed authentication: tampered or foreign */
+    SL_EBAD_TYPE = 18,        /* unknown message type */
+    SL_EBAD_PING = 19,        /* PING or PONG content over SL_MAX_PING bytes */
+    SL_EMSG_TOO_LARGE = 20,   /* outgoing message content over the connection's limit */
+    SL_ENONCE_EXHAUSTED = 21, /* the send counter reached 2^64-1: open a new connection */
+    SL_ETRUNCATED = 22,       /* the stream ended in the middle of a frame */
+
+    SL_EKEY_NOT_FOUND = 30,   /* key file does not exist */
+    SL_EKEY_PERMISSIONS = 31, /* key file readable or writable by group or others */
+    SL_EKEY_SYMLINK = 32,     /* key file path is a symbolic link */
+    SL_EKEY_SIZE = 33,        /* key file decodes to other than SL_KEY_BYTES bytes */
+    SL_EKEY_FORMAT = 34,      /* key file is not one line of standard padded base64 */
+    SL_EKEY_EXISTS = 35,      /* refusing to overwrite an existing key file */
+    SL_EKEY_NOT_FILE = 36     /* key file path is not a regular file */
+} sl_err;
+
+/** A static, one-line English description of `err`, saying what to do where there is a fix.
+ *  Never NULL; unknown values give "unknown error". */
+SL_API const char *sl_strerror(int err);
+
+/** The stable name of `err` as used in docs/PROTOCOL.md and the test vectors ("BAD_MAGIC",
+ *  "AUTH", ...); "OK" for 0, "UNKNOWN" for values not listed. Never NULL. */
+SL_API const char *sl_errname(int err);
+
+/* ---- wire constants: macros for C, functions for bindings ----------------------------------- */
+#define SL_KEY_BYTES 32u           /* pre-shared key */
+#define SL_PREFIX_BYTES 4u         /* big-endian body length in front of every frame */
+#define SL_IV_BYTES 12u            /* transport IV: 4 zero bytes || 64-bit big-endian counter */
+#define SL_TAG_BYTES 16u           /* AES-256-GCM tag */
+#define SL_TYPE_BYTES 1u           /* message type in front of the content */
+#define SL_OVERHEAD_BYTES 33u      /* prefix + IV + type + tag around every message's content */
+#define SL_HANDSHAKE1_BYTES 53u    /* body of frame 1 (version 1, empty payload) */
+#define SL_HANDSHAKE2_BYTES 48u    /* body of frame 2 */
+#define SL_MAX_HANDSHAKE_BYTES 1024u /* largest handshake body a receiver accepts */
+#define SL_MAX_PING 64u            /* largest PING/PONG content */
+#define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
+#define SL_MAX_MESSAGE_LIMIT (0xFFFFFFFFu - 30u) /* largest max message: body stays below 2^32-1 */
+#define SL_HASH_BYTES 32u          /* handshake hash */
+#define SL_PROTOCOL_VERSION 1u
+
+SL_API size_t sl_key_bytes(void);
+SL_API size_t sl_prefix_bytes(void);
+SL_API size_t sl_iv_bytes(void);
+SL_API size_t sl_tag_bytes(void);
+SL_API size_t sl_overhead_bytes(void);
+SL_API size_t sl_max_ping(void);
+SL_API size_t sl_default_max_message(void);
+SL_API unsigned sl_protocol_version(void);
+
+/* ---- pre-shared key files (docs/PROTOCOL.md section 6) -------------------------------------- */
+
+/** Loads the 32-byte key in the file at `path` into `key`.
+ *  Returns SL_OK, SL_EINVAL, SL_EKEY_NOT_FOUND, SL_EKEY_SYMLINK, SL_EKEY_NOT_FILE,
+ *  SL_EKEY_PERMISSIONS, SL_EKEY_FORMAT, SL_EKEY_SIZE, SL_EIO. On error `key` is zeroed.
+ *  The file's content is untrusted; it is read with a small bound and wiped from memory. */
+SL_API int sl_key_load(const char *path, uint8_t key[SL_KEY_BYTES]);
+
+/** Creates a new random key at `path` (mode 0600, O_EXCL, parent directories 0700 as needed)
+ *  and, if `key_out` is not NULL, copies the key there.
+ *  Returns SL_OK, SL_EINVAL, SL_EKEY_EXISTS, SL_ECRYPTO, SL_EIO. */
+SL_API int sl_key_generate(const char *path, uint8_t key_out[SL_KEY_BYTES]);
+
+/** Writes into `buf` (capacity `cap`, NUL-terminated) the key file path to use: `explicit_path`
+ *  if not NULL or empty, else $SECLINK_PSK_FILE, else $XDG_CONFIG_HOME/seclink/psk (if set and
+ *  absolute), else $HOME/.config/seclink/psk. If `needed` is not NULL it receives the length
+ *  without the NUL. Returns SL_OK, SL_EINVAL (no HOME), SL_ERANGE (`cap` too small). */
+SL_API int sl_key_path(const char *explicit_path, char *buf, size_t cap, size_t *needed);
+
+/** Like sl_key_path for the configuration directory: $XDG_CONFIG_HOME/seclink or
+ *  $HOME/.config/seclink (where the default key and generated certificates live). */
+SL_API int sl_config_dir(char *buf, size_t cap, size_t *needed);
+
+/* ---- the sans-I/O connection engine --------------------------------------------------------- */
+
+typedef enum sl_role { SL_CLIENT = 0, SL_SERVER = 1 } sl_role;
+
+typedef enum sl_msg_type {
+    SL_MSG_DATA = 1,  /* application bytes */
+    SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
+    SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
+    SL_MSG_PONG = 4
+} sl_msg_type;
+
+typedef enum sl_event_type {
+    SL_EVENT_NONE = 0,           /* more input is needed */
+    SL_EVENT_HANDSHAKE_DONE = 1, /* keys established; messages may now be sent */
+    SL_EVENT_MESSAGE = 2         /* a DATA, PING, PONG or CLOSE arrived (see msg_type) */
+} sl_event_type;
+
+typedef struct sl_event {
+    int type;            /* sl_event_type */
+    int msg_type;        /* sl_msg_type, for SL_EVENT_MESSAGE */
+    const uint8_t *data; /* message content; valid until the next call on the connection */
+    size_t len;
+} sl_event;
+
+typedef struct sl_conn sl_conn;
+
+/** Creates a connection for `role` with the 32-byte pre-shared key `psk` (copied; the copy is
+ *  wiped by sl_conn_free). Configure it with the setters below, then call sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL, SL_ENOMEM, SL_ECRYPTO. */
+SL_API int sl_conn_new(sl_conn **out, sl_role role, const uint8_t psk[SL_KEY_BYTES]);
+
+/** Frees `conn` and wipes its keys. Accepts NULL. */
+SL_API void sl_conn_free(sl_conn *conn);
+
+/** Sets the largest message content this side sends and accepts (default
+ *  SL_DEFAULT_MAX_MESSAGE, at most SL_MAX_MESSAGE_LIMIT). Only before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_max_message(sl_conn *conn, size_t max_message);
+
+/** FOR TEST VECTORS ONLY: use `priv` as this side's ephemeral X25519 private key instead of a
+ *  fresh random one. A fixed ephemeral destroys forward secrecy and, reused, lets an observer
+ *  link sessions; never call this outside tests. Only before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
+SL_API int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]);
+
+/** Starts the handshake: a client queues frame 1 for sending; a server starts waiting for it.
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
+SL_API int sl_conn_start(sl_conn *conn);
+
+/** Feeds up to `len` received bytes. Consumes bytes until one event is complete or the input is
+ *  used up, stores how many it consumed in `*consumed` and the event in `*ev` (SL_EVENT_NONE if
+ *  it needs more). Call again with the rest of the input until it is all consumed. Replies the
+ *  protocol requires (frame 2, PONG) are queued for sending automatically.
+ *  Returns SL_OK or the protocol error that made the connection fail (SL_EFRAME_TOO_SHORT ...
+ *  SL_EBAD_PING); after an error every call returns SL_ECLOSED. After a CLOSE from the peer,
+ *  further input is consumed and ignored. */
+SL_API int sl_conn_feed(sl_conn *conn, const uint8_t *data, size_t len, size_t *consumed,
+                        sl_event *ev);
+
+/** Tells the engine that the stream has ended. Returns SL_OK at a frame boundary, SL_ETRUNCATED
+ *  if a frame was partly received. */
+SL_API int sl_conn_feed_eof(sl_conn *conn);
+
+/** Queues one message for sending. DATA needs a completed handshake; content at most the
+ *  connection's max message (SL_EMSG_TOO_LARGE), PING/PONG at most SL_MAX_PING (SL_EBAD_PING).
+ *  After CLOSE nothing more may be sent. Returns SL_OK, SL_EINVAL (bad type), SL_ESTATE, SL_ECLOSED,
+ *  SL_EMSG_TOO_LARGE, SL_EBAD_PING, SL_ENONCE_EXHAUSTED, SL_ENOMEM, SL_ECRYPTO. */
+SL_API int sl_conn_send(sl_conn *conn, int msg_type, const uint8_t *data, size_t len);
+
+/** Points `*data`/`*len` at the bytes waiting to be written to the stream (len 0 if none).
+ *  The pointer stays valid until the next call that changes the connection. */
+SL_API int sl_conn_pending(const sl_conn *conn, const uint8_t **data, size_t *len);
+
+/** Marks the first `n` pending bytes as written. Returns SL_OK, SL_EINVAL (n too large). */
+SL_API int sl_conn_consume(sl_conn *conn, size_t n);
+
+/** Number of bytes waiting to be written (0 for NULL). */
+SL_API size_t sl_conn_pending_size(const sl_conn *conn);
+
+/** 1 once the handshake has completed, else 0. */
+SL_API int sl_conn_is_established(const sl_conn *conn);
+
+/** 1 once the connection failed, sent CLOSE or received CLOSE, else 0. */
+SL_API int sl_conn_is_closed(const sl_conn *conn);
+
+/** Copies the 32-byte handshake hash (docs/PROTOCOL.md 3.5). Returns SL_OK, SL_EINVAL,
+ *  SL_ESTATE (handshake not complete). */
+SL_API int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* SECLINK_H */

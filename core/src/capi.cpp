@@ -1,0 +1,133 @@
+// capi.cpp - the extern "C" boundary. Each function validates its pointers, and no C++
+// exception crosses it: the engine is noexcept, and the few calls that allocate std::string
+// are wrapped in guard().
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "engine.hpp"
+#include "keyfile.hpp"
+#include "seclink/seclink.h"
+
+using seclink::detail::Connection;
+
+struct sl_conn {
+    Connection impl;
+    sl_conn(sl_role role, const uint8_t *psk) noexcept : impl(role, psk) {}
+};
+
+namespace {
+
+#define SL_STR2(x) #x
+#define SL_STR(x) SL_STR2(x)
+constexpr const char kVersion[] =
+    SL_STR(SL_VERSION_MAJOR) "." SL_STR(SL_VERSION_MINOR) "." SL_STR(SL_VERSION_PATCH);
+
+template <class F>
+int guard(F &&f) noexcept {
+    try {
+        return f();
+    } catch (const std::bad_alloc &) {
+        return SL_ENOMEM;
+    } catch (...) {
+        return SL_EINTERNAL;
+    }
+}
+
+int copy_out(const std::string &s, char *buf, size_t cap, size_t *needed) noexcept {
+    if (s.empty()) return SL_EINVAL;
+    if (needed != nullptr) *needed = s.size();
+    if (buf == nullptr || cap <= s.size()) return SL_ERANGE;
+    std::memcpy(buf, s.c_str(), s.size() + 1);
+    return SL_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *sl_version(void) { return kVersion; }
+
+size_t sl_key_bytes(void) { return SL_KEY_BYTES; }
+size_t sl_prefix_bytes(void) { return SL_PREFIX_BYTES; }
+size_t sl_iv_bytes(void) { return SL_IV_BYTES; }
+size_t sl_tag_bytes(void) { return SL_TAG_BYTES; }
+size_t sl_overhead_bytes(void) { return SL_OVERHEAD_BYTES; }
+size_t sl_max_ping(void) { return SL_MAX_PING; }
+size_t sl_default_max_message(void) { return SL_DEFAULT_MAX_MESSAGE; }
+unsigned sl_protocol_version(void) { return SL_PROTOCOL_VERSION; }
+
+int sl_key_load(const char *path, uint8_t key[SL_KEY_BYTES]) {
+    if (path == nullptr || key == nullptr) return SL_EINVAL;
+    return seclink::detail::load_key(path, key);
+}
+
+int sl_key_generate(const char *path, uint8_t key_out[SL_KEY_BYTES]) {
+    if (path == nullptr || path[0] == '\0') return SL_EINVAL;
+    return seclink::detail::generate_key(path, key_out);
+}
+
+int sl_key_path(const char *explicit_path, char *buf, size_t cap, size_t *needed) {
+    return guard([&] { return copy_out(seclink::detail::key_path(explicit_path), buf, cap, needed); });
+}
+
+int sl_config_dir(char *buf, size_t cap, size_t *needed) {
+    return guard([&] { return copy_out(seclink::detail::config_dir(), buf, cap, needed); });
+}
+
+int sl_conn_new(sl_conn **out, sl_role role, const uint8_t psk[SL_KEY_BYTES]) {
+    if (out == nullptr) return SL_EINVAL;
+    *out = nullptr;
+    if (psk == nullptr || (role != SL_CLIENT && role != SL_SERVER)) return SL_EINVAL;
+    *out = new (std::nothrow) sl_conn(role, psk);
+    return *out != nullptr ? SL_OK : SL_ENOMEM;
+}
+
+void sl_conn_free(sl_conn *conn) { delete conn; }
+
+int sl_conn_set_max_message(sl_conn *conn, size_t max_message) {
+    return conn != nullptr ? conn->impl.set_max_message(max_message) : SL_EINVAL;
+}
+
+int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]) {
+    return conn != nullptr && priv != nullptr ? conn->impl.set_ephemeral(priv) : SL_EINVAL;
+}
+
+int sl_conn_start(sl_conn *conn) { return conn != nullptr ? conn->impl.start() : SL_EINVAL; }
+
+int sl_conn_feed(sl_conn *conn, const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) {
+    if (conn == nullptr || consumed == nullptr || ev == nullptr || (data == nullptr && len != 0))
+        return SL_EINVAL;
+    return conn->impl.feed(data, len, consumed, ev);
+}
+
+int sl_conn_feed_eof(sl_conn *conn) { return conn != nullptr ? conn->impl.feed_eof() : SL_EINVAL; }
+
+int sl_conn_send(sl_conn *conn, int msg_type, const uint8_t *data, size_t len) {
+    return conn != nullptr ? conn->impl.send(msg_type, data, len) : SL_EINVAL;
+}
+
+int sl_conn_pending(const sl_conn *conn, const uint8_t **data, size_t *len) {
+    if (conn == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;
+    *data = conn->impl.pending();
+    *len = conn->impl.pending_size();
+    return SL_OK;
+}
+
+int sl_conn_consume(sl_conn *conn, size_t n) { return conn != nullptr ? conn->impl.consume(n) : SL_EINVAL; }
+
+size_t sl_conn_pending_size(const sl_conn *conn) { return conn != nullptr ? conn->impl.pending_size() : 0; }
+
+int sl_conn_is_established(const sl_conn *conn) { return conn != nullptr && conn->impl.established(); }
+
+int sl_conn_is_closed(const sl_conn *conn) { return conn != nullptr && conn->impl.closed(); }
+
+int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]) {
+    if (conn == nullptr || out == nullptr) return SL_EINVAL;
+    if (!conn->impl.established()) return SL_ESTATE;
+    std::memcpy(out, conn->impl.handshake_hash(), SL_HASH_BYTES);
+    return SL_OK;
+}
+
+}  // extern "C"

@@ -1,0 +1,174 @@
+#include "crypto.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include <climits>
+
+namespace seclink::detail {
+namespace {
+
+// Algorithms are fetched once per process (thread-safe static initialisation) and kept for the
+// life of the process: fetching is the expensive part of using an EVP algorithm.
+const EVP_CIPHER *aes256gcm() noexcept {
+    static EVP_CIPHER *c = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    return c;
+}
+const EVP_MD *sha256_md() noexcept {
+    static EVP_MD *md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return md;
+}
+EVP_KDF *hkdf_kdf() noexcept {
+    static EVP_KDF *k = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+    return k;
+}
+
+struct KdfCtxFree {
+    void operator()(EVP_KDF_CTX *c) const noexcept { EVP_KDF_CTX_free(c); }
+};
+struct PkeyCtxFree {
+    void operator()(EVP_PKEY_CTX *c) const noexcept { EVP_PKEY_CTX_free(c); }
+};
+
+bool fits_int(size_t n) noexcept { return n <= static_cast<size_t>(INT_MAX); }
+
+}  // namespace
+
+void wipe(void *p, size_t n) noexcept {
+    if (p != nullptr && n != 0) OPENSSL_cleanse(p, n);
+}
+
+void make_nonce(uint64_t n, uint8_t out[kNonceLen]) noexcept {
+    out[0] = out[1] = out[2] = out[3] = 0;
+    for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<uint8_t>(n >> (56 - 8 * i));
+}
+
+int Aead::init(const uint8_t key[kKeyLen], bool encrypt) noexcept {
+    if (aes256gcm() == nullptr) return SL_ECRYPTO;
+    if (!ctx_) {
+        ctx_.reset(EVP_CIPHER_CTX_new());
+        if (!ctx_) return SL_ENOMEM;
+    }
+    // The IV length is AES-GCM's default, 12 bytes, so no EVP_CTRL_GCM_SET_IVLEN is needed.
+    if (EVP_CipherInit_ex2(ctx_.get(), aes256gcm(), key, nullptr, encrypt ? 1 : 0, nullptr) != 1) {
+        ctx_.reset();
+        return SL_ECRYPTO;
+    }
+    return SL_OK;
+}
+
+int Aead::seal(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, const uint8_t *p1,
+               size_t len1, const uint8_t *p2, size_t len2, uint8_t *out_ct,
+               uint8_t *out_tag) noexcept {
+    EVP_CIPHER_CTX *c = ctx_.get();
+    int n = 0;
+    if (c == nullptr || !fits_int(ad_len) || !fits_int(len1) || !fits_int(len2)) return SL_ECRYPTO;
+    if (EVP_EncryptInit_ex2(c, nullptr, nullptr, iv, nullptr) != 1) return SL_ECRYPTO;
+    if (ad_len != 0 && EVP_EncryptUpdate(c, nullptr, &n, ad, static_cast<int>(ad_len)) != 1)
+        return SL_ECRYPTO;
+    if (len1 != 0 && EVP_EncryptUpdate(c, out_ct, &n, p1, static_cast<int>(len1)) != 1)
+        return SL_ECRYPTO;
+    if (len2 != 0 && EVP_EncryptUpdate(c, out_ct + len1, &n, p2, static_cast<int>(len2)) != 1)
+        return SL_ECRYPTO;
+    if (EVP_EncryptFinal_ex(c, out_ct + len1 + len2, &n) != 1) return SL_ECRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagLen), out_tag) != 1)
+        return SL_ECRYPTO;
+    return SL_OK;
+}
+
+bool Aead::open(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, const uint8_t *ct,
+                size_t len, const uint8_t tag[kTagLen], uint8_t *out) noexcept {
+    EVP_CIPHER_CTX *c = ctx_.get();
+    int n = 0;
+    bool ok = c != nullptr && fits_int(ad_len) && fits_int(len) &&
+              EVP_DecryptInit_ex2(c, nullptr, nullptr, iv, nullptr) == 1 &&
+              (ad_len == 0 || EVP_DecryptUpdate(c, nullptr, &n, ad, static_cast<int>(ad_len)) == 1) &&
+              (len == 0 || EVP_DecryptUpdate(c, out, &n, ct, static_cast<int>(len)) == 1) &&
+              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagLen),
+                                  const_cast<uint8_t *>(tag)) == 1 &&
+              EVP_DecryptFinal_ex(c, out + len, &n) == 1;  // verifies the tag
+    if (!ok) wipe(out, len);
+    return ok;
+}
+
+int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
+           uint8_t out[kHashLen]) noexcept {
+    const EVP_MD *md = sha256_md();
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    bool ok = md != nullptr && c != nullptr && EVP_DigestInit_ex2(c, md, nullptr) == 1 &&
+              EVP_DigestUpdate(c, a, a_len) == 1 && (b_len == 0 || EVP_DigestUpdate(c, b, b_len) == 1) &&
+              EVP_DigestFinal_ex(c, out, &n) == 1 && n == kHashLen;
+    EVP_MD_CTX_free(c);
+    return ok ? SL_OK : SL_ECRYPTO;
+}
+
+int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t *out,
+         size_t n) noexcept {
+    EVP_KDF *kdf = hkdf_kdf();
+    if (kdf == nullptr || (n != 2 && n != 3)) return SL_ECRYPTO;
+    std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> c(EVP_KDF_CTX_new(kdf));
+    if (!c) return SL_ENOMEM;
+    // OSSL_PARAM takes non-const pointers; OpenSSL only reads these buffers.
+    static char digest[] = "SHA256";
+    uint8_t empty = 0;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t *>(ck), kHashLen),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                          ikm_len ? const_cast<uint8_t *>(ikm) : &empty, ikm_len),
+        OSSL_PARAM_construct_end(),
+    };
+    return EVP_KDF_derive(c.get(), out, n * kHashLen, params) == 1 ? SL_OK : SL_ECRYPTO;
+}
+
+int X25519::generate() noexcept {
+    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c(EVP_PKEY_CTX_new_from_name(nullptr, "X25519", nullptr));
+    EVP_PKEY *k = nullptr;
+    if (!c || EVP_PKEY_keygen_init(c.get()) != 1 || EVP_PKEY_keygen(c.get(), &k) != 1)
+        return SL_ECRYPTO;
+    key_.reset(k);
+    return load_public();
+}
+
+int X25519::set_private(const uint8_t priv[kDhLen]) noexcept {
+    key_.reset(EVP_PKEY_new_raw_private_key_ex(nullptr, "X25519", nullptr, priv, kDhLen));
+    if (!key_) return SL_ECRYPTO;
+    return load_public();
+}
+
+int X25519::load_public() noexcept {
+    size_t len = kDhLen;
+    if (EVP_PKEY_get_raw_public_key(key_.get(), pub_, &len) != 1 || len != kDhLen) {
+        key_.reset();
+        return SL_ECRYPTO;
+    }
+    return SL_OK;
+}
+
+int X25519::derive(const uint8_t peer_pub[kDhLen], uint8_t out[kDhLen]) const noexcept {
+    static const uint8_t zeros[kDhLen] = {};
+    if (!key_) return SL_ECRYPTO;
+    PkeyPtr peer(EVP_PKEY_new_raw_public_key_ex(nullptr, "X25519", nullptr, peer_pub, kDhLen));
+    if (!peer) return SL_ECRYPTO;
+    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+    size_t len = kDhLen;
+    if (!c || EVP_PKEY_derive_init(c.get()) != 1 || EVP_PKEY_derive_set_peer_ex(c.get(), peer.get(), 0) != 1)
+        return SL_ECRYPTO;
+    // OpenSSL refuses to return the all-zero secret of a low-order point, so a derive failure
+    // here is a weak key; the explicit comparison keeps that true whatever the provider does.
+    if (EVP_PKEY_derive(c.get(), out, &len) != 1 || len != kDhLen) {
+        wipe(out, kDhLen);
+        return SL_EWEAK_KEY;
+    }
+    if (CRYPTO_memcmp(out, zeros, kDhLen) == 0) return SL_EWEAK_KEY;
+    return SL_OK;
+}
+
+int random_bytes(uint8_t *buf, size_t n) noexcept {
+    return RAND_bytes(buf, static_cast<int>(n)) == 1 ? SL_OK : SL_ECRYPTO;
+}
+
+}  // namespace seclink::detail

@@ -1,0 +1,266 @@
+#include "engine.hpp"
+
+#include <cstring>
+
+namespace seclink::detail {
+namespace {
+
+uint32_t load_be32(const uint8_t *p) noexcept {
+    return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+void store_be32(uint8_t *p, uint32_t v) noexcept {
+    p[0] = static_cast<uint8_t>(v >> 24);
+    p[1] = static_cast<uint8_t>(v >> 16);
+    p[2] = static_cast<uint8_t>(v >> 8);
+    p[3] = static_cast<uint8_t>(v);
+}
+
+}  // namespace
+
+Connection::Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept : role_(role) {
+    std::memcpy(psk_, psk, kKeyLen);
+}
+
+Connection::~Connection() { wipe(psk_, sizeof psk_); }
+
+int Connection::set_max_message(size_t n) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (n > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    max_message_ = n;
+    return SL_OK;
+}
+
+int Connection::set_ephemeral(const uint8_t priv[kDhLen]) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    return hs_.set_ephemeral(priv);
+}
+
+int Connection::start() noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
+    wipe(psk_, sizeof psk_);  // the handshake keeps the only copy, and erases it at split
+    if (rc != SL_OK) return fail(rc);
+    if (role_ == SL_SERVER) {
+        state_ = State::AwaitFrame1;
+        return SL_OK;
+    }
+    uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof kPrologue];
+    size_t len = 0;
+    if ((rc = hs_.write_message(nullptr, 0, msg, &len)) != SL_OK) return fail(rc);
+    uint8_t *body = append_frame(sizeof kPrologue + len);
+    if (body == nullptr) return fail(SL_ENOMEM);
+    std::memcpy(body, kPrologue, sizeof kPrologue);  // "SLNK" || version: the prologue's bytes
+    std::memcpy(body + sizeof kPrologue, msg, len);
+    state_ = State::AwaitFrame2;
+    return SL_OK;
+}
+
+size_t Connection::min_body() const noexcept {
+    switch (state_) {
+    case State::AwaitFrame1: return SL_HANDSHAKE1_BYTES;
+    case State::AwaitFrame2: return SL_HANDSHAKE2_BYTES;
+    default: return kTransportMinBody;
+    }
+}
+
+size_t Connection::max_body() const noexcept {
+    if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2) return SL_MAX_HANDSHAKE_BYTES;
+    return max_message_ + kTransportMinBody;
+}
+
+int Connection::fail(int err) noexcept {
+    state_ = State::Failed;
+    hs_.clear();
+    send_.reset();
+    recv_.reset();
+    body_.release();
+    plain_.release();
+    return err;
+}
+
+int Connection::feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept {
+    *consumed = 0;
+    *ev = sl_event{SL_EVENT_NONE, 0, nullptr, 0};
+    switch (state_) {
+    case State::New: return SL_ESTATE;
+    case State::Failed: return SL_ECLOSED;
+    case State::PeerClosed: *consumed = len; return SL_OK;  // nothing after CLOSE counts
+    default: break;
+    }
+    size_t pos = 0;
+    while (pos < len) {
+        if (prefix_have_ < SL_PREFIX_BYTES) {
+            size_t take = SL_PREFIX_BYTES - prefix_have_;
+            if (take > len - pos) take = len - pos;
+            std::memcpy(prefix_ + prefix_have_, data + pos, take);
+            prefix_have_ += take;
+            pos += take;
+            if (prefix_have_ < SL_PREFIX_BYTES) break;
+            // The length is untrusted: bound it before anything is allocated or read.
+            size_t n = load_be32(prefix_);
+            if (n < min_body()) return fail(SL_EFRAME_TOO_SHORT);
+            if (n > max_body()) return fail(SL_EFRAME_TOO_LARGE);
+            body_len_ = n;
+            body_have_ = 0;
+            if (len - pos >= n) {  // the whole body is here: decrypt straight from the input
+                pos += n;
+                prefix_have_ = 0;
+                *consumed = pos;
+                return on_frame(data + pos - n, n, ev);
+            }
+            if (!body_.reserve(n)) return fail(SL_ENOMEM);
+        }
+        size_t take = body_len_ - body_have_;
+        if (take > len - pos) take = len - pos;
+        std::memcpy(body_.data() + body_have_, data + pos, take);
+        body_have_ += take;
+        pos += take;
+        if (body_have_ == body_len_) {
+            prefix_have_ = 0;
+            *consumed = pos;
+            return on_frame(body_.data(), body_len_, ev);
+        }
+    }
+    *consumed = pos;
+    return SL_OK;
+}
+
+int Connection::feed_eof() noexcept {
+    if (state_ == State::Failed) return SL_ECLOSED;
+    if (prefix_have_ != 0 && state_ != State::PeerClosed) return fail(SL_ETRUNCATED);
+    return SL_OK;
+}
+
+// Every frame yields exactly one event: handshake done, or one message.
+int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    switch (state_) {
+    case State::AwaitFrame1: return on_handshake1(body, len, ev);
+    case State::AwaitFrame2: return on_handshake2(body, len, ev);
+    case State::Open: return on_transport(body, len, ev);
+    default: return fail(SL_EINTERNAL);
+    }
+}
+
+int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
+    if (body[sizeof kMagic] != SL_PROTOCOL_VERSION) return fail(SL_EBAD_VERSION);
+    uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
+    size_t payload_len = 0;
+    int rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+    wipe(payload, payload_len);
+    if (rc != SL_OK) return fail(rc);
+    uint8_t msg[SL_HANDSHAKE2_BYTES];
+    size_t msg_len = 0;
+    if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
+    uint8_t *out = append_frame(msg_len);
+    if (out == nullptr) return fail(SL_ENOMEM);
+    std::memcpy(out, msg, msg_len);
+    return finish_handshake(ev);
+}
+
+int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
+    size_t payload_len = 0;
+    int rc = hs_.read_message(body, len, payload, &payload_len);
+    wipe(payload, payload_len);
+    return rc == SL_OK ? finish_handshake(ev) : fail(rc);
+}
+
+int Connection::finish_handshake(sl_event *ev) noexcept {
+    uint8_t k1[kKeyLen], k2[kKeyLen];
+    int rc = hs_.split(k1, k2, h_);
+    // k1 protects client -> server, k2 server -> client.
+    const bool client = role_ == SL_CLIENT;
+    if (rc == SL_OK) rc = send_.init(client ? k1 : k2, true);
+    if (rc == SL_OK) rc = recv_.init(client ? k2 : k1, false);
+    wipe(k1, sizeof k1);
+    wipe(k2, sizeof k2);
+    if (rc != SL_OK) return fail(rc);
+    state_ = State::Open;
+    ev->type = SL_EVENT_HANDSHAKE_DONE;
+    return SL_OK;
+}
+
+int Connection::on_transport(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    uint8_t iv[SL_IV_BYTES];
+    make_nonce(recv_n_, iv);
+    // 2^64-1 is never sent (PROTOCOL.md 4), so a receiver that reached it accepts nothing more.
+    if (recv_n_ == UINT64_MAX || std::memcmp(body, iv, SL_IV_BYTES) != 0) return fail(SL_EBAD_COUNTER);
+    const size_t ct_len = len - SL_IV_BYTES - SL_TAG_BYTES;
+    if (!plain_.reserve(ct_len)) return fail(SL_ENOMEM);
+    uint8_t *p = plain_.data();
+    if (!recv_.open(iv, nullptr, 0, body + SL_IV_BYTES, ct_len, body + len - SL_TAG_BYTES, p))
+        return fail(SL_EAUTH);
+    ++recv_n_;
+    const uint8_t type = p[0];
+    const size_t content_len = ct_len - SL_TYPE_BYTES;
+    switch (type) {
+    case SL_MSG_DATA: break;
+    case SL_MSG_CLOSE: state_ = State::PeerClosed; break;
+    case SL_MSG_PING:
+    case SL_MSG_PONG:
+        if (content_len > SL_MAX_PING) return fail(SL_EBAD_PING);
+        if (type == SL_MSG_PING && !sent_close_) {
+            int rc = seal(SL_MSG_PONG, p + 1, content_len);
+            if (rc != SL_OK) return fail(rc);
+        }
+        break;
+    default: return fail(SL_EBAD_TYPE);
+    }
+    *ev = sl_event{SL_EVENT_MESSAGE, type, p + 1, content_len};
+    return SL_OK;
+}
+
+int Connection::send(int type, const uint8_t *data, size_t len) noexcept {
+    if (data == nullptr && len != 0) return SL_EINVAL;
+    if (type < SL_MSG_DATA || type > SL_MSG_PONG) return SL_EINVAL;
+    if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
+    if (state_ != State::Open) return SL_ESTATE;
+    if ((type == SL_MSG_PING || type == SL_MSG_PONG) && len > SL_MAX_PING) return SL_EBAD_PING;
+    if (len > max_message_) return SL_EMSG_TOO_LARGE;
+    int rc = seal(static_cast<uint8_t>(type), data, len);
+    if (rc == SL_OK && type == SL_MSG_CLOSE) sent_close_ = true;
+    return rc;
+}
+
+int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
+    if (send_n_ == UINT64_MAX) return SL_ENONCE_EXHAUSTED;
+    const size_t body_len = kTransportMinBody + len;
+    uint8_t *body = append_frame(body_len);
+    if (body == nullptr) return SL_ENOMEM;
+    make_nonce(send_n_, body);
+    uint8_t *ct = body + SL_IV_BYTES;
+    int rc = send_.seal(body, nullptr, 0, &type, 1, data, len, ct, ct + 1 + len);
+    if (rc != SL_OK) {
+        out_len_ -= SL_PREFIX_BYTES + body_len;
+        return fail(rc);
+    }
+    ++send_n_;
+    return SL_OK;
+}
+
+uint8_t *Connection::append_frame(size_t n) noexcept {
+    const size_t total = SL_PREFIX_BYTES + n;
+    if (out_pos_ == out_len_) {
+        out_pos_ = out_len_ = 0;
+    } else if (out_pos_ != 0 && out_len_ + total > out_.capacity()) {
+        std::memmove(out_.data(), out_.data() + out_pos_, out_len_ - out_pos_);
+        out_len_ -= out_pos_;
+        out_pos_ = 0;
+    }
+    if (!out_.reserve(out_len_ + total, out_len_)) return nullptr;
+    uint8_t *p = out_.data() + out_len_;
+    store_be32(p, static_cast<uint32_t>(n));
+    out_len_ += total;
+    return p + SL_PREFIX_BYTES;
+}
+
+int Connection::consume(size_t n) noexcept {
+    if (n > pending_size()) return SL_EINVAL;
+    out_pos_ += n;
+    if (out_pos_ == out_len_) out_pos_ = out_len_ = 0;
+    return SL_OK;
+}
+
+}  // namespace seclink::detail

@@ -1,0 +1,84 @@
+// engine.hpp - the seclink/1 connection state machine (docs/PROTOCOL.md), sans I/O: bytes in,
+// events and bytes out. No sockets, clocks or threads; one object per connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "buffer.hpp"
+#include "crypto.hpp"
+#include "noise.hpp"
+#include "seclink/seclink.h"
+
+namespace seclink::detail {
+
+inline constexpr uint8_t kPrologue[5] = {'S', 'L', 'N', 'K', 0x01};
+inline constexpr uint8_t kMagic[4] = {'S', 'L', 'N', 'K'};
+inline constexpr size_t kTransportMinBody = SL_IV_BYTES + SL_TYPE_BYTES + SL_TAG_BYTES;  // 29
+
+class Connection {
+public:
+    Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept;
+    ~Connection();
+    Connection(const Connection &) = delete;
+    Connection &operator=(const Connection &) = delete;
+
+    int set_max_message(size_t n) noexcept;
+    int set_ephemeral(const uint8_t priv[kDhLen]) noexcept;
+    int start() noexcept;
+    int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
+    int feed_eof() noexcept;
+    int send(int type, const uint8_t *data, size_t len) noexcept;
+
+    const uint8_t *pending() const noexcept { return out_.data() + out_pos_; }
+    size_t pending_size() const noexcept { return out_len_ - out_pos_; }
+    int consume(size_t n) noexcept;
+
+    bool established() const noexcept { return state_ == State::Open || state_ == State::PeerClosed; }
+    bool closed() const noexcept {
+        return state_ == State::Failed || state_ == State::PeerClosed || sent_close_;
+    }
+    const uint8_t *handshake_hash() const noexcept { return h_; }
+
+    // Tests only: jump the send counter (to reach the 2^64-1 limit without 2^64 messages).
+    void set_send_counter_for_testing(uint64_t n) noexcept { send_n_ = n; }
+
+private:
+    enum class State { New, AwaitFrame1, AwaitFrame2, Open, PeerClosed, Failed };
+
+    size_t min_body() const noexcept;
+    size_t max_body() const noexcept;
+    int fail(int err) noexcept;
+    int on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int on_transport(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int finish_handshake(sl_event *ev) noexcept;
+    // Reserves a frame of body length n at the end of the output; returns where its body starts.
+    uint8_t *append_frame(size_t n) noexcept;
+    int seal(uint8_t type, const uint8_t *data, size_t len) noexcept;
+
+    sl_role role_;
+    State state_ = State::New;
+    bool sent_close_ = false;
+    size_t max_message_ = SL_DEFAULT_MAX_MESSAGE;
+
+    Handshake hs_;
+    uint8_t psk_[kKeyLen];
+    uint8_t h_[kHashLen] = {};
+    Aead send_, recv_;
+    uint64_t send_n_ = 0, recv_n_ = 0;
+
+    // Input: the length prefix, then the body, gathered across feed() calls when a frame
+    // arrives in pieces. A frame that arrives whole is processed in place, without a copy.
+    uint8_t prefix_[SL_PREFIX_BYTES] = {};
+    size_t prefix_have_ = 0;
+    size_t body_len_ = 0, body_have_ = 0;
+    Buffer body_;
+    Buffer plain_;  // decrypted message; what sl_event.data points into
+
+    Buffer out_;
+    size_t out_pos_ = 0, out_len_ = 0;
+};
+
+}  // namespace seclink::detail

@@ -1,0 +1,64 @@
+// errors.cpp - names and messages for sl_err. The messages say what to do where there is a fix.
+#include "seclink/seclink.h"
+
+namespace {
+
+struct ErrorInfo {
+    int code;
+    const char *name;
+    const char *message;
+};
+
+constexpr ErrorInfo kErrors[] = {
+    {SL_OK, "OK", "success"},
+    {SL_EINVAL, "INVAL", "invalid argument"},
+    {SL_ENOMEM, "NOMEM", "out of memory"},
+    {SL_EINTERNAL, "INTERNAL", "internal error in libseclink (please report it)"},
+    {SL_ESTATE, "STATE", "operation not valid in the connection's current state"},
+    {SL_ECLOSED, "CLOSED", "the connection is closed"},
+    {SL_ECRYPTO, "CRYPTO", "an OpenSSL operation failed unexpectedly"},
+    {SL_ERANGE, "RANGE", "output buffer too small"},
+    {SL_EIO, "IO", "file system error (see errno)"},
+    {SL_EFRAME_TOO_SHORT, "FRAME_TOO_SHORT", "frame length below the minimum for this stage of the protocol"},
+    {SL_EFRAME_TOO_LARGE, "FRAME_TOO_LARGE",
+     "frame length above the limit (message too large, or the peer is not speaking seclink/1)"},
+    {SL_EBAD_MAGIC, "BAD_MAGIC", "handshake does not start with \"SLNK\": the peer is not a seclink client"},
+    {SL_EBAD_VERSION, "BAD_VERSION", "the peer uses an unsupported seclink protocol version"},
+    {SL_EHANDSHAKE_AUTH, "HANDSHAKE_AUTH",
+     "handshake authentication failed: the two sides use different pre-shared keys"},
+    {SL_EWEAK_KEY, "WEAK_KEY", "the peer sent a low-order (weak) X25519 key; handshake aborted"},
+    {SL_EBAD_COUNTER, "BAD_COUNTER", "frame out of sequence: replayed, reordered or lost"},
+    {SL_EAUTH, "AUTH", "frame failed authentication: tampered with, or from another session"},
+    {SL_EBAD_TYPE, "BAD_TYPE", "unknown message type"},
+    {SL_EBAD_PING, "BAD_PING", "PING/PONG content longer than 64 bytes"},
+    {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
+    {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
+    {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
+    {SL_EKEY_NOT_FOUND, "KEY_NOT_FOUND", "key file not found: create one with --keygen, or name one with --psk-file"},
+    {SL_EKEY_PERMISSIONS, "KEY_PERMISSIONS",
+     "key file is accessible by group or others: run 'chmod 600' on it"},
+    {SL_EKEY_SYMLINK, "KEY_SYMLINK", "key file is a symbolic link: point at the real file instead"},
+    {SL_EKEY_SIZE, "KEY_SIZE", "key file does not hold exactly 32 bytes: generate a new one with --keygen"},
+    {SL_EKEY_FORMAT, "KEY_FORMAT",
+     "key file is not one line of base64: generate a new one with --keygen"},
+    {SL_EKEY_EXISTS, "KEY_EXISTS", "key file already exists: refusing to overwrite it (remove it first)"},
+    {SL_EKEY_NOT_FILE, "KEY_NOT_FILE", "key file path is not a regular file: point at a key file"},
+};
+
+const ErrorInfo *find(int err) noexcept {
+    for (const ErrorInfo &e : kErrors)
+        if (e.code == err) return &e;
+    return nullptr;
+}
+
+}  // namespace
+
+extern "C" const char *sl_strerror(int err) {
+    const ErrorInfo *e = find(err);
+    return e != nullptr ? e->message : "unknown error";
+}
+
+extern "C" const char *sl_errname(int err) {
+    const ErrorInfo *e = find(err);
+    return e != nullptr ? e->name : "UNKNOWN";
+}

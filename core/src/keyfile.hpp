@@ -1,0 +1,18 @@
+// keyfile.hpp - pre-shared key files and where they live (docs/PROTOCOL.md section 6).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "crypto.hpp"
+
+namespace seclink::detail {
+
+int decode_key(const char *text, size_t len, uint8_t key[kKeyLen]) noexcept;
+int load_key(const char *path, uint8_t key[kKeyLen]) noexcept;
+int generate_key(const char *path, uint8_t key_out[kKeyLen]) noexcept;
+std::string config_dir();                       // empty if no home directory can be found
+std::string key_path(const char *explicit_path);  // likewise
+
+}  // namespace seclink::detail

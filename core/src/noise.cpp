@@ -1,0 +1,194 @@
+#include "noise.hpp"
+
+#include <cstring>
+
+namespace seclink::detail {
+
+int HandshakeCipher::set_key(const uint8_t k[kKeyLen]) noexcept {
+    int rc = enc_.init(k, true);
+    if (rc == SL_OK) rc = dec_.init(k, false);
+    has_key_ = rc == SL_OK;
+    n_ = 0;
+    return rc;
+}
+
+int HandshakeCipher::encrypt(const uint8_t *ad, size_t ad_len, const uint8_t *p, size_t len,
+                             uint8_t *out) noexcept {
+    uint8_t iv[kNonceLen];
+    make_nonce(n_, iv);
+    int rc = enc_.seal(iv, ad, ad_len, p, len, nullptr, 0, out, out + len);
+    if (rc == SL_OK) ++n_;
+    return rc;
+}
+
+int HandshakeCipher::decrypt(const uint8_t *ad, size_t ad_len, const uint8_t *c, size_t len,
+                             uint8_t *out) noexcept {
+    uint8_t iv[kNonceLen];
+    if (len < kTagLen) return SL_EHANDSHAKE_AUTH;
+    make_nonce(n_, iv);
+    if (!dec_.open(iv, ad, ad_len, c, len - kTagLen, c + len - kTagLen, out)) return SL_EHANDSHAKE_AUTH;
+    ++n_;
+    return SL_OK;
+}
+
+void HandshakeCipher::clear() noexcept {
+    enc_.reset();  // EVP_CIPHER_CTX_free cleanses the key schedule
+    dec_.reset();
+    has_key_ = false;
+    n_ = 0;
+}
+
+int SymmetricState::init(const char *protocol_name) noexcept {
+    size_t len = std::strlen(protocol_name);
+    if (len <= kHashLen) {
+        std::memset(h_, 0, kHashLen);
+        std::memcpy(h_, protocol_name, len);
+    } else if (sha256(reinterpret_cast<const uint8_t *>(protocol_name), len, nullptr, 0, h_) != SL_OK) {
+        return SL_ECRYPTO;
+    }
+    std::memcpy(ck_, h_, kHashLen);
+    cipher_.clear();
+    return SL_OK;
+}
+
+int SymmetricState::mix_hash(const uint8_t *data, size_t len) noexcept {
+    return sha256(h_, kHashLen, data, len, h_);
+}
+
+int SymmetricState::mix_key(const uint8_t *ikm, size_t len) noexcept {
+    uint8_t out[2 * kHashLen];
+    int rc = hkdf(ck_, ikm, len, out, 2);
+    if (rc == SL_OK) {
+        std::memcpy(ck_, out, kHashLen);
+        rc = cipher_.set_key(out + kHashLen);
+    }
+    wipe(out, sizeof out);
+    return rc;
+}
+
+int SymmetricState::mix_key_and_hash(const uint8_t *ikm, size_t len) noexcept {
+    uint8_t out[3 * kHashLen];
+    int rc = hkdf(ck_, ikm, len, out, 3);
+    if (rc == SL_OK) {
+        std::memcpy(ck_, out, kHashLen);
+        rc = mix_hash(out + kHashLen, kHashLen);
+    }
+    if (rc == SL_OK) rc = cipher_.set_key(out + 2 * kHashLen);
+    wipe(out, sizeof out);
+    return rc;
+}
+
+int SymmetricState::encrypt_and_hash(const uint8_t *p, size_t len, uint8_t *out,
+                                     size_t *out_len) noexcept {
+    int rc = SL_OK;
+    if (cipher_.has_key()) {
+        rc = cipher_.encrypt(h_, kHashLen, p, len, out);
+        *out_len = len + kTagLen;
+    } else {
+        std::memmove(out, p, len);
+        *out_len = len;
+    }
+    return rc == SL_OK ? mix_hash(out, *out_len) : rc;
+}
+
+int SymmetricState::decrypt_and_hash(const uint8_t *c, size_t len, uint8_t *out,
+                                     size_t *out_len) noexcept {
+    int rc = SL_OK;
+    if (cipher_.has_key()) {
+        rc = cipher_.decrypt(h_, kHashLen, c, len, out);
+        *out_len = len >= kTagLen ? len - kTagLen : 0;
+    } else {
+        std::memmove(out, c, len);
+        *out_len = len;
+    }
+    // h covers the ciphertext, which is still in c (out never overlaps it here).
+    return rc == SL_OK ? mix_hash(c, len) : rc;
+}
+
+int SymmetricState::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen]) noexcept {
+    uint8_t out[2 * kHashLen];
+    int rc = hkdf(ck_, nullptr, 0, out, 2);
+    if (rc == SL_OK) {
+        std::memcpy(k1, out, kKeyLen);
+        std::memcpy(k2, out + kHashLen, kKeyLen);
+    }
+    wipe(out, sizeof out);
+    return rc;
+}
+
+void SymmetricState::clear() noexcept {
+    wipe(ck_, sizeof ck_);
+    cipher_.clear();
+}
+
+int Handshake::init(bool initiator, const uint8_t *prologue, size_t prologue_len,
+                    const uint8_t psk[kKeyLen]) noexcept {
+    initiator_ = initiator;
+    step_ = 0;
+    std::memcpy(psk_, psk, kKeyLen);
+    int rc = ss_.init(kProtocolName);
+    return rc == SL_OK ? ss_.mix_hash(prologue, prologue_len) : rc;
+}
+
+int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
+                             size_t *out_len) noexcept {
+    if (step_ >= 2 || !my_turn()) return SL_ESTATE;
+    if (len > kMaxPayload) return SL_EINVAL;
+    int rc = SL_OK;
+    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    if (!e_.has_key() && (rc = e_.generate()) != SL_OK) return rc;                      // e
+    std::memcpy(out, e_.public_key(), kDhLen);
+    if ((rc = ss_.mix_hash(out, kDhLen)) != SL_OK || (rc = ss_.mix_key(out, kDhLen)) != SL_OK)
+        return rc;
+    if (step_ == 1) {  // ee
+        uint8_t dh[kDhLen];
+        rc = e_.derive(re_, dh);
+        if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
+        wipe(dh, sizeof dh);
+        if (rc != SL_OK) return rc;
+    }
+    size_t c_len = 0;
+    if ((rc = ss_.encrypt_and_hash(payload, len, out + kDhLen, &c_len)) != SL_OK) return rc;
+    *out_len = kDhLen + c_len;
+    ++step_;
+    return SL_OK;
+}
+
+int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out,
+                            size_t *payload_len) noexcept {
+    if (step_ >= 2 || my_turn()) return SL_ESTATE;
+    if (len < kDhLen + kTagLen) return SL_EFRAME_TOO_SHORT;
+    int rc = SL_OK;
+    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    std::memcpy(re_, msg, kDhLen);                                                      // e
+    if ((rc = ss_.mix_hash(re_, kDhLen)) != SL_OK || (rc = ss_.mix_key(re_, kDhLen)) != SL_OK)
+        return rc;
+    if (step_ == 1) {  // ee
+        uint8_t dh[kDhLen];
+        rc = e_.derive(re_, dh);
+        if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
+        wipe(dh, sizeof dh);
+        if (rc != SL_OK) return rc;
+    }
+    if ((rc = ss_.decrypt_and_hash(msg + kDhLen, len - kDhLen, payload_out, payload_len)) != SL_OK)
+        return rc;
+    ++step_;
+    return SL_OK;
+}
+
+int Handshake::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLen]) noexcept {
+    if (!done()) return SL_ESTATE;
+    int rc = ss_.split(k1, k2);
+    std::memcpy(h, ss_.hash(), kHashLen);
+    clear();
+    return rc;
+}
+
+void Handshake::clear() noexcept {
+    ss_.clear();
+    e_.clear();
+    wipe(psk_, sizeof psk_);
+    wipe(re_, sizeof re_);
+}
+
+}  // namespace seclink::detail

@@ -1,0 +1,86 @@
+// noise.hpp - Noise_NNpsk0_25519_AESGCM_SHA256 (Noise revision 34), as restated in
+// docs/PROTOCOL.md section 3. Only the pieces seclink/1 uses; payloads may be non-empty so
+// the public Noise test vectors can be reproduced.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "crypto.hpp"
+
+namespace seclink::detail {
+
+// Noise CipherState during the handshake: key k (optional) and nonce n.
+class HandshakeCipher {
+public:
+    int set_key(const uint8_t k[kKeyLen]) noexcept;
+    bool has_key() const noexcept { return has_key_; }
+    // out receives len + 16 bytes. SL_OK, SL_ECRYPTO.
+    int encrypt(const uint8_t *ad, size_t ad_len, const uint8_t *p, size_t len, uint8_t *out) noexcept;
+    // out receives len - 16 bytes. SL_OK, SL_EHANDSHAKE_AUTH.
+    int decrypt(const uint8_t *ad, size_t ad_len, const uint8_t *c, size_t len, uint8_t *out) noexcept;
+    void clear() noexcept;
+
+private:
+    Aead enc_, dec_;
+    bool has_key_ = false;
+    uint64_t n_ = 0;
+};
+
+// Noise SymmetricState: chaining key ck, handshake hash h, and the handshake cipher.
+class SymmetricState {
+public:
+    ~SymmetricState() { clear(); }
+    int init(const char *protocol_name) noexcept;  // name of at most 32 bytes
+    int mix_hash(const uint8_t *data, size_t len) noexcept;
+    int mix_key(const uint8_t *ikm, size_t len) noexcept;
+    int mix_key_and_hash(const uint8_t *ikm, size_t len) noexcept;
+    int encrypt_and_hash(const uint8_t *p, size_t len, uint8_t *out, size_t *out_len) noexcept;
+    int decrypt_and_hash(const uint8_t *c, size_t len, uint8_t *out, size_t *out_len) noexcept;
+    int split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen]) noexcept;
+    const uint8_t *hash() const noexcept { return h_; }
+    void clear() noexcept;
+
+private:
+    uint8_t ck_[kHashLen] = {};
+    uint8_t h_[kHashLen] = {};
+    HandshakeCipher cipher_;
+};
+
+// NNpsk0:  -> psk, e   <- e, ee
+class Handshake {
+public:
+    static constexpr const char *kProtocolName = "Noise_NNpsk0_25519_AESGCM_SHA256";
+    static constexpr size_t kMaxPayload = 1024;
+
+    // SL_OK, SL_ECRYPTO.
+    int init(bool initiator, const uint8_t *prologue, size_t prologue_len,
+             const uint8_t psk[kKeyLen]) noexcept;
+    // Use this private key instead of a fresh one (test vectors only). Before the first message.
+    int set_ephemeral(const uint8_t priv[kDhLen]) noexcept { return e_.set_private(priv); }
+
+    // Writes the next handshake message (e.pub || encrypted payload) into out (capacity
+    // 32 + len + 16). SL_OK, SL_ESTATE, SL_EWEAK_KEY, SL_ECRYPTO, SL_EINVAL (payload too large).
+    int write_message(const uint8_t *payload, size_t len, uint8_t *out, size_t *out_len) noexcept;
+    // Reads the next handshake message; the payload goes to payload_out (capacity len - 48).
+    // SL_OK, SL_ESTATE, SL_EFRAME_TOO_SHORT, SL_EWEAK_KEY, SL_EHANDSHAKE_AUTH, SL_ECRYPTO.
+    int read_message(const uint8_t *msg, size_t len, uint8_t *payload_out, size_t *payload_len) noexcept;
+
+    bool done() const noexcept { return step_ == 2; }
+    // After done(): the two transport keys (initiator->responder, responder->initiator) and the
+    // handshake hash; erases the rest of the handshake state.
+    int split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLen]) noexcept;
+    void clear() noexcept;
+    ~Handshake() { clear(); }
+
+private:
+    bool my_turn() const noexcept { return (step_ == 0) == initiator_; }
+    SymmetricState ss_;
+    X25519 e_;
+    uint8_t re_[kDhLen] = {};
+    uint8_t psk_[kKeyLen] = {};
+    bool initiator_ = false;
+    int step_ = 0;  // messages processed: 0, 1, 2
+};
+
+}  // namespace seclink::detail

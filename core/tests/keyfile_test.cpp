@@ -1,0 +1,182 @@
+// Pre-shared key files (docs/PROTOCOL.md section 6).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.hpp"
+
+using namespace sltest;
+namespace fs = std::filesystem;
+
+namespace {
+
+class KeyFileTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/seclink-keytest-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    std::string write(const std::string &name, const std::string &content, mode_t mode = 0600) {
+        std::string path = dir_ + "/" + name;
+        std::ofstream(path, std::ios::binary) << content;
+        EXPECT_EQ(chmod(path.c_str(), mode), 0);
+        return path;
+    }
+    int load(const std::string &path) {
+        uint8_t key[32];
+        std::memset(key, 0xAA, sizeof key);
+        int rc = sl_key_load(path.c_str(), key);
+        if (rc != SL_OK) {
+            for (uint8_t b : key) EXPECT_EQ(b, 0) << "key not zeroed on error";
+        }
+        return rc;
+    }
+    std::string dir_;
+};
+
+// base64 of 32 bytes 0x00..0x1f
+const std::string kB64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+}  // namespace
+
+TEST_F(KeyFileTest, LoadsBase64WithOrWithoutNewline) {
+    for (const std::string &text : {kB64, kB64 + "\n"}) {
+        uint8_t key[32];
+        ASSERT_EQ(sl_key_load(write("psk", text).c_str(), key), SL_OK);
+        for (int i = 0; i < 32; ++i) EXPECT_EQ(key[i], i);
+        fs::remove(dir_ + "/psk");
+    }
+}
+
+TEST_F(KeyFileTest, GroupOrOtherAccessIsRefused) {
+    for (mode_t mode : {0644, 0640, 0604, 0620, 0602, 0610}) {
+        EXPECT_EQ(load(write("psk", kB64, mode)), SL_EKEY_PERMISSIONS) << std::oct << mode;
+        fs::remove(dir_ + "/psk");
+    }
+    EXPECT_EQ(load(write("psk", kB64, 0400)), SL_OK);
+}
+
+TEST_F(KeyFileTest, SymlinkIsRefused) {
+    std::string target = write("real", kB64);
+    std::string link = dir_ + "/link";
+    ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+    EXPECT_EQ(load(link), SL_EKEY_SYMLINK);
+}
+
+TEST_F(KeyFileTest, WrongDecodedSizesAreRefused) {
+    EXPECT_EQ(load(write("k31", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==")), SL_EKEY_SIZE);
+    EXPECT_EQ(load(write("k33", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g")), SL_EKEY_SIZE);
+    EXPECT_EQ(load(write("k16", "AAECAwQFBgcICQoLDA0ODw==")), SL_EKEY_SIZE);
+}
+
+TEST_F(KeyFileTest, BadBase64IsRefused) {
+    for (const std::string &bad :
+         {std::string("not base64 at all!!"), kB64.substr(0, 43), "*" + kB64.substr(1), kB64 + "\n\n",
+          kB64 + " ", " " + kB64, kB64 + "\r\n", kB64.substr(0, 20) + "\n" + kB64.substr(20), std::string(""),
+          std::string("===="), kB64.substr(0, 40) + "=AAA", std::string(300, 'A')}) {
+        EXPECT_EQ(load(write("bad", bad)), SL_EKEY_FORMAT) << "'" << bad << "'";
+        fs::remove(dir_ + "/bad");
+    }
+}
+
+TEST_F(KeyFileTest, MissingFileAndDirectoryHaveTheirOwnErrors) {
+    EXPECT_EQ(load(dir_ + "/nope"), SL_EKEY_NOT_FOUND);
+    EXPECT_EQ(load(dir_), SL_EKEY_NOT_FILE);
+    EXPECT_EQ(load("/dev/null"), SL_EKEY_NOT_FILE);
+}
+
+TEST_F(KeyFileTest, ErrorMessagesSayWhatToDo) {
+    EXPECT_NE(std::string(sl_strerror(SL_EKEY_PERMISSIONS)).find("chmod 600"), std::string::npos);
+    EXPECT_NE(std::string(sl_strerror(SL_EKEY_NOT_FOUND)).find("--keygen"), std::string::npos);
+    EXPECT_STREQ(sl_errname(SL_EKEY_SYMLINK), "KEY_SYMLINK");
+}
+
+TEST_F(KeyFileTest, GenerateCreates0600FileThatLoadsBack) {
+    std::string path = dir_ + "/sub/dir/psk";
+    uint8_t made[32], loaded[32];
+    ASSERT_EQ(sl_key_generate(path.c_str(), made), SL_OK);
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    ASSERT_EQ(stat((dir_ + "/sub").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u);
+    EXPECT_EQ(fs::file_size(path), 45u);  // 44 base64 characters and a newline
+    ASSERT_EQ(sl_key_load(path.c_str(), loaded), SL_OK);
+    EXPECT_EQ(hex(made, 32), hex(loaded, 32));
+}
+
+TEST_F(KeyFileTest, GenerateIgnoresAPermissiveUmask) {
+    mode_t old = umask(0);
+    std::string path = dir_ + "/psk";
+    EXPECT_EQ(sl_key_generate(path.c_str(), nullptr), SL_OK);
+    umask(old);
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(KeyFileTest, GenerateNeverOverwritesOrFollowsLinks) {
+    std::string path = write("psk", kB64);
+    EXPECT_EQ(sl_key_generate(path.c_str(), nullptr), SL_EKEY_EXISTS);
+    uint8_t key[32];
+    ASSERT_EQ(sl_key_load(path.c_str(), key), SL_OK);
+    EXPECT_EQ(key[31], 31) << "existing key untouched";
+    std::string link = dir_ + "/dangling";
+    ASSERT_EQ(symlink((dir_ + "/elsewhere").c_str(), link.c_str()), 0);
+    EXPECT_NE(sl_key_generate(link.c_str(), nullptr), SL_OK);
+    EXPECT_FALSE(fs::exists(dir_ + "/elsewhere"));
+}
+
+TEST_F(KeyFileTest, TwoGeneratedKeysDiffer) {
+    uint8_t a[32], b[32];
+    ASSERT_EQ(sl_key_generate((dir_ + "/a").c_str(), a), SL_OK);
+    ASSERT_EQ(sl_key_generate((dir_ + "/b").c_str(), b), SL_OK);
+    EXPECT_NE(hex(a, 32), hex(b, 32));
+}
+
+TEST_F(KeyFileTest, PathPrecedenceIsExplicitThenEnvThenXdgThenHome) {
+    auto path = [](const char *explicit_path) {
+        char buf[512];
+        EXPECT_EQ(sl_key_path(explicit_path, buf, sizeof buf, nullptr), SL_OK);
+        return std::string(buf);
+    };
+    const char *keep_home = std::getenv("HOME");
+    std::string home = keep_home ? keep_home : "";
+    setenv("HOME", "/home/u", 1);
+    unsetenv("XDG_CONFIG_HOME");
+    unsetenv("SECLINK_PSK_FILE");
+    EXPECT_EQ(path(nullptr), "/home/u/.config/seclink/psk");
+    setenv("XDG_CONFIG_HOME", "relative/ignored", 1);
+    EXPECT_EQ(path(nullptr), "/home/u/.config/seclink/psk");
+    setenv("XDG_CONFIG_HOME", "/xdg", 1);
+    EXPECT_EQ(path(nullptr), "/xdg/seclink/psk");
+    setenv("SECLINK_PSK_FILE", "/env/psk", 1);
+    EXPECT_EQ(path(nullptr), "/env/psk");
+    EXPECT_EQ(path(""), "/env/psk");
+    EXPECT_EQ(path("/explicit/psk"), "/explicit/psk");
+    char dir[512];
+    ASSERT_EQ(sl_config_dir(dir, sizeof dir, nullptr), SL_OK);
+    EXPECT_STREQ(dir, "/xdg/seclink");
+    size_t needed = 0;
+    char tiny[4];
+    EXPECT_EQ(sl_key_path(nullptr, tiny, sizeof tiny, &needed), SL_ERANGE);
+    EXPECT_EQ(needed, std::string("/env/psk").size());
+    unsetenv("SECLINK_PSK_FILE");
+    unsetenv("XDG_CONFIG_HOME");
+    setenv("HOME", home.c_str(), 1);
+}
+
+TEST_F(KeyFileTest, NullArgumentsAreInvalid) {
+    uint8_t key[32];
+    EXPECT_EQ(sl_key_load(nullptr, key), SL_EINVAL);
+    EXPECT_EQ(sl_key_load("x", nullptr), SL_EINVAL);
+    EXPECT_EQ(sl_key_generate(nullptr, key), SL_EINVAL);
+    EXPECT_EQ(sl_key_generate("", key), SL_EINVAL);
+}

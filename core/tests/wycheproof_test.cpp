@@ -1,0 +1,115 @@
+// Project Wycheproof vectors: AES-256-GCM (96-bit IV, 128-bit tag) through the engine's AEAD,
+// and every low-order X25519 public key (ZeroSharedSecret) through the handshake.
+#include "engine.hpp"
+#include "noise.hpp"
+#include "test_util.hpp"
+
+using namespace sltest;
+namespace d = seclink::detail;
+
+TEST(WycheproofAesGcmTest, EveryCaseAcceptedOrRejectedAsItSays) {
+    const nlohmann::json all = shared_vectors("wycheproof_aes_gcm_test.json");
+    int valid = 0, invalid = 0;
+    for (const auto &g : all["testGroups"]) {
+        if (g["keySize"] != 256 || g["ivSize"] != 96 || g["tagSize"] != 128) continue;
+        for (const auto &t : g["tests"]) {
+            const Bytes key = unhex(t["key"]), iv = unhex(t["iv"]), aad = unhex(t["aad"]);
+            const Bytes msg = unhex(t["msg"]), ct = unhex(t["ct"]), tag = unhex(t["tag"]);
+            const std::string id = "tcId " + std::to_string(t["tcId"].get<int>());
+            d::Aead dec;
+            ASSERT_EQ(dec.init(key.data(), false), SL_OK);
+            Bytes out(ct.size() + 1);
+            const bool opened = dec.open(iv.data(), aad.data(), aad.size(), ct.data(), ct.size(), tag.data(), out.data());
+            if (t["result"] == "invalid") {
+                ++invalid;
+                EXPECT_FALSE(opened) << id << " accepted: " << t["comment"];
+                continue;
+            }
+            ++valid;
+            ASSERT_TRUE(opened) << id << " rejected: " << t["comment"];
+            EXPECT_EQ(Bytes(out.begin(), out.begin() + static_cast<long>(ct.size())), msg) << id;
+            d::Aead enc;
+            ASSERT_EQ(enc.init(key.data(), true), SL_OK);
+            Bytes sealed(msg.size() + 16);
+            ASSERT_EQ(enc.seal(iv.data(), aad.data(), aad.size(), msg.data(), msg.size(), nullptr, 0, sealed.data(),
+                               sealed.data() + msg.size()),
+                      SL_OK);
+            EXPECT_EQ(hex(sealed), hex(ct) + hex(tag)) << id;
+        }
+    }
+    EXPECT_GT(valid, 20);
+    EXPECT_GT(invalid, 20);
+}
+
+namespace {
+
+std::vector<Bytes> low_order_keys() {
+    std::vector<Bytes> keys;
+    const nlohmann::json all = shared_vectors("wycheproof_x25519_test.json");
+    for (const auto &g : all["testGroups"])
+        for (const auto &t : g["tests"])
+            for (const auto &f : t["flags"])
+                if (f == "ZeroSharedSecret") keys.push_back(unhex(t["public"]));
+    return keys;
+}
+
+}  // namespace
+
+TEST(WycheproofX25519Test, ValidCasesDeriveTheExpectedSecret) {
+    int n = 0;
+    const nlohmann::json all = shared_vectors("wycheproof_x25519_test.json");
+    for (const auto &g : all["testGroups"])
+        for (const auto &t : g["tests"]) {
+            if (t["result"] != "valid") continue;
+            d::X25519 k;
+            ASSERT_EQ(k.set_private(unhex(t["private"]).data()), SL_OK);
+            uint8_t out[32];
+            ASSERT_EQ(k.derive(unhex(t["public"]).data(), out), SL_OK) << t["tcId"];
+            EXPECT_EQ(hex(out, 32), t["shared"].get<std::string>()) << t["tcId"];
+            ++n;
+        }
+    EXPECT_GT(n, 100);
+}
+
+TEST(WycheproofX25519Test, EveryZeroSharedSecretKeyAbortsTheServerHandshake) {
+    const auto keys = low_order_keys();
+    ASSERT_GT(keys.size(), 10u);
+    const auto psk = key_of(7);
+    for (const Bytes &pub : keys) {
+        // A correct frame 1 carrying the low-order key: frame 1 involves no DH, so only the
+        // server's "ee" (while answering) can notice, and it must abort rather than answer.
+        d::SymmetricState ss;
+        ASSERT_EQ(ss.init(d::Handshake::kProtocolName), SL_OK);
+        ASSERT_EQ(ss.mix_hash(d::kPrologue, sizeof d::kPrologue), SL_OK);
+        ASSERT_EQ(ss.mix_key_and_hash(psk.data(), psk.size()), SL_OK);
+        ASSERT_EQ(ss.mix_hash(pub.data(), 32), SL_OK);
+        ASSERT_EQ(ss.mix_key(pub.data(), 32), SL_OK);
+        uint8_t tag[16];
+        size_t len = 0;
+        ASSERT_EQ(ss.encrypt_and_hash(nullptr, 0, tag, &len), SL_OK);
+        Bytes f1 = {0, 0, 0, 53, 'S', 'L', 'N', 'K', 1};
+        f1.insert(f1.end(), pub.begin(), pub.end());
+        f1.insert(f1.end(), tag, tag + 16);
+        Pair p(psk);
+        p.start();
+        FeedResult r = feed_all(p.server, f1);
+        EXPECT_EQ(r.rc, SL_EWEAK_KEY) << hex(pub);
+        EXPECT_FALSE(r.handshake_done);
+        EXPECT_EQ(sl_conn_pending_size(p.server), 0u) << "no frame 2 for a weak key";
+    }
+}
+
+TEST(WycheproofX25519Test, EveryZeroSharedSecretKeyAbortsTheClientHandshake) {
+    const auto keys = low_order_keys();
+    ASSERT_GT(keys.size(), 10u);
+    for (const Bytes &pub : keys) {
+        Pair p;
+        p.start();
+        Bytes f2 = {0, 0, 0, 48};
+        f2.insert(f2.end(), pub.begin(), pub.end());
+        f2.insert(f2.end(), 16, 0x42);  // never reached: the DH fails first
+        FeedResult r = feed_all(p.client, f2);
+        EXPECT_EQ(r.rc, SL_EWEAK_KEY) << hex(pub);
+        EXPECT_FALSE(sl_conn_is_established(p.client));
+    }
+}

@@ -1,0 +1,105 @@
+"""seclink/1 reference client over plain TCP (docs/PROTOCOL.md).
+
+    python3 -m interop_tests.reference.client HOST PORT [MESSAGE ...] [--psk-file PATH]
+
+Sends each MESSAGE (or, with none, each line of standard input until end of input or a line
+`exit`, `quit` or `!DISCONNECT`) as DATA, prints each reply as `[RECV] <text>`, then sends CLOSE.
+Exit status: 0 success, 2 handshake failure, 1 any other error (one `error: ...` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Iterable, Iterator
+
+from .seclink_ref import (DATA, Closed, Connection, Event, HandshakeDone, KeyFileError, Message, ProtocolError,
+                          default_key_path, describe, load_key)
+
+QUIT_LINES = ("exit", "quit", "!DISCONNECT")
+
+
+class ClientError(Exception):
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def events(sock: socket.socket, conn: Connection) -> Iterator[Event]:
+    """The connection's events as bytes arrive; whatever the Connection queues (a PONG) is sent."""
+    while True:
+        data = sock.recv(65536)
+        new = conn.receive(data) if data else conn.eof()
+        sock.sendall(conn.data_to_send())
+        yield from new
+        if not data:
+            return
+
+
+def stdin_lines() -> Iterator[str]:
+    for line in sys.stdin:
+        line = line.rstrip("\r\n")
+        if line in QUIT_LINES:
+            return
+        yield line
+
+
+def run(host: str, port: int, psk: bytes, messages: Iterable[str]) -> None:
+    try:
+        sock = socket.create_connection((host, port))
+    except OSError as error:
+        raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+    with sock:
+        conn = Connection("client", psk)
+        conn.start()
+        try:
+            sock.sendall(conn.data_to_send())
+            stream = events(sock, conn)
+            first = next(stream, None)
+        except (ProtocolError, OSError) as error:
+            raise ClientError(f"handshake failed: {error}", 2) from None
+        if not isinstance(first, HandshakeDone):
+            raise ClientError("handshake failed: the server closed the connection "
+                              "(does it use the same PSK?)", 2)
+        try:
+            for text in messages:
+                conn.send(DATA, text.encode("utf-8"))
+                sock.sendall(conn.data_to_send())
+                for event in stream:  # wait for the reply, skipping PINGs and PONGs
+                    if isinstance(event, Closed):
+                        raise ClientError("the server closed the connection"
+                                          + (f": {event.reason}" if event.reason else ""))
+                    if isinstance(event, Message) and event.type == DATA:
+                        print(f"[RECV] {describe(event.content)}", flush=True)
+                        break
+            conn.close()
+            sock.sendall(conn.data_to_send())
+        except (ProtocolError, OSError) as error:
+            raise ClientError(str(error)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="seclink/1 reference client (plain TCP)")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("messages", nargs="*", metavar="MESSAGE")
+    parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
+    args = parser.parse_args(argv)
+    try:
+        psk = load_key(default_key_path(args.psk_file))
+        run(args.host, args.port, psk, args.messages or stdin_lines())
+    except KeyFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.status
+    except OSError as error:  # e.g. an unreadable key file
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

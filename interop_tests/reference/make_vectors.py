@@ -1,0 +1,220 @@
+"""Write interop_tests/vectors/seclink_v1.json, the seclink/1 test vectors (docs/PROTOCOL.md section 8).
+
+Deterministic: fixed PSK and ephemerals, so running it twice gives the same file.
+
+    python3 -m interop_tests.reference.make_vectors
+"""
+
+from __future__ import annotations
+
+import json
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from .seclink_ref import (CLOSE, DATA, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, VERSION, Connection,
+                          DEFAULT_MAX_MESSAGE, SymmetricState)
+
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
+
+PSK = bytes(range(32))
+CLIENT_EPHEMERAL = sha256(b"seclink client ephemeral").digest()
+SERVER_EPHEMERAL = sha256(b"seclink server ephemeral").digest()
+OTHER_PSK = sha256(b"seclink other psk").digest()                       # a peer with another key
+OTHER_CLIENT_EPHEMERAL = sha256(b"seclink other session").digest()     # another session, same PSK
+MAX_MESSAGE = DEFAULT_MAX_MESSAGE
+
+# Low-order X25519 points: the shared secret with any key is all zeros.
+ZERO_POINT = bytes(32)
+ORDER8_POINT = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+
+# The connection: (sender, kind, message type, content). handshake2 and the PONG are not
+# requested by the script: the server queues them itself on receiving frame 1 and the PING.
+SCRIPT: list[tuple[str, str, int | None, bytes | None]] = [
+    ("client", "handshake1", None, None),
+    ("server", "handshake2", None, None),
+    ("client", "transport", DATA, b"hello, seclink"),
+    ("server", "transport", DATA, b"ACK: received 14 bytes"),
+    ("client", "transport", DATA, b""),
+    ("client", "transport", PING, b"ping-1"),
+    ("server", "transport", PONG, b"ping-1"),
+    ("server", "transport", DATA, bytes(range(256))),
+    ("client", "transport", DATA, "héllo wörld ✓".encode("utf-8")),
+    ("client", "transport", CLOSE, b"bye"),
+]
+
+
+def prefixed(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+def flip(frame: bytes, offset: int, bit: int = 0x01) -> bytes:
+    """The frame with one bit flipped; a negative offset counts from the end."""
+    out = bytearray(frame)
+    out[offset] ^= bit
+    return bytes(out)
+
+
+def handshaken(psk: bytes = PSK, client_ephemeral: bytes = CLIENT_EPHEMERAL
+               ) -> tuple[Connection, Connection]:
+    """A client and a server with the handshake done and nothing left to send."""
+    client = Connection("client", psk, ephemeral=client_ephemeral, max_message=MAX_MESSAGE)
+    server = Connection("server", psk, ephemeral=SERVER_EPHEMERAL, max_message=MAX_MESSAGE)
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    return client, server
+
+
+def run_script() -> tuple[list[dict[str, Any]], bytes]:
+    """Run SCRIPT between a client and a server; returns the wire entries and the handshake hash."""
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, max_message=MAX_MESSAGE)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, max_message=MAX_MESSAGE)
+    peers = {"client": client, "server": server}
+    wire = []
+    for sender, kind, type, content in SCRIPT:
+        receiver = "server" if sender == "client" else "client"
+        if kind == "handshake1":
+            client.start()
+        elif kind == "transport" and type != PONG:
+            peers[sender].send(type, content)
+        frame = peers[sender].data_to_send()
+        peers[receiver].receive(frame)
+        entry: dict[str, Any] = {"from": sender, "kind": kind}
+        if kind == "transport":
+            entry["type"] = TYPE_NAMES[type]
+            entry["content"] = content.hex()
+        entry["bytes"] = frame.hex()
+        wire.append(entry)
+    assert client.handshake_hash == server.handshake_hash
+    return wire, client.handshake_hash
+
+
+def frame1_with_key(e_pub: bytes) -> bytes:
+    """Frame 1 with a chosen (e.g. low-order) public key, correctly encrypted for it."""
+    ss = SymmetricState(PROLOGUE)
+    ss.mix_key_and_hash(PSK)
+    ss.mix_hash(e_pub)
+    ss.mix_key(e_pub)
+    return prefixed(MAGIC + bytes([VERSION]) + e_pub + ss.encrypt_and_hash(b""))
+
+
+def frame2_with_key(e_pub: bytes, client_pub: bytes) -> bytes:
+    """Frame 2 with a low-order public key, encrypted as if DH had been allowed to give zeros,
+    so that only the WEAK_KEY check can catch it."""
+    ss = SymmetricState(PROLOGUE)
+    ss.mix_key_and_hash(PSK)
+    ss.mix_hash(client_pub)
+    ss.mix_key(client_pub)
+    ss.encrypt_and_hash(b"")
+    ss.mix_hash(e_pub)
+    ss.mix_key(e_pub)
+    ss.mix_key(bytes(32))
+    return prefixed(e_pub + ss.encrypt_and_hash(b""))
+
+
+def sealed_by_client(plaintext: bytes) -> bytes:
+    """A transport frame with counter 0, correctly encrypted with the session's client key,
+    whose plaintext the sender API would refuse (bad type, oversized PING)."""
+    client, _ = handshaken()
+    client._queue_transport(plaintext)  # bypasses send()'s checks on purpose
+    return client.data_to_send()
+
+
+def malformed_cases(wire: list[bytes]) -> list[dict[str, Any]]:
+    u32 = lambda n: n.to_bytes(4, "big")  # noqa: E731
+    frame1, frame2 = wire[0], wire[1]
+    client_pub = frame1[9:41]
+
+    other_psk_client, other_psk_server = (Connection("client", OTHER_PSK, ephemeral=CLIENT_EPHEMERAL),
+                                          Connection("server", OTHER_PSK, ephemeral=SERVER_EPHEMERAL))
+    other_psk_client.start()
+    frame1_other_psk = other_psk_client.data_to_send()
+    other_psk_server.receive(frame1_other_psk)
+    frame2_other_psk = other_psk_server.data_to_send()
+
+    other_client, _ = handshaken(client_ephemeral=OTHER_CLIENT_EPHEMERAL)
+    other_client.send(DATA, b"hello, seclink")
+    foreign = other_client.data_to_send()
+
+    iv_end = 4 + 12  # a transport frame: prefix, iv, ciphertext (type byte first), tag
+    cases = [
+        # (name, to, after, bytes, error[, eof])
+        ("bad_magic", "server", 0, prefixed(b"XLNK" + frame1[8:]), "BAD_MAGIC"),
+        ("http_request", "server", 0, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "FRAME_TOO_LARGE"),
+        ("bad_version_2", "server", 0, prefixed(MAGIC + b"\x02" + frame1[9:]), "BAD_VERSION"),
+        ("bad_version_0", "server", 0, prefixed(MAGIC + b"\x00" + frame1[9:]), "BAD_VERSION"),
+        ("frame1_length_0", "server", 0, u32(0), "FRAME_TOO_SHORT"),
+        ("frame1_length_52", "server", 0, u32(52), "FRAME_TOO_SHORT"),
+        ("frame1_length_1025", "server", 0, u32(1025), "FRAME_TOO_LARGE"),
+        ("frame1_length_max", "server", 0, u32(2**32 - 1), "FRAME_TOO_LARGE"),
+        ("frame1_other_psk", "server", 0, frame1_other_psk, "HANDSHAKE_AUTH"),
+        ("frame1_flipped_tag", "server", 0, flip(frame1, -1), "HANDSHAKE_AUTH"),
+        ("frame1_flipped_key", "server", 0, flip(frame1, 9), "HANDSHAKE_AUTH"),
+        ("frame1_zero_key", "server", 0, frame1_with_key(ZERO_POINT), "WEAK_KEY"),
+        ("frame1_order8_key", "server", 0, frame1_with_key(ORDER8_POINT), "WEAK_KEY"),
+        ("frame1_truncated_prefix", "server", 0, frame1[:2], "TRUNCATED", True),
+        ("frame1_truncated_body", "server", 0, frame1[:30], "TRUNCATED", True),
+        ("frame2_other_psk", "client", 1, frame2_other_psk, "HANDSHAKE_AUTH"),
+        ("frame2_flipped_tag", "client", 1, flip(frame2, -1), "HANDSHAKE_AUTH"),
+        ("frame2_zero_key", "client", 1, frame2_with_key(ZERO_POINT, client_pub), "WEAK_KEY"),
+        ("frame2_order8_key", "client", 1, frame2_with_key(ORDER8_POINT, client_pub), "WEAK_KEY"),
+        ("frame2_length_47", "client", 1, u32(47), "FRAME_TOO_SHORT"),
+        ("frame2_length_1025", "client", 1, u32(1025), "FRAME_TOO_LARGE"),
+        ("frame2_truncated_body", "client", 1, frame2[:-1], "TRUNCATED", True),
+        ("transport_length_28", "server", 2, u32(28), "FRAME_TOO_SHORT"),
+        ("transport_length_max_message_plus_30", "server", 2, u32(MAX_MESSAGE + 30), "FRAME_TOO_LARGE"),
+        ("transport_flipped_ciphertext", "server", 2, flip(wire[2], iv_end + 3), "AUTH"),
+        ("transport_flipped_tag", "server", 2, flip(wire[2], -1), "AUTH"),
+        ("transport_tag_cut_short", "server", 2, prefixed(wire[2][4:-1]), "AUTH"),
+        ("transport_flipped_iv_high", "server", 2, flip(wire[2], 4, 0x80), "BAD_COUNTER"),
+        ("transport_skipped_counter", "server", 2, wire[4], "BAD_COUNTER"),
+        ("transport_other_session", "server", 2, foreign, "AUTH"),
+        ("transport_type_07", "server", 2, sealed_by_client(b"\x07hello"), "BAD_TYPE"),
+        ("transport_type_00", "server", 2, sealed_by_client(b"\x00"), "BAD_TYPE"),
+        ("transport_ping_65", "server", 2, sealed_by_client(bytes([PING]) + b"p" * 65), "BAD_PING"),
+        ("transport_pong_65", "server", 2, sealed_by_client(bytes([PONG]) + b"p" * 65), "BAD_PING"),
+        ("transport_truncated", "server", 2, wire[2][:-1], "TRUNCATED", True),
+        ("transport_replay", "server", 3, wire[2], "BAD_COUNTER"),
+        ("transport_reflected", "client", 2, wire[2], "AUTH"),
+        ("transport_flipped_from_server", "client", 2, flip(wire[3], iv_end + 5), "AUTH"),
+        ("transport_replay_from_server", "client", 4, wire[3], "BAD_COUNTER"),
+    ]
+    out = []
+    for name, to, after, data, error, *eof in cases:
+        case: dict[str, Any] = {"name": name, "to": to, "after": after, "bytes": data.hex(), "error": error}
+        if eof:
+            case["eof"] = True
+        out.append(case)
+    return out
+
+
+def build_vectors() -> dict[str, Any]:
+    wire, handshake_hash = run_script()
+    return {
+        "protocol": "seclink/1",
+        "description": "One complete seclink/1 connection as exact bytes from fixed keys, and malformed "
+                       "inputs with the error each must produce (docs/PROTOCOL.md section 8).",
+        "psk": PSK.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "max_message": MAX_MESSAGE,
+        "prologue": PROLOGUE.hex(),
+        "handshake_hash": handshake_hash.hex(),
+        "wire": wire,
+        "malformed": malformed_cases([bytes.fromhex(entry["bytes"]) for entry in wire]),
+    }
+
+
+def render(vectors: dict[str, Any]) -> str:
+    return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    VECTORS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    VECTORS_PATH.write_text(render(build_vectors()), encoding="utf-8")
+    print(f"wrote {VECTORS_PATH}")
+
+
+if __name__ == "__main__":
+    main()

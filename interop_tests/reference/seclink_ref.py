@@ -1,0 +1,536 @@
+"""seclink/1 reference implementation, written from docs/PROTOCOL.md alone.
+
+Read it next to the spec; section numbers in comments refer to docs/PROTOCOL.md.
+
+Layers, bottom up:
+  CipherState, SymmetricState  Noise state objects (section 3.2)
+  NoiseHandshake               Noise_NNpsk0_25519_AESGCM_SHA256 with any prologue and payloads (3.3-3.5)
+  Connection                   seclink framing, handshake frames, transport frames, messages (2-5),
+                               sans-I/O: feed it received bytes, it returns events and queues bytes to send
+  load_key / generate_key / default_key_path   key files (section 6)
+
+Only the standard library and the `cryptography` package are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import re
+import stat
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
+PROLOGUE = b"SLNK\x01"
+MAGIC = b"SLNK"
+VERSION = 0x01
+
+DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}
+MAX_PING = 64
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+FRAME1_MIN, FRAME2_MIN, HANDSHAKE_MAX = 53, 48, 1024  # section 2 table
+IV_LEN, TAG_LEN = 12, 16
+TRANSPORT_OVERHEAD = IV_LEN + 1 + TAG_LEN  # 29: iv, type byte, tag
+MAX_NONCE = 2**64 - 1  # reserved: a counter that reaches it must not be used
+
+# Section 7: name -> meaning (the numbers belong to the C ABI and are not needed here).
+ERRORS = {
+    "FRAME_TOO_SHORT": "frame length below the smallest body for the state",
+    "FRAME_TOO_LARGE": "frame length above the largest body for the state",
+    "BAD_MAGIC": "frame 1 does not start with SLNK: not a seclink peer",
+    "BAD_VERSION": "frame 1 names a version other than 1",
+    "HANDSHAKE_AUTH": "a handshake payload failed to decrypt: the PSKs differ",
+    "WEAK_KEY": "the peer's ephemeral key is a low-order point",
+    "BAD_COUNTER": "transport IV is not the next counter: replay, reorder or loss",
+    "AUTH": "transport frame failed authentication: tampered or foreign",
+    "BAD_TYPE": "unknown message type",
+    "BAD_PING": "PING/PONG content over 64 bytes",
+    "MSG_TOO_LARGE": "message content over max_message",
+    "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
+    "TRUNCATED": "the stream ended inside a frame",
+}
+
+
+class ProtocolError(Exception):
+    """A seclink/1 protocol error; `.name` is its section 7 name. Fatal to the connection."""
+
+    def __init__(self, name: str) -> None:
+        assert name in ERRORS, name
+        super().__init__(f"{name}: {ERRORS[name]}")
+        self.name = name
+
+
+# --------------------------------------------------------------------------- Noise (section 3)
+
+def nonce(n: int) -> bytes:
+    """The 12-byte AES-GCM nonce (and the transport IV): 0x00000000 || u64be(n)."""
+    return b"\x00" * 4 + n.to_bytes(8, "big")
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, sha256).digest()
+
+
+def hkdf(ck: bytes, ikm: bytes, outputs: int) -> list[bytes]:
+    """Noise's HKDF (section 3.1): two or three 32-byte outputs."""
+    t = hmac_sha256(ck, ikm)
+    out = [hmac_sha256(t, b"\x01")]
+    for i in range(2, outputs + 1):
+        out.append(hmac_sha256(t, out[-1] + bytes([i])))
+    return out
+
+
+def dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
+    """X25519; an all-zero result (low-order peer key) aborts the handshake with WEAK_KEY."""
+    try:
+        shared = priv.exchange(X25519PublicKey.from_public_bytes(pub))
+    except ValueError:  # cryptography refuses an all-zero shared secret
+        raise ProtocolError("WEAK_KEY") from None
+    if hmac.compare_digest(shared, bytes(32)):  # belt and braces; never reached with cryptography
+        raise ProtocolError("WEAK_KEY")
+    return shared
+
+
+class CipherState:
+    """A key and its counter. Encrypts with AES-256-GCM, nonce = nonce(n)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key
+        self.n = 0
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        if self.key is None:
+            return plaintext
+        if self.n >= MAX_NONCE:
+            raise ProtocolError("NONCE_EXHAUSTED")
+        ciphertext = AESGCM(self.key).encrypt(nonce(self.n), plaintext, ad)
+        self.n += 1
+        return ciphertext
+
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+        """Raises cryptography's InvalidTag on failure; `n` then stays unchanged."""
+        if self.key is None:
+            return ciphertext
+        plaintext = AESGCM(self.key).decrypt(nonce(self.n), ciphertext, ad)
+        self.n += 1
+        return plaintext
+
+
+class SymmetricState:
+    """ck, h and a CipherState, with the operations of section 3.2."""
+
+    def __init__(self, prologue: bytes) -> None:
+        self.h = PROTOCOL_NAME  # 32 bytes, so used as is (not hashed)
+        self.ck = PROTOCOL_NAME
+        self.cipher = CipherState()
+        self.mix_hash(prologue)
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = sha256(self.h + data).digest()
+
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, temp_k = hkdf(self.ck, ikm, 2)
+        self.cipher = CipherState(temp_k)
+
+    def mix_key_and_hash(self, ikm: bytes) -> None:
+        self.ck, temp_h, temp_k = hkdf(self.ck, ikm, 3)
+        self.mix_hash(temp_h)
+        self.cipher = CipherState(temp_k)
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        ciphertext = self.cipher.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        try:
+            plaintext = self.cipher.decrypt_with_ad(self.h, ciphertext)
+        except InvalidTag:
+            raise ProtocolError("HANDSHAKE_AUTH") from None
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        k1, k2 = hkdf(self.ck, b"", 2)
+        return CipherState(k1), CipherState(k2)
+
+
+def public_bytes(priv: X25519PrivateKey) -> bytes:
+    return priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class NoiseHandshake:
+    """Noise_NNpsk0_25519_AESGCM_SHA256:  -> psk, e   <- e, ee   (sections 3.3-3.5).
+
+    Noise messages only (no "SLNK" header, no length prefix); payloads may be non-empty and the
+    prologue is a parameter, so this class also runs the public Noise test vectors.
+    """
+
+    def __init__(self, initiator: bool, psk: bytes, *, prologue: bytes = PROLOGUE,
+                 ephemeral: bytes | None = None) -> None:
+        if len(psk) != 32:
+            raise ValueError("the PSK must be 32 bytes")
+        self.initiator = initiator
+        self._psk = psk
+        self._e = (X25519PrivateKey.from_private_bytes(ephemeral) if ephemeral is not None
+                   else X25519PrivateKey.generate())
+        self._ss: SymmetricState | None = SymmetricState(prologue)
+        self.handshake_hash: bytes | None = None  # set by split()
+
+    def write_message_1(self, payload: bytes = b"") -> bytes:
+        """Initiator: e.pub || EncryptAndHash(payload)."""
+        ss = self._ss
+        e_pub = public_bytes(self._e)
+        ss.mix_key_and_hash(self._psk)          # "psk"
+        ss.mix_hash(e_pub)                      # "e" ...
+        ss.mix_key(e_pub)                       # ... plus MixKey, because a PSK is in use
+        return e_pub + ss.encrypt_and_hash(payload)
+
+    def read_message_1(self, message: bytes) -> bytes:
+        """Responder: returns the payload; HANDSHAKE_AUTH if the PSKs differ."""
+        ss = self._ss
+        self._re, c1 = message[:32], message[32:]
+        ss.mix_key_and_hash(self._psk)
+        ss.mix_hash(self._re)
+        ss.mix_key(self._re)
+        return ss.decrypt_and_hash(c1)
+
+    def write_message_2(self, payload: bytes = b"") -> bytes:
+        """Responder: e.pub || EncryptAndHash(payload); WEAK_KEY if the initiator's key is low-order."""
+        ss = self._ss
+        e_pub = public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)
+        ss.mix_key(dh(self._e, self._re))       # "ee"
+        return e_pub + ss.encrypt_and_hash(payload)
+
+    def read_message_2(self, message: bytes) -> bytes:
+        """Initiator: returns the payload; WEAK_KEY or HANDSHAKE_AUTH on failure."""
+        ss = self._ss
+        re_pub, c2 = message[:32], message[32:]
+        ss.mix_hash(re_pub)
+        ss.mix_key(re_pub)
+        ss.mix_key(dh(self._e, re_pub))          # checked before the tag: WEAK_KEY wins
+        return ss.decrypt_and_hash(c2)
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        """(initiator-to-responder, responder-to-initiator); erases ck, k and e.priv."""
+        send_i, send_r = self._ss.split()
+        self.handshake_hash = self._ss.h
+        # Python cannot wipe memory; dropping the references is the best it can do.
+        self._ss = None
+        self._e = None
+        return send_i, send_r
+
+
+# --------------------------------------------------------------------------- seclink (sections 2, 4, 5)
+
+@dataclass(frozen=True)
+class HandshakeDone:
+    """The handshake completed; the connection can send and receive messages."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A DATA, PING or PONG message (a PING has already been answered with a PONG)."""
+    type: int
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The peer sent CLOSE (reason: its text, invalid UTF-8 replaced), or the stream ended
+    between frames without a CLOSE (reason None: the peer vanished)."""
+    reason: str | None
+
+
+Event = HandshakeDone | Message | Closed
+
+
+class Connection:
+    """One side of a seclink/1 connection, without I/O.
+
+    Feed received bytes to receive() (it returns events), call eof() when the stream ends, and
+    write data_to_send() to the stream after every call. A ProtocolError is fatal: the
+    connection then refuses everything (close the stream; a server sends nothing more).
+    """
+
+    def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
+                 max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        if role not in ("client", "server"):
+            raise ValueError("role must be 'client' or 'server'")
+        self.role = role
+        self.max_message = max_message
+        self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
+        # states: "new" (client before start), "frame1" (server waits for it),
+        # "frame2" (client waits for it), "transport", "closed" (CLOSE received or stream ended)
+        self._state = "new" if role == "client" else "frame1"
+        self._in = bytearray()
+        self._out = bytearray()
+        self._send: CipherState | None = None
+        self._recv: CipherState | None = None
+        self._sent_close = False
+        self._error: ProtocolError | None = None
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        """h after frame 2 (not secret; identifies the session), or None before."""
+        return self._noise.handshake_hash
+
+    # ---- driving the connection
+
+    def start(self) -> None:
+        """Client: queue handshake frame 1. Server: nothing to do (it waits for frame 1)."""
+        if self.role == "client":
+            if self._state != "new":
+                raise ValueError("already started")
+            self._queue_frame(MAGIC + bytes([VERSION]) + self._noise.write_message_1())
+            self._state = "frame2"
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Process received bytes; returns the events of every complete frame among them."""
+        self._check_alive()
+        if self._state == "new":
+            raise ValueError("the client must start() before it receives")
+        if self._state == "closed":
+            return []  # after CLOSE, further bytes are ignored (section 5)
+        self._in += data
+        events: list[Event] = []
+        try:
+            while self._state != "closed":
+                body = self._next_frame()
+                if body is None:
+                    break
+                events += self._handle_frame(body)
+        except ProtocolError as error:
+            self._fail(error)
+            raise
+        return events
+
+    def eof(self) -> list[Event]:
+        """The stream ended. TRUNCATED if inside a frame; else Closed(None) unless CLOSE came."""
+        self._check_alive()
+        if self._state == "closed":
+            return []
+        if self._in:
+            self._fail(ProtocolError("TRUNCATED"))
+            raise self._error
+        self._state = "closed"
+        return [Closed(None)]
+
+    def send(self, type: int, content: bytes = b"") -> None:
+        """Queue one message (section 5)."""
+        self._check_alive()
+        if self._state != "transport" or self._sent_close:
+            raise ValueError("cannot send: handshake not done or connection closed")
+        if type not in TYPE_NAMES:
+            raise ValueError(f"unknown message type {type:#04x}")
+        if type in (PING, PONG) and len(content) > MAX_PING:
+            raise ValueError("PING/PONG content is at most 64 bytes")
+        if len(content) > self.max_message:
+            self._fail(ProtocolError("MSG_TOO_LARGE"))
+            raise self._error
+        self._queue_transport(bytes([type]) + content)
+        if type == CLOSE:
+            self._sent_close = True
+
+    def close(self, reason: str = "") -> None:
+        """Queue a CLOSE; the caller then closes the stream once data_to_send() is written."""
+        self.send(CLOSE, reason.encode("utf-8"))
+
+    def data_to_send(self) -> bytes:
+        """The bytes queued for the peer (and forget them)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # ---- internals
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise ProtocolError(self._error.name)
+
+    def _fail(self, error: ProtocolError) -> None:
+        self._error = error
+        self._in.clear()
+        self._out.clear()  # after a fatal error nothing more is sent
+
+    def _queue_frame(self, body: bytes) -> None:
+        self._out += len(body).to_bytes(4, "big") + body
+
+    def _queue_transport(self, plaintext: bytes) -> None:
+        """iv || ENCRYPT(k, n, empty, plaintext), n = our counter (section 4)."""
+        iv = nonce(self._send.n)
+        self._queue_frame(iv + self._send.encrypt_with_ad(b"", plaintext))
+
+    def _bounds(self) -> tuple[int, int]:
+        if self._state == "frame1":
+            return FRAME1_MIN, HANDSHAKE_MAX
+        if self._state == "frame2":
+            return FRAME2_MIN, HANDSHAKE_MAX
+        return TRANSPORT_OVERHEAD, self.max_message + TRANSPORT_OVERHEAD
+
+    def _next_frame(self) -> bytes | None:
+        """The next complete frame body, or None if more bytes are needed.
+
+        The length is checked as soon as the 4-byte prefix is here, before waiting for the body.
+        """
+        if len(self._in) < 4:
+            return None
+        n = int.from_bytes(self._in[:4], "big")
+        smallest, largest = self._bounds()
+        if n < smallest:
+            raise ProtocolError("FRAME_TOO_SHORT")
+        if n > largest:
+            raise ProtocolError("FRAME_TOO_LARGE")
+        if len(self._in) < 4 + n:
+            return None
+        body = bytes(self._in[4:4 + n])
+        del self._in[:4 + n]
+        return body
+
+    def _handle_frame(self, body: bytes) -> list[Event]:
+        if self._state == "frame1":
+            # Server, section 3.3: magic, then version, then the Noise message.
+            if body[:4] != MAGIC:
+                raise ProtocolError("BAD_MAGIC")
+            if body[4] != VERSION:
+                raise ProtocolError("BAD_VERSION")
+            self._noise.read_message_1(body[5:])   # payload ignored in version 1
+            frame2 = self._noise.write_message_2()  # may raise WEAK_KEY: then nothing is sent
+            self._queue_frame(frame2)
+            self._recv, self._send = self._noise.split()
+            self._state = "transport"
+            return [HandshakeDone()]
+        if self._state == "frame2":
+            self._noise.read_message_2(body)        # payload ignored in version 1
+            self._send, self._recv = self._noise.split()
+            self._state = "transport"
+            return [HandshakeDone()]
+        return self._handle_transport(body)
+
+    def _handle_transport(self, body: bytes) -> list[Event]:
+        # Section 4: the IV must be exactly the next counter, checked before decrypting.
+        # (The IV is public, so a plain comparison is fine.)
+        if body[:IV_LEN] != nonce(self._recv.n):
+            raise ProtocolError("BAD_COUNTER")
+        try:
+            plaintext = self._recv.decrypt_with_ad(b"", body[IV_LEN:])  # counter += 1 on success
+        except InvalidTag:
+            raise ProtocolError("AUTH") from None
+        type, content = plaintext[0], plaintext[1:]
+        if type == DATA:
+            return [Message(DATA, content)]
+        if type == CLOSE:
+            self._state = "closed"
+            self._in.clear()
+            return [Closed(content.decode("utf-8", errors="replace"))]
+        if type in (PING, PONG):
+            if len(content) > MAX_PING:
+                raise ProtocolError("BAD_PING")
+            if type == PING and not self._sent_close:
+                self._queue_transport(bytes([PONG]) + content)
+            return [Message(type, content)]
+        raise ProtocolError("BAD_TYPE")
+
+
+# --------------------------------------------------------------------------- key files (section 6)
+
+class KeyFileError(Exception):
+    """A key file problem; `.name` is its section 6 name, `.message` says how to fix it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+# Canonical standard base64 (RFC 4648 section 4): groups of 4, last one possibly padded.
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def load_key(path: str | os.PathLike[str]) -> bytes:
+    """Read a PSK file, refusing anything section 6 refuses. Never puts the key in a message."""
+    try:
+        st = os.lstat(path)  # lstat: a symbolic link is itself refused
+    except (FileNotFoundError, NotADirectoryError):
+        raise KeyFileError("KEY_NOT_FOUND", f"no key file at {path}: generate one with --keygen, "
+                           "or point to an existing one with --psk-file or SECLINK_PSK_FILE") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise KeyFileError("KEY_SYMLINK", f"{path} is a symbolic link: point at the real file")
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError("KEY_NOT_FILE", f"{path} is not a regular file: point at a key file")
+    if st.st_mode & 0o077:
+        raise KeyFileError("KEY_PERMISSIONS", f"{path} is accessible by group or others "
+                           f"(mode {stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")
+    # O_NOFOLLOW: if the file was swapped for a link since lstat, opening fails.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        text = f.read()
+    if text.endswith(b"\n"):
+        text = text[:-1]  # one optional newline, nothing else
+    regenerate = "regenerate it with --keygen (and give the new file to every peer)"
+    if not text or not _BASE64.fullmatch(text):
+        raise KeyFileError("KEY_FORMAT", f"{path} is not one line of base64: {regenerate}")
+    key = base64.b64decode(text, validate=True)
+    if base64.b64encode(key) != text:  # non-zero unused bits: not *the* base64 of any key
+        raise KeyFileError("KEY_FORMAT", f"{path} is not canonical base64: {regenerate}")
+    if len(key) != 32:
+        raise KeyFileError("KEY_SIZE", f"{path} holds {len(key)} bytes, not 32: {regenerate}")
+    return key
+
+
+def generate_key(path: str | os.PathLike[str]) -> bytes:
+    """Write a new random PSK file with mode 0600 (never replacing a file) and return the key."""
+    path = Path(path)
+    for parent in reversed(path.parents):  # missing parent directories get mode 0700
+        if not parent.exists():
+            try:
+                os.mkdir(parent, 0o700)
+            except FileExistsError:
+                pass
+    key = os.urandom(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise KeyFileError("KEY_EXISTS", f"{path} already exists: keep using it, or remove it "
+                           "first if you really want a new key (peers with the old one will "
+                           "no longer connect)") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64encode(key) + b"\n")
+    return key
+
+
+def default_key_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Section 6 location: explicit path, SECLINK_PSK_FILE, $XDG_CONFIG_HOME, then $HOME."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("SECLINK_PSK_FILE"):
+        return Path(os.environ["SECLINK_PSK_FILE"])
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    if os.path.isabs(xdg):  # set and absolute
+        return Path(xdg, "seclink", "psk")
+    home = os.environ.get("HOME")
+    if not home:
+        raise KeyFileError("KEY_NOT_FOUND", "HOME is not set, so there is no default key file: "
+                           "use --psk-file or SECLINK_PSK_FILE")
+    return Path(home, ".config", "seclink", "psk")
+
+
+def describe(content: bytes) -> str:
+    """How the reference peers show a message: its text if printable UTF-8, else its size."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return text if text is not None and text.isprintable() else f"<{len(content)} bytes binary>"

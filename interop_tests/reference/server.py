@@ -1,0 +1,135 @@
+"""seclink/1 reference server over plain TCP, one thread per client (docs/PROTOCOL.md).
+
+    python3 -m interop_tests.reference.server --port 0 [--host 127.0.0.1] [--psk-file PATH] [--echo]
+    python3 -m interop_tests.reference.server --keygen [--psk-file PATH]
+
+Replies to each DATA with DATA "ACK: received N bytes" (or the same bytes with --echo); PINGs are
+answered by the Connection itself. SIGTERM or SIGINT stops it with exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+
+from .seclink_ref import (DATA, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+                          ProtocolError, default_key_path, describe, generate_key, load_key)
+
+_log_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def log(line: str) -> None:
+    with _log_lock:
+        print(line, flush=True)
+
+
+def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool) -> None:
+    """Run one connection to its end; a protocol error closes only this connection."""
+    log(f"[INFO] Client connected: {peer}")
+    conn = Connection("server", psk)
+    received = sent = 0
+    reason = "peer vanished"
+    try:
+        with sock:
+            done = False
+            while not done:
+                data = sock.recv(65536)
+                if not data and _stopping.is_set():
+                    reason = "server shutting down"
+                    break
+                events = conn.receive(data) if data else conn.eof()
+                for event in events:
+                    if isinstance(event, HandshakeDone):
+                        log(f"[INFO] {peer}: handshake done")
+                    elif isinstance(event, Message) and event.type == DATA:
+                        received += 1
+                        log(f"[RECV] {peer} #{received} {describe(event.content)} ({len(event.content)} bytes)")
+                        reply = event.content if echo else f"ACK: received {len(event.content)} bytes".encode()
+                        conn.send(DATA, reply)
+                        sent += 1
+                        log(f"[SEND] {peer} #{sent} {describe(reply)} ({len(reply)} bytes)")
+                    elif isinstance(event, Message) and event.type == PING:
+                        log(f"[INFO] {peer}: PING ({len(event.content)} bytes), answered with PONG")
+                    elif isinstance(event, Closed):
+                        done = True
+                        if event.reason is not None:
+                            reason = f"CLOSE {event.reason}" if event.reason else "CLOSE"
+                sock.sendall(conn.data_to_send())
+    except ProtocolError as error:
+        log(f"[WARN] {peer}: {error.name}: {ERRORS[error.name]}")
+        reason = f"protocol error {error.name}"
+    except OSError as error:
+        reason = f"connection error: {error.strerror or error}"
+    log(f"[INFO] Client disconnected: {peer} ({reason})")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="seclink/1 reference server (plain TCP)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
+    parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
+    parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
+    args = parser.parse_args(argv)
+    try:
+        path = default_key_path(args.psk_file)
+        if args.keygen:
+            generate_key(path)
+            print(f"[INFO] Wrote a new key to {path}: give this file to every peer")
+            return 0
+        psk = load_key(path)
+    except (KeyFileError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    try:
+        listener = socket.create_server((args.host, args.port))
+    except OSError as error:
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    clients: dict[socket.socket, threading.Thread] = {}
+    signal.signal(signal.SIGTERM, _raise_stop)  # from here on, a signal ends the loop below
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        host, port = listener.getsockname()[:2]
+        log(f"[INFO] Listening on {host}:{port} (reference)")
+        while True:
+            sock, addr = listener.accept()
+            thread = threading.Thread(target=serve_client, args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo),
+                                      daemon=True)
+            clients = {s: t for s, t in clients.items() if t.is_alive()}
+            clients[sock] = thread
+            thread.start()
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        listener.close()
+    # Wake every client thread (its recv returns b"") and let it log its end.
+    _stopping.set()
+    for sock, thread in clients.items():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by its thread
+        if thread.is_alive():
+            thread.join(timeout=5)
+    log("[INFO] Server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
