@@ -210,9 +210,23 @@ def test_sender_refuses_content_over_max_message() -> None:
     client, server = Connection("client", bytes(32), max_message=10), Connection("server", bytes(32))
     handshake(client, server)
     client.send(DATA, b"x" * 10)
+    assert server.receive(client.data_to_send()) == [Message(DATA, b"x" * 10)]
     with pytest.raises(ProtocolError) as raised:
         client.send(DATA, b"x" * 11)
     assert raised.value.name == "MSG_TOO_LARGE"
+    assert client.data_to_send() == b"", "nothing half-sent"
+    client.send(DATA, b"usable")
+    assert server.receive(client.data_to_send()) == [Message(DATA, b"usable")]
+
+
+def test_sender_refuses_oversized_ping_and_stays_usable() -> None:
+    client, server = Connection("client", bytes(32)), Connection("server", bytes(32))
+    handshake(client, server)
+    with pytest.raises(ProtocolError) as raised:
+        client.send(PING, b"p" * 65)
+    assert raised.value.name == "BAD_PING"
+    client.send(PING, b"p" * 64)
+    assert server.receive(client.data_to_send()) == [Message(PING, b"p" * 64)]
 
 
 def test_receiver_limit_is_its_own_max_message() -> None:

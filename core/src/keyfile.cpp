@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <cstdlib>
@@ -68,7 +69,14 @@ int decode_key(const char *text, size_t len, uint8_t key[kKeyLen]) noexcept {
     int rc = SL_OK;
     if (n < 0 || static_cast<size_t>(n) < pad) rc = SL_EKEY_FORMAT;
     else if (static_cast<size_t>(n) - pad != kKeyLen) rc = SL_EKEY_SIZE;
-    else std::memcpy(key, out, kKeyLen);
+    else {
+        // Canonical only: the 32 bytes must encode back to exactly this text.
+        char again[kMaxKeyFile];
+        EVP_EncodeBlock(reinterpret_cast<unsigned char *>(again), out, static_cast<int>(kKeyLen));
+        if (CRYPTO_memcmp(again, text, len) != 0) rc = SL_EKEY_FORMAT;
+        else std::memcpy(key, out, kKeyLen);
+        wipe(again, sizeof again);
+    }
     wipe(out, sizeof out);
     return rc;
 }

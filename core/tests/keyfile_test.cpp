@@ -80,7 +80,8 @@ TEST_F(KeyFileTest, BadBase64IsRefused) {
     for (const std::string &bad :
          {std::string("not base64 at all!!"), kB64.substr(0, 43), "*" + kB64.substr(1), kB64 + "\n\n",
           kB64 + " ", " " + kB64, kB64 + "\r\n", kB64.substr(0, 20) + "\n" + kB64.substr(20), std::string(""),
-          std::string("===="), kB64.substr(0, 40) + "=AAA", std::string(300, 'A')}) {
+          std::string("===="), kB64.substr(0, 40) + "=AAA",
+          kB64.substr(0, 42) + "9=" /* non-canonical: unused bits set */, std::string(300, 'A')}) {
         EXPECT_EQ(load(write("bad", bad)), SL_EKEY_FORMAT) << "'" << bad << "'";
         fs::remove(dir_ + "/bad");
     }

@@ -335,11 +335,11 @@ class Connection:
             raise ValueError("cannot send: handshake not done or connection closed")
         if type not in TYPE_NAMES:
             raise ValueError(f"unknown message type {type:#04x}")
+        # Refusals before anything is queued: the connection stays usable (section 7).
         if type in (PING, PONG) and len(content) > MAX_PING:
-            raise ValueError("PING/PONG content is at most 64 bytes")
+            raise ProtocolError("BAD_PING")
         if len(content) > self.max_message:
-            self._fail(ProtocolError("MSG_TOO_LARGE"))
-            raise self._error
+            raise ProtocolError("MSG_TOO_LARGE")
         self._queue_transport(bytes([type]) + content)
         if type == CLOSE:
             self._sent_close = True
