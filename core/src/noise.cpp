@@ -130,6 +130,14 @@ int Handshake::init(bool initiator, const uint8_t *prologue, size_t prologue_len
     return rc == SL_OK ? ss_.mix_hash(prologue, prologue_len) : rc;
 }
 
+int Handshake::mix_ee() noexcept {
+    uint8_t dh[kDhLen];
+    int rc = e_.derive(re_, dh);
+    if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
+    wipe(dh, sizeof dh);
+    return rc;
+}
+
 int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
                              size_t *out_len) noexcept {
     if (step_ >= 2 || !my_turn()) return SL_ESTATE;
@@ -140,13 +148,7 @@ int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
     std::memcpy(out, e_.public_key(), kDhLen);
     if ((rc = ss_.mix_hash(out, kDhLen)) != SL_OK || (rc = ss_.mix_key(out, kDhLen)) != SL_OK)
         return rc;
-    if (step_ == 1) {  // ee
-        uint8_t dh[kDhLen];
-        rc = e_.derive(re_, dh);
-        if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
-        wipe(dh, sizeof dh);
-        if (rc != SL_OK) return rc;
-    }
+    if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
     size_t c_len = 0;
     if ((rc = ss_.encrypt_and_hash(payload, len, out + kDhLen, &c_len)) != SL_OK) return rc;
     *out_len = kDhLen + c_len;
@@ -163,13 +165,7 @@ int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out
     std::memcpy(re_, msg, kDhLen);                                                      // e
     if ((rc = ss_.mix_hash(re_, kDhLen)) != SL_OK || (rc = ss_.mix_key(re_, kDhLen)) != SL_OK)
         return rc;
-    if (step_ == 1) {  // ee
-        uint8_t dh[kDhLen];
-        rc = e_.derive(re_, dh);
-        if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
-        wipe(dh, sizeof dh);
-        if (rc != SL_OK) return rc;
-    }
+    if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
     if ((rc = ss_.decrypt_and_hash(msg + kDhLen, len - kDhLen, payload_out, payload_len)) != SL_OK)
         return rc;
     ++step_;

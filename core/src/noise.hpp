@@ -75,6 +75,7 @@ public:
 
 private:
     bool my_turn() const noexcept { return (step_ == 0) == initiator_; }
+    int mix_ee() noexcept;  // MixKey(DH(e, re)): SL_EWEAK_KEY for a low-order re
     SymmetricState ss_;
     X25519 e_;
     uint8_t re_[kDhLen] = {};
