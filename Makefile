@@ -29,6 +29,8 @@ deps:
 build: deps
 	$(CONFIGURE) -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
+	ln -sf $(BUILD)/cpp_apps/server server
+	ln -sf $(BUILD)/cpp_apps/client client
 
 test: test-cpp test-asan fuzz test-py
 
@@ -54,7 +56,7 @@ fuzz: deps
 	@grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz.log
 	@echo "fuzz: no crash, leak or sanitizer report in $(FUZZ_SECONDS) s"
 
-test-py: deps
+test-py: build
 	$(PYTHON) -m pytest
 
 bench: deps
@@ -63,5 +65,5 @@ bench: deps
 	build-bench/bench/engine_bench
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache
+	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

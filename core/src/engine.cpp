@@ -52,6 +52,7 @@ int Connection::start() noexcept {
     if (body == nullptr) return fail(SL_ENOMEM);
     std::memcpy(body, kPrologue, sizeof kPrologue);  // "SLNK" || version: the prologue's bytes
     std::memcpy(body + sizeof kPrologue, msg, len);
+    trace(true, 1, body, sizeof kPrologue + len);
     state_ = State::AwaitFrame2;
     return SL_OK;
 }
@@ -150,12 +151,14 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     int rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
+    trace(false, 1, body, len);
     uint8_t msg[SL_HANDSHAKE2_BYTES];
     size_t msg_len = 0;
     if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
     uint8_t *out = append_frame(msg_len);
     if (out == nullptr) return fail(SL_ENOMEM);
     std::memcpy(out, msg, msg_len);
+    trace(true, 2, out, msg_len);
     return finish_handshake(ev);
 }
 
@@ -164,7 +167,9 @@ int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noe
     size_t payload_len = 0;
     int rc = hs_.read_message(body, len, payload, &payload_len);
     wipe(payload, payload_len);
-    return rc == SL_OK ? finish_handshake(ev) : fail(rc);
+    if (rc != SL_OK) return fail(rc);
+    trace(false, 2, body, len);
+    return finish_handshake(ev);
 }
 
 int Connection::finish_handshake(sl_event *ev) noexcept {
@@ -196,17 +201,19 @@ int Connection::on_transport(const uint8_t *body, size_t len, sl_event *ev) noex
     const uint8_t type = p[0];
     const size_t content_len = ct_len - SL_TYPE_BYTES;
     switch (type) {
-    case SL_MSG_DATA: break;
-    case SL_MSG_CLOSE: state_ = State::PeerClosed; break;
+    case SL_MSG_DATA:
+    case SL_MSG_CLOSE: break;
     case SL_MSG_PING:
     case SL_MSG_PONG:
         if (content_len > SL_MAX_PING) return fail(SL_EBAD_PING);
-        if (type == SL_MSG_PING && !sent_close_) {
-            int rc = seal(SL_MSG_PONG, p + 1, content_len);
-            if (rc != SL_OK) return fail(rc);
-        }
         break;
     default: return fail(SL_EBAD_TYPE);
+    }
+    trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (type == SL_MSG_CLOSE) state_ = State::PeerClosed;
+    if (type == SL_MSG_PING && !sent_close_) {
+        int rc = seal(SL_MSG_PONG, p + 1, content_len);
+        if (rc != SL_OK) return fail(rc);
     }
     *ev = sl_event{SL_EVENT_MESSAGE, type, p + 1, content_len};
     return SL_OK;
@@ -236,6 +243,7 @@ int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
         out_len_ -= SL_PREFIX_BYTES + body_len;
         return fail(rc);
     }
+    trace(true, 3, body, body_len, send_n_, type, data, len);
     ++send_n_;
     return SL_OK;
 }

@@ -29,6 +29,10 @@ public:
     int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
     int feed_eof() noexcept;
     int send(int type, const uint8_t *data, size_t len) noexcept;
+    void set_trace(sl_trace_fn fn, void *ud) noexcept {
+        trace_ = fn;
+        trace_ud_ = ud;
+    }
 
     const uint8_t *pending() const noexcept { return out_.data() + out_pos_; }
     size_t pending_size() const noexcept { return out_len_ - out_pos_; }
@@ -57,6 +61,12 @@ private:
     // Reserves a frame of body length n at the end of the output; returns where its body starts.
     uint8_t *append_frame(size_t n) noexcept;
     int seal(uint8_t type, const uint8_t *data, size_t len) noexcept;
+    void trace(bool sent, int kind, const uint8_t *body, size_t len, uint64_t counter = 0, int type = 0,
+               const uint8_t *content = nullptr, size_t content_len = 0) const noexcept {
+        if (trace_ == nullptr) return;
+        const sl_frame_info f{sent ? 1 : 0, kind, body, len, counter, type, content, content_len};
+        trace_(trace_ud_, &f);
+    }
 
     sl_role role_;
     State state_ = State::New;
@@ -79,6 +89,9 @@ private:
 
     Buffer out_;
     size_t out_pos_ = 0, out_len_ = 0;
+
+    sl_trace_fn trace_ = nullptr;
+    void *trace_ud_ = nullptr;
 };
 
 }  // namespace seclink::detail

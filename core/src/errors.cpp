@@ -43,6 +43,19 @@ constexpr ErrorInfo kErrors[] = {
      "key file is not one line of base64: generate a new one with --keygen"},
     {SL_EKEY_EXISTS, "KEY_EXISTS", "key file already exists: refusing to overwrite it (remove it first)"},
     {SL_EKEY_NOT_FILE, "KEY_NOT_FILE", "key file path is not a regular file: point at a key file"},
+    {SL_EADDRINUSE, "ADDRINUSE", "address already in use: another program listens on that port; choose another with --port"},
+    {SL_ERESOLVE, "RESOLVE", "host not found: check the host name or address"},
+    {SL_ECONNREFUSED, "CONNREFUSED", "connection refused: no server listens on that host and port; start one or check --port"},
+    {SL_EUNREACHABLE, "UNREACHABLE", "host unreachable: check the address and the network"},
+    {SL_ETIMEDOUT, "TIMEDOUT", "timed out: the server did not answer in time"},
+    {SL_EPEER_CLOSED, "PEER_CLOSED", "the peer closed the connection without saying goodbye (CLOSE)"},
+    {SL_ESOCKET, "SOCKET", "socket error (see errno)"},
+    {SL_ETLS, "TLS", "TLS failed"},
+    {SL_ETLS_VERIFY, "TLS_VERIFY", "the server's TLS certificate did not verify (wrong CA or host name); check --tls-ca and the host"},
+    {SL_ETLS_PIN, "TLS_PIN", "the server's TLS certificate does not match --tls-pin"},
+    {SL_ETLS_EXPECTED, "TLS_EXPECTED", "the server does not speak TLS: drop --tls, or start the server with --tls"},
+    {SL_ETLS_UNEXPECTED, "TLS_UNEXPECTED", "the server speaks TLS: add --tls"},
+    {SL_ETLS_CERT, "TLS_CERT", "the TLS certificate or key file cannot be used: check --tls-cert and --tls-key"},
 };
 
 const ErrorInfo *find(int err) noexcept {

@@ -70,7 +70,21 @@ typedef enum sl_err {
     SL_EKEY_SIZE = 33,        /* key file decodes to other than SL_KEY_BYTES bytes */
     SL_EKEY_FORMAT = 34,      /* key file is not one line of standard padded base64 */
     SL_EKEY_EXISTS = 35,      /* refusing to overwrite an existing key file */
-    SL_EKEY_NOT_FILE = 36     /* key file path is not a regular file */
+    SL_EKEY_NOT_FILE = 36,    /* key file path is not a regular file */
+
+    SL_EADDRINUSE = 40,       /* the server's port is already in use */
+    SL_ERESOLVE = 41,         /* host name not found / bad address */
+    SL_ECONNREFUSED = 42,     /* nothing listens on that port */
+    SL_EUNREACHABLE = 43,     /* no route to the host */
+    SL_ETIMEDOUT = 44,        /* the operation timed out */
+    SL_EPEER_CLOSED = 45,     /* the peer closed the connection without a CLOSE message */
+    SL_ESOCKET = 46,          /* another socket error (see errno) */
+    SL_ETLS = 47,             /* TLS failed (handshake or record layer) */
+    SL_ETLS_VERIFY = 48,      /* the server's certificate did not verify (CA or host name) */
+    SL_ETLS_PIN = 49,         /* the server's certificate does not match the pinned SHA-256 */
+    SL_ETLS_EXPECTED = 50,    /* the peer is not speaking TLS, but TLS was asked for */
+    SL_ETLS_UNEXPECTED = 51,  /* the peer speaks TLS, but plain seclink was asked for */
+    SL_ETLS_CERT = 52         /* the TLS certificate or key file cannot be used */
 } sl_err;
 
 /** A static, one-line English description of `err`, saying what to do where there is a fix.
@@ -214,9 +228,175 @@ SL_API int sl_conn_is_established(const sl_conn *conn);
 /** 1 once the connection failed, sent CLOSE or received CLOSE, else 0. */
 SL_API int sl_conn_is_closed(const sl_conn *conn);
 
+/** What sl_conn_set_trace() reports for each frame sent or received. */
+typedef struct sl_frame_info {
+    int sent;                 /* 1: this side sent the frame; 0: it received it */
+    int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport */
+    const uint8_t *body;      /* the frame's body as on the wire (after the 4-byte length) */
+    size_t body_len;          /* = the length prefix */
+    uint64_t counter;         /* transport: the frame's counter (its IV) */
+    int msg_type;             /* transport: sl_msg_type */
+    const uint8_t *content;   /* transport: the message content, after the tag verified */
+    size_t content_len;
+} sl_frame_info;
+
+typedef void (*sl_trace_fn)(void *ud, const sl_frame_info *frame);
+
+/** Calls `fn(ud, ...)` for every frame the connection sends or accepts (received frames only
+ *  after they verified), from inside sl_conn_start/feed/send; NULL turns tracing off. For
+ *  teaching and debugging: the information is also what an observer of the wire sees, plus the
+ *  plaintext. Returns SL_OK, SL_EINVAL. */
+SL_API int sl_conn_set_trace(sl_conn *conn, sl_trace_fn fn, void *ud);
+
+/** Writes an annotated multi-line hex dump of `frame` (length prefix, IV and counter,
+ *  ciphertext, tag, plaintext) into `buf`, NUL-terminated and truncated to fit; `peer` (may be
+ *  NULL) names the other side. Returns the length written. */
+SL_API size_t sl_format_frame(const sl_frame_info *frame, const char *peer, char *buf, size_t cap);
+
 /** Copies the 32-byte handshake hash (docs/PROTOCOL.md 3.5). Returns SL_OK, SL_EINVAL,
  *  SL_ESTATE (handshake not complete). */
 SL_API int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]);
+
+/* ---- native I/O: logging shared by the server and client ---------------------------------- */
+
+typedef enum sl_log_level {
+    SL_LOG_ERROR = 0,
+    SL_LOG_WARN = 1,
+    SL_LOG_INFO = 2,  /* start, connect, disconnect */
+    SL_LOG_MSG = 3,   /* [RECV] / [SEND] lines */
+    SL_LOG_TRACE = 4  /* annotated frames (--trace) */
+} sl_log_level;
+
+/** Receives one finished log line such as "[INFO] Listening on 0.0.0.0:5000" (no timestamp,
+ *  no newline; trace entries span several lines). Called from any of the server's threads,
+ *  one call at a time. */
+typedef void (*sl_log_fn)(void *ud, int level, const char *line);
+
+/** How a message is shown in logs: its text if it is printable UTF-8 (long text cut with
+ *  "..."), "<empty>", or "<binary>". Writes at most cap-1 bytes and a NUL; returns the length. */
+SL_API size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap);
+
+/* ---- native I/O: the server ----------------------------------------------------------------
+ * One acceptor thread spreads connections over a fixed pool of worker threads, each running its
+ * own epoll loop over non-blocking sockets and driving one sl_conn per connection. */
+
+/** A reply being built by a handler. */
+typedef struct sl_buf sl_buf;
+
+/** Appends to the reply. Returns SL_OK, SL_EINVAL, SL_EMSG_TOO_LARGE, SL_ENOMEM. */
+SL_API int sl_buf_append(sl_buf *buf, const uint8_t *data, size_t len);
+
+/** Called on a worker thread for every DATA message. Append the reply to `reply` (it is sent as
+ *  one DATA message, possibly empty). Return 0 to send it, non-zero to close that session (the
+ *  server logs it). Calls for one session never overlap; calls for different sessions may. */
+typedef int (*sl_handler_fn)(void *ud, const char *peer, const uint8_t *data, size_t len, sl_buf *reply);
+
+typedef struct sl_server_config {
+    const char *host;               /* address to bind; "0.0.0.0" by default */
+    uint16_t port;                  /* 0: any free port (see sl_server_port) */
+    const uint8_t *psk;             /* SL_KEY_BYTES bytes, required; copied */
+    unsigned threads;               /* worker threads; 0: one per core */
+    unsigned max_clients;           /* sessions at once; more are told so and closed. Default 10000 */
+    unsigned handshake_timeout_ms;  /* default 10000 */
+    unsigned idle_timeout_ms;       /* default 300000; 0 in a config from _init means default */
+    size_t max_message;             /* default SL_DEFAULT_MAX_MESSAGE */
+    int echo;                       /* reply with the message itself, not "ACK: received N bytes" */
+    int log_level;                  /* most verbose sl_log_level passed to `log`; default SL_LOG_MSG */
+    sl_log_fn log;                  /* NULL: no logging */
+    void *log_ud;
+    sl_handler_fn handler;          /* NULL: the built-in ACK (or echo) reply */
+    void *handler_ud;
+    int tls;                        /* run seclink/1 inside TLS 1.3 */
+    const char *tls_cert;           /* PEM certificate chain (with tls) */
+    const char *tls_key;            /* PEM private key (with tls) */
+} sl_server_config;
+
+/** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
+SL_API void sl_server_config_init(sl_server_config *cfg);
+
+typedef struct sl_server sl_server;
+
+/** Creates the server and binds its listening socket (so the port is known and in use when it
+ *  returns). Returns SL_OK, SL_EINVAL, SL_ENOMEM, SL_ERESOLVE, SL_EADDRINUSE, SL_ESOCKET,
+ *  SL_ETLS_CERT. */
+SL_API int sl_server_new(sl_server **out, const sl_server_config *cfg);
+
+/** The port actually bound. */
+SL_API uint16_t sl_server_port(const sl_server *server);
+
+/** Starts the acceptor and worker threads and returns. Ignores SIGPIPE process-wide if it was
+ *  at its default (a write to a closed socket must never kill a server). Returns SL_OK,
+ *  SL_EINVAL, SL_ESTATE (already started), SL_ENOMEM, SL_ESOCKET. */
+SL_API int sl_server_start(sl_server *server);
+
+/** Asks the server to stop: every session gets a CLOSE, the threads end. Returns at once;
+ *  async-signal-safe and callable from any thread. */
+SL_API int sl_server_stop(sl_server *server);
+
+/** Waits until the server has stopped and every thread has been joined. */
+SL_API int sl_server_wait(sl_server *server);
+
+/** Number of sessions open now. */
+SL_API size_t sl_server_sessions(const sl_server *server);
+
+/** Stops (if running), joins and frees. Accepts NULL. */
+SL_API void sl_server_free(sl_server *server);
+
+/* ---- native I/O: the blocking client ------------------------------------------------------ */
+
+typedef struct sl_client_config {
+    const char *host;           /* name or address of the server */
+    uint16_t port;
+    const uint8_t *psk;         /* SL_KEY_BYTES bytes, required; copied */
+    unsigned timeout_ms;        /* connect + handshake limit; default 10000 */
+    size_t max_message;         /* default SL_DEFAULT_MAX_MESSAGE */
+    sl_log_fn log;              /* receives trace entries when trace is set; may be NULL */
+    void *log_ud;
+    int trace;                  /* log every frame (SL_LOG_TRACE) */
+    int tls;                    /* run seclink/1 inside TLS 1.3; the certificate is always verified */
+    const char *tls_ca;         /* PEM CA file; the host name is checked against it */
+    const char *tls_pin;        /* or: hex SHA-256 of the server certificate (DER), ':' allowed */
+    const char *tls_trust_dir;  /* or (neither set): trust <dir>/tls/cert.pem, the certificate a
+                                   server on this machine generated; NULL: sl_config_dir() */
+} sl_client_config;
+
+SL_API void sl_client_config_init(sl_client_config *cfg);
+
+typedef struct sl_client sl_client;
+
+/** Connects, (TLS,) handshakes. Returns SL_OK, SL_EINVAL, SL_ENOMEM, SL_ERESOLVE,
+ *  SL_ECONNREFUSED, SL_EUNREACHABLE, SL_ETIMEDOUT, SL_ESOCKET, SL_EPEER_CLOSED, the handshake
+ *  errors (SL_EHANDSHAKE_AUTH, SL_EBAD_MAGIC, ...), and the TLS errors. */
+SL_API int sl_client_connect(sl_client **out, const sl_client_config *cfg);
+
+/** Sends one message and waits until it is written. Returns SL_OK, the sl_conn_send errors,
+ *  SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
+SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, size_t len);
+
+/** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG or CLOSE message (PINGs are
+ *  answered and skipped). `*data` stays valid until the next call on the client. Returns SL_OK,
+ *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
+SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
+
+/** Sends CLOSE with `reason` (may be NULL), flushes and shuts the connection down. */
+SL_API int sl_client_close(sl_client *client, const char *reason);
+
+/** "host:port" of the server as connected. */
+SL_API const char *sl_client_peer(const sl_client *client);
+
+/** Frees (closing the socket without a CLOSE if sl_client_close was not called). Accepts NULL. */
+SL_API void sl_client_free(sl_client *client);
+
+/* ---- TLS helpers ---------------------------------------------------------------------------- */
+
+/** Creates a self-signed certificate (EC P-256, SAN localhost and 127.0.0.1 and ::1, valid 825
+ *  days) and its key as PEM files, key mode 0600, unless both exist already. Returns SL_OK,
+ *  SL_EINVAL, SL_EIO, SL_ECRYPTO. */
+SL_API int sl_tls_ensure_self_signed(const char *cert_path, const char *key_path, int *created);
+
+/** Writes the SHA-256 fingerprint of the first certificate in `cert_path` as 64 hex digits
+ *  (cap >= 65). Returns SL_OK, SL_EINVAL, SL_ETLS_CERT. */
+SL_API int sl_tls_fingerprint(const char *cert_path, char *buf, size_t cap);
 
 #ifdef __cplusplus
 } /* extern "C" */

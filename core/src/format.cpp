@@ -1,0 +1,125 @@
+// format.cpp - how messages and frames are shown in logs. Shared by every program through the
+// C ABI, so a C++ and a Python server print the same lines.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "seclink/seclink.h"
+
+namespace {
+
+constexpr size_t kMaxShown = 200;  // bytes of message text shown before "..."
+constexpr size_t kMaxHex = 32;     // bytes of ciphertext/plaintext dumped before "..."
+
+// Length of the valid UTF-8 sequence starting at p (0 if invalid or a control character).
+size_t utf8_char(const uint8_t *p, size_t n) {
+    const uint8_t c = p[0];
+    if (c < 0x80) return (c >= 0x20 && c != 0x7f) || c == '\t' ? 1 : 0;
+    size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    uint32_t cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; ++i) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;  // overlong, surrogate
+    if (cp >= 0x80 && cp < 0xA0) return 0;                                            // C1 controls
+    return len;
+}
+
+size_t copy_out(const std::string &s, char *buf, size_t cap) {
+    if (buf == nullptr || cap == 0) return 0;
+    size_t n = s.size() < cap - 1 ? s.size() : cap - 1;
+    std::memcpy(buf, s.data(), n);
+    buf[n] = '\0';
+    return n;
+}
+
+std::string hex(const uint8_t *p, size_t n, size_t max = SIZE_MAX) {
+    static const char *d = "0123456789abcdef";
+    std::string s;
+    size_t shown = n < max ? n : max;
+    for (size_t i = 0; i < shown; ++i) {
+        s += d[p[i] >> 4];
+        s += d[p[i] & 15];
+    }
+    if (shown < n) s += "...";
+    return s;
+}
+
+std::string message_text(const uint8_t *data, size_t len) {
+    if (len == 0) return "<empty>";
+    size_t i = 0, cut = 0;
+    while (i < len) {
+        size_t c = utf8_char(data + i, len - i);
+        if (c == 0) return "<binary>";
+        i += c;
+        if (i <= kMaxShown) cut = i;
+    }
+    std::string s(reinterpret_cast<const char *>(data), cut);
+    if (cut < len) s += "...";
+    return s;
+}
+
+const char *type_name(int t) {
+    switch (t) {
+    case SL_MSG_DATA: return "DATA";
+    case SL_MSG_CLOSE: return "CLOSE";
+    case SL_MSG_PING: return "PING";
+    case SL_MSG_PONG: return "PONG";
+    default: return "?";
+    }
+}
+
+std::string row(const char *label, const std::string &value, const std::string &note) {
+    char line[64];
+    std::snprintf(line, sizeof line, "\n        %-7s ", label);
+    std::string s = line + value;
+    if (!note.empty()) s += (value.size() < 40 ? std::string(40 - value.size(), ' ') : "  ") + note;
+    return s;
+}
+
+}  // namespace
+
+extern "C" size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap) {
+    try {
+        return copy_out(data == nullptr && len != 0 ? "<binary>" : message_text(data, len), buf, cap);
+    } catch (...) {
+        return copy_out("", buf, cap);
+    }
+}
+
+extern "C" size_t sl_format_frame(const sl_frame_info *f, const char *peer, char *buf, size_t cap) {
+    if (f == nullptr || f->body == nullptr) return copy_out("", buf, cap);
+    try {
+        const uint8_t *b = f->body;
+        const size_t n = f->body_len;
+        const uint8_t prefix[4] = {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
+                                   static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
+        const char *kind = f->kind == 1 ? "handshake frame 1" : f->kind == 2 ? "handshake frame 2" : "transport frame";
+        std::string s = std::string("[TRACE] ") + (peer ? peer : "peer") + (f->sent ? " -> sent " : " <- received ") +
+                        kind + ", " + std::to_string(n + 4) + " bytes on the wire";
+        s += row("length", hex(prefix, 4), std::to_string(n) + " bytes follow (big-endian)");
+        if (f->kind == 1 && n >= 53) {
+            s += row("magic", hex(b, 5), "\"SLNK\", protocol version 1");
+            s += row("e.pub", hex(b + 5, 32), "client's ephemeral X25519 public key");
+            s += row("tag", hex(b + 37, n - 37), "encrypted empty payload: proves the PSK");
+        } else if (f->kind == 2 && n >= 48) {
+            s += row("e.pub", hex(b, 32), "server's ephemeral X25519 public key");
+            s += row("tag", hex(b + 32, n - 32), "encrypted empty payload: proves the PSK + DH");
+        } else if (f->kind == 3 && n >= 29) {
+            const size_t ct = n - 12 - 16;
+            s += row("iv", hex(b, 12), "counter " + std::to_string(f->counter));
+            s += row("cipher", hex(b + 12, ct, kMaxHex), "AES-256-GCM ciphertext, " + std::to_string(ct) + " bytes");
+            s += row("tag", hex(b + n - 16, 16), "GCM tag: integrity of iv + ciphertext");
+            const uint8_t type = static_cast<uint8_t>(f->msg_type);
+            std::string plain = hex(&type, 1) + " " + hex(f->content, f->content_len, kMaxHex - 1);
+            s += row("plain", plain,
+                     std::string(type_name(f->msg_type)) + " " + message_text(f->content, f->content_len));
+        }
+        return copy_out(s, buf, cap);
+    } catch (...) {
+        return copy_out("", buf, cap);
+    }
+}

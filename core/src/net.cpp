@@ -1,0 +1,273 @@
+#include "net.hpp"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cctype>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+namespace seclink::detail {
+
+int64_t now_ms() noexcept {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+static std::string addr_name(const sockaddr_storage &ss) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    char out[INET6_ADDRSTRLEN + 16] = "?";
+    if (ss.ss_family == AF_INET) {
+        const auto *a = reinterpret_cast<const sockaddr_in *>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        std::snprintf(out, sizeof out, "%s:%u", host, unsigned{ntohs(a->sin_port)});
+    } else if (ss.ss_family == AF_INET6) {
+        const auto *a = reinterpret_cast<const sockaddr_in6 *>(&ss);
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        std::snprintf(out, sizeof out, "[%s]:%u", host, unsigned{ntohs(a->sin6_port)});
+    }
+    return out;
+}
+
+std::string peer_name(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0) return "?";
+    return addr_name(ss);
+}
+
+std::string sock_name(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0) return "?";
+    return addr_name(ss);
+}
+
+int set_nonblocking(int fd) noexcept {
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 ? SL_OK : SL_ESOCKET;
+}
+
+int errno_to_sl(int e) noexcept {
+    switch (e) {
+    case ECONNREFUSED: return SL_ECONNREFUSED;
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+    case ENETDOWN: return SL_EUNREACHABLE;
+    case ETIMEDOUT: return SL_ETIMEDOUT;
+    case EADDRINUSE: return SL_EADDRINUSE;
+    case ECONNRESET:
+    case EPIPE: return SL_EPEER_CLOSED;
+    case ENOMEM:
+    case ENOBUFS: return SL_ENOMEM;
+    default: return SL_ESOCKET;
+    }
+}
+
+int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
+    *fd_out = -1;
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    const std::string service = std::to_string(port);
+    if (getaddrinfo(host, service.c_str(), &hints, &res) != 0 || res == nullptr) return SL_ERESOLVE;
+    int rc = SL_ESOCKET;
+    for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+            *fd_out = fd;
+            rc = SL_OK;
+            break;
+        }
+        rc = errno == EADDRINUSE ? SL_EADDRINUSE : SL_ESOCKET;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+Stream::~Stream() {
+    ssl.reset();
+    if (fd >= 0) close(fd);
+}
+
+// Maps an SSL_get_error() outcome; records the error for Io::Error.
+static Io ssl_io(Stream &s, int ret) noexcept {
+    int e = SSL_get_error(s.ssl.get(), ret);
+    switch (e) {
+    case SSL_ERROR_WANT_READ: return Io::WantRead;
+    case SSL_ERROR_WANT_WRITE: return Io::WantWrite;
+    case SSL_ERROR_ZERO_RETURN: return Io::Eof;
+    case SSL_ERROR_SYSCALL:
+        if (ERR_peek_error() == 0 && (errno == 0 || errno == ECONNRESET || errno == EPIPE)) {
+            ERR_clear_error();
+            return Io::Eof;  // the peer went away without a TLS close_notify
+        }
+        s.last_error = SL_ETLS;
+        return Io::Error;
+    default:
+        // An unexpected EOF is reported as an SSL error in OpenSSL 3; treat it as EOF.
+        if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return Io::Eof;
+        }
+        s.last_error = SL_ETLS;
+        return Io::Error;
+    }
+}
+
+Io Stream::read(uint8_t *buf, size_t cap, size_t *n) noexcept {
+    *n = 0;
+    if (ssl) {
+        ERR_clear_error();
+        size_t got = 0;
+        int ret = SSL_read_ex(ssl.get(), buf, cap, &got);
+        if (ret == 1) {
+            *n = got;
+            return Io::Done;
+        }
+        return ssl_io(*this, ret);
+    }
+    for (;;) {
+        ssize_t r = ::recv(fd, buf, cap, 0);
+        if (r > 0) {
+            *n = static_cast<size_t>(r);
+            return Io::Done;
+        }
+        if (r == 0) return Io::Eof;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::WantRead;
+        if (errno == ECONNRESET) return Io::Eof;
+        last_error = errno_to_sl(errno);
+        return Io::Error;
+    }
+}
+
+Io Stream::write(const uint8_t *buf, size_t len, size_t *n) noexcept {
+    *n = 0;
+    if (ssl) {
+        ERR_clear_error();
+        size_t put = 0;
+        int ret = SSL_write_ex(ssl.get(), buf, len, &put);
+        if (ret == 1) {
+            *n = put;
+            return Io::Done;
+        }
+        return ssl_io(*this, ret);
+    }
+    for (;;) {
+        ssize_t r = ::send(fd, buf, len, MSG_NOSIGNAL);
+        if (r >= 0) {
+            *n = static_cast<size_t>(r);
+            return Io::Done;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::WantWrite;
+        if (errno == EPIPE || errno == ECONNRESET) return Io::Eof;
+        last_error = errno_to_sl(errno);
+        return Io::Error;
+    }
+}
+
+Io Stream::tls_handshake() noexcept {
+    ERR_clear_error();
+    int ret = SSL_do_handshake(ssl.get());
+    if (ret == 1) {
+        tls_connected = true;
+        return Io::Done;
+    }
+    return ssl_io(*this, ret);
+}
+
+static int tls13_only(SSL_CTX *ctx) noexcept {
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
+        return SL_ETLS;
+    // Partial writes keep the server's event loop non-blocking with large messages.
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    return SL_OK;
+}
+
+int make_server_tls(const char *cert, const char *key, SslCtxPtr *out) noexcept {
+    SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+    if (!ctx || tls13_only(ctx.get()) != SL_OK) return SL_ETLS;
+    if (cert == nullptr || key == nullptr || SSL_CTX_use_certificate_chain_file(ctx.get(), cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx.get()) != 1) {
+        ERR_clear_error();
+        return SL_ETLS_CERT;
+    }
+    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx.get(), 0);
+    *out = std::move(ctx);
+    return SL_OK;
+}
+
+// In pin mode the chain is not checked against a CA; check_pin() compares the certificate itself
+// before a single seclink byte is sent, which is a stricter check than a CA would give.
+static int accept_for_pin_check(int, X509_STORE_CTX *) { return 1; }
+
+int make_client_tls(const char *ca, bool pinned, SslCtxPtr *out) noexcept {
+    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+    if (!ctx || tls13_only(ctx.get()) != SL_OK) return SL_ETLS;
+    if (pinned) {
+        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, accept_for_pin_check);
+    } else {
+        if (ca == nullptr || SSL_CTX_load_verify_locations(ctx.get(), ca, nullptr) != 1) {
+            ERR_clear_error();
+            return SL_ETLS_CERT;
+        }
+        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    }
+    *out = std::move(ctx);
+    return SL_OK;
+}
+
+int check_pin(SSL *ssl, const char *pin) noexcept {
+    uint8_t want[32], got[32];
+    size_t n = 0;
+    for (const char *p = pin; *p != '\0'; ++p) {
+        if (*p == ':') continue;
+        if (!std::isxdigit(static_cast<unsigned char>(*p)) || n >= 64) return SL_EINVAL;
+        int v = std::isdigit(static_cast<unsigned char>(*p)) ? *p - '0' : std::tolower(*p) - 'a' + 10;
+        want[n / 2] = static_cast<uint8_t>(n % 2 == 0 ? v << 4 : want[n / 2] | v);
+        ++n;
+    }
+    if (n != 64) return SL_EINVAL;
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    unsigned int len = 0;
+    bool ok = cert != nullptr && X509_digest(cert, EVP_sha256(), got, &len) == 1 && len == 32 &&
+              CRYPTO_memcmp(got, want, 32) == 0;
+    X509_free(cert);
+    return ok ? SL_OK : SL_ETLS_PIN;
+}
+
+int classify_tls_failure(SSL *ssl, bool saw_eof) noexcept {
+    long v = SSL_get_verify_result(ssl);
+    unsigned long e = ERR_peek_error();
+    ERR_clear_error();
+    if (v != X509_V_OK) return SL_ETLS_VERIFY;
+    if (saw_eof || ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER || ERR_GET_REASON(e) == SSL_R_PACKET_LENGTH_TOO_LONG)
+        return SL_ETLS_EXPECTED;
+    return SL_ETLS;
+}
+
+}  // namespace seclink::detail

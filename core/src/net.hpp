@@ -1,0 +1,62 @@
+// net.hpp - sockets and TLS for the native server and client: a byte stream that is a plain
+// non-blocking TCP socket or TLS 1.3 over one, and the helpers around it.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "seclink/seclink.h"
+
+namespace seclink::detail {
+
+struct SslCtxFree {
+    void operator()(SSL_CTX *c) const noexcept { SSL_CTX_free(c); }
+};
+struct SslFree {
+    void operator()(SSL *s) const noexcept { SSL_free(s); }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
+using SslPtr = std::unique_ptr<SSL, SslFree>;
+
+int64_t now_ms() noexcept;                   // monotonic clock
+std::string peer_name(int fd);               // "ip:port" of the other end
+std::string sock_name(int fd);               // "ip:port" of this end
+int set_nonblocking(int fd) noexcept;
+int errno_to_sl(int e) noexcept;             // ECONNREFUSED -> SL_ECONNREFUSED, ...
+
+// Binds and listens; *fd_out is the listening socket. SL_OK, SL_ERESOLVE, SL_EADDRINUSE, SL_ESOCKET.
+int listen_on(const char *host, uint16_t port, int *fd_out) noexcept;
+
+// Outcome of one non-blocking read or write.
+enum class Io { Done, WantRead, WantWrite, Eof, Error };
+
+// A connected stream: plain TCP, or TLS over it once `ssl` is set.
+struct Stream {
+    int fd = -1;
+    SslPtr ssl;
+    bool tls_connected = false;
+    int last_error = SL_OK;  // set when an operation returns Io::Error
+
+    ~Stream();
+    // Reads into buf; *n receives the count (Done only).
+    Io read(uint8_t *buf, size_t cap, size_t *n) noexcept;
+    Io write(const uint8_t *buf, size_t len, size_t *n) noexcept;
+    // Drives the TLS handshake (server or client side as set up). Done when connected.
+    Io tls_handshake() noexcept;
+};
+
+// TLS 1.3-only contexts.
+int make_server_tls(const char *cert, const char *key, SslCtxPtr *out) noexcept;  // SL_ETLS_CERT
+// ca: verify against this CA file with host check; pin: hex SHA-256 (checked after connect by
+// check_pin). Exactly one of them is used.
+int make_client_tls(const char *ca, bool pinned, SslCtxPtr *out) noexcept;
+// After the TLS handshake: the leaf certificate's SHA-256 must equal `pin` (hex, ':' allowed).
+int check_pin(SSL *ssl, const char *pin) noexcept;
+// Explains a failed client-side TLS handshake: SL_ETLS_VERIFY, SL_ETLS_EXPECTED, or SL_ETLS.
+int classify_tls_failure(SSL *ssl, bool saw_eof) noexcept;
+
+}  // namespace seclink::detail

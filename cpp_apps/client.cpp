@@ -1,0 +1,230 @@
+// client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "common.hpp"
+
+namespace {
+
+const char *kProg = "client";
+
+const char *kHelp = R"(usage: client [HOST [PORT [MESSAGE...]]] [options]
+
+Connects to a seclink/1 server, sends each MESSAGE and prints each reply, then closes.
+With no message it is interactive: each line typed is sent and its reply printed;
+'exit', 'quit', '!DISCONNECT' or end of input (Ctrl-D) close the session.
+
+options:
+  --host HOST              server name or address (default 127.0.0.1)
+  --port N                 server port (default 5000)
+  --message TEXT           a message to send (repeatable; after the positional ones)
+  --message-file PATH      send the bytes of a file as one message (repeatable)
+  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
+                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
+                           created on first use if missing)
+  --keygen                 write a new key file (at --psk-file or the default) and exit
+  --timeout SEC            limit for connecting + handshake and for each reply (default 10)
+  --max-message BYTES      largest message sent or accepted (default 16777216 = 16 MiB)
+  --log-file PATH          append log lines with timestamps here (default client_logs.txt;
+                           '-' for none)
+  --quiet                  print only replies, warnings and errors
+  --trace                  print every frame as annotated hex next to its plaintext
+  --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
+  --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
+  --tls-pin SHA256         or: trust exactly the certificate with this SHA-256 fingerprint
+                           (without either: the certificate a server on this machine created)
+  --version                print the version and exit
+  --help                   print this help and exit
+
+exit codes: 0 done, 2 bad option, 3 key file problem, 4 cannot connect (refused,
+unreachable, unknown host, timeout), 5 handshake failed (different keys), 6 TLS problem,
+7 session broken off (server closed it, connection lost), 8 message too large, 1 other.
+)";
+
+struct Outcome {
+    int code;
+    std::string text;
+};
+
+// Turns an error from connecting into the exit code and the sentence the user sees.
+Outcome connect_error(int rc, const std::string &where) {
+    const std::string at = "cannot connect to " + where + ": ";
+    switch (rc) {
+    case SL_ECONNREFUSED:
+    case SL_EUNREACHABLE:
+    case SL_ERESOLVE:
+    case SL_ESOCKET: return {app::kNetwork, at + app::describe(rc)};
+    case SL_ETIMEDOUT: return {app::kNetwork, at + "no answer in time (is the host right, and a server running? see --timeout)"};
+    case SL_EHANDSHAKE_AUTH:
+        return {app::kHandshake, "handshake with " + where + " failed: the server uses a different pre-shared key "
+                                 "(copy the server's key file here, or point --psk-file at it)"};
+    case SL_EPEER_CLOSED:
+    case SL_ETRUNCATED:
+        return {app::kHandshake, "the server at " + where + " closed the connection during the handshake: it most likely "
+                                 "uses a different pre-shared key (or it runs with --tls: then add --tls)"};
+    case SL_EWEAK_KEY:
+    case SL_EBAD_MAGIC:
+    case SL_EBAD_VERSION:
+    case SL_EFRAME_TOO_LARGE:
+    case SL_EFRAME_TOO_SHORT: return {app::kHandshake, "handshake with " + where + " failed: " + app::describe(rc)};
+    case SL_ETLS_VERIFY:
+    case SL_ETLS_PIN:
+    case SL_ETLS_EXPECTED:
+    case SL_ETLS_UNEXPECTED:
+    case SL_ETLS_CERT:
+    case SL_ETLS: return {app::kTls, "TLS with " + where + " failed: " + app::describe(rc)};
+    default: return {app::kInternal, at + app::describe(rc)};
+    }
+}
+
+std::string shown(const uint8_t *data, size_t len) {
+    char buf[256];
+    sl_format_message(data, len, buf, sizeof buf);
+    return buf;
+}
+
+class Session {
+public:
+    Session(sl_client *c, app::Logger &log, int timeout_ms) : c_(c), log_(log), timeout_ms_(timeout_ms) {}
+
+    // Sends one message and prints its reply; exits on failure.
+    void exchange(const std::string &msg) {
+        const auto *data = reinterpret_cast<const uint8_t *>(msg.data());
+        int rc = sl_client_send(c_, SL_MSG_DATA, data, msg.size());
+        if (rc == SL_EMSG_TOO_LARGE)
+            fail(app::kTooLarge, "message of " + std::to_string(msg.size()) + " bytes is over the limit (--max-message)");
+        if (rc != SL_OK) fail(app::kSession, "sending failed: " + app::describe(rc));
+        ++seq_;
+        log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + shown(data, msg.size()) + " (" +
+                                  std::to_string(msg.size()) + " bytes)");
+        int type = 0;
+        const uint8_t *reply = nullptr;
+        size_t len = 0;
+        for (;;) {
+            rc = sl_client_recv(c_, timeout_ms_, &type, &reply, &len);
+            if (rc == SL_ETIMEDOUT) fail(app::kSession, "no reply within " + std::to_string(timeout_ms_ / 1000) + " s");
+            if (rc == SL_EPEER_CLOSED) fail(app::kSession, "the server closed the connection without a reply");
+            if (rc != SL_OK) fail(app::kSession, "session failed: " + app::describe(rc));
+            if (type == SL_MSG_CLOSE) fail(app::kSession, "the server closed the session: " + (len ? shown(reply, len) : "no reason given"));
+            if (type == SL_MSG_DATA) break;
+        }
+        log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + shown(reply, len) + " (" + std::to_string(len) + " bytes)");
+    }
+
+    void close() {
+        sl_client_close(c_, nullptr);
+        log_.line(SL_LOG_INFO, "[INFO] Disconnected");
+    }
+
+private:
+    [[noreturn]] void fail(int code, const std::string &msg) {
+        sl_client_free(c_);
+        app::die(kProg, code, msg);
+    }
+    sl_client *c_;
+    app::Logger &log_;
+    int timeout_ms_;
+    uint64_t seq_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    app::Args args(argc, argv, kProg,
+                   {"host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
+                    "tls-ca", "tls-pin"},
+                   {"keygen", "quiet", "trace", "tls", "help", "version"});
+    if (args.has("help")) {
+        std::fputs(kHelp, stdout);
+        return app::kOk;
+    }
+    if (args.has("version")) {
+        std::printf("seclink client %s (c++), protocol seclink/%u\n", sl_version(), sl_protocol_version());
+        return app::kOk;
+    }
+    const auto psk_flag = args.get("psk-file");
+    const std::string psk_path = app::key_path(kProg, psk_flag);
+    if (args.has("keygen")) app::keygen(kProg, psk_path);
+
+    std::string host = "127.0.0.1";
+    unsigned long port = 5000;
+    std::vector<std::string> messages;
+    if (!args.positional.empty()) host = args.positional[0];
+    if (args.positional.size() > 1) port = args.parse_number("PORT", args.positional[1], 1, 65535);
+    for (size_t i = 2; i < args.positional.size(); ++i) messages.push_back(args.positional[i]);
+    host = args.get("host").value_or(host);
+    port = args.number("port", port, 1, 65535);
+    for (const std::string &m : args.all("message")) messages.push_back(m);
+    for (const std::string &path : args.all("message-file")) {
+        std::ifstream f(path, std::ios::binary);
+        if (!f) app::die(kProg, app::kUsage, "cannot read --message-file '" + path + "'");
+        messages.emplace_back(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
+    const size_t max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
+    for (size_t i = 0; i < messages.size(); ++i)  // refuse before connecting: nothing half-sent
+        if (messages[i].size() > max_message)
+            app::die(kProg, app::kTooLarge, "message " + std::to_string(i + 1) + " is " + std::to_string(messages[i].size()) +
+                                                " bytes, over the limit of " + std::to_string(max_message) +
+                                                " bytes (--max-message); nothing was sent");
+    const int timeout_ms = static_cast<int>(args.number("timeout", 10, 1, 3600) * 1000);
+    if (!args.has("tls") && (args.has("tls-ca") || args.has("tls-pin")))
+        app::die(kProg, app::kUsage, "--tls-ca and --tls-pin need --tls");
+
+    app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
+    uint8_t psk[SL_KEY_BYTES];
+    app::load_key(kProg, psk_path, !psk_flag && std::getenv("SECLINK_PSK_FILE") == nullptr, log, psk);
+
+    sl_client_config cfg;
+    sl_client_config_init(&cfg);
+    cfg.host = host.c_str();
+    cfg.port = static_cast<uint16_t>(port);
+    cfg.psk = psk;
+    cfg.timeout_ms = static_cast<unsigned>(timeout_ms);
+    cfg.max_message = max_message;
+    cfg.trace = args.has("trace");
+    cfg.log = app::Logger::callback;
+    cfg.log_ud = &log;
+    const std::string ca = args.get("tls-ca").value_or(""), pin = args.get("tls-pin").value_or("");
+    cfg.tls = args.has("tls");
+    cfg.tls_ca = ca.empty() ? nullptr : ca.c_str();
+    cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
+
+    const std::string where = host + ":" + std::to_string(port);
+    sl_client *c = nullptr;
+    int rc = sl_client_connect(&c, &cfg);
+    explicit_bzero(psk, sizeof psk);
+    if (rc != SL_OK) {
+        Outcome o = connect_error(rc, where);
+        app::die(kProg, o.code, o.text);
+    }
+    log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
+                              (cfg.tls ? ", inside TLS 1.3)" : ")"));
+    Session session(c, log, timeout_ms);
+    if (!messages.empty()) {
+        for (const std::string &m : messages) session.exchange(m);
+    } else {
+        const bool tty = isatty(STDIN_FILENO);
+        if (tty) log.line(SL_LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit' or Ctrl-D to leave.");
+        std::string line;
+        for (;;) {
+            if (tty) {
+                std::fputs("> ", stdout);
+                std::fflush(stdout);
+            }
+            if (!std::getline(std::cin, line)) break;
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            if (line == "exit" || line == "quit" || line == "!DISCONNECT") break;
+            if (line.empty()) continue;
+            session.exchange(line);
+        }
+    }
+    session.close();
+    sl_client_free(c);
+    return app::kOk;
+}

@@ -1,0 +1,199 @@
+// common.hpp - what the server and client programs share: flag parsing, the screen + file
+// logger, finding (or creating) the pre-shared key, and the documented exit codes.
+#pragma once
+
+#include <sys/time.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "seclink/seclink.h"
+
+namespace app {
+
+// Exit codes, the same for both programs (and for the Python scripts). See README.md.
+enum Exit {
+    kOk = 0,
+    kInternal = 1,   // unexpected failure
+    kUsage = 2,      // bad flag or argument
+    kKey = 3,        // pre-shared key file missing or unusable
+    kNetwork = 4,    // cannot listen / connect: port in use, refused, unreachable, unknown host, timeout
+    kHandshake = 5,  // seclink handshake failed: different keys, not a seclink peer
+    kTls = 6,        // TLS: verification failed, pin mismatch, TLS on one side only, bad certificate
+    kSession = 7,    // the session broke off: server closed it, connection lost, protocol error
+    kTooLarge = 8,   // a message over the size limit was refused (nothing was sent)
+};
+
+inline std::string describe(int rc) { return std::string(sl_strerror(rc)) + " [" + sl_errname(rc) + "]"; }
+
+// A fatal error: one line on stderr, then exit with `code`.
+[[noreturn]] inline void die(const char *prog, int code, const std::string &msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: error: %s\n", prog, msg.c_str());
+    std::exit(code);
+}
+
+// Minimal GNU-style flag parser: --name value, --name=value, bare --switch, positionals.
+class Args {
+public:
+    Args(int argc, char **argv, const char *prog, std::vector<std::string> with_value,
+         std::vector<std::string> switches)
+        : prog_(prog) {
+        for (int i = 1; i < argc; ++i) {
+            std::string a = argv[i];
+            if (a == "--") {
+                for (++i; i < argc; ++i) positional.push_back(argv[i]);
+                break;
+            }
+            if (a.rfind("--", 0) != 0 || a.size() == 2) {
+                positional.push_back(a);
+                continue;
+            }
+            std::string name = a.substr(2), value;
+            size_t eq = name.find('=');
+            bool has_value = eq != std::string::npos;
+            if (has_value) {
+                value = name.substr(eq + 1);
+                name = name.substr(0, eq);
+            }
+            if (contains(switches, name)) {
+                if (has_value) die(prog_, kUsage, "--" + name + " takes no value (see --help)");
+                flags_.push_back({name, ""});
+            } else if (contains(with_value, name)) {
+                if (!has_value) {
+                    if (i + 1 >= argc) die(prog_, kUsage, "--" + name + " needs a value (see --help)");
+                    value = argv[++i];
+                }
+                flags_.push_back({name, value});
+            } else {
+                die(prog_, kUsage, "unknown option '" + a + "' (see --help)");
+            }
+        }
+    }
+    bool has(const std::string &name) const {
+        for (const auto &f : flags_)
+            if (f.first == name) return true;
+        return false;
+    }
+    std::optional<std::string> get(const std::string &name) const {
+        std::optional<std::string> v;
+        for (const auto &f : flags_)
+            if (f.first == name) v = f.second;
+        return v;
+    }
+    std::vector<std::string> all(const std::string &name) const {
+        std::vector<std::string> v;
+        for (const auto &f : flags_)
+            if (f.first == name) v.push_back(f.second);
+        return v;
+    }
+    unsigned long number(const std::string &name, unsigned long dflt, unsigned long min, unsigned long max) const {
+        auto v = get(name);
+        return v ? parse_number("--" + name, *v, min, max) : dflt;
+    }
+    unsigned long parse_number(const std::string &what, const std::string &v, unsigned long min, unsigned long max) const {
+        char *end = nullptr;
+        errno = 0;
+        unsigned long n = std::strtoul(v.c_str(), &end, 10);
+        if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < min || n > max)
+            die(prog_, kUsage, what + " must be a number from " + std::to_string(min) + " to " + std::to_string(max) +
+                                   ", not '" + v + "'");
+        return n;
+    }
+    std::vector<std::string> positional;
+
+private:
+    static bool contains(const std::vector<std::string> &v, const std::string &s) {
+        for (const auto &x : v)
+            if (x == s) return true;
+        return false;
+    }
+    const char *prog_;
+    std::vector<std::pair<std::string, std::string>> flags_;
+};
+
+// Log lines on the screen and, with a timestamp, appended to the log file.
+class Logger {
+public:
+    Logger(const char *prog, const std::string &path, bool quiet) : quiet_(quiet) {
+        if (path == "-" || path.empty()) return;
+        file_ = std::fopen(path.c_str(), "a");
+        if (file_ == nullptr)
+            die(prog, kUsage, "cannot open log file '" + path + "': " + std::strerror(errno) +
+                                  " (choose another with --log-file PATH, or --log-file - for none)");
+    }
+    ~Logger() {
+        if (file_ != nullptr) std::fclose(file_);
+    }
+    // Lines below `always` are hidden by --quiet; `always` lines (such as "Listening on") are not.
+    void line(int level, const std::string &text, bool always = false) {
+        if (quiet_ && level > SL_LOG_WARN && !always) return;
+        std::lock_guard<std::mutex> lock(mu_);
+        std::fputs(text.c_str(), stdout);
+        std::fputc('\n', stdout);
+        std::fflush(stdout);
+        if (file_ != nullptr) {
+            std::fprintf(file_, "%s %s\n", timestamp().c_str(), text.c_str());
+            std::fflush(file_);
+        }
+    }
+    static void callback(void *ud, int level, const char *line) { static_cast<Logger *>(ud)->line(level, line); }
+
+private:
+    static std::string timestamp() {
+        timeval tv;
+        gettimeofday(&tv, nullptr);
+        tm t;
+        localtime_r(&tv.tv_sec, &t);
+        char buf[48];
+        size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &t);
+        std::snprintf(buf + n, sizeof buf - n, ".%03ld", static_cast<long>(tv.tv_usec / 1000));
+        return buf;
+    }
+    bool quiet_;
+    FILE *file_ = nullptr;
+    std::mutex mu_;
+};
+
+inline std::string key_path(const char *prog, const std::optional<std::string> &explicit_path) {
+    char buf[4096];
+    int rc = sl_key_path(explicit_path ? explicit_path->c_str() : nullptr, buf, sizeof buf, nullptr);
+    if (rc != SL_OK) die(prog, kKey, "cannot work out where the key file is (set HOME or use --psk-file): " + describe(rc));
+    return buf;
+}
+
+// --keygen: writes a new key and says where. Never overwrites.
+[[noreturn]] inline void keygen(const char *prog, const std::string &path) {
+    int rc = sl_key_generate(path.c_str(), nullptr);
+    if (rc == SL_EKEY_EXISTS)
+        die(prog, kKey, "a key file already exists at " + path + " (remove it first to replace it; it is never overwritten)");
+    if (rc != SL_OK) die(prog, kKey, "cannot create a key file at " + path + ": " + describe(rc));
+    std::printf("[INFO] New pre-shared key written to %s (mode 0600)\n", path.c_str());
+    std::printf("[INFO] Copy this file to every machine that must talk to each other; keep it secret.\n");
+    std::exit(kOk);
+}
+
+// Loads the key. If none exists at the *default* location, creates it there and says so, so
+// that a server and a client on one machine work with no set-up.
+inline void load_key(const char *prog, const std::string &path, bool is_default, Logger &log, uint8_t key[SL_KEY_BYTES]) {
+    int rc = sl_key_load(path.c_str(), key);
+    if (rc == SL_EKEY_NOT_FOUND && is_default) {
+        rc = sl_key_generate(path.c_str(), key);
+        if (rc == SL_OK) {
+            log.line(SL_LOG_INFO, "[INFO] No key found: created a new pre-shared key at " + path +
+                                      " (copy it to the other side to talk across machines)");
+            return;
+        }
+        if (rc == SL_EKEY_EXISTS) rc = sl_key_load(path.c_str(), key);  // another program was faster
+    }
+    if (rc != SL_OK) die(prog, kKey, "key file " + path + ": " + describe(rc));
+}
+
+}  // namespace app

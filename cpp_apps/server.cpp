@@ -1,0 +1,153 @@
+// server - the seclink/1 server program: `./server 5000`. See --help and README.md.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "common.hpp"
+
+namespace {
+
+const char *kProg = "server";
+
+const char *kHelp = R"(usage: server [PORT] [options]
+
+Serves seclink/1 clients (Noise NNpsk0 handshake + AES-256-GCM) until Ctrl-C or SIGTERM,
+then closes every session cleanly. Replies to each message with "ACK: received N bytes".
+
+options:
+  --port N                 port to listen on (default 5000; 0 picks a free one)
+  --host ADDR              address to listen on (default 0.0.0.0: every interface)
+  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
+                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
+                           created on first use if missing)
+  --keygen                 write a new key file (at --psk-file or the default) and exit
+  --echo                   reply with the message itself instead of the ACK
+  --threads N              worker threads (default: one per core)
+  --max-clients N          sessions at once; more are told "server full" (default 10000)
+  --handshake-timeout SEC  time a client has to finish the handshake (default 10)
+  --idle-timeout SEC       close sessions idle this long (default 300)
+  --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
+  --log-file PATH          append log lines with timestamps here (default server_logs.txt;
+                           '-' for none)
+  --quiet                  print only warnings and errors
+  --trace                  print every frame as annotated hex next to its plaintext
+  --tls                    run seclink/1 inside TLS 1.3
+  --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
+                           created in the config directory, its fingerprint printed)
+  --tls-key FILE           PEM private key for --tls-cert
+  --version                print the version and exit
+  --help                   print this help and exit
+
+exit codes: 0 stopped cleanly, 2 bad option, 3 key file problem, 4 cannot listen
+(port in use, bad address), 6 TLS certificate problem, 1 anything else.
+)";
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    app::Args args(argc, argv, kProg,
+                   {"port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
+                    "max-message", "log-file", "tls-cert", "tls-key"},
+                   {"keygen", "echo", "quiet", "trace", "tls", "help", "version"});
+    if (args.has("help")) {
+        std::fputs(kHelp, stdout);
+        return app::kOk;
+    }
+    if (args.has("version")) {
+        std::printf("seclink server %s (c++), protocol seclink/%u\n", sl_version(), sl_protocol_version());
+        return app::kOk;
+    }
+    if (args.positional.size() > 1) app::die(kProg, app::kUsage, "too many arguments (see --help)");
+    unsigned long port = 5000;
+    if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
+    port = args.number("port", port, 0, 65535);
+
+    const auto psk_flag = args.get("psk-file");
+    const std::string psk_path = app::key_path(kProg, psk_flag);
+    if (args.has("keygen")) app::keygen(kProg, psk_path);
+
+    sl_server_config cfg;
+    sl_server_config_init(&cfg);
+    const std::string host = args.get("host").value_or("0.0.0.0");
+    cfg.host = host.c_str();
+    cfg.port = static_cast<uint16_t>(port);
+    cfg.threads = static_cast<unsigned>(args.number("threads", 0, 1, 1024));
+    cfg.max_clients = static_cast<unsigned>(args.number("max-clients", 10000, 1, 1000000));
+    cfg.handshake_timeout_ms = static_cast<unsigned>(args.number("handshake-timeout", 10, 1, 3600) * 1000);
+    cfg.idle_timeout_ms = static_cast<unsigned>(args.number("idle-timeout", 300, 1, 86400) * 1000);
+    cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
+    cfg.echo = args.has("echo");
+    cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
+
+    app::Logger log(kProg, args.get("log-file").value_or("server_logs.txt"), args.has("quiet"));
+    cfg.log = app::Logger::callback;
+    cfg.log_ud = &log;
+
+    uint8_t psk[SL_KEY_BYTES];
+    app::load_key(kProg, psk_path, !psk_flag && std::getenv("SECLINK_PSK_FILE") == nullptr, log, psk);
+    cfg.psk = psk;
+
+    std::string cert, key;
+    if (args.has("tls")) {
+        cfg.tls = 1;
+        cert = args.get("tls-cert").value_or("");
+        key = args.get("tls-key").value_or("");
+        if (cert.empty() != key.empty()) app::die(kProg, app::kUsage, "--tls-cert and --tls-key go together");
+        if (cert.empty()) {
+            char dir[4096];
+            if (sl_config_dir(dir, sizeof dir, nullptr) != SL_OK)
+                app::die(kProg, app::kTls, "no config directory for the TLS certificate (set HOME or use --tls-cert)");
+            cert = std::string(dir) + "/tls/cert.pem";
+            key = std::string(dir) + "/tls/key.pem";
+            int created = 0;
+            int rc = sl_tls_ensure_self_signed(cert.c_str(), key.c_str(), &created);
+            if (rc != SL_OK) app::die(kProg, app::kTls, "cannot create a TLS certificate in " + std::string(dir) + "/tls: " + app::describe(rc));
+            if (created) log.line(SL_LOG_INFO, "[INFO] Created a self-signed TLS certificate: " + cert);
+        }
+        char fp[65];
+        if (sl_tls_fingerprint(cert.c_str(), fp, sizeof fp) != SL_OK)
+            app::die(kProg, app::kTls, "cannot read the TLS certificate " + cert + " (check --tls-cert)");
+        log.line(SL_LOG_INFO, "[INFO] TLS 1.3 certificate " + cert + ", SHA-256 fingerprint " + fp);
+    } else if (args.has("tls-cert") || args.has("tls-key")) {
+        app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
+    }
+    cfg.tls_cert = cert.c_str();
+    cfg.tls_key = key.c_str();
+
+    // SIGINT/SIGTERM are blocked in every thread and taken by sigwait() below: no async handler.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    sl_server *server = nullptr;
+    int rc = sl_server_new(&server, &cfg);
+    explicit_bzero(psk, sizeof psk);  // the server keeps its own copy
+    if (rc == SL_EADDRINUSE)
+        app::die(kProg, app::kNetwork, "cannot listen on " + host + ":" + std::to_string(port) +
+                                           ": the port is in use by another program (choose another with --port)");
+    if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
+    if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
+    if (rc != SL_OK) app::die(kProg, rc == SL_ESOCKET ? app::kNetwork : app::kInternal, "cannot start: " + app::describe(rc));
+
+    const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+    log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
+                              " worker threads, max " + std::to_string(cfg.max_clients) + " clients, key " + psk_path);
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + host + ":" + std::to_string(sl_server_port(server)), true);
+    if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
+                              std::to_string(sl_server_sessions(server)) + " sessions");
+    sl_server_stop(server);
+    sl_server_wait(server);
+    sl_server_free(server);
+    log.line(SL_LOG_INFO, "[INFO] Server stopped");
+    return app::kOk;
+}
