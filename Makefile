@@ -47,7 +47,7 @@ test-asan: deps
 # libFuzzer (clang) with ASan+UBSan, bounded in time; starts from the committed seed corpus.
 fuzz: deps
 	CC=clang CXX=clang++ $(CONFIGURE) -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DSECLINK_BUILD_FUZZ=ON -DSECLINK_BUILD_TESTS=OFF
+	  -DSECLINK_BUILD_FUZZ=ON -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_APPS=OFF
 	$(CMAKE) --build build-fuzz -j $(JOBS)
 	rm -rf build-fuzz/corpus && mkdir -p build-fuzz/corpus && cp core/fuzz/corpus/* build-fuzz/corpus/
 	build-fuzz/core/fuzz/fuzz_engine -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
@@ -60,7 +60,7 @@ test-py: build
 	$(PYTHON) -m pytest
 
 bench: deps
-	$(CONFIGURE) -B build-bench -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON
+	$(CONFIGURE) -B build-bench -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON -DSECLINK_BUILD_APPS=OFF
 	$(CMAKE) --build build-bench -j $(JOBS)
 	build-bench/bench/engine_bench
 

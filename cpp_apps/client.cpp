@@ -74,6 +74,7 @@ Outcome connect_error(int rc, const std::string &where) {
     case SL_EFRAME_TOO_LARGE:
     case SL_EFRAME_TOO_SHORT: return {app::kHandshake, "handshake with " + where + " failed: " + app::describe(rc)};
     case SL_ETLS_VERIFY:
+    case SL_ETLS_HOSTNAME:
     case SL_ETLS_PIN:
     case SL_ETLS_EXPECTED:
     case SL_ETLS_UNEXPECTED:

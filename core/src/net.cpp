@@ -264,6 +264,7 @@ int classify_tls_failure(SSL *ssl, bool saw_eof) noexcept {
     long v = SSL_get_verify_result(ssl);
     unsigned long e = ERR_peek_error();
     ERR_clear_error();
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) return SL_ETLS_HOSTNAME;
     if (v != X509_V_OK) return SL_ETLS_VERIFY;
     if (saw_eof || ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER || ERR_GET_REASON(e) == SSL_R_PACKET_LENGTH_TOO_LONG)
         return SL_ETLS_EXPECTED;

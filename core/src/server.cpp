@@ -322,6 +322,11 @@ private:
         if (n <= 0) return true;  // nothing yet, or EOF: let TLS report it
         s.first_read = false;
         if (b[0] != 0x16) {
+            // Answer as TLS would (a fatal protocol_version alert record), so that the client can
+            // tell its user that this server speaks TLS rather than guess from a closed socket.
+            static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46};
+            ssize_t w = send(s.io.fd, alert, sizeof alert, MSG_NOSIGNAL);
+            (void)w;
             drop(s, SL_LOG_WARN, "client is not using TLS (plain seclink/1?) but this server runs with --tls");
             return false;
         }

@@ -84,7 +84,8 @@ typedef enum sl_err {
     SL_ETLS_PIN = 49,         /* the server's certificate does not match the pinned SHA-256 */
     SL_ETLS_EXPECTED = 50,    /* the peer is not speaking TLS, but TLS was asked for */
     SL_ETLS_UNEXPECTED = 51,  /* the peer speaks TLS, but plain seclink was asked for */
-    SL_ETLS_CERT = 52         /* the TLS certificate or key file cannot be used */
+    SL_ETLS_CERT = 52,        /* the TLS certificate or key file cannot be used */
+    SL_ETLS_HOSTNAME = 53     /* the server's certificate is valid but issued for another host */
 } sl_err;
 
 /** A static, one-line English description of `err`, saying what to do where there is a fix.
