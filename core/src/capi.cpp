@@ -123,6 +123,12 @@ int sl_conn_is_established(const sl_conn *conn) { return conn != nullptr && conn
 
 int sl_conn_is_closed(const sl_conn *conn) { return conn != nullptr && conn->impl.closed(); }
 
+int sl_conn_trim(sl_conn *conn) {
+    if (conn == nullptr) return SL_EINVAL;
+    conn->impl.trim();
+    return SL_OK;
+}
+
 int sl_conn_set_trace(sl_conn *conn, sl_trace_fn fn, void *ud) {
     if (conn == nullptr) return SL_EINVAL;
     conn->impl.set_trace(fn, ud);

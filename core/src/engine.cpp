@@ -110,10 +110,13 @@ int Connection::feed(const uint8_t *data, size_t len, size_t *consumed, sl_event
                 *consumed = pos;
                 return on_frame(data + pos - n, n, ev);
             }
-            if (!body_.reserve(n)) return fail(SL_ENOMEM);
+            if (pos == len) break;  // the body has not started arriving
         }
         size_t take = body_len_ - body_have_;
         if (take > len - pos) take = len - pos;
+        // Grow with the bytes that actually arrived, not with the announced length: a peer
+        // that announces 16 MiB and sends 10 bytes costs 10 bytes (plus geometric slack).
+        if (!body_.reserve(body_have_ + take, body_have_)) return fail(SL_ENOMEM);
         std::memcpy(body_.data() + body_have_, data + pos, take);
         body_have_ += take;
         pos += take;
@@ -262,6 +265,16 @@ uint8_t *Connection::append_frame(size_t n) noexcept {
     store_be32(p, static_cast<uint32_t>(n));
     out_len_ += total;
     return p + SL_PREFIX_BYTES;
+}
+
+void Connection::trim() noexcept {
+    const bool partial_body = prefix_have_ == SL_PREFIX_BYTES && body_have_ > 0;
+    if (!partial_body) body_.release();
+    plain_.release();
+    if (pending_size() == 0) {
+        out_.release();
+        out_pos_ = out_len_ = 0;
+    }
 }
 
 int Connection::consume(size_t n) noexcept {

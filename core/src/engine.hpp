@@ -37,6 +37,8 @@ public:
     const uint8_t *pending() const noexcept { return out_.data() + out_pos_; }
     size_t pending_size() const noexcept { return out_len_ - out_pos_; }
     int consume(size_t n) noexcept;
+    // Frees the buffers a quiet connection does not need (they regrow on demand).
+    void trim() noexcept;
 
     bool established() const noexcept { return state_ == State::Open || state_ == State::PeerClosed; }
     bool closed() const noexcept {

@@ -60,6 +60,7 @@ constexpr size_t kHighWater = 1024 * 1024;   // queued reply bytes before readin
 constexpr int kReadsPerEvent = 16;           // fairness: then let other sessions run
 constexpr size_t kMaxOverLimit = 64;         // sessions being told "server full" at once
 constexpr int64_t kCloseGraceMs = 2000;      // time to flush a CLOSE before dropping the socket
+constexpr int64_t kTrimAfterMs = 1000;       // quiet this long: give message buffers back
 
 std::string errtext(int rc) { return std::string(sl_errname(rc)) + ": " + sl_strerror(rc); }
 
@@ -95,12 +96,15 @@ struct Session {
     Shared *shared = nullptr;
     uint64_t recv_seq = 0, send_seq = 0;
     int64_t deadline = 0;
+    int64_t last_active = 0;   // for trimming buffers of quiet sessions
+    bool trimmed = true;
     bool counted = false;      // holds one of max_clients
     bool over_limit = false;   // to be told "server full" after the handshake
     bool established = false;
     bool closing = false;      // CLOSE queued or received: flush, then close
     bool paused = false;       // reading stopped until queued replies drain
     bool first_read = true;
+    bool dead = false;         // closed; freed after the current batch of events
     uint32_t events = 0;
     std::string reason;        // why it is closing
     int reason_level = SL_LOG_INFO;
@@ -260,14 +264,15 @@ private:
 
     // Marks the session for closing now (reaped after the event batch).
     void drop(Session &s, int level, const std::string &reason) {
-        if (s.io.fd < 0 || dead_.count(&s)) return;
+        if (s.dead) return;
+        s.dead = true;
         s.reason = reason;
         s.reason_level = level;
-        dead_[&s] = true;
+        dead_.push_back(&s);
     }
 
     void reap() {
-        for (auto &[sess, _] : dead_) {
+        for (Session *sess : dead_) {
             auto it = sessions_.find(sess);
             if (it == sessions_.end()) continue;
             Session &s = *it->second;
@@ -292,7 +297,7 @@ private:
     }
 
     void on_event(Session &s, uint32_t events) {
-        if (dead_.count(&s)) return;
+        if (s.dead) return;
         if (s.io.ssl && !s.io.tls_connected) {
             if (s.first_read && !tls_first_check(s)) return;
             Io r = s.io.tls_handshake();
@@ -358,7 +363,13 @@ private:
                 }
             }
             if (!feed(s, rbuf_.get(), n)) return false;
-            if (s.established) s.deadline = now_ms() + sh_.cfg.idle_timeout_ms;
+            s.last_active = now_ms();
+            s.trimmed = false;
+            if (s.established) s.deadline = s.last_active + sh_.cfg.idle_timeout_ms;
+            // A short plain read means the socket is drained; level-triggered epoll reports
+            // anything that arrives later, so skip the recv() that would only say EAGAIN.
+            // (TLS may hold decrypted records internally: keep reading until it says so.)
+            if (!s.io.ssl && n < kReadBuf) break;
         }
         return true;
     }
@@ -473,7 +484,7 @@ private:
     }
 
     void do_write(Session &s) {
-        if (dead_.count(&s)) return;
+        if (s.dead) return;
         bool blocked = false;
         while (s.conn->pending_size() > 0) {
             size_t n = 0;
@@ -505,7 +516,12 @@ private:
     void sweep(int64_t now) {
         for (auto &[raw, sp] : sessions_) {
             Session &s = *sp;
-            if (now < s.deadline || dead_.count(&s)) continue;
+            if (!s.trimmed && s.established && !s.closing && now - s.last_active >= kTrimAfterMs &&
+                s.conn->pending_size() == 0) {
+                s.conn->trim();  // a quiet session keeps no message-sized buffers
+                s.trimmed = true;
+            }
+            if (now < s.deadline || s.dead) continue;
             if (s.closing) drop(s, s.reason_level, s.reason);
             else if (!s.established)
                 drop(s, SL_LOG_WARN, "handshake timed out after " + secs(sh_.cfg.handshake_timeout_ms));
@@ -520,7 +536,7 @@ private:
     void shutdown_all() {
         take_incoming();
         for (auto &[raw, sp] : sessions_) {
-            if (dead_.count(raw)) continue;
+            if (sp->dead) continue;
             if (!sp->established) drop(*sp, SL_LOG_INFO, "server shutting down");
             else {
                 close_gracefully(*sp, SL_LOG_INFO, "server shutting down", "server shutting down");
@@ -545,7 +561,7 @@ private:
     std::mutex mu_;
     std::vector<Incoming> incoming_;
     std::unordered_map<Session *, std::unique_ptr<Session>> sessions_;
-    std::unordered_map<Session *, bool> dead_;
+    std::vector<Session *> dead_;
     std::unique_ptr<uint8_t[]> rbuf_;
     std::thread th_;
 };

@@ -305,3 +305,24 @@ TEST(TransportTest, PartialConsumeKeepsTheRestPending) {
     ASSERT_EQ(r.msgs.size(), 2u);
     EXPECT_EQ(r.msgs[1].content, a);
 }
+
+TEST(TransportTest, TrimKeepsPartialInputAndPendingOutput) {
+    Pair p;
+    p.handshake();
+    Bytes big = pattern(1 << 20);
+    ASSERT_EQ(feed_all(p.server, Pair::frame(p.client, SL_MSG_DATA, big)).rc, SL_OK);
+    EXPECT_EQ(sl_conn_trim(p.server), SL_OK);
+    Bytes f = Pair::frame(p.client, SL_MSG_DATA, big);
+    Bytes first(f.begin(), f.begin() + 1000), rest(f.begin() + 1000, f.end());
+    ASSERT_EQ(feed_all(p.server, first).rc, SL_OK);
+    ASSERT_EQ(sl_conn_send(p.server, SL_MSG_DATA, big.data(), 10), SL_OK);
+    EXPECT_EQ(sl_conn_trim(p.server), SL_OK);  // mid-frame, with output queued
+    FeedResult r = feed_all(p.server, rest);
+    ASSERT_EQ(r.rc, SL_OK);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(r.msgs[0].content, big);
+    FeedResult c = feed_all(p.client, take_output(p.server));
+    ASSERT_EQ(c.rc, SL_OK);
+    EXPECT_EQ(c.msgs.at(0).content, Bytes(big.begin(), big.begin() + 10));
+    EXPECT_EQ(sl_conn_trim(nullptr), SL_EINVAL);
+}

@@ -223,6 +223,11 @@ SL_API int sl_conn_consume(sl_conn *conn, size_t n);
 /** Number of bytes waiting to be written (0 for NULL). */
 SL_API size_t sl_conn_pending_size(const sl_conn *conn);
 
+/** Frees the buffers the connection keeps between messages (they grow again on demand): for
+ *  servers that hold many quiet sessions after some large messages. Keeps partial input and
+ *  unsent output. Invalidates the data of the last event. Returns SL_OK, SL_EINVAL. */
+SL_API int sl_conn_trim(sl_conn *conn);
+
 /** 1 once the handshake has completed, else 0. */
 SL_API int sl_conn_is_established(const sl_conn *conn);
 

@@ -1,0 +1,200 @@
+// The native server and client through the C ABI, in one process over 127.0.0.1: handlers,
+// logs, limits, stop. (The programs built on them are tested end to end in cpp_apps/tests.)
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+using namespace sltest;
+
+namespace {
+
+struct LogSink {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> lines;
+    static void fn(void *ud, int, const char *line) {
+        auto *s = static_cast<LogSink *>(ud);
+        {
+            std::lock_guard<std::mutex> lock(s->mu);
+            s->lines.emplace_back(line);
+        }
+        s->cv.notify_all();
+    }
+    // Waits (at most 5 s) for a line containing `needle`.
+    bool has(const std::string &needle) {
+        std::unique_lock<std::mutex> lock(mu);
+        return cv.wait_for(lock, std::chrono::seconds(5), [&] {
+            for (const auto &l : lines)
+                if (l.find(needle) != std::string::npos) return true;
+            return false;
+        });
+    }
+};
+
+const auto kPsk = key_of(0x5c);
+
+// Reverses each message; a message "fail" makes the handler fail.
+int reverse_handler(void *, const char *, const uint8_t *data, size_t len, sl_buf *reply) {
+    if (len == 4 && std::string(reinterpret_cast<const char *>(data), 4) == "fail") return 1;
+    std::vector<uint8_t> r(data, data + len);
+    std::reverse(r.begin(), r.end());
+    return sl_buf_append(reply, r.data(), r.size());
+}
+
+class NativeIoTest : public ::testing::Test {
+protected:
+    void start(sl_handler_fn handler = nullptr, unsigned max_clients = 0) {
+        sl_server_config cfg;
+        sl_server_config_init(&cfg);
+        cfg.host = "127.0.0.1";
+        cfg.port = 0;
+        cfg.psk = kPsk.data();
+        cfg.threads = 2;
+        cfg.handler = handler;
+        if (max_clients) cfg.max_clients = max_clients;
+        cfg.log = LogSink::fn;
+        cfg.log_ud = &log;
+        ASSERT_EQ(sl_server_new(&server, &cfg), SL_OK);
+        ASSERT_NE(sl_server_port(server), 0);
+        ASSERT_EQ(sl_server_start(server), SL_OK);
+    }
+    int connect(sl_client **c, const std::array<uint8_t, 32> &psk = kPsk) {
+        sl_client_config cfg;
+        sl_client_config_init(&cfg);
+        cfg.host = "127.0.0.1";
+        cfg.port = sl_server_port(server);
+        cfg.psk = psk.data();
+        cfg.timeout_ms = 5000;
+        return sl_client_connect(c, &cfg);
+    }
+    static std::string request(sl_client *c, const std::string &msg, int *type_out = nullptr) {
+        EXPECT_EQ(sl_client_send(c, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(msg.data()), msg.size()), SL_OK);
+        int type = 0;
+        const uint8_t *data = nullptr;
+        size_t len = 0;
+        int rc = sl_client_recv(c, 5000, &type, &data, &len);
+        if (type_out) *type_out = type;
+        return rc == SL_OK ? std::string(reinterpret_cast<const char *>(data), len) : "error " + std::string(sl_errname(rc));
+    }
+    void TearDown() override { sl_server_free(server); }
+    sl_server *server = nullptr;
+    LogSink log;
+};
+
+}  // namespace
+
+TEST_F(NativeIoTest, DefaultReplyIsAnAck) {
+    start();
+    sl_client *c = nullptr;
+    ASSERT_EQ(connect(&c), SL_OK);
+    EXPECT_EQ(request(c, "hello"), "ACK: received 5 bytes");
+    EXPECT_EQ(request(c, ""), "ACK: received 0 bytes");
+    EXPECT_EQ(sl_client_close(c, "bye"), SL_OK);
+    sl_client_free(c);
+    EXPECT_TRUE(log.has("[RECV] 127.0.0.1:"));
+    EXPECT_TRUE(log.has(" #1 hello (5 bytes)"));
+    EXPECT_TRUE(log.has("disconnected: client closed the session (bye)"));
+}
+
+TEST_F(NativeIoTest, HandlerRepliesAndAFailingHandlerClosesOnlyItsSession) {
+    start(reverse_handler);
+    sl_client *a = nullptr, *b = nullptr;
+    ASSERT_EQ(connect(&a), SL_OK);
+    ASSERT_EQ(connect(&b), SL_OK);
+    EXPECT_EQ(request(a, "stressed"), "desserts");
+    int type = 0;
+    std::string reason = request(b, "fail", &type);
+    EXPECT_EQ(type, SL_MSG_CLOSE);
+    EXPECT_EQ(reason, "server error");
+    EXPECT_EQ(request(a, "live"), "evil") << "the other session is unaffected";
+    sl_client_free(a);
+    sl_client_free(b);
+}
+
+TEST_F(NativeIoTest, WrongPskIsRefusedAndLogged) {
+    start();
+    sl_client *c = nullptr;
+    EXPECT_EQ(connect(&c, key_of(1)), SL_EPEER_CLOSED);
+    EXPECT_EQ(c, nullptr);
+    EXPECT_TRUE(log.has("handshake failed: HANDSHAKE_AUTH"));
+}
+
+TEST_F(NativeIoTest, OverTheClientLimitIsToldServerFull) {
+    start(nullptr, 1);
+    sl_client *a = nullptr, *b = nullptr;
+    ASSERT_EQ(connect(&a), SL_OK);
+    ASSERT_EQ(request(a, "x"), "ACK: received 1 bytes");
+    ASSERT_EQ(connect(&b), SL_OK);
+    int type = 0;
+    EXPECT_EQ(request(b, "y", &type), "server full: try again later");
+    EXPECT_EQ(type, SL_MSG_CLOSE);
+    sl_client_free(b);
+    EXPECT_EQ(sl_server_sessions(server), 1u);
+    sl_client_free(a);
+}
+
+TEST_F(NativeIoTest, StopSendsCloseToOpenSessions) {
+    start();
+    sl_client *c = nullptr;
+    ASSERT_EQ(connect(&c), SL_OK);
+    ASSERT_EQ(request(c, "x"), "ACK: received 1 bytes");
+    sl_server_stop(server);
+    int type = 0;
+    const uint8_t *data = nullptr;
+    size_t len = 0;
+    ASSERT_EQ(sl_client_recv(c, 5000, &type, &data, &len), SL_OK);
+    EXPECT_EQ(type, SL_MSG_CLOSE);
+    EXPECT_EQ(std::string(reinterpret_cast<const char *>(data), len), "server shutting down");
+    EXPECT_EQ(sl_server_wait(server), SL_OK);
+    sl_client_free(c);
+}
+
+TEST_F(NativeIoTest, ConnectErrorsAreSpecific) {
+    start();
+    const uint16_t port = sl_server_port(server);
+    sl_server_free(server);  // nothing listens there any more
+    server = nullptr;
+    sl_client_config cfg;
+    sl_client_config_init(&cfg);
+    cfg.host = "127.0.0.1";
+    cfg.port = port;
+    cfg.psk = kPsk.data();
+    sl_client *c = nullptr;
+    EXPECT_EQ(sl_client_connect(&c, &cfg), SL_ECONNREFUSED);
+    cfg.host = "no-such-host.invalid";
+    EXPECT_EQ(sl_client_connect(&c, &cfg), SL_ERESOLVE);
+    cfg.psk = nullptr;
+    EXPECT_EQ(sl_client_connect(&c, &cfg), SL_EINVAL);
+}
+
+TEST_F(NativeIoTest, PortInUseIsReported) {
+    start();
+    sl_server_config cfg;
+    sl_server_config_init(&cfg);
+    cfg.host = "127.0.0.1";
+    cfg.port = sl_server_port(server);
+    cfg.psk = kPsk.data();
+    sl_server *other = nullptr;
+    EXPECT_EQ(sl_server_new(&other, &cfg), SL_EADDRINUSE);
+    EXPECT_EQ(other, nullptr);
+}
+
+TEST(FormatTest, MessagesShowTextEmptyOrBinary) {
+    char buf[300];
+    auto show = [&](const std::string &s) {
+        sl_format_message(reinterpret_cast<const uint8_t *>(s.data()), s.size(), buf, sizeof buf);
+        return std::string(buf);
+    };
+    EXPECT_EQ(show("hello"), "hello");
+    EXPECT_EQ(show("h\xc3\xa9llo \xe2\x9c\x93"), "h\xc3\xa9llo \xe2\x9c\x93");
+    EXPECT_EQ(show(""), "<empty>");
+    EXPECT_EQ(show(std::string("a\0b", 3)), "<binary>");
+    EXPECT_EQ(show("bad \xff utf8"), "<binary>");
+    EXPECT_EQ(show("line\nbreak"), "<binary>") << "control characters would forge log lines";
+    EXPECT_EQ(show(std::string(500, 'x')), std::string(200, 'x') + "...");
+}
