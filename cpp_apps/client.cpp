@@ -1,6 +1,7 @@
 // client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -79,6 +80,7 @@ Outcome connect_error(int rc, const std::string &where) {
     case SL_ETLS_EXPECTED:
     case SL_ETLS_UNEXPECTED:
     case SL_ETLS_CERT:
+    case SL_ETLS_TRUST:
     case SL_ETLS: return {app::kTls, "TLS with " + where + " failed: " + app::describe(rc)};
     default: return {app::kInternal, at + app::describe(rc)};
     }
@@ -100,6 +102,9 @@ public:
         int rc = sl_client_send(c_, SL_MSG_DATA, data, msg.size());
         if (rc == SL_EMSG_TOO_LARGE)
             fail(app::kTooLarge, "message of " + std::to_string(msg.size()) + " bytes is over the limit (--max-message)");
+        if (rc == SL_ETIMEDOUT)
+            fail(app::kSession, "the server stopped reading: message " + std::to_string(seq_ + 1) + " not sent within " +
+                                    std::to_string(timeout_ms_ / 1000) + " s (--timeout)");
         if (rc != SL_OK) fail(app::kSession, "sending failed: " + app::describe(rc));
         ++seq_;
         log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + shown(data, msg.size()) + " (" +
@@ -176,10 +181,22 @@ int main(int argc, char **argv) {
     const int timeout_ms = static_cast<int>(args.number("timeout", 10, 1, 3600) * 1000);
     if (!args.has("tls") && (args.has("tls-ca") || args.has("tls-pin")))
         app::die(kProg, app::kUsage, "--tls-ca and --tls-pin need --tls");
+    if (auto pin = args.get("tls-pin")) {
+        size_t digits = 0;
+        bool hex = true;
+        for (char ch : *pin) {
+            if (ch == ':') continue;
+            hex = hex && std::isxdigit(static_cast<unsigned char>(ch));
+            ++digits;
+        }
+        if (!hex || digits != 64)
+            app::die(kProg, app::kUsage, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
+                                         "(colons allowed), as the server prints it");
+    }
 
     app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
     uint8_t psk[SL_KEY_BYTES];
-    app::load_key(kProg, psk_path, !psk_flag && std::getenv("SECLINK_PSK_FILE") == nullptr, log, psk);
+    app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
 
     sl_client_config cfg;
     sl_client_config_init(&cfg);

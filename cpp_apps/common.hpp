@@ -162,6 +162,13 @@ private:
     std::mutex mu_;
 };
 
+// True when the key comes from the default location (no --psk-file, no SECLINK_PSK_FILE):
+// only then may a missing key be created on first use.
+inline bool default_key_location(const std::optional<std::string> &explicit_path) {
+    const char *env = std::getenv("SECLINK_PSK_FILE");
+    return (!explicit_path || explicit_path->empty()) && (env == nullptr || env[0] == '\0');
+}
+
 inline std::string key_path(const char *prog, const std::optional<std::string> &explicit_path) {
     char buf[4096];
     int rc = sl_key_path(explicit_path ? explicit_path->c_str() : nullptr, buf, sizeof buf, nullptr);

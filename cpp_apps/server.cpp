@@ -88,7 +88,9 @@ int main(int argc, char **argv) {
     cfg.log_ud = &log;
 
     uint8_t psk[SL_KEY_BYTES];
-    app::load_key(kProg, psk_path, !psk_flag && std::getenv("SECLINK_PSK_FILE") == nullptr, log, psk);
+    if (!args.has("tls") && (args.has("tls-cert") || args.has("tls-key")))
+        app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
+    app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
     cfg.psk = psk;
 
     std::string cert, key;
@@ -112,8 +114,6 @@ int main(int argc, char **argv) {
         if (sl_tls_fingerprint(cert.c_str(), fp, sizeof fp) != SL_OK)
             app::die(kProg, app::kTls, "cannot read the TLS certificate " + cert + " (check --tls-cert)");
         log.line(SL_LOG_INFO, "[INFO] TLS 1.3 certificate " + cert + ", SHA-256 fingerprint " + fp);
-    } else if (args.has("tls-cert") || args.has("tls-key")) {
-        app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
     }
     cfg.tls_cert = cert.c_str();
     cfg.tls_key = key.c_str();

@@ -90,6 +90,10 @@ int sl_conn_set_max_message(sl_conn *conn, size_t max_message) {
     return conn != nullptr ? conn->impl.set_max_message(max_message) : SL_EINVAL;
 }
 
+int sl_conn_set_max_send(sl_conn *conn, size_t max_send) {
+    return conn != nullptr ? conn->impl.set_max_send(max_send) : SL_EINVAL;
+}
+
 int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]) {
     return conn != nullptr && priv != nullptr ? conn->impl.set_ephemeral(priv) : SL_EINVAL;
 }

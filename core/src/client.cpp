@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <cctype>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -32,6 +33,7 @@ struct sl_client {
     std::string peer;
     sl_log_fn log = nullptr;
     void *log_ud = nullptr;
+    int io_timeout_ms = 10000;  // how long a send may wait for the server to read
     bool received_any = false;
     bool closed = false;
     uint8_t rbuf[64 * 1024];
@@ -149,20 +151,31 @@ int next_event(sl_client *c, int64_t deadline, sl_event *ev) {
     }
 }
 
+bool valid_pin(const char *pin) {
+    size_t digits = 0;
+    for (const char *p = pin; *p != '\0'; ++p) {
+        if (*p == ':') continue;
+        if (!std::isxdigit(static_cast<unsigned char>(*p))) return false;
+        ++digits;
+    }
+    return digits == 64;
+}
+
 int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
     std::string trust;
     const char *ca = cfg->tls_ca;
-    const bool pinned = ca == nullptr && cfg->tls_pin != nullptr && cfg->tls_pin[0] != '\0';
+    const bool pinned = cfg->tls_pin != nullptr && cfg->tls_pin[0] != '\0';
+    if (pinned && !valid_pin(cfg->tls_pin)) return SL_EINVAL;
     if (ca == nullptr && !pinned) {  // trust the certificate a local server generated
         trust = (cfg->tls_trust_dir ? std::string(cfg->tls_trust_dir) : config_dir()) + "/tls/cert.pem";
         ca = trust.c_str();
     }
-    int rc = make_client_tls(ca, pinned, &c->tls_ctx);
+    int rc = make_client_tls(ca, &c->tls_ctx);  // no CA: only the pin is checked
     if (rc != SL_OK) return rc;
     c->io.ssl.reset(SSL_new(c->tls_ctx.get()));
     if (!c->io.ssl || SSL_set_fd(c->io.ssl.get(), c->io.fd) != 1) return SL_ETLS;
     SSL_set_connect_state(c->io.ssl.get());
-    if (!pinned) {  // the host name (or address) must match the certificate
+    if (ca != nullptr) {  // the host name (or address) must match the certificate
         X509_VERIFY_PARAM *param = SSL_get0_param(c->io.ssl.get());
         in6_addr a6;
         in_addr a4;
@@ -216,6 +229,7 @@ int sl_client_connect(sl_client **out, const sl_client_config *cfg) {
     if (!c) return SL_ENOMEM;
     c->log = cfg->log;
     c->log_ud = cfg->log_ud;
+    c->io_timeout_ms = cfg->timeout_ms ? static_cast<int>(cfg->timeout_ms) : 10000;
     int rc;
     try {
         rc = connect_client(c.get(), cfg);
@@ -232,7 +246,8 @@ int sl_client_connect(sl_client **out, const sl_client_config *cfg) {
 int sl_client_send(sl_client *c, int msg_type, const uint8_t *data, size_t len) {
     if (c == nullptr) return SL_EINVAL;
     int rc = c->conn->send(msg_type, data, len);
-    return rc != SL_OK ? rc : flush(c, -1);
+    // A server that stops reading must not hang us: a send may wait timeout_ms in all.
+    return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
 }
 
 int sl_client_recv(sl_client *c, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len) {

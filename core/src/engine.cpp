@@ -27,7 +27,14 @@ Connection::~Connection() { wipe(psk_, sizeof psk_); }
 int Connection::set_max_message(size_t n) noexcept {
     if (state_ != State::New) return SL_ESTATE;
     if (n > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    max_message_ = n;
+    max_message_ = max_send_ = n;
+    return SL_OK;
+}
+
+int Connection::set_max_send(size_t n) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (n > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    max_send_ = n;
     return SL_OK;
 }
 
@@ -228,7 +235,7 @@ int Connection::send(int type, const uint8_t *data, size_t len) noexcept {
     if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
     if (state_ != State::Open) return SL_ESTATE;
     if ((type == SL_MSG_PING || type == SL_MSG_PONG) && len > SL_MAX_PING) return SL_EBAD_PING;
-    if (len > max_message_) return SL_EMSG_TOO_LARGE;
+    if (len > max_send_) return SL_EMSG_TOO_LARGE;
     int rc = seal(static_cast<uint8_t>(type), data, len);
     if (rc == SL_OK && type == SL_MSG_CLOSE) sent_close_ = true;
     return rc;

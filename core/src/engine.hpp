@@ -24,6 +24,7 @@ public:
     Connection &operator=(const Connection &) = delete;
 
     int set_max_message(size_t n) noexcept;
+    int set_max_send(size_t n) noexcept;
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept;
     int start() noexcept;
     int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
@@ -73,7 +74,8 @@ private:
     sl_role role_;
     State state_ = State::New;
     bool sent_close_ = false;
-    size_t max_message_ = SL_DEFAULT_MAX_MESSAGE;
+    size_t max_message_ = SL_DEFAULT_MAX_MESSAGE;  // largest content received
+    size_t max_send_ = SL_DEFAULT_MAX_MESSAGE;     // largest content sent
 
     Handshake hs_;
     uint8_t psk_[kKeyLen];

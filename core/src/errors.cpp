@@ -52,6 +52,9 @@ constexpr ErrorInfo kErrors[] = {
     {SL_ESOCKET, "SOCKET", "socket error (see errno)"},
     {SL_ETLS, "TLS", "TLS failed"},
     {SL_ETLS_VERIFY, "TLS_VERIFY", "the server's TLS certificate is not signed by a trusted CA: check --tls-ca (or use --tls-pin)"},
+    {SL_ETLS_TRUST, "TLS_TRUST",
+     "nothing to verify the server's TLS certificate with: give --tls-ca FILE or --tls-pin SHA256 "
+     "(by default a client trusts the certificate a --tls server on this machine created)"},
     {SL_ETLS_HOSTNAME, "TLS_HOSTNAME",
      "the server's TLS certificate is for another host name: connect with a name it was issued for"},
     {SL_ETLS_PIN, "TLS_PIN", "the server's TLS certificate does not match --tls-pin"},

@@ -225,15 +225,15 @@ int make_server_tls(const char *cert, const char *key, SslCtxPtr *out) noexcept 
 // before a single seclink byte is sent, which is a stricter check than a CA would give.
 static int accept_for_pin_check(int, X509_STORE_CTX *) { return 1; }
 
-int make_client_tls(const char *ca, bool pinned, SslCtxPtr *out) noexcept {
+int make_client_tls(const char *ca, SslCtxPtr *out) noexcept {
     SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
     if (!ctx || tls13_only(ctx.get()) != SL_OK) return SL_ETLS;
-    if (pinned) {
+    if (ca == nullptr) {
         SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, accept_for_pin_check);
     } else {
-        if (ca == nullptr || SSL_CTX_load_verify_locations(ctx.get(), ca, nullptr) != 1) {
+        if (SSL_CTX_load_verify_locations(ctx.get(), ca, nullptr) != 1) {
             ERR_clear_error();
-            return SL_ETLS_CERT;
+            return SL_ETLS_TRUST;
         }
         SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     }

@@ -51,9 +51,10 @@ struct Stream {
 
 // TLS 1.3-only contexts.
 int make_server_tls(const char *cert, const char *key, SslCtxPtr *out) noexcept;  // SL_ETLS_CERT
-// ca: verify against this CA file with host check; pin: hex SHA-256 (checked after connect by
-// check_pin). Exactly one of them is used.
-int make_client_tls(const char *ca, bool pinned, SslCtxPtr *out) noexcept;
+// ca: verify the chain against this CA file (the caller sets the host check); NULL: the chain
+// is not checked here and the caller must check_pin() before sending anything.
+// SL_ETLS_TRUST if the CA file cannot be loaded.
+int make_client_tls(const char *ca, SslCtxPtr *out) noexcept;
 // After the TLS handshake: the leaf certificate's SHA-256 must equal `pin` (hex, ':' allowed).
 int check_pin(SSL *ssl, const char *pin) noexcept;
 // Explains a failed client-side TLS handshake: SL_ETLS_VERIFY, SL_ETLS_EXPECTED, or SL_ETLS.

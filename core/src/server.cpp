@@ -233,7 +233,10 @@ private:
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         s->conn = std::make_unique<Connection>(SL_SERVER, sh_.psk);
-        bool ok = s->conn->set_max_message(sh_.cfg.max_message) == SL_OK;
+        // Replies may be larger than what this server accepts (an ACK for a tiny limit, say):
+        // what limits them is the client, whose default limit is the protocol default.
+        bool ok = s->conn->set_max_message(sh_.cfg.max_message) == SL_OK &&
+                  s->conn->set_max_send(std::max<size_t>(sh_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
         if (sh_.logs(SL_LOG_TRACE)) s->conn->set_trace(trace_frame, s.get());
         ok = ok && s->conn->start() == SL_OK;
         if (ok && sh_.tls) {
@@ -446,7 +449,7 @@ private:
         const uint8_t *reply = ev.data;
         size_t reply_len = ev.len;
         char ack[64];
-        sl_buf buf{{}, sh_.cfg.max_message};
+        sl_buf buf{{}, std::max<size_t>(sh_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)};
         if (sh_.cfg.handler != nullptr) {
             if (sh_.cfg.handler(sh_.cfg.handler_ud, s.peer.c_str(), ev.data, ev.len, &buf) != 0) {
                 close_gracefully(s, SL_LOG_WARN, "the message handler failed", "server error");

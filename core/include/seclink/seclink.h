@@ -85,7 +85,8 @@ typedef enum sl_err {
     SL_ETLS_EXPECTED = 50,    /* the peer is not speaking TLS, but TLS was asked for */
     SL_ETLS_UNEXPECTED = 51,  /* the peer speaks TLS, but plain seclink was asked for */
     SL_ETLS_CERT = 52,        /* the TLS certificate or key file cannot be used */
-    SL_ETLS_HOSTNAME = 53     /* the server's certificate is valid but issued for another host */
+    SL_ETLS_HOSTNAME = 53,    /* the server's certificate is valid but issued for another host */
+    SL_ETLS_TRUST = 54        /* nothing to verify the server with: no readable CA file, no pin */
 } sl_err;
 
 /** A static, one-line English description of `err`, saying what to do where there is a fix.
@@ -178,10 +179,15 @@ SL_API int sl_conn_new(sl_conn **out, sl_role role, const uint8_t psk[SL_KEY_BYT
 /** Frees `conn` and wipes its keys. Accepts NULL. */
 SL_API void sl_conn_free(sl_conn *conn);
 
-/** Sets the largest message content this side sends and accepts (default
+/** Sets the largest message content this side accepts and sends (default
  *  SL_DEFAULT_MAX_MESSAGE, at most SL_MAX_MESSAGE_LIMIT). Only before sl_conn_start().
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE. */
 SL_API int sl_conn_set_max_message(sl_conn *conn, size_t max_message);
+
+/** Sets only the largest content this side sends (what the peer accepts), after
+ *  sl_conn_set_max_message: e.g. a server that accepts small messages but replies with larger
+ *  ones. Only before sl_conn_start(). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_max_send(sl_conn *conn, size_t max_send);
 
 /** FOR TEST VECTORS ONLY: use `priv` as this side's ephemeral X25519 private key instead of a
  *  fresh random one. A fixed ephemeral destroys forward secrecy and, reused, lets an observer
@@ -361,7 +367,8 @@ typedef struct sl_client_config {
     int trace;                  /* log every frame (SL_LOG_TRACE) */
     int tls;                    /* run seclink/1 inside TLS 1.3; the certificate is always verified */
     const char *tls_ca;         /* PEM CA file; the host name is checked against it */
-    const char *tls_pin;        /* or: hex SHA-256 of the server certificate (DER), ':' allowed */
+    const char *tls_pin;        /* and/or: hex SHA-256 of the server certificate (DER), ':' allowed;
+                                   with tls_ca both must hold */
     const char *tls_trust_dir;  /* or (neither set): trust <dir>/tls/cert.pem, the certificate a
                                    server on this machine generated; NULL: sl_config_dir() */
 } sl_client_config;
@@ -375,8 +382,9 @@ typedef struct sl_client sl_client;
  *  errors (SL_EHANDSHAKE_AUTH, SL_EBAD_MAGIC, ...), and the TLS errors. */
 SL_API int sl_client_connect(sl_client **out, const sl_client_config *cfg);
 
-/** Sends one message and waits until it is written. Returns SL_OK, the sl_conn_send errors,
- *  SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
+/** Sends one message and waits until it is written, at most the config's timeout_ms (a server
+ *  that stops reading gives SL_ETIMEDOUT). Returns SL_OK, the sl_conn_send errors,
+ *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, size_t len);
 
 /** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG or CLOSE message (PINGs are
