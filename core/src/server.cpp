@@ -1,6 +1,7 @@
-// server.cpp - the native server: one acceptor thread spreads connections over a fixed pool of
-// worker threads; each worker runs its own epoll loop over non-blocking sockets and drives one
-// sans-I/O engine per connection. No thread per client.
+// server.cpp - the native server: a fixed pool of worker threads, each running its own epoll
+// loop over non-blocking sockets and driving one sans-I/O engine per connection. No thread per
+// client. One acceptor spreads new connections round-robin over the workers; it runs inside
+// worker 0's loop, so a connection that stays on worker 0 costs no thread hand-off.
 //
 // Bounds that keep one client from hurting the others: the engine rejects frames over the
 // message limit before buffering them; a worker stops reading from a client whose replies are
@@ -61,6 +62,7 @@ constexpr int kReadsPerEvent = 16;           // fairness: then let other session
 constexpr size_t kMaxOverLimit = 64;         // sessions being told "server full" at once
 constexpr int64_t kCloseGraceMs = 2000;      // time to flush a CLOSE before dropping the socket
 constexpr int64_t kTrimAfterMs = 1000;       // quiet this long: give message buffers back
+char kListenTag;                             // epoll tag of the listening socket
 
 std::string errtext(int rc) { return std::string(sl_errname(rc)) + ": " + sl_strerror(rc); }
 
@@ -77,6 +79,10 @@ struct Shared {
     SslCtxPtr tls;
     std::atomic<bool> stopping{false};
     std::atomic<size_t> sessions{0};
+    int listen_fd = -1;
+    int spare_fd = -1;  // kept open so that EMFILE can be answered by closing the connection
+    size_t next_worker = 0;
+    std::vector<class Worker *> workers;
     std::atomic<size_t> over_limit{0};
     std::mutex log_mu;
 
@@ -86,7 +92,11 @@ struct Shared {
         std::lock_guard<std::mutex> lock(log_mu);
         cfg.log(cfg.log_ud, level, line.c_str());
     }
-    ~Shared() { wipe(psk, sizeof psk); }
+    ~Shared() {
+        wipe(psk, sizeof psk);
+        if (listen_fd >= 0) close(listen_fd);
+        if (spare_fd >= 0) close(spare_fd);
+    }
 };
 
 struct Session {
@@ -138,7 +148,7 @@ public:
         for (int fd : incoming_fds()) close(fd);
     }
 
-    int init() {
+    int init(bool acceptor) {
         epfd_ = epoll_create1(EPOLL_CLOEXEC);
         evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (epfd_ < 0 || evfd_ < 0) return SL_ESOCKET;
@@ -146,6 +156,10 @@ public:
         ev.events = EPOLLIN;
         ev.data.ptr = nullptr;  // the wake-up eventfd
         if (epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev) != 0) return SL_ESOCKET;
+        if (acceptor) {
+            ev.data.ptr = &kListenTag;
+            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, sh_.listen_fd, &ev) != 0) return SL_ESOCKET;
+        }
         rbuf_.reset(new (std::nothrow) uint8_t[kReadBuf]);
         return rbuf_ ? SL_OK : SL_ENOMEM;
     }
@@ -201,6 +215,10 @@ private:
                     take_incoming();
                     continue;
                 }
+                if (evs[i].data.ptr == &kListenTag) {
+                    accept_burst();
+                    continue;
+                }
                 on_event(*static_cast<Session *>(evs[i].data.ptr), evs[i].events);
             }
             reap();
@@ -212,6 +230,40 @@ private:
             }
         }
         shutdown_all();
+    }
+
+    // The acceptor: takes what the listening socket has queued and spreads it round-robin.
+    void accept_burst() {
+        for (int burst = 0; burst < 64; ++burst) {
+            int fd = accept4(sh_.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE) refuse_without_fds();
+                return;  // EAGAIN and transient errors: wait for the next readiness
+            }
+            bool over = sh_.sessions.fetch_add(1) >= sh_.cfg.max_clients;
+            if (over) {
+                sh_.sessions.fetch_sub(1);
+                if (sh_.over_limit.fetch_add(1) >= kMaxOverLimit) {
+                    sh_.over_limit.fetch_sub(1);
+                    sh_.log(SL_LOG_WARN, "[WARN] " + peer_name(fd) + " refused: server full and too many refusals pending");
+                    close(fd);
+                    continue;
+                }
+            }
+            Worker *w = sh_.workers[sh_.next_worker++ % sh_.workers.size()];
+            if (w == this) add_session(fd, over);
+            else w->post(fd, over);
+        }
+    }
+
+    // Out of file descriptors: free the spare, accept and close at once, so the pending
+    // connection leaves the queue instead of waking epoll forever.
+    void refuse_without_fds() {
+        if (sh_.spare_fd >= 0) close(sh_.spare_fd);
+        int fd = accept(sh_.listen_fd, nullptr, nullptr);
+        if (fd >= 0) close(fd);
+        sh_.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        sh_.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower --max-clients)");
     }
 
     void take_incoming() {
@@ -576,60 +628,9 @@ using seclink::detail::Worker;
 
 struct sl_server {
     Shared sh;
-    int listen_fd = -1;
-    int stop_fd = -1;   // eventfd that wakes the acceptor
-    int spare_fd = -1;  // kept open so that EMFILE can be answered by closing the connection
     uint16_t port = 0;
     bool started = false, joined = false;
     std::vector<std::unique_ptr<Worker>> workers;
-    std::thread acceptor;
-
-    ~sl_server() {
-        if (listen_fd >= 0) close(listen_fd);
-        if (stop_fd >= 0) close(stop_fd);
-        if (spare_fd >= 0) close(spare_fd);
-    }
-
-    void accept_loop() {
-        size_t next = 0;
-        pollfd fds[2] = {{listen_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-        while (!sh.stopping.load()) {
-            if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
-            if (sh.stopping.load()) break;
-            if (!(fds[0].revents & POLLIN)) continue;
-            for (int burst = 0; burst < 64; ++burst) {
-                int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0) {
-                    if (errno == EMFILE || errno == ENFILE) refuse_without_fds();
-                    break;  // EAGAIN and transient errors: back to poll
-                }
-                bool over = sh.sessions.fetch_add(1) >= sh.cfg.max_clients;
-                if (over) {
-                    sh.sessions.fetch_sub(1);
-                    if (sh.over_limit.fetch_add(1) >= seclink::detail::kMaxOverLimit) {
-                        sh.over_limit.fetch_sub(1);
-                        sh.log(SL_LOG_WARN, "[WARN] " + seclink::detail::peer_name(fd) +
-                                                " refused: server full and too many refusals pending");
-                        close(fd);
-                        continue;
-                    }
-                }
-                workers[next++ % workers.size()]->post(fd, over);
-            }
-        }
-        close(listen_fd);
-        listen_fd = -1;
-    }
-
-    // Out of file descriptors: free the spare, accept and close at once, so the pending
-    // connection leaves the queue instead of waking poll() forever.
-    void refuse_without_fds() {
-        if (spare_fd >= 0) close(spare_fd);
-        int fd = accept(listen_fd, nullptr, nullptr);
-        if (fd >= 0) close(fd);
-        spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        sh.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower --max-clients)");
-    }
 };
 
 extern "C" {
@@ -664,13 +665,11 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
             int rc = seclink::detail::make_server_tls(cfg->tls_cert, cfg->tls_key, &s->sh.tls);
             if (rc != SL_OK) return rc;
         }
-        int rc = seclink::detail::listen_on(s->sh.host.c_str(), cfg->port, &s->listen_fd);
+        int rc = seclink::detail::listen_on(s->sh.host.c_str(), cfg->port, &s->sh.listen_fd);
         if (rc != SL_OK) return rc;
-        std::string name = seclink::detail::sock_name(s->listen_fd);
+        std::string name = seclink::detail::sock_name(s->sh.listen_fd);
         s->port = static_cast<uint16_t>(std::stoi(name.substr(name.rfind(':') + 1)));
-        s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (s->stop_fd < 0) return SL_ESOCKET;
+        s->sh.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         *out = s.release();
         return SL_OK;
     } catch (const std::bad_alloc &) {
@@ -692,12 +691,12 @@ int sl_server_start(sl_server *server) {
     try {
         for (unsigned i = 0; i < server->sh.cfg.threads; ++i) {
             auto w = std::make_unique<Worker>(server->sh);
-            int rc = w->init();
+            int rc = w->init(i == 0);  // worker 0 is also the acceptor
             if (rc != SL_OK) return rc;
+            server->sh.workers.push_back(w.get());
             server->workers.push_back(std::move(w));
         }
         for (auto &w : server->workers) w->start();
-        server->acceptor = std::thread([server] { server->accept_loop(); });
         server->started = true;
         return SL_OK;
     } catch (const std::bad_alloc &) {
@@ -710,9 +709,6 @@ int sl_server_start(sl_server *server) {
 int sl_server_stop(sl_server *server) {
     if (server == nullptr) return SL_EINVAL;
     server->sh.stopping.store(true);
-    uint64_t one = 1;
-    ssize_t r = write(server->stop_fd, &one, sizeof one);
-    (void)r;
     for (auto &w : server->workers) w->wake();  // only touches eventfds: async-signal-safe
     return SL_OK;
 }
@@ -720,7 +716,6 @@ int sl_server_stop(sl_server *server) {
 int sl_server_wait(sl_server *server) {
     if (server == nullptr) return SL_EINVAL;
     if (!server->started || server->joined) return SL_OK;
-    if (server->acceptor.joinable()) server->acceptor.join();
     for (auto &w : server->workers) w->join();
     server->joined = true;
     return SL_OK;
