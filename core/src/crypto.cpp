@@ -93,6 +93,24 @@ bool Aead::open(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, c
     return ok;
 }
 
+bool Aead::open_begin(const uint8_t iv[kNonceLen]) noexcept {
+    return ctx_ && EVP_DecryptInit_ex2(ctx_.get(), nullptr, nullptr, iv, nullptr) == 1;
+}
+
+bool Aead::open_update(const uint8_t *ct, size_t len, uint8_t *out) noexcept {
+    int n = 0;
+    // GCM is a stream mode: every byte in gives a byte out, whatever the chunking.
+    return len == 0 || (fits_int(len) && EVP_DecryptUpdate(ctx_.get(), out, &n, ct, static_cast<int>(len)) == 1 &&
+                        static_cast<size_t>(n) == len);
+}
+
+bool Aead::open_finish(const uint8_t tag[kTagLen]) noexcept {
+    uint8_t none[16];
+    int n = 0;
+    return EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagLen), const_cast<uint8_t *>(tag)) == 1 &&
+           EVP_DecryptFinal_ex(ctx_.get(), none, &n) == 1;
+}
+
 int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
            uint8_t out[kHashLen]) noexcept {
     const EVP_MD *md = sha256_md();

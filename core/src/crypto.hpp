@@ -54,6 +54,13 @@ public:
     bool open(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, const uint8_t *ct,
               size_t len, const uint8_t tag[kTagLen], uint8_t *out) noexcept;
 
+    // The same as open(), in pieces, for ciphertext that arrives in pieces (no associated data).
+    // The output of open_update() is unauthenticated until open_finish() returns true; the
+    // caller must not release it before, and must wipe it if it returns false.
+    bool open_begin(const uint8_t iv[kNonceLen]) noexcept;
+    bool open_update(const uint8_t *ct, size_t len, uint8_t *out) noexcept;
+    bool open_finish(const uint8_t tag[kTagLen]) noexcept;
+
 private:
     CipherCtxPtr ctx_;
 };

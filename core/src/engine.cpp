@@ -1,5 +1,6 @@
 #include "engine.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace seclink::detail {
@@ -121,6 +122,17 @@ int Connection::feed(const uint8_t *data, size_t len, size_t *consumed, sl_event
         }
         size_t take = body_len_ - body_have_;
         if (take > len - pos) take = len - pos;
+        if (state_ == State::Open && trace_ == nullptr) {
+            int rc = stream_transport(data + pos, take);
+            if (rc != SL_OK) return fail(rc);
+            pos += take;
+            if (body_have_ == body_len_) {
+                prefix_have_ = 0;
+                *consumed = pos;
+                return finish_streamed(ev);
+            }
+            continue;
+        }
         // Grow with the bytes that actually arrived, not with the announced length: a peer
         // that announces 16 MiB and sends 10 bytes costs 10 bytes (plus geometric slack).
         if (!body_.reserve(body_have_ + take, body_have_)) return fail(SL_ENOMEM);
@@ -204,10 +216,56 @@ int Connection::on_transport(const uint8_t *body, size_t len, sl_event *ev) noex
     if (recv_n_ == UINT64_MAX || std::memcmp(body, iv, SL_IV_BYTES) != 0) return fail(SL_EBAD_COUNTER);
     const size_t ct_len = len - SL_IV_BYTES - SL_TAG_BYTES;
     if (!plain_.reserve(ct_len)) return fail(SL_ENOMEM);
-    uint8_t *p = plain_.data();
-    if (!recv_.open(iv, nullptr, 0, body + SL_IV_BYTES, ct_len, body + len - SL_TAG_BYTES, p))
+    if (!recv_.open(iv, nullptr, 0, body + SL_IV_BYTES, ct_len, body + len - SL_TAG_BYTES, plain_.data()))
         return fail(SL_EAUTH);
+    return on_plaintext(body, len, ev);
+}
+
+// Consumes the next n bytes of a transport frame's body: IV, then ciphertext (decrypted on
+// the spot into plain_), then tag.
+int Connection::stream_transport(const uint8_t *p, size_t n) noexcept {
+    const size_t ct_end = body_len_ - SL_TAG_BYTES;
+    while (n > 0) {
+        size_t k;
+        if (body_have_ < SL_IV_BYTES) {
+            k = std::min(n, SL_IV_BYTES - body_have_);
+            std::memcpy(iv_ + body_have_, p, k);
+            if (body_have_ + k == SL_IV_BYTES) {
+                uint8_t want[SL_IV_BYTES];
+                make_nonce(recv_n_, want);
+                if (recv_n_ == UINT64_MAX || std::memcmp(iv_, want, SL_IV_BYTES) != 0) return SL_EBAD_COUNTER;
+                if (!plain_.reserve(ct_end - SL_IV_BYTES)) return SL_ENOMEM;
+                if (!recv_.open_begin(iv_)) return SL_ECRYPTO;
+            }
+        } else if (body_have_ < ct_end) {
+            k = std::min(n, ct_end - body_have_);
+            if (!recv_.open_update(p, k, plain_.data() + (body_have_ - SL_IV_BYTES))) return SL_ECRYPTO;
+        } else {
+            k = std::min(n, body_len_ - body_have_);
+            std::memcpy(tag_ + (body_have_ - ct_end), p, k);
+        }
+        body_have_ += k;
+        p += k;
+        n -= k;
+    }
+    return SL_OK;
+}
+
+int Connection::finish_streamed(sl_event *ev) noexcept {
+    const size_t ct_len = body_len_ - SL_IV_BYTES - SL_TAG_BYTES;
+    if (!recv_.open_finish(tag_)) {
+        wipe(plain_.data(), ct_len);  // decrypted but not authentic: never released
+        return fail(SL_EAUTH);
+    }
+    return on_plaintext(nullptr, body_len_, ev);
+}
+
+// A transport frame whose tag verified: plain_ holds type || content. `body` is the frame's
+// body for tracing (NULL when it was decrypted in pieces, which tracing turns off).
+int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    uint8_t *p = plain_.data();
     ++recv_n_;
+    const size_t ct_len = len - SL_IV_BYTES - SL_TAG_BYTES;
     const uint8_t type = p[0];
     const size_t content_len = ct_len - SL_TYPE_BYTES;
     switch (type) {
@@ -219,7 +277,7 @@ int Connection::on_transport(const uint8_t *body, size_t len, sl_event *ev) noex
         break;
     default: return fail(SL_EBAD_TYPE);
     }
-    trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
     if (type == SL_MSG_CLOSE) state_ = State::PeerClosed;
     if (type == SL_MSG_PING && !sent_close_) {
         int rc = seal(SL_MSG_PONG, p + 1, content_len);
@@ -275,9 +333,10 @@ uint8_t *Connection::append_frame(size_t n) noexcept {
 }
 
 void Connection::trim() noexcept {
-    const bool partial_body = prefix_have_ == SL_PREFIX_BYTES && body_have_ > 0;
-    if (!partial_body) body_.release();
-    plain_.release();
+    if (prefix_have_ != SL_PREFIX_BYTES) {  // not mid-frame (then body_ or plain_ holds part of it)
+        body_.release();
+        plain_.release();
+    }
     if (pending_size() == 0) {
         out_.release();
         out_pos_ = out_len_ = 0;

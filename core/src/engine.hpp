@@ -60,6 +60,9 @@ private:
     int on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int on_transport(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int stream_transport(const uint8_t *p, size_t n) noexcept;
+    int finish_streamed(sl_event *ev) noexcept;
+    int on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int finish_handshake(sl_event *ev) noexcept;
     // Reserves a frame of body length n at the end of the output; returns where its body starts.
     uint8_t *append_frame(size_t n) noexcept;
@@ -88,7 +91,10 @@ private:
     uint8_t prefix_[SL_PREFIX_BYTES] = {};
     size_t prefix_have_ = 0;
     size_t body_len_ = 0, body_have_ = 0;
-    Buffer body_;
+    Buffer body_;  // a handshake frame (or, when tracing, a transport frame) arriving in pieces
+    // A transport frame arriving in pieces is decrypted as it arrives, into plain_; only its
+    // IV and tag are kept aside. Nothing in plain_ is released before the tag has verified.
+    uint8_t iv_[SL_IV_BYTES] = {}, tag_[SL_TAG_BYTES] = {};
     Buffer plain_;  // decrypted message; what sl_event.data points into
 
     Buffer out_;

@@ -80,7 +80,9 @@ TEST(ProjectVectorTest, WholeConnectionReproducedByteForByte) {
     EXPECT_GE(v["wire"].size(), 8u);
 }
 
-TEST(ProjectVectorTest, EveryMalformedCaseGivesItsError) {
+class MalformedTest : public ::testing::TestWithParam<size_t> {};  // param: feed chunk size (0 = all)
+
+TEST_P(MalformedTest, EveryCaseGivesItsError) {
     const nlohmann::json v = project_vectors("seclink_v1.json");
     ASSERT_GE(v["malformed"].size(), 20u);
     for (const auto &m : v["malformed"]) {
@@ -92,7 +94,7 @@ TEST(ProjectVectorTest, EveryMalformedCaseGivesItsError) {
             if (::testing::Test::HasFatalFailure()) return;
         }
         sl_conn *to = m["to"] == "client" ? s.client : s.server;
-        FeedResult r = feed_all(to, unhex(m["bytes"]));
+        FeedResult r = feed_all(to, unhex(m["bytes"]), GetParam());
         int rc = r.rc;
         if (m.value("eof", false)) {
             EXPECT_EQ(rc, SL_OK);
@@ -102,3 +104,6 @@ TEST(ProjectVectorTest, EveryMalformedCaseGivesItsError) {
         EXPECT_TRUE(r.msgs.empty()) << "plaintext released from a malformed frame";
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(ProjectVectorTest, MalformedTest, ::testing::Values(size_t{0}, size_t{1}, size_t{5}),
+                         [](const auto &p) { return p.param == 0 ? std::string("Whole") : "Chunks" + std::to_string(p.param); });

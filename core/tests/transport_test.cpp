@@ -326,3 +326,19 @@ TEST(TransportTest, TrimKeepsPartialInputAndPendingOutput) {
     EXPECT_EQ(c.msgs.at(0).content, Bytes(big.begin(), big.begin() + 10));
     EXPECT_EQ(sl_conn_trim(nullptr), SL_EINVAL);
 }
+
+TEST(TransportTest, TamperedFrameArrivingInPiecesReleasesNothing) {
+    // Frames that arrive in pieces are decrypted as they arrive: the tag must still gate them.
+    const Bytes msg = pattern(5000);
+    for (size_t chunk : {size_t{1}, size_t{7}, size_t{1000}}) {
+        for (size_t pos : {size_t{4}, size_t{15}, size_t{16}, size_t{2500}, size_t{5000 + 16}, size_t{5000 + 32}}) {
+            Pair p;
+            p.handshake();
+            Bytes f = Pair::frame(p.client, SL_MSG_DATA, msg);
+            f[pos] ^= 0x20;
+            FeedResult r = feed_all(p.server, f, chunk);
+            EXPECT_EQ(r.rc, pos < 16 ? SL_EBAD_COUNTER : SL_EAUTH) << "chunk " << chunk << " byte " << pos;
+            EXPECT_TRUE(r.msgs.empty());
+        }
+    }
+}
