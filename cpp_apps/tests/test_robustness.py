@@ -10,6 +10,7 @@ import os
 import re
 import select
 import socket
+import subprocess
 import time
 
 import pytest
@@ -375,3 +376,35 @@ def test_client_gives_up_on_a_server_that_stopped_reading(raw_server, run_client
     big.write_bytes(os.urandom(8 << 20))  # far more than the socket buffers hold
     r = run_against(raw_server, run_client, handler, "--message-file", big, "--timeout", "1", timeout=4)
     assert r.returncode == 7, str(r)
+
+
+# --------------------------------------------------------------------------- file descriptors
+
+def test_out_of_file_descriptors_refuses_cleanly_and_recovers(start_server, run_client):
+    """EMFILE: a connection the server cannot accept is closed at once (so the listening queue
+    drains and the loop cannot spin on it), a [WARN] says so, and service resumes afterwards."""
+    srv = start_server("--handshake-timeout", "30")
+    in_use = len(os.listdir(f"/proc/{srv.pid}/fd"))
+    limit = in_use + 4
+    subprocess.run(["prlimit", "--pid", str(srv.pid), f"--nofile={limit}:{limit}"], check=True)
+    held = []
+    try:
+        for _ in range(4):  # take every descriptor the server has left
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
+            held.append(s)
+        srv.wait_for(r"^\[INFO\] 127\.0\.0\.1:\d+ connected$", count=4)
+        extra = [socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) for _ in range(3)]
+        for s in extra:
+            s.settimeout(WAIT)
+            try:
+                assert s.recv(1) == b"", "a connection over the fd limit must be closed"
+            except ConnectionResetError:
+                pass
+            s.close()
+        srv.wait_for(r"^\[WARN\] out of file descriptors: refused a connection")
+    finally:
+        for s in held:
+            s.close()
+    srv.wait_for(r"disconnected: connection closed during the handshake", count=4)
+    r = run_client("127.0.0.1", srv.port, "after the storm")
+    assert r.returncode == 0, str(r)
