@@ -19,7 +19,8 @@ help:
 	@echo "make            install missing dependencies, build library, tests and programs"
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
 	@echo "                for FUZZ_SECONDS (default 60) and the pytest suites"
-	@echo "make bench      build and run the engine benchmark (Google Benchmark)"
+	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
+	@echo "                through the load generator (about 4 minutes)"
 	@echo "make fuzz       run the libFuzzer target for FUZZ_SECONDS"
 	@echo "make clean      remove build output and caches (never your keys)"
 
@@ -59,10 +60,12 @@ fuzz: deps
 test-py: build
 	$(PYTHON) -m pytest
 
+# Engine micro-benchmarks, then our server against three baselines through one load generator.
 bench: deps
-	$(CONFIGURE) -B build-bench -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON -DSECLINK_BUILD_APPS=OFF
+	$(CONFIGURE) -B build-bench -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON
 	$(CMAKE) --build build-bench -j $(JOBS)
-	build-bench/bench/engine_bench
+	build-bench/bench/engine_bench --benchmark_color=false
+	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt

@@ -144,6 +144,38 @@ void BM_HandshakeX25519Work(benchmark::State &state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 
+// The pieces of one side's handshake, to see where its time goes.
+void BM_X25519Keygen(benchmark::State &state) {
+    for (auto _ : state) {
+        d::X25519 a;
+        must(a.generate() == SL_OK, "keygen");
+        benchmark::DoNotOptimize(a.public_key());
+    }
+}
+void BM_X25519Derive(benchmark::State &state) {
+    d::X25519 a, b;
+    must(a.generate() == SL_OK && b.generate() == SL_OK, "keygen");
+    uint8_t out[32];
+    for (auto _ : state) {
+        must(a.derive(b.public_key(), out) == SL_OK, "dh");
+        benchmark::DoNotOptimize(out);
+    }
+}
+void BM_Hkdf3(benchmark::State &state) {
+    uint8_t ck[32] = {1}, ikm[32] = {2}, out[96];
+    for (auto _ : state) {
+        must(d::hkdf(ck, ikm, 32, out, 3) == SL_OK, "hkdf");
+        benchmark::DoNotOptimize(out);
+    }
+}
+void BM_Sha256(benchmark::State &state) {
+    uint8_t h[32] = {1}, data[64] = {2};
+    for (auto _ : state) {
+        must(d::sha256(h, 32, data, 64, h) == SL_OK, "sha256");
+        benchmark::DoNotOptimize(h);
+    }
+}
+
 const int64_t kSizes[] = {64, 1024, 16 * 1024, 1024 * 1024};
 
 // Keeps each run's real time per iteration, to print the ratios afterwards.
@@ -168,6 +200,10 @@ BENCHMARK(BM_RawAesGcm)->ArgName("bytes")->Arg(kSizes[0])->Arg(kSizes[1])->Arg(k
 BENCHMARK(BM_EngineSealOpen)->ArgName("bytes")->Arg(kSizes[0])->Arg(kSizes[1])->Arg(kSizes[2])->Arg(kSizes[3]);
 BENCHMARK(BM_Handshake);
 BENCHMARK(BM_HandshakeX25519Work);
+BENCHMARK(BM_X25519Keygen);
+BENCHMARK(BM_X25519Derive);
+BENCHMARK(BM_Hkdf3);
+BENCHMARK(BM_Sha256);
 
 int main(int argc, char **argv) {
     // Must precede every OpenSSL allocation.

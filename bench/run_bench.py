@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Runs bench/loadgen against our server and the three baselines and prints one table.
+
+    python3 bench/run_bench.py --build-dir build-bench --server ./server [--seconds 5]
+
+Columns: our server (plain seclink/1, and inside TLS 1.3 with --tls), (a) the C++ epoll echo
+server (plain TCP, no crypto), (b) the thread-per-client Python AES-CBC + HMAC server (the
+design seclink replaces) and (c) a Python asyncio TLS 1.3 echo server. Each measurement gets a
+fresh server on 127.0.0.1, port 0: the port is read from its "[INFO] Listening on HOST:PORT"
+line, the loadgen runs, the server is stopped with SIGTERM. If --server does not exist yet, its
+columns read n/a. Then the project's targets are checked for our server as ratios.
+
+Every step is bounded in time; the whole run takes about 30 x (--warmup + --seconds) plus
+session setup: 3 to 4 minutes with the defaults on a 2-core machine. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LISTENING = re.compile(rb"\[INFO\] Listening on ([0-9.]+):([0-9]+)")
+MIB = 1024 * 1024
+OTHER_CPU_WARN = 20.0  # % of one core used by other processes during a window: flag the figure
+
+
+# ---- fixtures: key and certificate ----------------------------------------------------------
+
+def write_psk(path: Path) -> None:
+    """A key file as docs/PROTOCOL.md section 6 describes: base64 of 32 random bytes, mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+
+
+def write_self_signed(cert_path: Path, key_path: Path) -> None:
+    """EC P-256 self-signed certificate for localhost and 127.0.0.1 (it is also the CA file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+# ---- running one server ---------------------------------------------------------------------
+
+class ServerError(Exception):
+    pass
+
+
+class Server:
+    """A server process started on port 0; the port comes from its Listening line."""
+
+    def __init__(self, cmd: list[str], log_path: Path, start_timeout: float = 20.0) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self.tail: list[bytes] = []
+        self.stderr = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     start_new_session=True)
+        try:
+            self.port = self._wait_listening(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        # Keep draining stdout so a chatty server never blocks on a full pipe.
+        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._drain.start()
+
+    def _wait_listening(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        buf = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise ServerError(f"exited with status {self.proc.wait()} before listening: {self.log_tail()}")
+                buf += chunk
+                m = LISTENING.search(buf)
+                if m:
+                    return int(m.group(2))
+                if len(buf) > 65536:
+                    buf = buf[-4096:]
+        raise ServerError(f"no '[INFO] Listening on HOST:PORT' line within {timeout:.0f} s")
+
+    def _drain_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.tail = (self.tail + [line])[-20:]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self) -> str:
+        self.stderr.flush()
+        try:
+            text = self.log_path.read_bytes()[-1500:].decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "(no output on stderr)"
+
+    def stop(self, timeout: float = 15.0) -> str | None:
+        """SIGTERM and wait; returns a complaint if it did not stop cleanly."""
+        problem = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+                problem = f"did not stop within {timeout:.0f} s of SIGTERM (killed)"
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.stderr.close()
+        return problem
+
+
+# ---- the matrix -----------------------------------------------------------------------------
+
+@dataclass
+class Column:
+    key: str
+    title: str
+    proto: str                  # loadgen --proto
+    echo_server: bool           # always replies with the echo (raw framing)
+    cmd: list[str] | None       # None: not available (n/a)
+    echo_flag: list[str] = field(default_factory=list)  # how to make it echo, if it can
+    max_idle: int = 10000
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    mode: str
+    args: list[str]
+    echo: bool  # ask every server for the echo (the 64-byte rows: like for like with (a))
+
+
+def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, build: Path,
+                  server: Path | None) -> list[Column]:
+    py = sys.executable
+    ours_common = ["--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk), "--log-file", "-", "--quiet",
+                   "--threads", str(args.server_threads), "--max-clients", str(args.idle_conns + 64)]
+    ours = [str(server)] + ours_common if server else None
+    ours_tls = ours + ["--tls", "--tls-cert", str(cert), "--tls-key", str(key)] if ours else None
+    return [
+        Column("ours", "ours", "seclink", False, ours, ["--echo"], args.idle_conns),
+        Column("ours_tls", "ours --tls", "seclink-tls", False, ours_tls, ["--echo"], args.idle_conns),
+        Column("a", "(a) epoll", "raw", True,
+               [str(build / "bench" / "epoll_echo"), "--host", "127.0.0.1", "--port", "0",
+                "--threads", str(args.server_threads)], [], args.baseline_idle_conns),
+        Column("b", "(b) CBC thr", "cbc", False,
+               [py, str(HERE / "baselines" / "cbc_threaded_server.py"), "--host", "127.0.0.1", "--port", "0",
+                "--psk-file", str(psk)], ["--echo"], args.baseline_idle_conns),
+        Column("c", "(c) asyncio", "tls-raw", True,
+               [py, str(HERE / "baselines" / "asyncio_tls_echo.py"), "--host", "127.0.0.1", "--port", "0",
+                "--cert", str(cert), "--key", str(key)], [], args.baseline_idle_conns),
+    ]
+
+
+def build_rows(args: argparse.Namespace) -> list[Row]:
+    t = ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    return [
+        Row("rr16", "64 B round trips, 16 conns", "rr", ["--conns", "16", "--size", "64"] + t, True),
+        Row("rr128", "64 B round trips, 128 conns", "rr", ["--conns", "128", "--size", "64"] + t, True),
+        Row("mib1", "1 MiB in, ACK back, 1 conn", "rr", ["--conns", "1", "--size", str(MIB)] + t, False),
+        Row("mib16", "1 MiB in, ACK back, 16 conns", "rr", ["--conns", "16", "--size", str(MIB)] + t, False),
+        Row("idle", "idle sessions", "idle", ["--hold", "1"], False),
+        Row("sess", "new sessions, 16 in parallel", "sessions", ["--parallel", "16", "--size", "64"] + t, False),
+    ]
+
+
+def run_one(args: argparse.Namespace, loadgen: Path, col: Column, row: Row, psk: Path, cert: Path,
+            tmp: Path) -> dict:
+    """Starts the column's server, runs the row's load against it, stops it. Returns the RESULT
+    dict, or {"error": ...}."""
+    cmd = list(col.cmd) + (col.echo_flag if row.echo else [])
+    expect = "echo" if (row.echo or col.echo_server) else "ack"
+    try:
+        server = Server(cmd, tmp / f"{col.key}-{row.key}.log")
+    except ServerError as error:
+        return {"error": f"server did not start: {error}"}
+    conns: list[str] = []
+    if row.mode == "idle":
+        conns = ["--conns", str(col.max_idle)]
+    lg = [str(loadgen), "--host", "127.0.0.1", "--port", str(server.port), "--proto", col.proto, "--mode", row.mode,
+          "--threads", str(args.loadgen_threads), "--server-pid", str(server.proc.pid),
+          "--timeout", str(args.timeout)] + row.args + conns
+    if col.proto in ("seclink", "seclink-tls", "cbc"):
+        lg += ["--psk-file", str(psk), "--expect", expect]
+    if col.proto in ("seclink-tls", "tls-raw"):
+        lg += ["--tls-ca", str(cert)]
+    if col.proto == "cbc" and args.cbc_reseal:
+        lg += ["--cbc-reseal"]
+    budget = args.warmup + args.seconds + 2 * args.timeout + 30  # loadgen bounds itself well inside this
+    try:
+        done = subprocess.run(lg, capture_output=True, text=True, timeout=budget)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        return {"error": f"loadgen did not finish within {budget:.0f} s"}
+    result: dict = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+    crashed = not server.alive()
+    server_log = server.log_tail() if crashed or done.returncode != 0 else ""
+    problem = server.stop()
+    if done.returncode != 0 or not result:
+        err = done.stderr.strip().splitlines()
+        msg = err[-1] if err else f"loadgen exited with status {done.returncode}"
+        if crashed:
+            msg += f" [server exited with status {server.proc.returncode}: {server_log}]"
+        return {"error": msg, "cmd": " ".join(lg)}
+    if crashed:
+        return {"error": f"server exited with status {server.proc.returncode} during the run: {server_log}"}
+    if problem:
+        result["warning"] = problem
+    return result
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{value:,.0f}"
+    if kind == "us":
+        return f"{value:,.1f}"
+    if kind == "gbs":
+        return f"{value:.2f}"
+    if kind == "kib":
+        return f"{value:.2f}"
+    return str(value)
+
+
+def table(results: dict, columns: list[Column], rows: list[Row]) -> list[str]:
+    def cell(col: Column, row: Row, metric: str, kind: str, note_echo: bool = False) -> str:
+        r = results.get(row.key, {}).get(col.key)
+        if col.cmd is None:
+            return "n/a"
+        if r is None:
+            return "-"
+        if "error" in r:
+            return "FAIL"
+        text = fmt(r.get(metric), kind)
+        if (r.get("other_cpu_pct") or 0) >= OTHER_CPU_WARN:
+            text = "!" + text
+        if note_echo and col.echo_server:
+            text += " e"
+        if row.mode == "idle" and r.get("conns") not in (None, col.max_idle):
+            text += f" ({r['conns']})"
+        return text
+
+    lines = []
+    w0, w = 51, 13
+    lines.append("".ljust(w0) + "".join(c.title.rjust(w) for c in columns))
+    spec = {
+        "rr16": [("msgs/s", "msgs_per_s", "rate"), ("server CPU us/msg", "server_cpu_us_per_msg", "us")],
+        "rr128": [("msgs/s", "msgs_per_s", "rate"), ("server CPU us/msg", "server_cpu_us_per_msg", "us")],
+        "mib1": [("GB/s", "gb_per_s", "gbs")],
+        "mib16": [("GB/s", "gb_per_s", "gbs")],
+        "idle": [("server RSS KiB/session", "rss_per_session_kib", "kib")],
+        "sess": [("sessions/s", "sessions_per_s", "rate"), ("server CPU us/session", "server_cpu_us_per_session", "us")],
+    }
+    for row in rows:
+        for i, (label, metric, kind) in enumerate(spec[row.key]):
+            title = row.title if i == 0 else ""
+            lines.append(f"{title:<29}{label:<22}".ljust(w0) + "".join(
+                cell(c, row, metric, kind, note_echo=row.key.startswith("mib")).rjust(w) for c in columns))
+    return lines
+
+
+def footnotes(args: argparse.Namespace, rows: set[str], results: dict) -> list[str]:
+    notes = []
+    disturbed = [r for cols in results.values() for r in cols.values() if (r.get("other_cpu_pct") or 0) >= OTHER_CPU_WARN]
+    if disturbed:
+        notes.append(f"  !: other processes used >= {OTHER_CPU_WARN:.0f}% of a core during that window "
+                     f"({len(disturbed)} figure(s)): rerun them on a quiet machine (--only ...).")
+    if rows & {"rr16", "rr128"}:
+        notes.append("  64 B rows: every server echoes the request (ours and (b) run with --echo).")
+    if rows & {"mib1", "mib16"}:
+        notes.append("  1 MiB rows: e = (a) and (c) can only echo, so they send the 1 MiB back (twice the bytes).")
+        notes.append("  The loadgen encrypts every request for ours (seclink/1 has a counter); for (b) it resends "
+                     "one sealed frame" + (" (no: --cbc-reseal)." if args.cbc_reseal else " per connection."))
+    if "idle" in rows:
+        notes.append(f"  Idle: {args.idle_conns} sessions on ours, {args.baseline_idle_conns} on the baselines, each "
+                     "after one 64 B round trip; user-space RSS only (kernel socket buffers are not in it).")
+    if "sess" in rows:
+        notes.append("  Sessions: connect + handshake (TLS too for ours --tls and (c)) + one 64 B message + CLOSE "
+                     "(ours) + close.")
+    return notes
+
+
+def target_checks(results: dict) -> list[str]:
+    """The project's targets for our plain server, as ratios of the measured figures."""
+    def get(row: str, col: str, metric: str) -> float | None:
+        r = results.get(row, {}).get(col)
+        return None if r is None or "error" in r else r.get(metric)
+
+    def disturbed(row: str, cols: tuple[str, ...]) -> bool:
+        return any((results.get(row, {}).get(c, {}).get("other_cpu_pct") or 0) >= OTHER_CPU_WARN for c in cols)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or b == 0 else a / b
+
+    out = []
+
+    def check(label: str, row: str, cols: tuple[str, ...], value: float | None, shown: str, ok, need: str) -> None:
+        verdict = "n/a" if value is None else ("met" if ok(value) else "MISSED")
+        if value is not None and disturbed(row, cols):
+            verdict += " (! disturbed window)"
+        out.append(f"  {label:<52} {shown.format(value) if value is not None else '':>10}  (target {need}): {verdict}")
+
+    for row, name in (("rr16", "16 conns"), ("rr128", "128 conns")):
+        ours, a, b = (get(row, k, "msgs_per_s") for k in ("ours", "a", "b"))
+        check(f"64 B, {name}: msgs/s vs (a)", row, ("ours", "a"), ratio(ours, a), "{:.0%}", lambda r: r >= 0.70,
+              ">= 70%")
+        check(f"64 B, {name}: msgs/s vs (b)", row, ("ours", "b"), ratio(ours, b), "{:.1f}x", lambda r: r >= 10,
+              ">= 10x")
+        check(f"64 B, {name}: server CPU/msg vs (a)", row, ("ours", "a"),
+              ratio(get(row, "ours", "server_cpu_us_per_msg"), get(row, "a", "server_cpu_us_per_msg")), "{:.2f}x",
+              lambda r: r <= 1.5, "<= 1.5x")
+    for row, name in (("mib1", "1 conn"), ("mib16", "16 conns")):
+        g = get(row, "ours", "gb_per_s")
+        check(f"1 MiB, {name}: GB/s", row, ("ours",), g, "{:.2f}", lambda v: v >= 1.5, ">= 1.5 GB/s")
+        check(f"1 MiB, {name}: GB/s vs (b)", row, ("ours", "b"), ratio(g, get(row, "b", "gb_per_s")), "{:.1f}x",
+              lambda r: r >= 2, ">= 2x")
+    n = get("idle", "ours", "conns")
+    check(f"idle: server RSS per session ({n or '?'} sessions)", "idle", (),
+          get("idle", "ours", "rss_per_session_kib"), "{:.2f} KiB", lambda k: k <= 8, "<= 8 KiB")
+    check("new sessions: server CPU/session", "sess", ("ours",), get("sess", "ours", "server_cpu_us_per_session"),
+          "{:.1f} us", lambda us: us < 160, "< 2 x 80 us")
+    return out
+
+
+def progress_line(row: Row, r: dict) -> str:
+    keys = {
+        "rr": [("msgs_per_s", "msgs/s", ",.0f"), ("server_cpu_us_per_msg", "us server CPU/msg", ".2f")],
+        "idle": [("conns", "sessions", "d"), ("rss_per_session_kib", "KiB/session", ".2f")],
+        "sessions": [("sessions_per_s", "sessions/s", ",.0f"),
+                     ("server_cpu_us_per_session", "us server CPU/session", ".1f")],
+    }[row.mode]
+    if row.key.startswith("mib"):
+        keys = [("gb_per_s", "GB/s", ".2f"), ("server_cpu_us_per_msg", "us server CPU/msg", ".0f")]
+    parts = [f"{r[k]:{f}} {unit}" for k, unit, f in keys if r.get(k) is not None]
+    if r.get("lat_p50_us") is not None:
+        parts.append(f"p50/p99 {r['lat_p50_us']:,.0f}/{r['lat_p99_us']:,.0f} us")
+    if r.get("server_cpu_pct") is not None:
+        parts.append(f"CPU server {r['server_cpu_pct']:.0f}% loadgen {r['client_cpu_pct']:.0f}%")
+    if (r.get("other_cpu_pct") or 0) >= OTHER_CPU_WARN:
+        parts.append(f"[other processes took {r['other_cpu_pct']:.0f}% of a core: figure disturbed]")
+    if "warning" in r:
+        parts.append(f"[{r['warning']}]")
+    return ", ".join(parts)
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build-dir", default="build-bench", help="CMake build dir with bench/loadgen and bench/epoll_echo")
+    p.add_argument("--server", default="./server", help="our server binary (n/a in the table if missing)")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured window of each rate (default 5)")
+    p.add_argument("--warmup", type=float, default=0.5, help="uncounted warm-up before each window (default 0.5)")
+    p.add_argument("--server-threads", type=int, default=1,
+                   help="worker threads of ours and (a) (default 1: the loadgen has the other core)")
+    p.add_argument("--loadgen-threads", type=int, default=1, help="loadgen event-loop threads (default 1)")
+    p.add_argument("--idle-conns", type=int, default=10000, help="idle sessions held on ours (default 10000)")
+    p.add_argument("--baseline-idle-conns", type=int, default=None,
+                   help="idle sessions held on the baselines (default: --idle-conns)")
+    p.add_argument("--timeout", type=float, default=60.0, help="loadgen's setup/drain limit (default 60 s)")
+    p.add_argument("--only", default="", help="comma-separated rows (rr16,rr128,mib1,mib16,idle,sess) and/or "
+                   "columns (ours,ours_tls,a,b,c) to run; default all")
+    p.add_argument("--retries", type=int, default=1,
+                   help="measure a figure again (at most this often) if other processes disturbed it (default 1)")
+    p.add_argument("--cbc-reseal", action="store_true",
+                   help="make the loadgen seal every request for (b) too (default: one sealed frame resent)")
+    p.add_argument("--json", default="", help="also write every result to this file")
+    args = p.parse_args(argv)
+    if args.baseline_idle_conns is None:
+        args.baseline_idle_conns = args.idle_conns
+    if not (0.1 <= args.seconds <= 600 and 0 <= args.warmup <= 60):
+        p.error("--seconds must be in [0.1, 600] and --warmup in [0, 60]")
+
+    build = Path(args.build_dir).resolve()
+    loadgen = build / "bench" / "loadgen"
+    for binary in (loadgen, build / "bench" / "epoll_echo"):
+        if not os.access(binary, os.X_OK):
+            print(f"run_bench: {binary} is missing; build it with:\n  cmake -S . -B {args.build_dir} -G Ninja "
+                  "-DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON && "
+                  f"cmake --build {args.build_dir}", file=sys.stderr)
+            return 2
+    server = Path(args.server).resolve() if args.server else None
+    if server is not None and not os.access(server, os.X_OK):
+        print(f"run_bench: {args.server} not found: our server's columns will read n/a", flush=True)
+        server = None
+
+    # Every connection is a descriptor, in the loadgen and in the servers (they inherit this).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    need = max(args.idle_conns, args.baseline_idle_conns) + 256
+    if hard != resource.RLIM_INFINITY and hard < need:
+        print(f"run_bench: the open-files limit ({hard}) is below {need}: lower --idle-conns", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="seclink-bench-"))
+    try:
+        psk, cert, key = tmp / "psk", tmp / "cert.pem", tmp / "key.pem"
+        write_psk(psk)
+        write_self_signed(cert, key)
+        columns = build_columns(args, psk, cert, key, build, server)
+        rows = build_rows(args)
+        only = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = only - {r.key for r in rows} - {c.key for c in columns}
+        if unknown:
+            p.error(f"--only: unknown {', '.join(sorted(unknown))}")
+        sel_rows = [r for r in rows if not (only & {x.key for x in rows}) or r.key in only]
+        sel_cols = [c for c in columns if not (only & {x.key for x in columns}) or c.key in only]
+
+        cpus = os.cpu_count()
+        print(f"seclink benchmark: {cpus} CPUs, {args.seconds:g} s per figure after {args.warmup:g} s warm-up, "
+              f"server threads {args.server_threads} (ours, (a)), loadgen threads {args.loadgen_threads}", flush=True)
+        results: dict = {}
+        failures: list[str] = []
+        todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None]
+        started = time.monotonic()
+        for i, (row, col) in enumerate(todo, 1):
+            r = run_one(args, loadgen, col, row, psk, cert, tmp)
+            # A window shared with other busy processes says little: try again, keep the quieter.
+            for _ in range(args.retries):
+                if "error" in r or (r.get("other_cpu_pct") or 0) < OTHER_CPU_WARN:
+                    break
+                print(f"        ({row.title} | {col.title}: other processes took {r['other_cpu_pct']:.0f}% of a core;"
+                      " measuring again)", flush=True)
+                again = run_one(args, loadgen, col, row, psk, cert, tmp)
+                if "error" in again or (again.get("other_cpu_pct") or 0) < r["other_cpu_pct"]:
+                    r = again
+            results.setdefault(row.key, {})[col.key] = r
+            if "error" in r:
+                failures.append(f"{row.title} / {col.title}: {r['error']}")
+                summary = "FAILED: " + r["error"]
+            else:
+                summary = progress_line(row, r)
+            print(f"[{i:2}/{len(todo)}] {row.title} | {col.title}: {summary}", flush=True)
+        elapsed = time.monotonic() - started
+
+        print()
+        print(f"Results ({elapsed:.0f} s; 127.0.0.1; CPU = server user+system time over the window, "
+              "RSS = growth of the server's VmRSS):")
+        for line in table(results, sel_cols, sel_rows):
+            print(line)
+        for line in footnotes(args, {r.key for r in sel_rows}, results):
+            print(line)
+        if server is None:
+            print("\nTargets for our server: n/a (no server binary)")
+        else:
+            print()
+            print("Targets for our server (plain seclink/1 column):")
+            for line in target_checks(results):
+                print(line)
+        if failures:
+            print()
+            print("Failures:")
+            for f in failures:
+                print(f"  {f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()},
+                                                   "results": results}, indent=2) + "\n")
+        return 1 if failures else 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
