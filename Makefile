@@ -27,11 +27,18 @@ help:
 deps:
 	@tools/install-deps.sh $(PYTHON)
 
+# The Python extension is built too and linked into python/seclink/, so that python/server.py
+# and python/client.py run in place with the python3 on PATH, nothing installed.
+PYBIND11_DIR = $(shell $(PYTHON) -m pybind11 --cmakedir 2>/dev/null)
+PY_CONFIG = -DSECLINK_BUILD_PYTHON=ON -DPython_EXECUTABLE=$(shell command -v $(PYTHON)) -Dpybind11_DIR=$(PYBIND11_DIR)
+
 build: deps
-	$(CONFIGURE) -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON
+	$(CONFIGURE) -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON $(PY_CONFIG)
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 	ln -sf $(BUILD)/cpp_apps/server server
 	ln -sf $(BUILD)/cpp_apps/client client
+	rm -f python/seclink/_seclink.*.so
+	ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
 
 test: test-cpp test-asan fuzz test-py
 

@@ -137,7 +137,8 @@ int main(int argc, char **argv) {
 
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
-                              " worker threads, max " + std::to_string(cfg.max_clients) + " clients, key " + psk_path);
+                              (threads == 1 ? " worker thread" : " worker threads") + ", max " +
+                              std::to_string(cfg.max_clients) + " clients, key " + psk_path);
     log.line(SL_LOG_INFO, "[INFO] Listening on " + host + ":" + std::to_string(sl_server_port(server)), true);
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
 

@@ -12,7 +12,7 @@ debs=(
   libgtest-dev nlohmann-json3-dev              # GoogleTest, JSON test vectors
   libbenchmark-dev                             # Google Benchmark (make bench)
   clang libclang-rt-dev                        # libFuzzer and its sanitizer runtimes
-  python3                                      # only used if no python3 is on PATH
+  python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
 )
 missing=()
 for p in "${debs[@]}"; do
@@ -31,7 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Python packages: import name -> PyPI name.
-declare -A pips=([pytest]=pytest [cryptography]=cryptography)
+declare -A pips=([pytest]=pytest [cryptography]=cryptography [pybind11]=pybind11)
 need=()
 for mod in "${!pips[@]}"; do
   "$PYTHON" -c "import $mod" 2>/dev/null || need+=("${pips[$mod]}")

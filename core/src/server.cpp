@@ -504,7 +504,10 @@ private:
         sl_buf buf{{}, std::max<size_t>(sh_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)};
         if (sh_.cfg.handler != nullptr) {
             if (sh_.cfg.handler(sh_.cfg.handler_ud, s.peer.c_str(), ev.data, ev.len, &buf) != 0) {
-                close_gracefully(s, SL_LOG_WARN, "the message handler failed", "server error");
+                // What a failing handler appended is its reason, for the log only (never sent).
+                std::string why = "the message handler failed";
+                if (!buf.data.empty()) why += ": " + shown(buf.data.data(), buf.data.size());
+                close_gracefully(s, SL_LOG_WARN, why, "server error");
                 return true;
             }
             reply = buf.data.data();

@@ -23,6 +23,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,15 @@ from interop_tests.reference.seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Clos
 REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / "server"
 CLIENT = REPO / "client"
+PY_SERVER = REPO / "python" / "server.py"
+PY_CLIENT = REPO / "python" / "client.py"
+
+# Every test runs against the C++ programs and against the Python scripts, which must behave
+# and print the same (apart from the "(c++)"/"(python)" tag and the usage line's program name).
+LANGS = {
+    "cpp": ([str(SERVER)], [str(CLIENT)]),
+    "py": ([sys.executable, str(PY_SERVER)], [sys.executable, str(PY_CLIENT)]),
+}
 
 WAIT = 10.0       # seconds: the usual bound for something that should happen at once
 CEILING = 30.0    # seconds: the bound for the slowest thing (the load test, 16 MiB messages)
@@ -49,6 +59,25 @@ LISTENING = re.compile(r"^\[INFO\] Listening on (\S+):(\d+)$")
 def _programs_built() -> None:
     if not (SERVER.exists() and CLIENT.exists()):
         pytest.fail(f"{SERVER} and {CLIENT} are missing: run 'make build' first")
+    if not list((REPO / "python" / "seclink").glob("_seclink.*.so")):
+        pytest.fail("the Python extension python/seclink/_seclink*.so is missing: run 'make build' first")
+
+
+@pytest.fixture(params=list(LANGS))
+def lang(request: pytest.FixtureRequest) -> str:
+    """Which implementation of the programs a test runs: "cpp" or "py"."""
+    return request.param
+
+
+@pytest.fixture
+def server_argv(lang: str) -> list[str]:
+    """The command that starts the server program of this test's language."""
+    return LANGS[lang][0]
+
+
+@pytest.fixture
+def client_argv(lang: str) -> list[str]:
+    return LANGS[lang][1]
 
 
 # --------------------------------------------------------------------------- output collection
@@ -139,8 +168,9 @@ class Proc:
         self.argv = argv
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out = Lines(self.proc.stdout, f"{Path(argv[0]).name} stdout")
-        self.err = Lines(self.proc.stderr, f"{Path(argv[0]).name} stderr")
+        name = Path(argv[1] if argv[0] == sys.executable else argv[0]).name
+        self.out = Lines(self.proc.stdout, f"{name} stdout")
+        self.err = Lines(self.proc.stderr, f"{name} stderr")
 
     @property
     def pid(self) -> int:
@@ -250,7 +280,8 @@ def psk(psk_file: Path) -> bytes:
 
 
 @pytest.fixture
-def start_server(workdir: Path, env: dict[str, str], psk_file: Path) -> Iterator[Callable[..., Server]]:
+def start_server(workdir: Path, env: dict[str, str], psk_file: Path,
+                 server_argv: list[str]) -> Iterator[Callable[..., Server]]:
     """start_server(*flags, psk=psk_file (None: no --psk-file), host="127.0.0.1" (None: no --host/--port),
     env=None, cwd=None): ./server, killed at teardown."""
     servers: list[Server] = []
@@ -258,7 +289,7 @@ def start_server(workdir: Path, env: dict[str, str], psk_file: Path) -> Iterator
 
     def start(*flags: str, psk: Path | None = psk_file, host: str | None = "127.0.0.1",
               env: dict[str, str] | None = None, cwd: Path | None = None) -> Server:
-        argv = [str(SERVER), *(["--host", host, "--port", "0"] if host is not None else []), *flags]
+        argv = [*server_argv, *(["--host", host, "--port", "0"] if host is not None else []), *flags]
         if psk is not None:
             argv += ["--psk-file", str(psk)]
         srv = Server(argv, cwd=cwd or workdir, env=env or default_env)
@@ -287,41 +318,42 @@ def _run(argv: list[str], *, cwd: Path, env: dict[str, str], input: bytes | str 
 
 
 @pytest.fixture
-def run_server(workdir: Path, env: dict[str, str], psk_file: Path) -> Callable[..., Result]:
+def run_server(workdir: Path, env: dict[str, str], psk_file: Path, server_argv: list[str]) -> Callable[..., Result]:
     """run_server(*args, psk=psk_file, timeout=WAIT, env=None): ./server expected to exit by itself
     (--keygen, --help, bad flags, unusable keys...)."""
     default_env = env
 
     def run(*args: str | Path, psk: Path | None = psk_file, timeout: float = WAIT,
             env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
-        argv = [str(SERVER), *map(str, args)] + (["--psk-file", str(psk)] if psk is not None else [])
+        argv = [*server_argv, *map(str, args)] + (["--psk-file", str(psk)] if psk is not None else [])
         return _run(argv, cwd=cwd or workdir, env=env or default_env, input=None, timeout=timeout)
 
     return run
 
 
 @pytest.fixture
-def run_client(workdir: Path, env: dict[str, str], psk_file: Path) -> Callable[..., Result]:
+def run_client(workdir: Path, env: dict[str, str], psk_file: Path, client_argv: list[str]) -> Callable[..., Result]:
     """run_client(*args, psk=psk_file, input=None, timeout=WAIT, env=None, cwd=None): ./client to completion."""
     default_env = env
 
     def run(*args: str | Path, psk: Path | None = psk_file, input: bytes | str | None = None,
             timeout: float = WAIT, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
-        argv = [str(CLIENT), *map(str, args)] + (["--psk-file", str(psk)] if psk is not None else [])
+        argv = [*client_argv, *map(str, args)] + (["--psk-file", str(psk)] if psk is not None else [])
         return _run(argv, cwd=cwd or workdir, env=env or default_env, input=input, timeout=timeout)
 
     return run
 
 
 @pytest.fixture
-def spawn_client(workdir: Path, env: dict[str, str], psk_file: Path) -> Iterator[Callable[..., Proc]]:
+def spawn_client(workdir: Path, env: dict[str, str], psk_file: Path,
+                 client_argv: list[str]) -> Iterator[Callable[..., Proc]]:
     """spawn_client(*args, psk=psk_file, stdin=False, env=None): ./client as a live process."""
     procs: list[Proc] = []
     default_env = env
 
     def spawn(*args: str | Path, psk: Path | None = psk_file, stdin: bool = False,
               env: dict[str, str] | None = None) -> Proc:
-        argv = [str(CLIENT), *map(str, args)]
+        argv = [*client_argv, *map(str, args)]
         if psk is not None:
             argv += ["--psk-file", str(psk)]
         p = Proc(argv, cwd=workdir, env=env or default_env, stdin=stdin)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cpp_apps.tests.conftest import CEILING, CLIENT, SERVER, WAIT, _run, strip_timestamps
+from cpp_apps.tests.conftest import CEILING, WAIT, _run, strip_timestamps
 from interop_tests.reference.seclink_ref import generate_key, load_key
 
 CONNECTED = r"^\[INFO\] (127\.0\.0\.1:\d+) connected$"
@@ -300,10 +300,11 @@ def test_empty_seclink_psk_file_behaves_like_unset(run_client, env, home):
     assert (home / "config" / "seclink" / "psk").exists()
 
 
-@pytest.mark.parametrize("program", [SERVER, CLIENT], ids=["server", "client"])
-def test_keygen_writes_a_0600_key_and_never_overwrites(program, tmp_path, env, workdir, run_client):
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_keygen_writes_a_0600_key_and_never_overwrites(program, tmp_path, env, workdir, server_argv, client_argv):
+    argv = server_argv if program == "server" else client_argv
     path = tmp_path / "new" / "dir" / "key"
-    r = _run([str(program), "--keygen", "--psk-file", str(path)], cwd=workdir, env=env, input=None, timeout=WAIT)
+    r = _run([*argv, "--keygen", "--psk-file", str(path)], cwd=workdir, env=env, input=None, timeout=WAIT)
     assert r.returncode == 0, str(r)
     assert str(path) in r.stdout
     text = path.read_bytes()
@@ -311,12 +312,12 @@ def test_keygen_writes_a_0600_key_and_never_overwrites(program, tmp_path, env, w
     assert len(base64.b64decode(text)) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_key(path) == base64.b64decode(text)
-    again = _run([str(program), "--keygen", "--psk-file", str(path)], cwd=workdir, env=env, input=None, timeout=WAIT)
+    again = _run([*argv, "--keygen", "--psk-file", str(path)], cwd=workdir, env=env, input=None, timeout=WAIT)
     assert again.returncode == 3, str(again)
-    assert "already exists" in one_error_line(again, program.name)
+    assert "already exists" in one_error_line(again, program)
     assert path.read_bytes() == text
     # Without --psk-file: the default location.
-    r = _run([str(program), "--keygen"], cwd=workdir, env=env, input=None, timeout=WAIT)
+    r = _run([*argv, "--keygen"], cwd=workdir, env=env, input=None, timeout=WAIT)
     assert r.returncode == 0, str(r)
     assert load_key(Path(env["XDG_CONFIG_HOME"]) / "seclink" / "psk")
 
@@ -439,14 +440,16 @@ def test_bad_option_exits_2_with_one_error_line(run_server, run_client, psk_file
     assert r.stdout == ""
 
 
-@pytest.mark.parametrize("program", [SERVER, CLIENT], ids=["server", "client"])
-def test_help_and_version(program, env, workdir):
-    r = _run([str(program), "--help"], cwd=workdir, env=env, input=None, timeout=WAIT)
-    assert r.returncode == 0 and r.stdout.startswith(f"usage: {program.name} "), str(r)
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_help_and_version(program, env, workdir, lang, server_argv, client_argv):
+    argv = server_argv if program == "server" else client_argv
+    r = _run([*argv, "--help"], cwd=workdir, env=env, input=None, timeout=WAIT)
+    assert r.returncode == 0 and r.stdout.startswith(f"usage: {Path(argv[-1]).name} "), str(r)
     for flag in ["--psk-file", "--keygen", "--log-file", "--quiet", "--trace", "--tls", "--max-message"]:
         assert flag in r.stdout
-    v = _run([str(program), "--version"], cwd=workdir, env=env, input=None, timeout=WAIT)
-    assert v.returncode == 0 and re.fullmatch(rf"seclink {program.name} \S+ \(c\+\+\), protocol seclink/1\n", v.stdout)
+    v = _run([*argv, "--version"], cwd=workdir, env=env, input=None, timeout=WAIT)
+    tag = {"cpp": r"c\+\+", "py": "python"}[lang]
+    assert v.returncode == 0 and re.fullmatch(rf"seclink {program} \S+ \({tag}\), protocol seclink/1\n", v.stdout)
 
 
 # --------------------------------------------------------------------------- trace

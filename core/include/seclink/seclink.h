@@ -289,8 +289,8 @@ typedef void (*sl_log_fn)(void *ud, int level, const char *line);
 SL_API size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap);
 
 /* ---- native I/O: the server ----------------------------------------------------------------
- * One acceptor thread spreads connections over a fixed pool of worker threads, each running its
- * own epoll loop over non-blocking sockets and driving one sl_conn per connection. */
+ * A fixed pool of worker threads, each running its own epoll loop over non-blocking sockets and
+ * driving one sl_conn per connection; worker 0's loop also accepts and spreads new connections. */
 
 /** A reply being built by a handler. */
 typedef struct sl_buf sl_buf;
@@ -299,8 +299,10 @@ typedef struct sl_buf sl_buf;
 SL_API int sl_buf_append(sl_buf *buf, const uint8_t *data, size_t len);
 
 /** Called on a worker thread for every DATA message. Append the reply to `reply` (it is sent as
- *  one DATA message, possibly empty). Return 0 to send it, non-zero to close that session (the
- *  server logs it). Calls for one session never overlap; calls for different sessions may. */
+ *  one DATA message, possibly empty). Return 0 to send it, non-zero to close that session: the
+ *  client gets CLOSE "server error" and the server logs a [WARN] whose reason is what the handler
+ *  appended to `reply` (never sent). Calls for one session never overlap; calls for different
+ *  sessions may. */
 typedef int (*sl_handler_fn)(void *ud, const char *peer, const uint8_t *data, size_t len, sl_buf *reply);
 
 typedef struct sl_server_config {
@@ -336,7 +338,7 @@ SL_API int sl_server_new(sl_server **out, const sl_server_config *cfg);
 /** The port actually bound. */
 SL_API uint16_t sl_server_port(const sl_server *server);
 
-/** Starts the acceptor and worker threads and returns. Ignores SIGPIPE process-wide if it was
+/** Starts the worker threads and returns. Ignores SIGPIPE process-wide if it was
  *  at its default (a write to a closed socket must never kill a server). Returns SL_OK,
  *  SL_EINVAL, SL_ESTATE (already started), SL_ENOMEM, SL_ESOCKET. */
 SL_API int sl_server_start(sl_server *server);

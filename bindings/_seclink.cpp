@@ -1,0 +1,488 @@
+// _seclink.cpp - the pybind11 module seclink._seclink: a thin layer over the C ABI (seclink.h).
+//
+// It does three things only; the Pythonic API is written in Python on top (python/seclink/):
+//  - type conversion: bytes-like objects in, bytes/str/tuples out;
+//  - GIL handling: released around every call that blocks or encrypts, taken back only to build
+//    Python objects or to call Python code (handlers, log and trace callbacks);
+//  - error mapping: every sl_err becomes the matching seclink.errors exception, built by
+//    seclink.errors.from_code() so the hierarchy lives in one place (Python).
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "seclink/seclink.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Raises seclink.errors.from_code(code, context, peer). Needs the GIL.
+[[noreturn]] void raise_error(int code, const std::string &context = {}, const std::string &peer = {}) {
+    py::object exc = py::module_::import("seclink.errors").attr("from_code")(code, context, peer);
+    PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+    throw py::error_already_set();
+}
+
+void check(int rc, const std::string &context = {}, const std::string &peer = {}) {
+    if (rc != SL_OK) raise_error(rc, context, peer);
+}
+
+// A read-only view of any bytes-like object, held for as long as the view lives (so it may be
+// used with the GIL released).
+struct Bytes {
+    explicit Bytes(const py::buffer &b) : view(b.request()) {
+        if (view.ndim > 1) throw py::value_error("expected a flat bytes-like object");
+    }
+    const uint8_t *data() const { return static_cast<const uint8_t *>(view.ptr); }
+    size_t size() const { return static_cast<size_t>(view.size * view.itemsize); }
+    py::buffer_info view;
+};
+
+py::bytes to_bytes(const uint8_t *data, size_t len) {
+    return {reinterpret_cast<const char *>(data), len};
+}
+
+std::array<uint8_t, SL_KEY_BYTES> key_from(const py::buffer &psk) {
+    Bytes b(psk);
+    if (b.size() != SL_KEY_BYTES)
+        throw py::value_error("a pre-shared key is exactly " + std::to_string(SL_KEY_BYTES) + " bytes, not " +
+                              std::to_string(b.size()));
+    std::array<uint8_t, SL_KEY_BYTES> k{};
+    std::memcpy(k.data(), b.data(), k.size());
+    return k;
+}
+
+void wipe(std::array<uint8_t, SL_KEY_BYTES> &k) { explicit_bzero(k.data(), k.size()); }
+
+std::string format_frame(const sl_frame_info *f, const char *peer) {
+    std::string out(64 * 1024, '\0');
+    out.resize(sl_format_frame(f, peer, out.data(), out.size()));
+    return out;
+}
+
+// Calls a Python callable from a native thread (or with the GIL released); an exception it
+// raises is reported as unraisable rather than lost or propagated through C.
+template <class... A>
+void call_python(const py::object &fn, const char *what, A &&...args) {
+    py::gil_scoped_acquire gil;
+    try {
+        fn(std::forward<A>(args)...);
+    } catch (py::error_already_set &e) {
+        e.discard_as_unraisable(what);
+    }
+}
+
+// ---------------------------------------------------------------------------------- Connection
+
+// The sans-I/O engine. One object must not be used by two threads at once: with the GIL released
+// that would be a data race, so it is refused with RuntimeError instead.
+class Connection {
+public:
+    Connection(int role, const py::buffer &psk, std::optional<size_t> max_message, std::optional<size_t> max_send,
+               std::optional<py::buffer> ephemeral) {
+        auto k = key_from(psk);
+        int rc = sl_conn_new(&c_, static_cast<sl_role>(role), k.data());
+        wipe(k);
+        check(rc, "cannot create a connection");
+        if (max_message) check(sl_conn_set_max_message(c_, *max_message), "max_message");
+        if (max_send) check(sl_conn_set_max_send(c_, *max_send), "max_send");
+        if (ephemeral) {
+            Bytes e(*ephemeral);
+            if (e.size() != 32) throw py::value_error("an X25519 private key is 32 bytes");
+            check(sl_conn_set_ephemeral_for_testing(c_, e.data()));
+        }
+    }
+    ~Connection() { sl_conn_free(c_); }
+    Connection(const Connection &) = delete;
+    Connection &operator=(const Connection &) = delete;
+
+    void start() {
+        Lock lock(this);
+        check(sl_conn_start(c_), "cannot start the handshake");
+    }
+
+    // Feeds all of `data`; returns (events, error): events as (type, msg_type, content) tuples,
+    // error the sl_err that failed the connection (0 if none). Events before a failure are kept.
+    py::tuple feed(const py::buffer &data) {
+        Lock lock(this);
+        Bytes in(data);
+        py::list events;
+        size_t off = 0;
+        int rc = SL_OK;
+        while (off < in.size()) {
+            sl_event ev{};
+            size_t used = 0;
+            {
+                py::gil_scoped_release nogil;
+                rc = sl_conn_feed(c_, in.data() + off, in.size() - off, &used, &ev);
+            }
+            off += used;
+            if (rc != SL_OK) break;
+            if (ev.type != SL_EVENT_NONE) events.append(py::make_tuple(ev.type, ev.msg_type, to_bytes(ev.data, ev.len)));
+            if (used == 0 && ev.type == SL_EVENT_NONE) break;  // cannot happen; never spin
+        }
+        return py::make_tuple(events, rc);
+    }
+
+    int feed_eof() {
+        Lock lock(this);
+        return sl_conn_feed_eof(c_);
+    }
+
+    void send(int msg_type, const py::buffer &data) {
+        Lock lock(this);
+        Bytes in(data);
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = sl_conn_send(c_, msg_type, in.data(), in.size());
+        }
+        check(rc);
+    }
+
+    // Everything queued for the wire, marked as written.
+    py::bytes data_to_send() {
+        Lock lock(this);
+        const uint8_t *p = nullptr;
+        size_t n = 0;
+        sl_conn_pending(c_, &p, &n);
+        py::bytes out = to_bytes(p, n);
+        sl_conn_consume(c_, n);
+        return out;
+    }
+
+    size_t pending_size() const { return sl_conn_pending_size(c_); }
+    bool established() const { return sl_conn_is_established(c_) != 0; }
+    bool closed() const { return sl_conn_is_closed(c_) != 0; }
+
+    py::bytes handshake_hash() const {
+        uint8_t h[SL_HASH_BYTES];
+        check(sl_conn_handshake_hash(c_, h));
+        return to_bytes(h, sizeof h);
+    }
+
+    // fn(text) for every frame, text as sl_format_frame writes it for `peer`; None: off.
+    void set_trace(py::object fn, std::string peer) {
+        Lock lock(this);
+        trace_fn_ = std::move(fn);
+        trace_peer_ = std::move(peer);
+        check(sl_conn_set_trace(c_, trace_fn_.is_none() ? nullptr : &Connection::on_frame, this));
+    }
+
+private:
+    struct Lock {
+        explicit Lock(Connection *c) : c_(c) {
+            if (!c_->mu_.try_lock())
+                throw std::runtime_error("a seclink Connection was used from two threads at once");
+        }
+        ~Lock() { c_->mu_.unlock(); }
+        Connection *c_;
+    };
+    static void on_frame(void *ud, const sl_frame_info *f) {
+        auto *self = static_cast<Connection *>(ud);
+        call_python(self->trace_fn_, "seclink trace callback", format_frame(f, self->trace_peer_.c_str()));
+    }
+
+    sl_conn *c_ = nullptr;
+    std::mutex mu_;
+    py::object trace_fn_ = py::none();
+    std::string trace_peer_;
+};
+
+// ---------------------------------------------------------------------------------- Server
+
+// The native multi-threaded server. Python callables (handler, log) are called on its worker
+// threads with the GIL held for the call only; with neither, no worker ever takes the GIL.
+class Server {
+public:
+    Server(const py::buffer &psk, std::string host, uint16_t port, unsigned threads, unsigned max_clients,
+           unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
+           py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key)
+        : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
+          handler_(std::move(handler)) {
+        auto k = key_from(psk);
+        sl_server_config cfg;
+        sl_server_config_init(&cfg);
+        cfg.host = host_.c_str();
+        cfg.port = port;
+        cfg.psk = k.data();
+        cfg.threads = threads;
+        cfg.max_clients = max_clients;
+        cfg.handshake_timeout_ms = handshake_timeout_ms;
+        cfg.idle_timeout_ms = idle_timeout_ms;
+        cfg.max_message = max_message;
+        cfg.echo = echo;
+        cfg.log_level = log_level;
+        if (!log_.is_none()) {
+            cfg.log = &Server::on_log;
+            cfg.log_ud = this;
+        }
+        if (!handler_.is_none()) {
+            cfg.handler = &Server::on_message;
+            cfg.handler_ud = this;
+        }
+        cfg.tls = tls;
+        cfg.tls_cert = cert_.c_str();
+        cfg.tls_key = key_.c_str();
+        int rc = sl_server_new(&s_, &cfg);
+        wipe(k);
+        check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
+    }
+    ~Server() {
+        py::gil_scoped_release nogil;  // workers may be waiting for the GIL to finish a call
+        sl_server_free(s_);
+    }
+    Server(const Server &) = delete;
+    Server &operator=(const Server &) = delete;
+
+    uint16_t port() const { return sl_server_port(s_); }
+    size_t sessions() const { return sl_server_sessions(s_); }
+    void start() { check(sl_server_start(s_), "cannot start the server"); }
+    void stop() { sl_server_stop(s_); }
+    void wait() {
+        py::gil_scoped_release nogil;
+        sl_server_wait(s_);
+    }
+
+private:
+    static void on_log(void *ud, int level, const char *line) {
+        call_python(static_cast<Server *>(ud)->log_, "seclink server log callback", level, std::string(line));
+    }
+    static int on_message(void *ud, const char *peer, const uint8_t *data, size_t len, sl_buf *reply) {
+        auto *self = static_cast<Server *>(ud);
+        py::gil_scoped_acquire gil;
+        std::string why;
+        try {
+            py::object r = self->handler_(std::string(peer), to_bytes(data, len));
+            if (r.is_none()) return 0;  // an empty reply
+            Bytes out(r.cast<py::buffer>());
+            int rc;
+            {
+                py::gil_scoped_release nogil;
+                rc = sl_buf_append(reply, out.data(), out.size());
+            }
+            if (rc == SL_OK) return 0;
+            why = std::string("reply refused: ") + sl_strerror(rc);
+        } catch (py::error_already_set &e) {
+            why = std::string(py::str(e.type().attr("__name__"))) + ": " + std::string(py::str(e.value()));
+        } catch (std::exception &e) {
+            why = std::string("handler returned an unusable reply: ") + e.what();
+        }
+        sl_buf_append(reply, reinterpret_cast<const uint8_t *>(why.data()), why.size());
+        return 1;
+    }
+
+    sl_server *s_ = nullptr;
+    std::string host_, cert_, key_;
+    py::object log_, handler_;
+};
+
+// ---------------------------------------------------------------------------------- Client
+
+// The native blocking client. Every blocking call releases the GIL; recv() waits in short slices
+// and checks for signals between them, so Ctrl-C interrupts it promptly.
+class Client {
+public:
+    Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
+           py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
+           std::optional<std::string> tls_trust_dir)
+        : trace_(std::move(trace)) {
+        auto k = key_from(psk);
+        sl_client_config cfg;
+        sl_client_config_init(&cfg);
+        cfg.host = host.c_str();
+        cfg.port = port;
+        cfg.psk = k.data();
+        cfg.timeout_ms = timeout_ms;
+        cfg.max_message = max_message;
+        if (!trace_.is_none()) {
+            cfg.trace = 1;
+            cfg.log = &Client::on_log;
+            cfg.log_ud = this;
+        }
+        cfg.tls = tls;
+        cfg.tls_ca = tls_ca ? tls_ca->c_str() : nullptr;
+        cfg.tls_pin = tls_pin ? tls_pin->c_str() : nullptr;
+        cfg.tls_trust_dir = tls_trust_dir ? tls_trust_dir->c_str() : nullptr;
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = sl_client_connect(&c_, &cfg);
+        }
+        wipe(k);
+        check(rc, "cannot connect", host + ":" + std::to_string(port));
+    }
+    ~Client() { sl_client_free(c_); }
+    Client(const Client &) = delete;
+    Client &operator=(const Client &) = delete;
+
+    std::string peer() const { return sl_client_peer(c_); }
+
+    void send(int msg_type, const py::buffer &data) {
+        Bytes in(data);
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = sl_client_send(c_, msg_type, in.data(), in.size());
+        }
+        check(rc, "send", peer());
+    }
+
+    // (msg_type, content) of the next DATA, PONG or CLOSE; timeout_ms < 0 waits forever.
+    py::tuple recv(int timeout_ms) {
+        constexpr int kSliceMs = 50;
+        for (int left = timeout_ms;;) {
+            const int slice = (left < 0 || left > kSliceMs) ? kSliceMs : left;
+            int type = 0, rc;
+            const uint8_t *data = nullptr;
+            size_t len = 0;
+            {
+                py::gil_scoped_release nogil;
+                rc = sl_client_recv(c_, slice, &type, &data, &len);
+            }
+            if (rc == SL_OK) return py::make_tuple(type, to_bytes(data, len));
+            if (rc != SL_ETIMEDOUT || left == slice) check(rc, "recv", peer());
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+            if (left > 0) left -= slice;
+        }
+    }
+
+    void close(const std::optional<std::string> &reason) {
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = sl_client_close(c_, reason ? reason->c_str() : nullptr);
+        }
+        check(rc, "close", peer());
+    }
+
+private:
+    static void on_log(void *ud, int, const char *line) {
+        call_python(static_cast<Client *>(ud)->trace_, "seclink client trace callback", std::string(line));
+    }
+    sl_client *c_ = nullptr;
+    py::object trace_;
+};
+
+// ---------------------------------------------------------------------------------- functions
+
+template <class F>
+std::string path_from(F fn) {
+    std::vector<char> buf(4096);
+    size_t needed = 0;
+    int rc = fn(buf.data(), buf.size(), &needed);
+    if (rc == SL_ERANGE) {
+        buf.resize(needed + 1);
+        rc = fn(buf.data(), buf.size(), &needed);
+    }
+    check(rc, "cannot work out the path (set HOME)");
+    return buf.data();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_seclink, m) {
+    m.doc() = "Thin bindings to libseclink's C ABI; use the seclink package, not this module.";
+
+    m.def("version", &sl_version);
+    m.def("strerror", &sl_strerror, py::arg("code"));
+    m.def("errname", &sl_errname, py::arg("code"));
+
+    m.attr("KEY_BYTES") = SL_KEY_BYTES;
+    m.attr("PREFIX_BYTES") = SL_PREFIX_BYTES;
+    m.attr("IV_BYTES") = SL_IV_BYTES;
+    m.attr("TAG_BYTES") = SL_TAG_BYTES;
+    m.attr("OVERHEAD_BYTES") = SL_OVERHEAD_BYTES;
+    m.attr("MAX_PING") = SL_MAX_PING;
+    m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
+    m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
+    m.attr("PROTOCOL_VERSION") = SL_PROTOCOL_VERSION;
+    m.attr("LOG_ERROR") = static_cast<int>(SL_LOG_ERROR);
+    m.attr("LOG_WARN") = static_cast<int>(SL_LOG_WARN);
+    m.attr("LOG_INFO") = static_cast<int>(SL_LOG_INFO);
+    m.attr("LOG_MSG") = static_cast<int>(SL_LOG_MSG);
+    m.attr("LOG_TRACE") = static_cast<int>(SL_LOG_TRACE);
+
+    m.def("key_load", [](const std::string &path) {
+        std::array<uint8_t, SL_KEY_BYTES> k{};
+        check(sl_key_load(path.c_str(), k.data()), path);
+        py::bytes out = to_bytes(k.data(), k.size());
+        wipe(k);
+        return out;
+    }, py::arg("path"));
+    m.def("key_generate", [](const std::string &path) {
+        std::array<uint8_t, SL_KEY_BYTES> k{};
+        check(sl_key_generate(path.c_str(), k.data()), path);
+        py::bytes out = to_bytes(k.data(), k.size());
+        wipe(k);
+        return out;
+    }, py::arg("path"));
+    m.def("key_path", [](std::optional<std::string> explicit_path) {
+        return path_from([&](char *b, size_t cap, size_t *need) {
+            return sl_key_path(explicit_path ? explicit_path->c_str() : nullptr, b, cap, need);
+        });
+    }, py::arg("explicit_path") = py::none());
+    m.def("config_dir", [] { return path_from(sl_config_dir); });
+    m.def("tls_ensure_self_signed", [](const std::string &cert, const std::string &key) {
+        int created = 0;
+        check(sl_tls_ensure_self_signed(cert.c_str(), key.c_str(), &created), cert);
+        return created != 0;
+    }, py::arg("cert_path"), py::arg("key_path"));
+    m.def("tls_fingerprint", [](const std::string &cert) {
+        char fp[65];
+        check(sl_tls_fingerprint(cert.c_str(), fp, sizeof fp), cert);
+        return std::string(fp);
+    }, py::arg("cert_path"));
+    m.def("format_message", [](const py::buffer &data) {
+        Bytes b(data);
+        char buf[256];
+        size_t n = sl_format_message(b.data(), b.size(), buf, sizeof buf);
+        return std::string(buf, n);
+    }, py::arg("data"));
+
+    py::class_<Connection>(m, "Connection")
+        .def(py::init<int, const py::buffer &, std::optional<size_t>, std::optional<size_t>, std::optional<py::buffer>>(),
+             py::arg("role"), py::arg("psk"), py::arg("max_message") = py::none(), py::arg("max_send") = py::none(),
+             py::arg("ephemeral") = py::none())
+        .def("start", &Connection::start)
+        .def("feed", &Connection::feed, py::arg("data"))
+        .def("feed_eof", &Connection::feed_eof)
+        .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))
+        .def("data_to_send", &Connection::data_to_send)
+        .def("set_trace", &Connection::set_trace, py::arg("fn"), py::arg("peer"))
+        .def("handshake_hash", &Connection::handshake_hash)
+        .def_property_readonly("pending_size", &Connection::pending_size)
+        .def_property_readonly("established", &Connection::established)
+        .def_property_readonly("closed", &Connection::closed);
+
+    py::class_<Server>(m, "Server")
+        .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
+                      py::object, py::object, bool, std::string, std::string>(),
+             py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
+             py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
+             py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
+             py::arg("tls_key"))
+        .def_property_readonly("port", &Server::port)
+        .def_property_readonly("sessions", &Server::sessions)
+        .def("start", &Server::start)
+        .def("stop", &Server::stop)
+        .def("wait", &Server::wait);
+
+    py::class_<Client>(m, "Client")
+        .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
+                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>>(),
+             py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
+             py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"))
+        .def_property_readonly("peer", &Client::peer)
+        .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
+        .def("recv", &Client::recv, py::arg("timeout_ms"))
+        .def("close", &Client::close, py::arg("reason") = py::none());
+}

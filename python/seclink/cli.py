@@ -1,0 +1,600 @@
+"""The programs ``server.py`` / ``seclink-server`` and ``client.py`` / ``seclink-client``.
+
+They have the same flags, defaults, output, log file format, exit codes and interactive commands
+as the C++ programs ``./server`` and ``./client`` (cpp_apps/): only the ``(python)`` tag in the
+start-up line and ``--version`` tell them apart. Keep the two in step; the end-to-end tests run
+the same cases against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import _seclink
+from .client import Client
+from .errors import ConnectionClosed, Error, KeyFileError, MessageTooLarge, Timeout
+from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate
+from .server import Server
+
+# Exit codes, the same as the C++ programs' (README.md).
+OK, INTERNAL, USAGE, KEY, NETWORK, HANDSHAKE, TLS, SESSION, TOO_LARGE = 0, 1, 2, 3, 4, 5, 6, 7, 8
+
+LOG_ERROR, LOG_WARN, LOG_INFO, LOG_MSG, LOG_TRACE = (_seclink.LOG_ERROR, _seclink.LOG_WARN, _seclink.LOG_INFO,
+                                                     _seclink.LOG_MSG, _seclink.LOG_TRACE)
+MAX_MESSAGE_LIMIT = _seclink.MAX_MESSAGE_LIMIT
+
+SERVER_HELP = """usage: {prog} [PORT] [options]
+
+Serves seclink/1 clients (Noise NNpsk0 handshake + AES-256-GCM) until Ctrl-C or SIGTERM,
+then closes every session cleanly. Replies to each message with "ACK: received N bytes".
+
+options:
+  --port N                 port to listen on (default 5000; 0 picks a free one)
+  --host ADDR              address to listen on (default 0.0.0.0: every interface)
+  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
+                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
+                           created on first use if missing)
+  --keygen                 write a new key file (at --psk-file or the default) and exit
+  --echo                   reply with the message itself instead of the ACK
+  --threads N              worker threads (default: one per core)
+  --max-clients N          sessions at once; more are told "server full" (default 10000)
+  --handshake-timeout SEC  time a client has to finish the handshake (default 10)
+  --idle-timeout SEC       close sessions idle this long (default 300)
+  --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
+  --log-file PATH          append log lines with timestamps here (default server_logs.txt;
+                           '-' for none)
+  --quiet                  print only warnings and errors
+  --trace                  print every frame as annotated hex next to its plaintext
+  --tls                    run seclink/1 inside TLS 1.3
+  --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
+                           created in the config directory, its fingerprint printed)
+  --tls-key FILE           PEM private key for --tls-cert
+  --asyncio                serve from one asyncio event loop (seclink.aio) instead of the
+                           native worker threads (not with --threads)
+  --version                print the version and exit
+  --help                   print this help and exit
+
+exit codes: 0 stopped cleanly, 2 bad option, 3 key file problem, 4 cannot listen
+(port in use, bad address), 6 TLS certificate problem, 1 anything else.
+"""
+
+CLIENT_HELP = """usage: {prog} [HOST [PORT [MESSAGE...]]] [options]
+
+Connects to a seclink/1 server, sends each MESSAGE and prints each reply, then closes.
+With no message it is interactive: each line typed is sent and its reply printed;
+'exit', 'quit', '!DISCONNECT' or end of input (Ctrl-D) close the session.
+
+options:
+  --host HOST              server name or address (default 127.0.0.1)
+  --port N                 server port (default 5000)
+  --message TEXT           a message to send (repeatable; after the positional ones)
+  --message-file PATH      send the bytes of a file as one message (repeatable)
+  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
+                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
+                           created on first use if missing)
+  --keygen                 write a new key file (at --psk-file or the default) and exit
+  --timeout SEC            limit for connecting + handshake and for each reply (default 10)
+  --max-message BYTES      largest message sent or accepted (default 16777216 = 16 MiB)
+  --log-file PATH          append log lines with timestamps here (default client_logs.txt;
+                           '-' for none)
+  --quiet                  print only replies, warnings and errors
+  --trace                  print every frame as annotated hex next to its plaintext
+  --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
+  --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
+  --tls-pin SHA256         or: trust exactly the certificate with this SHA-256 fingerprint
+                           (without either: the certificate a server on this machine created)
+  --asyncio                use the asyncio client (seclink.aio) instead of the native one
+  --version                print the version and exit
+  --help                   print this help and exit
+
+exit codes: 0 done, 2 bad option, 3 key file problem, 4 cannot connect (refused,
+unreachable, unknown host, timeout), 5 handshake failed (different keys), 6 TLS problem,
+7 session broken off (server closed it, connection lost), 8 message too large, 1 other.
+"""
+
+
+class Exit(Exception):
+    """A fatal error: one line on stderr, then exit with `code`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def describe(e: Error) -> str:
+    """The library's description and name, as the C++ programs print them."""
+    return f"{e.detail} [{e.name}]" if e.name else str(e)
+
+
+def shown(data: bytes) -> str:
+    return _seclink.format_message(data)
+
+
+class Args:
+    """Minimal GNU-style flag parser, the same rules as the C++ programs': --name value,
+    --name=value, bare --switch, positionals, '--' ends the options."""
+
+    def __init__(self, argv: Sequence[str], with_value: Sequence[str], switches: Sequence[str]) -> None:
+        self.positional: list[str] = []
+        self._flags: list[tuple[str, str]] = []
+        i = 0
+        while i < len(argv):
+            a = argv[i]
+            i += 1
+            if a == "--":
+                self.positional += argv[i:]
+                break
+            if not a.startswith("--") or len(a) == 2:
+                self.positional.append(a)
+                continue
+            name, eq, value = a[2:].partition("=")
+            if name in switches:
+                if eq:
+                    raise Exit(USAGE, f"--{name} takes no value (see --help)")
+                self._flags.append((name, ""))
+            elif name in with_value:
+                if not eq:
+                    if i >= len(argv):
+                        raise Exit(USAGE, f"--{name} needs a value (see --help)")
+                    value = argv[i]
+                    i += 1
+                self._flags.append((name, value))
+            else:
+                raise Exit(USAGE, f"unknown option '{a}' (see --help)")
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self._flags)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.all(name)
+        return values[-1] if values else default
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self._flags if n == name]
+
+    def number(self, name: str, default: int, lo: int, hi: int) -> int:
+        v = self.get(name)
+        return default if v is None else parse_number(f"--{name}", v, lo, hi)
+
+
+def parse_number(what: str, v: str, lo: int, hi: int) -> int:
+    if not v.isascii() or not v.isdigit() or not lo <= int(v) <= hi:
+        raise Exit(USAGE, f"{what} must be a number from {lo} to {hi}, not '{v}'")
+    return int(v)
+
+
+class Logger:
+    """Log lines on the screen and, with a timestamp, appended to the log file."""
+
+    def __init__(self, path: str, quiet: bool) -> None:
+        self.quiet = quiet
+        self._file = None
+        self._lock = threading.Lock()
+        if path and path != "-":
+            try:
+                self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the program
+            except OSError as e:
+                raise Exit(USAGE, f"cannot open log file '{path}': {e.strerror} "
+                                  "(choose another with --log-file PATH, or --log-file - for none)") from None
+
+    def line(self, level: int, text: str, always: bool = False) -> None:
+        """Lines above LOG_WARN are hidden by --quiet unless `always`."""
+        if self.quiet and level > LOG_WARN and not always:
+            return
+        raw = text.encode("utf-8", "surrogateescape")
+        with self._lock:
+            sys.stdout.buffer.write(raw + b"\n")
+            sys.stdout.buffer.flush()
+            if self._file is not None:
+                t = time.time()
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+                self._file.write(stamp.encode() + b" " + raw + b"\n")
+                self._file.flush()
+
+    def callback(self, level: int, text: str) -> None:
+        self.line(level, text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+def key_location(prog: str, explicit: str | None) -> tuple[str, bool]:
+    """(path, is_default): only a key at the default location is created on first use."""
+    env = os.environ.get("SECLINK_PSK_FILE", "")
+    try:
+        path = _seclink.key_path(explicit or None)
+    except Error as e:
+        raise Exit(KEY, f"cannot work out where the key file is (set HOME or use --psk-file): {describe(e)}") from None
+    return path, not explicit and not env
+
+
+def keygen(path: str) -> NoReturn:
+    try:
+        _seclink.key_generate(path)
+    except KeyFileError as e:
+        if e.name == "KEY_EXISTS":
+            raise Exit(KEY, f"a key file already exists at {path} (remove it first to replace it; "
+                            "it is never overwritten)") from None
+        raise Exit(KEY, f"cannot create a key file at {path}: {describe(e)}") from None
+    print(f"[INFO] New pre-shared key written to {path} (mode 0600)")
+    print("[INFO] Copy this file to every machine that must talk to each other; keep it secret.")
+    raise SystemExit(OK)
+
+
+def load_key(path: str, is_default: bool, log: Logger) -> bytes:
+    """The key at `path`; at the default location a missing key is created (and said so)."""
+    try:
+        return _seclink.key_load(path)
+    except KeyFileError as e:
+        if e.name != "KEY_NOT_FOUND" or not is_default:
+            raise Exit(KEY, f"key file {path}: {describe(e)}") from None
+    try:
+        key = _seclink.key_generate(path)
+        log.line(LOG_INFO, f"[INFO] No key found: created a new pre-shared key at {path} "
+                           "(copy it to the other side to talk across machines)")
+        return key
+    except KeyFileError as e:
+        if e.name != "KEY_EXISTS":  # else another program was faster: use its key
+            raise Exit(KEY, f"key file {path}: {describe(e)}") from None
+    try:
+        return _seclink.key_load(path)
+    except KeyFileError as e:
+        raise Exit(KEY, f"key file {path}: {describe(e)}") from None
+
+
+# ------------------------------------------------------------------------------------------ server
+
+def _server(prog: str, argv: Sequence[str]) -> int:
+    args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
+                       "max-message", "log-file", "tls-cert", "tls-key"],
+                ["keygen", "echo", "quiet", "trace", "tls", "asyncio", "help", "version"])
+    if args.has("help"):
+        sys.stdout.write(SERVER_HELP.format(prog=prog))
+        return OK
+    if args.has("version"):
+        print(f"seclink server {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
+        return OK
+    if len(args.positional) > 1:
+        raise Exit(USAGE, "too many arguments (see --help)")
+    port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else 5000
+    port = args.number("port", port, 0, 65535)
+
+    psk_path, is_default = key_location(prog, args.get("psk-file"))
+    if args.has("keygen"):
+        keygen(psk_path)
+
+    host = args.get("host", "0.0.0.0")
+    use_asyncio = args.has("asyncio")
+    if use_asyncio and args.has("threads"):
+        raise Exit(USAGE, "--threads does not apply to --asyncio (one event loop serves every session)")
+    threads = args.number("threads", 0, 1, 1024)
+    opts = dict(max_clients=args.number("max-clients", 10000, 1, 1000000),
+                handshake_timeout=float(args.number("handshake-timeout", 10, 1, 3600)),
+                idle_timeout=float(args.number("idle-timeout", 300, 1, 86400)),
+                max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
+                echo=args.has("echo"),
+                log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
+
+    log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
+    opts["log"] = log.callback
+    if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
+        raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
+    psk = load_key(psk_path, is_default, log)
+
+    cert = key = None
+    if args.has("tls"):
+        cert, key = args.get("tls-cert", ""), args.get("tls-key", "")
+        if bool(cert) != bool(key):
+            raise Exit(USAGE, "--tls-cert and --tls-key go together")
+        if not cert:
+            try:
+                cert, key, created = ensure_self_signed_certificate()
+            except Error as e:
+                raise Exit(TLS, f"cannot create a TLS certificate in {_tls_dir()}: {describe(e)}") from None
+            if created:
+                log.line(LOG_INFO, f"[INFO] Created a self-signed TLS certificate: {cert}")
+        try:
+            fp = certificate_fingerprint(cert)
+        except Error:
+            raise Exit(TLS, f"cannot read the TLS certificate {cert} (check --tls-cert)") from None
+        log.line(LOG_INFO, f"[INFO] TLS 1.3 certificate {cert}, SHA-256 fingerprint {fp}")
+        opts.update(tls=True, tls_cert=cert, tls_key=key)
+
+    def listen_error(e: Exception) -> Exit:
+        code = getattr(e, "name", "")
+        if code == "ADDRINUSE":
+            return Exit(NETWORK, f"cannot listen on {host}:{port}: the port is in use by another program "
+                                 "(choose another with --port)")
+        if code == "RESOLVE":
+            return Exit(NETWORK, f"cannot listen on '{host}': not a local address (check --host)")
+        if code == "TLS_CERT":
+            return Exit(TLS, f"TLS certificate/key unusable: {cert}, {key} (check --tls-cert and --tls-key)")
+        if isinstance(e, Error):
+            return Exit(NETWORK if code == "SOCKET" else INTERNAL, f"cannot start: {describe(e)}")
+        return Exit(INTERNAL, f"cannot start: {e}")
+
+    def started(workers: int, bound_port: int, tag: str) -> None:
+        log.line(LOG_INFO, f"[INFO] seclink server {_seclink.version()} ({tag}): {workers} worker "
+                           f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, key {psk_path}")
+        log.line(LOG_INFO, f"[INFO] Listening on {host}:{bound_port}", always=True)
+
+    def stopping(signum: int, sessions: int) -> None:
+        what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+        log.line(LOG_INFO, f"[INFO] {what}: closing {sessions} sessions")
+
+    if use_asyncio:
+        return asyncio.run(_serve_asyncio(host, port, psk, opts, listen_error, started, stopping, log))
+
+    # Stop signals are taken by Python handlers in the main thread; the native workers never run Python
+    # unless they log. An Event wait is interruptible, so the main thread sleeps in it.
+    stop_signal: list[int] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_signal.append(signum)
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+    try:
+        server = Server(host, port, psk=psk, threads=threads, **opts)
+    except (Error, ValueError) as e:
+        raise listen_error(e) from None
+    del psk
+    started(threads or os.cpu_count() or 1, server.port, "python")
+    # The worker threads inherit a mask without the stop signals, so they reach the main thread.
+    stop_set = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
+    try:
+        server.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_set)
+    stop.wait()
+    stopping(stop_signal[0], server.sessions)
+    server.close()
+    log.line(LOG_INFO, "[INFO] Server stopped")
+    log.close()
+    return OK
+
+
+async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping, log) -> int:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[int] = loop.create_future()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, lambda s=s: got.done() or got.set_result(s))
+    from . import aio
+    try:
+        server = await aio.serve(None, host, port, psk=psk, **opts)
+    except (Error, OSError, ValueError) as e:
+        raise listen_error(_as_library_error(e)) from None
+    started(1, server.port, "python asyncio")
+    signum = await got
+    stopping(signum, server.sessions)
+    await server.close()
+    log.line(LOG_INFO, "[INFO] Server stopped")
+    log.close()
+    return OK
+
+
+def _as_library_error(e: Exception) -> Exception:
+    """An OSError from asyncio's bind, as the library's error (so the message is the same)."""
+    import errno
+    import socket
+    if isinstance(e, Error):
+        return e
+    if isinstance(e, socket.gaierror) or getattr(e, "errno", None) == errno.EADDRNOTAVAIL:
+        return Error(str(e), code=41, name="RESOLVE")
+    if getattr(e, "errno", None) == errno.EADDRINUSE:
+        return Error(str(e), code=40, name="ADDRINUSE")
+    return e
+
+
+def _tls_dir() -> str:
+    try:
+        return os.path.join(config_dir(), "tls")
+    except Error:
+        return "the config directory"
+
+
+# ------------------------------------------------------------------------------------------ client
+
+def connect_error(e: Error, where: str) -> Exit:
+    """The exit code and sentence for a failure to connect (as the C++ client's)."""
+    at = f"cannot connect to {where}: "
+    n = e.name
+    if n in ("CONNREFUSED", "UNREACHABLE", "RESOLVE", "SOCKET"):
+        return Exit(NETWORK, at + describe(e))
+    if n == "TIMEDOUT":
+        return Exit(NETWORK, at + "no answer in time (is the host right, and a server running? see --timeout)")
+    if n == "HANDSHAKE_AUTH":
+        return Exit(HANDSHAKE, f"handshake with {where} failed: the server uses a different pre-shared key "
+                               "(copy the server's key file here, or point --psk-file at it)")
+    if n in ("PEER_CLOSED", "TRUNCATED"):
+        return Exit(HANDSHAKE, f"the server at {where} closed the connection during the handshake: it most likely "
+                               "uses a different pre-shared key (or it runs with --tls: then add --tls)")
+    if n in ("WEAK_KEY", "BAD_MAGIC", "BAD_VERSION", "FRAME_TOO_LARGE", "FRAME_TOO_SHORT"):
+        return Exit(HANDSHAKE, f"handshake with {where} failed: {describe(e)}")
+    if n.startswith("TLS"):
+        return Exit(TLS, f"TLS with {where} failed: {describe(e)}")
+    return Exit(INTERNAL, at + describe(e))
+
+
+class _AioSession:
+    """seclink.aio's client behind the blocking interface the program uses."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, **kw) -> None:
+        from . import aio
+        self._loop = loop
+        self._c = loop.run_until_complete(aio.connect(**kw))
+
+    def send(self, data: bytes) -> None:
+        self._loop.run_until_complete(self._c.send(data))
+
+    def recv(self, timeout: float) -> bytes:
+        return self._loop.run_until_complete(self._c.recv(timeout))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._c.close())
+
+
+class Session:
+    """Sends messages and prints their replies; failures become Exit."""
+
+    def __init__(self, client, log: Logger, timeout: int) -> None:
+        self.client, self.log, self.timeout, self.seq = client, log, timeout, 0
+
+    def exchange(self, msg: bytes) -> None:
+        try:
+            self.client.send(msg)
+        except MessageTooLarge:
+            raise Exit(TOO_LARGE, f"message of {len(msg)} bytes is over the limit (--max-message)") from None
+        except Timeout:
+            raise Exit(SESSION, f"the server stopped reading: message {self.seq + 1} not sent within "
+                                f"{self.timeout} s (--timeout)") from None
+        except Error as e:
+            raise Exit(SESSION, f"sending failed: {describe(e)}") from None
+        self.seq += 1
+        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {shown(msg)} ({len(msg)} bytes)")
+        try:
+            reply = self.client.recv(self.timeout)
+        except Timeout:
+            raise Exit(SESSION, f"no reply within {self.timeout} s") from None
+        except ConnectionClosed as e:
+            if e.reason is None:
+                raise Exit(SESSION, "the server closed the connection without a reply") from None
+            why = shown(e.reason.encode()) if e.reason else "no reason given"
+            raise Exit(SESSION, f"the server closed the session: {why}") from None
+        except Error as e:
+            raise Exit(SESSION, f"session failed: {describe(e)}") from None
+        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {shown(reply)} ({len(reply)} bytes)")
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Error:
+            pass
+        self.log.line(LOG_INFO, "[INFO] Disconnected")
+
+
+def _client(prog: str, argv: Sequence[str]) -> int:
+    args = Args(argv, ["host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
+                       "tls-ca", "tls-pin"],
+                ["keygen", "quiet", "trace", "tls", "asyncio", "help", "version"])
+    if args.has("help"):
+        sys.stdout.write(CLIENT_HELP.format(prog=prog))
+        return OK
+    if args.has("version"):
+        print(f"seclink client {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
+        return OK
+    psk_path, is_default = key_location(prog, args.get("psk-file"))
+    if args.has("keygen"):
+        keygen(psk_path)
+
+    pos = args.positional
+    host = pos[0] if pos else "127.0.0.1"
+    port = parse_number("PORT", pos[1], 1, 65535) if len(pos) > 1 else 5000
+    messages = [os.fsencode(m) for m in pos[2:]]
+    host = args.get("host", host)
+    port = args.number("port", port, 1, 65535)
+    messages += [os.fsencode(m) for m in args.all("message")]
+    for path in args.all("message-file"):
+        try:
+            with open(path, "rb") as f:
+                messages.append(f.read())
+        except OSError:
+            raise Exit(USAGE, f"cannot read --message-file '{path}'") from None
+    max_message = args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT)
+    for i, m in enumerate(messages, 1):  # refuse before connecting: nothing half-sent
+        if len(m) > max_message:
+            raise Exit(TOO_LARGE, f"message {i} is {len(m)} bytes, over the limit of {max_message} bytes "
+                                  "(--max-message); nothing was sent")
+    timeout = args.number("timeout", 10, 1, 3600)
+    if not args.has("tls") and (args.has("tls-ca") or args.has("tls-pin")):
+        raise Exit(USAGE, "--tls-ca and --tls-pin need --tls")
+    pin = args.get("tls-pin")
+    if pin is not None:
+        digits = pin.replace(":", "")
+        if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise Exit(USAGE, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
+                              "(colons allowed), as the server prints it")
+
+    log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"))
+    psk = load_key(psk_path, is_default, log)
+    tls = args.has("tls")
+    kw = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
+              tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
+              trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
+    where = f"{host}:{port}"
+    loop = asyncio.new_event_loop() if args.has("asyncio") else None
+    try:
+        try:
+            client = _AioSession(loop, **kw) if loop else Client(**kw)
+        except Error as e:
+            raise connect_error(e, where) from None
+        del psk, kw
+        log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
+                           f"{', inside TLS 1.3)' if tls else ')'}")
+        session = Session(client, log, timeout)
+        if messages:
+            for m in messages:
+                session.exchange(m)
+        else:
+            _interactive(session, log)
+        session.close()
+    finally:
+        if loop is not None:
+            loop.close()
+    log.close()
+    return OK
+
+
+def _interactive(session: Session, log: Logger) -> None:
+    tty = sys.stdin.isatty()
+    if tty:
+        log.line(LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit' or Ctrl-D to leave.")
+    while True:
+        if tty:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.buffer.readline()
+        if not line:
+            break
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if line in (b"exit", b"quit", b"!DISCONNECT"):
+            break
+        if line:
+            session.exchange(line)
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+def _main(role: str, run, argv: Sequence[str] | None) -> int:
+    prog = os.path.basename(sys.argv[0]) or role
+    try:
+        return run(prog, list(sys.argv[1:] if argv is None else argv))
+    except Exit as e:
+        sys.stdout.flush()
+        sys.stderr.write(f"{role}: error: {e}\n")
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seclink-server`` / ``python/server.py``."""
+    return _main("server", _server, argv)
+
+
+def client_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seclink-client`` / ``python/client.py``."""
+    return _main("client", _client, argv)

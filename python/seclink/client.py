@@ -1,0 +1,119 @@
+"""The blocking seclink client, backed by libseclink's native client."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from . import _seclink
+from .connection import CLOSE, DATA, PING, PONG
+from .errors import ConnectionClosed
+from .keys import resolve_psk
+
+__all__ = ["Client"]
+
+_DEFAULT = object()
+
+
+def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes | bytearray | memoryview:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+class Client:
+    """A connected, handshaken seclink/1 session with a server.
+
+    ::
+
+        with Client("127.0.0.1", 5000) as c:
+            print(c.request(b"hello"))        # b'ACK: received 5 bytes'
+
+    The key is ``psk`` (32 bytes), else read from ``psk_file``, else from the default key file
+    (see :mod:`seclink.keys`). ``timeout`` (seconds) bounds connecting + handshaking, each send,
+    and each recv unless recv is given its own. With ``tls=True`` the session runs inside TLS
+    1.3 and the server's certificate is always verified: against ``tls_ca`` (a PEM CA file, host
+    name checked), ``tls_pin`` (its SHA-256 fingerprint), or, with neither, the certificate a
+    server on this machine created in the config directory (``tls_trust_dir`` overrides where).
+    ``trace``, a callable, receives an annotated dump of every frame.
+
+    Every blocking call releases the GIL, and Ctrl-C interrupts a blocked :meth:`recv` promptly.
+    Errors: NetworkError / Timeout (cannot connect), HandshakeError (different keys), TLSError,
+    KeyFileError; later ConnectionClosed, ProtocolError, AuthenticationError, MessageTooLarge.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | None = None,
+                 psk_file: str | os.PathLike[str] | None = None, timeout: float = 10.0,
+                 max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
+                 tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
+        key = resolve_psk(psk, psk_file)
+        self.timeout = timeout
+        self._pending: deque[bytes] = deque()
+        self._closed = False
+        self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
+                                  tls_trust_dir)
+
+    @property
+    def peer(self) -> str:
+        """The server as ``host:port``."""
+        return self._c.peer
+
+    def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Sends one message (str is sent as UTF-8). Raises MessageTooLarge before sending
+        anything if it is over the limit."""
+        self._c.send(DATA, _as_bytes(data))
+
+    def recv(self, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+        """The next message from the server. ``timeout`` in seconds (default: the client's;
+        None: wait forever). Raises Timeout, or ConnectionClosed (with ``.reason``) if the
+        server ended the session."""
+        if self._pending:
+            return self._pending.popleft()
+        while True:
+            msg_type, data = self._next(timeout)
+            if msg_type == DATA:
+                return data
+
+    def request(self, data: bytes | bytearray | memoryview | str, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+        """Sends one message and returns the next message from the server (its reply)."""
+        self.send(data)
+        return self.recv(timeout)
+
+    def ping(self, data: bytes = b"", timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+        """Sends a PING (at most 64 bytes) and waits for its PONG; returns the echoed content.
+        Messages arriving meanwhile are kept for :meth:`recv`."""
+        self._c.send(PING, data)
+        while True:
+            msg_type, content = self._next(timeout)
+            if msg_type == PONG:
+                return content
+            self._pending.append(content)
+
+    def close(self, reason: str | None = None) -> None:
+        """Ends the session with a CLOSE (optional reason). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._c.close(reason)
+            except ConnectionClosed:
+                pass
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next(self, timeout: float | None) -> tuple[int, bytes]:
+        t = self.timeout if timeout is _DEFAULT else timeout
+        msg_type, data = self._c.recv(-1 if t is None else _ms(t))
+        if msg_type == CLOSE:
+            self._closed = True
+            reason = data.decode("utf-8", errors="replace")
+            raise ConnectionClosed(f"{self.peer}: the server closed the session: {reason or 'no reason given'}",
+                                   reason=reason, code=5, name="CLOSED", peer=self.peer)
+        return msg_type, data
+
+
+def _ms(seconds: float) -> int:
+    if seconds < 0:
+        raise ValueError("a timeout cannot be negative")
+    return min(int(seconds * 1000), 2**31 - 1)

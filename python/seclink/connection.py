@@ -1,0 +1,161 @@
+"""The sans-I/O seclink/1 connection: bytes in, events and bytes out, no sockets inside.
+
+Bring your own I/O::
+
+    conn = Connection("client", psk)
+    conn.start()
+    sock.sendall(conn.data_to_send())          # handshake frame 1
+    while not conn.established:
+        for event in conn.receive_data(sock.recv(65536)):
+            ...                                # HandshakeComplete
+    sock.sendall(conn.data_to_send())
+    conn.send(b"hello")
+    sock.sendall(conn.data_to_send())
+
+The engine is libseclink's (the same C++ code as every other part of the project); the GIL is
+released while it decrypts and encrypts. One Connection must not be used by two threads at once
+(that raises RuntimeError); many Connections may run on many threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from . import _seclink
+from .errors import from_code
+
+__all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
+           "DATA", "CLOSE", "PING", "PONG"]
+
+DATA, CLOSE, PING, PONG = 1, 2, 3, 4
+_HANDSHAKE_DONE, _MESSAGE = 1, 2
+
+
+@dataclass(frozen=True)
+class HandshakeComplete:
+    """The handshake finished: messages may now be sent in both directions."""
+
+
+@dataclass(frozen=True)
+class Data:
+    """An application message (``data`` may be empty)."""
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A PING arrived; its PONG is already queued (see :meth:`Connection.data_to_send`)."""
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Pong:
+    """The answer to a PING this side sent, echoing its content."""
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The peer sent CLOSE with ``reason`` (possibly empty); nothing more will arrive."""
+    reason: str
+
+
+Event = Union[HandshakeComplete, Data, Ping, Pong, Closed]
+
+
+def _event(kind: int, msg_type: int, content: bytes) -> Event:
+    if kind == _HANDSHAKE_DONE:
+        return HandshakeComplete()
+    if msg_type == DATA:
+        return Data(content)
+    if msg_type == PING:
+        return Ping(content)
+    if msg_type == PONG:
+        return Pong(content)
+    return Closed(content.decode("utf-8", errors="replace"))
+
+
+class Connection:
+    """One side of a seclink/1 connection.
+
+    ``role`` is ``"client"`` or ``"server"``; ``psk`` the 32-byte pre-shared key;
+    ``max_message`` the largest message content accepted and sent (default 16 MiB);
+    ``max_send`` optionally a different limit for what this side sends.
+    """
+
+    def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
+                 max_send: int | None = None) -> None:
+        if role not in ("client", "server"):
+            raise ValueError(f"role must be 'client' or 'server', not {role!r}")
+        self.role = role
+        self._c = _seclink.Connection(0 if role == "client" else 1, psk, max_message, max_send)
+        self._started = False
+
+    def start(self) -> None:
+        """Begins the handshake: a client queues frame 1, a server starts waiting for it."""
+        self._c.start()
+        self._started = True
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feeds bytes received from the peer and returns the events they complete, in order.
+
+        Raises a :class:`seclink.ProtocolError`, :class:`seclink.AuthenticationError` or
+        :class:`seclink.HandshakeError` if the peer broke the protocol; the connection is then
+        dead (close the socket). The events completed before the bad frame are on the
+        exception as ``exc.events``.
+        """
+        was_established = self._c.established
+        raw, rc = self._c.feed(data)
+        events = [_event(*e) for e in raw]
+        if rc:
+            in_handshake = not was_established and not any(isinstance(e, HandshakeComplete) for e in events)
+            err = from_code(rc, "handshake" if in_handshake else "")
+            err.events = events  # type: ignore[attr-defined]
+            raise err
+        return events
+
+    def receive_eof(self) -> None:
+        """Tells the engine the stream ended; raises ProtocolError (TRUNCATED) mid-frame."""
+        rc = self._c.feed_eof()
+        if rc:
+            raise from_code(rc)
+
+    def send(self, data: bytes) -> None:
+        """Queues one DATA message (MessageTooLarge if over the limit)."""
+        self._c.send(DATA, data)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queues a PING (at most 64 bytes); the peer answers with a PONG."""
+        self._c.send(PING, data)
+
+    def close(self, reason: str = "") -> None:
+        """Queues a CLOSE with an optional reason; nothing more can be sent afterwards."""
+        self._c.send(CLOSE, reason.encode())
+
+    def data_to_send(self) -> bytes:
+        """Every byte queued for the peer (handshake frames, messages, PONGs), now taken."""
+        return self._c.data_to_send()
+
+    @property
+    def established(self) -> bool:
+        """True once the handshake has completed."""
+        return self._c.established
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection failed, sent CLOSE or received CLOSE."""
+        return self._c.closed
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The 32-byte handshake hash (identical on both sides; docs/PROTOCOL.md 3.5)."""
+        return self._c.handshake_hash()
+
+    def set_trace(self, fn: Callable[[str], None] | None, peer: str = "") -> None:
+        """Calls ``fn(text)`` with an annotated hex dump of every frame sent or accepted
+        (length prefix, IV counter, ciphertext, tag, plaintext); ``peer`` names the other side."""
+        self._c.set_trace(fn, peer)
+
+

@@ -1,0 +1,105 @@
+"""The exceptions of the seclink package.
+
+Every failure the library reports is a :class:`seclink.Error`; the subclasses say what kind::
+
+    Error
+    ├── KeyFileError          the pre-shared key file is missing or unusable (how to fix it is in the message)
+    ├── NetworkError          cannot listen or connect: port in use, refused, unreachable, unknown host
+    │   └── Timeout           an operation ran past its time limit (also a builtin TimeoutError)
+    ├── TLSError              TLS 1.3 failed: certificate not trusted, wrong host name, pin mismatch, TLS on one side only
+    ├── HandshakeError        the seclink handshake failed: different pre-shared keys, not a seclink peer
+    ├── ProtocolError         the peer broke the protocol: malformed, replayed, reordered or truncated frame
+    │   └── AuthenticationError   a frame failed authentication: tampered in flight or from another session
+    ├── ConnectionClosed      the session is over: the peer sent CLOSE (see .reason) or the connection was lost
+    └── MessageTooLarge       a message over the size limit was refused; nothing was sent
+
+Each exception carries ``code`` (the library's numeric error, as in docs/PROTOCOL.md), ``name``
+(its stable name, e.g. ``"AUTH"``) and ``peer`` (``"host:port"`` where known). This module is
+plain Python: the native bindings use :func:`from_code` to build every exception they raise.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
+           "AuthenticationError", "ConnectionClosed", "MessageTooLarge", "from_code"]
+
+
+class Error(Exception):
+    """Base class of every seclink error.
+
+    Attributes: ``code`` (int, 0 when the error did not come from the library), ``name`` (str),
+    ``peer`` (str, empty if unknown), ``detail`` (the library's one-line description).
+    """
+
+    def __init__(self, message: str, *, code: int = 0, name: str = "", peer: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
+        self.peer = peer
+        self.detail = detail
+
+
+class KeyFileError(Error):
+    """The pre-shared key file is missing, has the wrong mode, size or format, or is a symlink."""
+
+
+class NetworkError(Error):
+    """Cannot listen or connect: the port is in use, the connection was refused, no route, unknown host."""
+
+
+class Timeout(NetworkError, TimeoutError):
+    """An operation (connect, handshake, send or recv) did not finish within its time limit."""
+
+
+class TLSError(Error):
+    """The TLS 1.3 layer failed: untrusted certificate, wrong host name, pin mismatch, TLS on one side only."""
+
+
+class HandshakeError(Error):
+    """The seclink handshake failed: the two sides have different pre-shared keys, or the peer is not seclink."""
+
+
+class ProtocolError(Error):
+    """The peer broke the protocol: a malformed, oversized, replayed, reordered or truncated frame."""
+
+
+class AuthenticationError(ProtocolError):
+    """A transport frame failed authentication: it was tampered with or belongs to another session."""
+
+
+class ConnectionClosed(Error):
+    """The session is over. ``reason`` is the peer's CLOSE reason, or None if the connection was lost."""
+
+    def __init__(self, message: str, *, reason: str | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
+
+
+class MessageTooLarge(Error, ValueError):
+    """A message over the connection's size limit was refused before anything was sent."""
+
+
+# Library error codes (seclink.h, docs/PROTOCOL.md section 7) -> exception class.
+_CLASSES: dict[int, type[Error]] = {
+    5: ConnectionClosed, 45: ConnectionClosed,                       # CLOSED, PEER_CLOSED
+    10: ProtocolError, 11: ProtocolError, 16: ProtocolError,         # FRAME_TOO_SHORT/LARGE, BAD_COUNTER
+    18: ProtocolError, 19: ProtocolError, 22: ProtocolError,         # BAD_TYPE, BAD_PING, TRUNCATED
+    17: AuthenticationError,                                         # AUTH
+    12: HandshakeError, 13: HandshakeError, 14: HandshakeError, 15: HandshakeError,
+    20: MessageTooLarge,
+    44: Timeout,
+    40: NetworkError, 41: NetworkError, 42: NetworkError, 43: NetworkError, 46: NetworkError,
+}
+_CLASSES.update({c: KeyFileError for c in range(30, 37)})
+_CLASSES.update({c: TLSError for c in range(47, 55)})
+
+
+def from_code(code: int, context: str = "", peer: str = "") -> Error:
+    """The exception for library error `code`, its message naming the peer and the cause."""
+    from . import _seclink  # the extension; imported here so that this module stays importable alone
+
+    detail = _seclink.strerror(code)
+    name = _seclink.errname(code)
+    parts = [p for p in (peer, context) if p]
+    message = f"{': '.join(parts)}: {detail} [{name}]" if parts else f"{detail} [{name}]"
+    return _CLASSES.get(code, Error)(message, code=code, name=name, peer=peer, detail=detail)

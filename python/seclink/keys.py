@@ -1,0 +1,66 @@
+"""Pre-shared key files and TLS certificates (docs/PROTOCOL.md section 6).
+
+A key file holds one line of standard padded base64 of exactly 32 bytes. Loading refuses files
+readable by group or others, symlinks, and anything of the wrong size or format; generating
+creates the file with mode 0600 and never overwrites one. The default location is
+``$XDG_CONFIG_HOME/seclink/psk`` (else ``~/.config/seclink/psk``), overridden by the environment
+variable ``SECLINK_PSK_FILE``, overridden by an explicit path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _seclink
+
+__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk",
+           "ensure_self_signed_certificate", "certificate_fingerprint"]
+
+
+
+def key_path(path: str | os.PathLike[str] | None = None) -> str:
+    """The key file to use: `path` if given, else $SECLINK_PSK_FILE, else the default location."""
+    return _seclink.key_path(os.fspath(path) if path is not None else None)
+
+
+def load_key(path: str | os.PathLike[str] | None = None) -> bytes:
+    """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it."""
+    return _seclink.key_load(key_path(path))
+
+
+def generate_key(path: str | os.PathLike[str] | None = None) -> bytes:
+    """Writes a new random key at :func:`key_path` (`path`) with mode 0600 (parent directories
+    0700) and returns it. Raises KeyFileError (KEY_EXISTS) rather than overwrite a file."""
+    return _seclink.key_generate(key_path(path))
+
+
+def config_dir() -> str:
+    """$XDG_CONFIG_HOME/seclink, else ~/.config/seclink: the default key and certificates live here."""
+    return _seclink.config_dir()
+
+
+def resolve_psk(psk: bytes | None, psk_file: str | os.PathLike[str] | None) -> bytes:
+    """The key given directly, else loaded from `psk_file`, else from the default location."""
+    if psk is not None and psk_file is not None:
+        raise ValueError("give psk or psk_file, not both")
+    if psk is not None:
+        if len(psk) != _seclink.KEY_BYTES:
+            raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {len(psk)}")
+        return bytes(psk)
+    return load_key(psk_file)
+
+
+def ensure_self_signed_certificate(cert: str | None = None, key: str | None = None) -> tuple[str, str, bool]:
+    """Creates a self-signed TLS certificate and key (EC P-256, for localhost, 127.0.0.1 and ::1)
+    unless both exist. Default paths: <config_dir>/tls/cert.pem and key.pem, the certificate that
+    clients on this machine trust by default. Returns (cert, key, created)."""
+    base = os.path.join(config_dir(), "tls")
+    cert = cert or os.path.join(base, "cert.pem")
+    key = key or os.path.join(base, "key.pem")
+    created = _seclink.tls_ensure_self_signed(cert, key)
+    return cert, key, created
+
+
+def certificate_fingerprint(cert: str | os.PathLike[str]) -> str:
+    """SHA-256 of the first certificate in the PEM file, as 64 hex digits (what --tls-pin takes)."""
+    return _seclink.tls_fingerprint(os.fspath(cert))

@@ -1,0 +1,146 @@
+"""The seclink server, backed by libseclink's native multi-threaded server."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+from . import _seclink
+from .keys import ensure_self_signed_certificate, resolve_psk
+
+__all__ = ["Server", "Handler", "LogFn"]
+
+Handler = Callable[[bytes, str], "bytes | bytearray | memoryview | str | None"]
+LogFn = Callable[[int, str], None]
+
+_running: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:  # worker threads must not wait for the GIL of an exiting interpreter
+    for server in list(_running):
+        server.close()
+
+
+class Server:
+    """A seclink/1 server on a fixed pool of native worker threads (one epoll loop each).
+
+    ::
+
+        def shout(data: bytes, peer: str) -> bytes:
+            return data.upper()
+
+        with Server("127.0.0.1", 0, handler=shout) as srv:
+            print("listening on", srv.port)
+            srv.serve_forever()                       # until Ctrl-C or stop()
+
+    The listening socket is bound when the object is created (so :attr:`port` is known; port 0
+    picks a free one); :meth:`start` starts the threads. Without a ``handler`` every message is
+    answered natively with ``ACK: received N bytes`` (or the message itself with ``echo=True``),
+    and no worker ever takes the GIL. A ``handler(data, peer)`` is called on the worker threads,
+    holding the GIL for the call only; what it returns (bytes, str as UTF-8, or None for an empty
+    reply) is the reply. If it raises, that one session is closed (the client gets CLOSE "server
+    error") and the exception is logged; other sessions carry on.
+
+    ``log(level, line)`` receives every log line (``[INFO] ...``, ``[RECV] ...``) up to
+    ``log_level`` (one of ``seclink.LOG_*``); it is called from worker threads. The key is
+    ``psk``, else ``psk_file``, else the default key file. ``tls=True`` runs every session inside
+    TLS 1.3 with ``tls_cert``/``tls_key``, or with the self-signed certificate in the config
+    directory (created if missing) that local clients trust by default.
+    """
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 5000, *, handler: Handler | None = None,
+                 psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                 threads: int = 0, max_clients: int = 10000, handshake_timeout: float = 10.0,
+                 idle_timeout: float = 300.0, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
+                 log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        key = resolve_psk(psk, psk_file)
+        self.host = host
+        self.tls_cert_created = False
+        if tls and not (tls_cert and tls_key):
+            if tls_cert or tls_key:
+                raise ValueError("tls_cert and tls_key go together")
+            tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
+        self.tls_cert = tls_cert if tls else None
+        native_handler = _wrap(handler) if handler is not None else None
+        self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
+                                  _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
+                                  tls_cert or "", tls_key or "")
+        self._state = "bound"
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound."""
+        return self._s.port
+
+    @property
+    def sessions(self) -> int:
+        """Number of sessions open now."""
+        return self._s.sessions
+
+    def start(self) -> None:
+        """Starts the worker threads and returns at once."""
+        with self._lock:
+            if self._state != "bound":
+                raise RuntimeError(f"server already {self._state}")
+            self._s.start()
+            self._state = "running"
+            _running.add(self)
+
+    def stop(self) -> None:
+        """Asks the server to stop (every session gets a CLOSE); returns at once. Any thread."""
+        self._stopping.set()
+        with self._lock:
+            if self._state == "running":
+                self._s.stop()
+
+    def wait(self) -> None:
+        """Blocks until the server has stopped and every worker thread has been joined."""
+        with self._lock:
+            running = self._state == "running"
+        if running:
+            self._s.wait()
+            with self._lock:
+                self._state = "stopped"
+                _running.discard(self)
+
+    def close(self) -> None:
+        """stop() then wait(). Idempotent."""
+        self.stop()
+        self.wait()
+
+    def serve_forever(self) -> None:
+        """Starts (if needed) and serves until :meth:`stop` is called from another thread or a
+        signal (Ctrl-C raises KeyboardInterrupt here, after the server has stopped)."""
+        if self._state == "bound":
+            self.start()
+        try:
+            self._stopping.wait()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _wrap(handler: Handler) -> Callable[[str, bytes], object]:
+    def call(peer: str, data: bytes) -> object:
+        reply = handler(data, peer)
+        return reply.encode("utf-8") if isinstance(reply, str) else reply
+    return call
+
+
+def _ms(seconds: float) -> int:
+    if seconds <= 0:
+        raise ValueError("timeouts must be positive")
+    return min(int(seconds * 1000), 2**32 - 1)
