@@ -234,12 +234,14 @@ int Connection::stream_transport(const uint8_t *p, size_t n) noexcept {
                 uint8_t want[SL_IV_BYTES];
                 make_nonce(recv_n_, want);
                 if (recv_n_ == UINT64_MAX || std::memcmp(iv_, want, SL_IV_BYTES) != 0) return SL_EBAD_COUNTER;
-                if (!plain_.reserve(ct_end - SL_IV_BYTES)) return SL_ENOMEM;
                 if (!recv_.open_begin(iv_)) return SL_ECRYPTO;
             }
         } else if (body_have_ < ct_end) {
             k = std::min(n, ct_end - body_have_);
-            if (!recv_.open_update(p, k, plain_.data() + (body_have_ - SL_IV_BYTES))) return SL_ECRYPTO;
+            // Like body_: plain_ grows with the ciphertext that arrived, not the announced length.
+            const size_t done = body_have_ - SL_IV_BYTES;
+            if (!plain_.reserve(done + k, done)) return SL_ENOMEM;
+            if (!recv_.open_update(p, k, plain_.data() + done)) return SL_ECRYPTO;
         } else {
             k = std::min(n, body_len_ - body_have_);
             std::memcpy(tag_ + (body_have_ - ct_end), p, k);

@@ -721,6 +721,9 @@ int sl_server_wait(sl_server *server) {
     if (!server->started || server->joined) return SL_OK;
     for (auto &w : server->workers) w->join();
     server->joined = true;
+    // Stopped: free the port now (new connections are refused), not only at sl_server_free.
+    if (server->sh.listen_fd >= 0) close(server->sh.listen_fd);
+    server->sh.listen_fd = -1;
     return SL_OK;
 }
 

@@ -83,14 +83,19 @@ class Connection:
     ``role`` is ``"client"`` or ``"server"``; ``psk`` the 32-byte pre-shared key;
     ``max_message`` the largest message content accepted and sent (default 16 MiB);
     ``max_send`` optionally a different limit for what this side sends.
+
+    ``ephemeral_for_testing`` (32 bytes) fixes this side's ephemeral X25519 key so that a test can
+    reproduce the project's vectors byte for byte. It destroys forward secrecy: never use it
+    outside tests.
     """
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
-                 max_send: int | None = None) -> None:
+                 max_send: int | None = None, ephemeral_for_testing: bytes | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
-        self._c = _seclink.Connection(0 if role == "client" else 1, psk, max_message, max_send)
+        self._c = _seclink.Connection(0 if role == "client" else 1, psk, max_message, max_send,
+                                      ephemeral_for_testing)
         self._started = False
 
     def start(self) -> None:

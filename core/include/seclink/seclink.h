@@ -347,7 +347,8 @@ SL_API int sl_server_start(sl_server *server);
  *  async-signal-safe and callable from any thread. */
 SL_API int sl_server_stop(sl_server *server);
 
-/** Waits until the server has stopped and every thread has been joined. */
+/** Waits until the server has stopped and every thread has been joined; then closes the
+ *  listening socket, so the port is free again. */
 SL_API int sl_server_wait(sl_server *server);
 
 /** Number of sessions open now. */
