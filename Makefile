@@ -11,7 +11,10 @@ GENERATOR    ?= Ninja
 CONFIGURE = $(CMAKE) -G $(GENERATOR) -S .
 SHELL := /bin/bash
 
-.PHONY: all build deps test test-cpp test-asan test-py fuzz bench clean help
+PORT         ?= 5000
+
+.PHONY: all build deps test test-cpp test-asan test-py fuzz bench demo run run-server run-client run-py-server \
+        run-py-client clean help
 
 all: build
 
@@ -21,8 +24,13 @@ help:
 	@echo "                for FUZZ_SECONDS (default 60) and the pytest suites"
 	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
 	@echo "                through the load generator (about 4 minutes)"
+	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
+	@echo "make run-server / run-client          ./server \$$PORT / interactive ./client (PORT=5000)"
+	@echo "make run-py-server / run-py-client    the same with python/server.py and python/client.py"
+	@echo "make run        a server in the background, then an interactive client; the server stops"
+	@echo "                when the client ends"
 	@echo "make fuzz       run the libFuzzer target for FUZZ_SECONDS"
-	@echo "make clean      remove build output and caches (never your keys)"
+	@echo "make clean      remove build output, logs and caches (never your keys)"
 
 deps:
 	@tools/install-deps.sh $(PYTHON)
@@ -74,6 +82,36 @@ bench: deps
 	build-bench/bench/engine_bench --benchmark_color=false
 	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
 
+# The instructor's targets: one server, one interactive client, or both at once.
+demo: build
+	$(PYTHON) tools/demo.py
+
+run-server: build
+	./server $(PORT)
+
+run-client: build
+	./client 127.0.0.1 $(PORT)
+
+run-py-server: build
+	cd python && $(PYTHON) server.py --port $(PORT)
+
+run-py-client: build
+	$(PYTHON) python/client.py --host 127.0.0.1 --port $(PORT)
+
+# The server's screen output goes to $(BUILD)/run-server.out (its log to server_logs.txt as usual).
+run: build
+	@./server $(PORT) > $(BUILD)/run-server.out 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid; echo "[make run] server stopped"' EXIT; \
+	for i in $$(seq 100); do \
+	  grep -q "Listening on" $(BUILD)/run-server.out && break; \
+	  kill -0 $$pid 2>/dev/null || { cat $(BUILD)/run-server.out; exit 1; }; \
+	  sleep 0.1; \
+	done; \
+	grep -q "Listening on" $(BUILD)/run-server.out || { echo "[make run] the server did not start"; exit 1; }; \
+	echo "[make run] server listening on port $(PORT) (log: server_logs.txt); 'exit' or Ctrl-D ends both"; \
+	./client 127.0.0.1 $(PORT)
+
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt
+	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt \
+	  python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -38,6 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LISTENING = re.compile(rb"\[INFO\] Listening on ([0-9.]+):([0-9]+)")
 MIB = 1024 * 1024
+PY_SERVER = HERE.parent / "python" / "server.py"
+PY_ROWS = ("rr16", "rr128")  # what the Python servers are measured on
 OTHER_CPU_WARN = 20.0  # % of one core used by other processes during a window: flag the figure
 
 
@@ -168,6 +170,7 @@ class Column:
     cmd: list[str] | None       # None: not available (n/a)
     echo_flag: list[str] = field(default_factory=list)  # how to make it echo, if it can
     max_idle: int = 10000
+    rows: tuple[str, ...] | None = None  # the only rows it runs (None: all)
 
 
 @dataclass
@@ -182,8 +185,9 @@ class Row:
 def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, build: Path,
                   server: Path | None) -> list[Column]:
     py = sys.executable
-    ours_common = ["--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk), "--log-file", "-", "--quiet",
-                   "--threads", str(args.server_threads), "--max-clients", str(args.idle_conns + 64)]
+    plain = ["--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk), "--log-file", "-", "--quiet",
+             "--max-clients", str(args.idle_conns + 64)]
+    ours_common = plain + ["--threads", str(args.server_threads)]
     ours = [str(server)] + ours_common if server else None
     ours_tls = ours + ["--tls", "--tls-cert", str(cert), "--tls-key", str(key)] if ours else None
     return [
@@ -198,6 +202,13 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
         Column("c", "(c) asyncio", "tls-raw", True,
                [py, str(HERE / "baselines" / "asyncio_tls_echo.py"), "--host", "127.0.0.1", "--port", "0",
                 "--cert", str(cert), "--key", str(key)], [], args.baseline_idle_conns),
+        # Our Python servers (python/server.py; the native server under Python; a Python handler; asyncio).
+        Column("py", "server.py", "seclink", False, [py, str(PY_SERVER)] + ours_common, ["--echo"], rows=PY_ROWS),
+        Column("py_handler", "py handler", "seclink", True,
+               [py, str(HERE / "py_handler_server.py"), "--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk),
+                "--threads", str(args.server_threads)], [], rows=PY_ROWS),
+        Column("py_aio", "py --asyncio", "seclink", False,
+               [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
     ]
 
 
@@ -374,6 +385,12 @@ def target_checks(results: dict) -> list[str]:
           get("idle", "ours", "rss_per_session_kib"), "{:.2f} KiB", lambda k: k <= 8, "<= 8 KiB")
     check("new sessions: server CPU/session", "sess", ("ours",), get("sess", "ours", "server_cpu_us_per_session"),
           "{:.1f} us", lambda us: us < 160, "< 2 x 80 us")
+    check("server.py, 64 B, 16 conns: msgs/s vs ours", "rr16", ("ours", "py"),
+          ratio(get("rr16", "py", "msgs_per_s"), get("rr16", "ours", "msgs_per_s")), "{:.0%}", lambda r: r >= 0.8,
+          ">= 80%")
+    check("server.py --asyncio, 64 B, 16 conns: msgs/s vs (c)", "rr16", ("py_aio", "c"),
+          ratio(get("rr16", "py_aio", "msgs_per_s"), get("rr16", "c", "msgs_per_s")), "{:.2f}x", lambda r: r > 1,
+          "> 1x")
     return out
 
 
@@ -467,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
               f"server threads {args.server_threads} (ours, (a)), loadgen threads {args.loadgen_threads}", flush=True)
         results: dict = {}
         failures: list[str] = []
-        todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None]
+        todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None and (c.rows is None or r.key in c.rows)]
         started = time.monotonic()
         for i, (row, col) in enumerate(todo, 1):
             r = run_one(args, loadgen, col, row, psk, cert, tmp)
@@ -492,8 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Results ({elapsed:.0f} s; 127.0.0.1; CPU = server user+system time over the window, "
               "RSS = growth of the server's VmRSS):")
-        for line in table(results, sel_cols, sel_rows):
+        for line in table(results, [c for c in sel_cols if c.rows is None], sel_rows):
             print(line)
+        py_cols = [c for c in sel_cols if c.rows is not None]
+        py_rows = [r for r in sel_rows if r.key in PY_ROWS]
+        if py_cols and py_rows:
+            print("\nThe Python servers (python/server.py; --threads 1 like ours), next to ours and (c):")
+            for line in table(results, [c for c in columns if c.key in ("ours", "c")] + py_cols, py_rows):
+                print(line)
         for line in footnotes(args, {r.key for r in sel_rows}, results):
             print(line)
         if server is None:

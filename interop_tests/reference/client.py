@@ -1,21 +1,25 @@
 """seclink/1 reference client over plain TCP (docs/PROTOCOL.md).
 
     python3 -m interop_tests.reference.client HOST PORT [MESSAGE ...] [--psk-file PATH]
+        [--message-file PATH ...] [--max-message BYTES]
 
-Sends each MESSAGE (or, with none, each line of standard input until end of input or a line
-`exit`, `quit` or `!DISCONNECT`) as DATA, prints each reply as `[RECV] <text>`, then sends CLOSE.
-Exit status: 0 success, 2 handshake failure, 1 any other error (one `error: ...` line on stderr).
+Sends each MESSAGE, then the bytes of each --message-file (or, with neither, each line of
+standard input until end of input or a line `exit`, `quit` or `!DISCONNECT`) as DATA, prints
+each reply as `[RECV] <text>`, then sends CLOSE. A message over --max-message (default 16 MiB)
+is refused before connecting. Exit status: 0 success, 2 handshake failure, 3 message too large,
+1 any other error (one `error: ...` line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Iterable, Iterator
 
-from .seclink_ref import (DATA, Closed, Connection, Event, HandshakeDone, KeyFileError, Message, ProtocolError,
-                          default_key_path, describe, load_key)
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Closed, Connection, Event, HandshakeDone, KeyFileError,
+                          Message, ProtocolError, default_key_path, describe, load_key)
 
 QUIT_LINES = ("exit", "quit", "!DISCONNECT")
 
@@ -37,21 +41,22 @@ def events(sock: socket.socket, conn: Connection) -> Iterator[Event]:
             return
 
 
-def stdin_lines() -> Iterator[str]:
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
-        if line in QUIT_LINES:
+def stdin_lines() -> Iterator[bytes]:
+    for line in sys.stdin.buffer:
+        line = line.rstrip(b"\r\n")
+        if line.decode("utf-8", "replace") in QUIT_LINES:
             return
         yield line
 
 
-def run(host: str, port: int, psk: bytes, messages: Iterable[str]) -> None:
+def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
+        max_message: int = DEFAULT_MAX_MESSAGE) -> None:
     try:
         sock = socket.create_connection((host, port))
     except OSError as error:
         raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
     with sock:
-        conn = Connection("client", psk)
+        conn = Connection("client", psk, max_message=max_message)
         conn.start()
         try:
             sock.sendall(conn.data_to_send())
@@ -63,8 +68,8 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[str]) -> None:
             raise ClientError("handshake failed: the server closed the connection "
                               "(does it use the same PSK?)", 2)
         try:
-            for text in messages:
-                conn.send(DATA, text.encode("utf-8"))
+            for content in messages:
+                conn.send(DATA, content)
                 sock.sendall(conn.data_to_send())
                 for event in stream:  # wait for the reply, skipping PINGs and PONGs
                     if isinstance(event, Closed):
@@ -85,10 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("port", type=int)
     parser.add_argument("messages", nargs="*", metavar="MESSAGE")
     parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
+    parser.add_argument("--message-file", action="append", default=[], help="send this file's bytes as one message")
+    parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     args = parser.parse_args(argv)
     try:
+        messages = [os.fsencode(m) for m in args.messages]
+        for path in args.message_file:
+            with open(path, "rb") as f:
+                messages.append(f.read())
+        for index, content in enumerate(messages, 1):
+            if len(content) > args.max_message:
+                print(f"error: message {index} is {len(content)} bytes, over the limit of {args.max_message}; "
+                      "nothing was sent", file=sys.stderr)
+                return 3
         psk = load_key(default_key_path(args.psk_file))
-        run(args.host, args.port, psk, args.messages or stdin_lines())
+        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """seclink/1 reference server over plain TCP, one thread per client (docs/PROTOCOL.md).
 
     python3 -m interop_tests.reference.server --port 0 [--host 127.0.0.1] [--psk-file PATH] [--echo]
+        [--max-message BYTES]
     python3 -m interop_tests.reference.server --keygen [--psk-file PATH]
 
 Replies to each DATA with DATA "ACK: received N bytes" (or the same bytes with --echo); PINGs are
@@ -15,7 +16,7 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -27,10 +28,10 @@ def log(line: str) -> None:
         print(line, flush=True)
 
 
-def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool) -> None:
+def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
-    conn = Connection("server", psk)
+    conn = Connection("server", psk, max_message=max_message)
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
+    parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     args = parser.parse_args(argv)
     try:
         path = default_key_path(args.psk_file)
@@ -107,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[INFO] Listening on {host}:{port} (reference)")
         while True:
             sock, addr = listener.accept()
-            thread = threading.Thread(target=serve_client, args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo),
-                                      daemon=True)
+            thread = threading.Thread(target=serve_client, daemon=True,
+                                      args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()
