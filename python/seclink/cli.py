@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn, overload
 
 from . import _seclink
 from .client import Client
@@ -152,7 +152,13 @@ class Args:
     def has(self, name: str) -> bool:
         return any(n == name for n, _ in self._flags)
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+
     def get(self, name: str, default: str | None = None) -> str | None:
+        """The flag's last value, else `default`."""
         values = self.all(name)
         return values[-1] if values else default
 
@@ -278,7 +284,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     if use_asyncio and args.has("threads"):
         raise Exit(USAGE, "--threads does not apply to --asyncio (one event loop serves every session)")
     threads = args.number("threads", 0, 1, 1024)
-    opts = dict(max_clients=args.number("max-clients", 10000, 1, 1000000),
+    opts: dict[str, Any] = dict(max_clients=args.number("max-clients", 10000, 1, 1000000),
                 handshake_timeout=float(args.number("handshake-timeout", 10, 1, 3600)),
                 idle_timeout=float(args.number("idle-timeout", 300, 1, 86400)),
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
@@ -371,12 +377,12 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
     loop = asyncio.get_running_loop()
     got: asyncio.Future[int] = loop.create_future()
     for s in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(s, lambda s=s: got.done() or got.set_result(s))
+        loop.add_signal_handler(s, _resolve, got, s)
     from . import aio
     try:
         server = await aio.serve(None, host, port, psk=psk, **opts)
-    except (Error, OSError, ValueError) as e:
-        raise listen_error(_as_library_error(e)) from None
+    except (Error, ValueError) as e:
+        raise listen_error(e) from None
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -386,17 +392,9 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
     return OK
 
 
-def _as_library_error(e: Exception) -> Exception:
-    """An OSError from asyncio's bind, as the library's error (so the message is the same)."""
-    import errno
-    import socket
-    if isinstance(e, Error):
-        return e
-    if isinstance(e, socket.gaierror) or getattr(e, "errno", None) == errno.EADDRNOTAVAIL:
-        return Error(str(e), code=41, name="RESOLVE")
-    if getattr(e, "errno", None) == errno.EADDRINUSE:
-        return Error(str(e), code=40, name="ADDRINUSE")
-    return e
+def _resolve(future: asyncio.Future[int], value: int) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _tls_dir() -> str:
@@ -531,7 +529,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"))
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
-    kw = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
+    kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     where = f"{host}:{port}"

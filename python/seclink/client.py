@@ -45,6 +45,8 @@ class Client:
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
         key = resolve_psk(psk, psk_file)
+        if timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
         self.timeout = timeout
         self._pending: deque[bytes] = deque()
         self._closed = False

@@ -103,7 +103,7 @@ class Connection:
         self._c.start()
         self._started = True
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feeds bytes received from the peer and returns the events they complete, in order.
 
         Raises a :class:`seclink.ProtocolError`, :class:`seclink.AuthenticationError` or
@@ -127,7 +127,7 @@ class Connection:
         if rc:
             raise from_code(rc)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queues one DATA message (MessageTooLarge if over the limit)."""
         self._c.send(DATA, data)
 
