@@ -139,8 +139,9 @@ int main(int argc, char **argv) {
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
                               (threads == 1 ? " worker thread" : " worker threads") + ", max " +
                               std::to_string(cfg.max_clients) + " clients, key " + psk_path);
-    log.line(SL_LOG_INFO, "[INFO] Listening on " + host + ":" + std::to_string(sl_server_port(server)), true);
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
+    // Only now, with every worker ready, does "Listening on" tell scripts the server is up.
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + host + ":" + std::to_string(sl_server_port(server)), true);
 
     int sig = 0;
     sigwait(&stop_signals, &sig);

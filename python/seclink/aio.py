@@ -141,7 +141,10 @@ class _Stream:
     async def read(self) -> bytes:
         """Up to 64 KiB; b"" at the end of the stream (a reset counts as an end, as in net.cpp)."""
         if self.tls is None:
-            return await self._recv()
+            try:
+                return await self.reader.read(_CHUNK)
+            except ConnectionResetError:
+                return b""
         try:
             return await self._tls_call(self.tls.read, _CHUNK)
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -225,6 +228,9 @@ class _Session:
     conn: Connection
     over_limit: bool           # to be told "server full" after its handshake
     deadline: float = 0.0      # loop time: handshake, then idle, deadline
+    waiting: bool = False      # waiting for the client (only then can the deadline end it)
+    timed_out: bool = False    # the deadline passed: the task was cancelled for it
+    timer: asyncio.TimerHandle = None  # type: ignore[assignment]  # set by AioServer._watch
     established: bool = False
     finishing: bool = False    # ending (flushing its CLOSE): server shutdown leaves it alone
     recv_seq: int = 0
@@ -330,6 +336,10 @@ class AioServer:
         if self._log_fn is not None and level <= self._log_level:
             self._log_fn(level, line)
 
+    def _logs(self, level: int) -> bool:
+        """Whether lines of `level` are logged (so that per-message lines are only built then)."""
+        return self._log_fn is not None and level <= self._log_level
+
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = _Stream(reader, writer)
         over = self._sessions >= self._max_clients
@@ -356,9 +366,12 @@ class AioServer:
             except _End as end:
                 outcome = end
             except asyncio.CancelledError:
-                if not self._closing:
+                if not (self._closing or s.timed_out):
                     raise
-                outcome = self._shutdown_end(s)
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                if uncancel is not None:  # Python 3.11+: this cancellation is handled here
+                    uncancel()
+                outcome = self._shutdown_end(s) if self._closing else self._timeout_end(s)
             await self._finish(s, outcome)
         finally:
             if over:
@@ -373,29 +386,51 @@ class AioServer:
         """Runs the session until something ends it (raises _End)."""
         loop = asyncio.get_running_loop()
         s.deadline = loop.time() + self._handshake_ms / 1000
-        if self._tls_ctx is not None:
-            await self._bounded(s, self._accept_tls(s, self._tls_ctx))
-        first = True
-        while True:
-            data = await self._bounded(s, self._flush_and_read(s))
-            if first and self._tls_ctx is None and data[:2] == b"\x16\x03":
-                raise _End(LOG_WARN, "client is speaking TLS but this server runs without --tls")
-            first = False
-            await self._feed(s, data)
-            if s.established:
-                s.deadline = loop.time() + self._idle_ms / 1000
-
-    async def _bounded(self, s: _Session, step: Coroutine[Any, Any, T]) -> T:
-        """Runs `step` within the session's deadline: the handshake or idle timeout."""
-        if self._closing:  # a cancellation can be lost in a race with wait_for (Python < 3.12)
-            step.close()
-            raise self._shutdown_end(s)
+        self._watch(s, loop)
         try:
-            return await asyncio.wait_for(step, s.deadline - asyncio.get_running_loop().time())
-        except asyncio.TimeoutError:
-            if not s.established:
-                raise _End(LOG_WARN, f"handshake timed out after {_secs(self._handshake_ms)}") from None
-            raise _End(LOG_INFO, f"idle for {_secs(self._idle_ms)}", close_reason="idle timeout") from None
+            if self._tls_ctx is not None:
+                s.waiting = True
+                await self._accept_tls(s, self._tls_ctx)
+            first = True
+            while True:
+                if self._closing:  # a shutdown that came while this session was busy
+                    raise self._shutdown_end(s)
+                s.waiting = True
+                data = await self._flush_and_read(s)
+                s.waiting = False
+                if first and self._tls_ctx is None and data[:2] == b"\x16\x03":
+                    raise _End(LOG_WARN, "client is speaking TLS but this server runs without --tls")
+                first = False
+                await self._feed(s, data)
+                if s.established:
+                    s.deadline = loop.time() + self._idle_ms / 1000
+                    if s.deadline < s.timer.when():  # earlier than the timer (the handshake's): move it
+                        s.timer.cancel()
+                        self._watch(s, loop)
+        finally:
+            s.timer.cancel()
+
+    def _watch(self, s: _Session, loop: asyncio.AbstractEventLoop) -> None:
+        """The session's handshake and idle timeout: one timer per session, moved on lazily (a
+        read only updates s.deadline), which cancels the session's task if it is still waiting
+        for the client at its deadline."""
+        task = asyncio.current_task()
+
+        def check() -> None:
+            now = loop.time()
+            if s.waiting and now >= s.deadline:
+                s.timed_out = True
+                if task is not None:
+                    task.cancel()
+            else:  # the deadline moved on, or the session is busy (then look again one timeout later)
+                s.timer = loop.call_at(s.deadline if s.deadline > now else now + self._idle_ms / 1000, check)
+
+        s.timer = loop.call_at(s.deadline, check)
+
+    def _timeout_end(self, s: _Session) -> _End:
+        if not s.established:
+            return _End(LOG_WARN, f"handshake timed out after {_secs(self._handshake_ms)}")
+        return _End(LOG_INFO, f"idle for {_secs(self._idle_ms)}", close_reason="idle timeout")
 
     def _shutdown_end(self, s: _Session) -> _End:
         return _End(LOG_INFO, "server shutting down", close_reason="server shutting down" if s.established else None)
@@ -417,8 +452,10 @@ class AioServer:
 
     async def _flush_and_read(self, s: _Session) -> bytes:
         """Sends what the engine has queued, then returns the next bytes from the client."""
+        out = s.conn.data_to_send()
         try:
-            await s.stream.write(s.conn.data_to_send())
+            if out:
+                await s.stream.write(out)
         except OSError:
             raise _End(LOG_INFO, "connection lost while sending (client went away)") from None
         try:
@@ -465,19 +502,23 @@ class AioServer:
             self._log(LOG_MSG, f"[RECV] {s.peer} PONG ({len(event.data)} bytes)")
         elif isinstance(event, Data):
             s.recv_seq += 1
-            self._log(LOG_MSG, f"[RECV] {s.peer} #{s.recv_seq} {_shown(event.data)} ({len(event.data)} bytes)")
-            reply = await self._reply(event.data, s.peer)
+            if self._logs(LOG_MSG):
+                self._log(LOG_MSG, f"[RECV] {s.peer} #{s.recv_seq} {_shown(event.data)} ({len(event.data)} bytes)")
+            if self._handler is None:  # the built-in reply, without a coroutine per message
+                reply = event.data if self._echo else f"ACK: received {len(event.data)} bytes".encode()
+            else:
+                reply = await self._reply(event.data, s.peer)
             try:
                 s.conn.send(reply)
             except Error as exc:
                 raise _End(LOG_WARN, f"reply refused: {exc.name}: {exc.detail}") from None
             s.send_seq += 1
-            self._log(LOG_MSG, f"[SEND] {s.peer} #{s.send_seq} {_shown(reply)} ({len(reply)} bytes)")
+            if self._logs(LOG_MSG):
+                self._log(LOG_MSG, f"[SEND] {s.peer} #{s.send_seq} {_shown(reply)} ({len(reply)} bytes)")
 
     async def _reply(self, data: bytes, peer: str) -> bytes:
         """The reply to one message; a failing handler ends only this session (CLOSE "server error")."""
-        if self._handler is None:
-            return data if self._echo else f"ACK: received {len(data)} bytes".encode()
+        assert self._handler is not None
         try:
             result = self._handler(data, peer)
             if inspect.isawaitable(result):

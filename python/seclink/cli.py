@@ -357,7 +357,6 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     del psk
-    started(threads or os.cpu_count() or 1, server.port, "python")
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
     stop_set = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
@@ -365,6 +364,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_set)
+    started(threads or os.cpu_count() or 1, server.port, "python")  # "Listening on": every worker is ready
     stop.wait()
     stopping(stop_signal[0], server.sessions)
     server.close()
