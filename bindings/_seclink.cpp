@@ -132,6 +132,29 @@ public:
         return py::make_tuple(events, rc);
     }
 
+    // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
+    // error). What a caller queues for that event comes before anything a later frame causes.
+    py::tuple feed_one(const py::buffer &data, size_t offset) {
+        Lock lock(this);
+        Bytes in(data);
+        if (offset > in.size()) throw py::value_error("offset beyond the data");
+        int rc = SL_OK;
+        while (offset < in.size()) {
+            sl_event ev{};
+            size_t used = 0;
+            {
+                py::gil_scoped_release nogil;
+                rc = sl_conn_feed(c_, in.data() + offset, in.size() - offset, &used, &ev);
+            }
+            offset += used;
+            if (rc != SL_OK) break;
+            if (ev.type != SL_EVENT_NONE)
+                return py::make_tuple(py::make_tuple(ev.type, ev.msg_type, to_bytes(ev.data, ev.len)), offset, rc);
+            if (used == 0) break;  // cannot happen; never spin
+        }
+        return py::make_tuple(py::none(), offset, rc);
+    }
+
     int feed_eof() {
         Lock lock(this);
         return sl_conn_feed_eof(c_);
@@ -454,6 +477,7 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("ephemeral") = py::none())
         .def("start", &Connection::start)
         .def("feed", &Connection::feed, py::arg("data"))
+        .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))
         .def("data_to_send", &Connection::data_to_send)

@@ -229,6 +229,20 @@ def test_every_server_rejects_a_frame_tampered_in_flight(start_server, run_clien
     assert run_client("cpp", srv.port, "still serving").returncode == 0
 
 
+@pytest.mark.parametrize("server", ["cpp", "py", "py-asyncio"])
+def test_replayed_frame_is_refused_after_the_valid_copy_is_answered(start_server, run_client, server: str) -> None:
+    srv = start_server(server)
+    relay = Relay(srv.port, "up", 1, "replay")
+    try:
+        r = run_client("cpp", relay.port, "replay me", "one more")
+    finally:
+        relay.close()
+    assert relay.done.is_set()
+    assert replies(r.stdout) == ["ACK: received 9 bytes"] and r.returncode == 7, str(r)
+    srv.wait_for(r"^\[WARN\] \S+ disconnected: protocol error: BAD_COUNTER: ")
+    assert received(srv) == ["replay me"]
+
+
 @pytest.mark.parametrize("client", list(CLIENTS))
 def test_every_client_rejects_a_frame_tampered_in_flight(start_server, run_client, client: str) -> None:
     srv = start_server("cpp")

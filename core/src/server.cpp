@@ -347,7 +347,7 @@ private:
         s.reason = reason;
         s.reason_level = level;
         s.deadline = now_ms() + kCloseGraceMs;
-        if (s.established && !s.conn->closed())
+        if (close_reason != nullptr && s.established && !s.conn->closed())
             s.conn->send(SL_MSG_CLOSE, reinterpret_cast<const uint8_t *>(close_reason), std::strlen(close_reason));
     }
 
@@ -420,7 +420,7 @@ private:
             if (!feed(s, rbuf_.get(), n)) return false;
             s.last_active = now_ms();
             s.trimmed = false;
-            if (s.established) s.deadline = s.last_active + sh_.cfg.idle_timeout_ms;
+            if (s.established && !s.closing) s.deadline = s.last_active + sh_.cfg.idle_timeout_ms;
             // A short plain read means the socket is drained; level-triggered epoll reports
             // anything that arrives later, so skip the recv() that would only say EAGAIN.
             // (TLS may hold decrypted records internally: keep reading until it says so.)
@@ -447,7 +447,12 @@ private:
             sl_event ev{};
             int rc = s.conn->feed(data + off, len - off, &used, &ev);
             if (rc != SL_OK) {
-                drop(s, SL_LOG_WARN, (s.established ? "protocol error: " : "handshake failed: ") + errtext(rc));
+                const std::string why = (s.established ? "protocol error: " : "handshake failed: ") + errtext(rc);
+                if (s.conn->pending_size() > 0) {  // replies to the messages before the bad frame still go
+                    close_gracefully(s, SL_LOG_WARN, why, nullptr);
+                    return true;
+                }
+                drop(s, SL_LOG_WARN, why);
                 return false;
             }
             off += used;

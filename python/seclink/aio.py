@@ -475,15 +475,19 @@ class AioServer:
     async def _feed(self, s: _Session, data: bytes) -> None:
         """Hands received bytes to the engine and acts on each event, in order."""
         failure: Error | None = None
-        try:
-            events = s.conn.receive_data(data)
-        except Error as exc:
-            events, failure = getattr(exc, "events", []), exc
-        for event in events:
+        events = s.conn.events(data)  # one at a time: each reply is queued before a later frame fails
+        while True:
+            try:
+                event = next(events, None)
+            except Error as exc:
+                failure = exc
+                break
+            if event is None:
+                break
             await self._on_event(s, event)
-        if failure is not None:
+        if failure is not None:  # graceful: replies to the messages before the bad frame still go out
             stage = "protocol error" if s.established else "handshake failed"
-            raise _End(LOG_WARN, f"{stage}: {failure.name}: {failure.detail}")
+            raise _End(LOG_WARN, f"{stage}: {failure.name}: {failure.detail}", graceful=True)
 
     async def _on_event(self, s: _Session, event: Event) -> None:
         if isinstance(event, HandshakeComplete):

@@ -19,7 +19,7 @@ released while it decrypts and encrypts. One Connection must not be used by two 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -120,6 +120,20 @@ class Connection:
             err.events = events  # type: ignore[attr-defined]
             raise err
         return events
+
+    def events(self, data: bytes | bytearray | memoryview) -> Iterator[Event]:
+        """Like :meth:`receive_data`, one event at a time: the engine reads no further into
+        `data` than the event it yields. So what you queue in answer to an event (a reply) is
+        already queued if a later frame in the same bytes turns out to be bad; the error is
+        raised when iteration reaches that frame. Iterate to the end before feeding more."""
+        was_established = self._c.established
+        offset = 0
+        while offset < len(data):
+            raw, offset, rc = self._c.feed_one(data, offset)
+            if rc:
+                raise from_code(rc, "handshake" if not (was_established or self._c.established) else "")
+            if raw is not None:
+                yield _event(*raw)
 
     def receive_eof(self) -> None:
         """Tells the engine the stream ended; raises ProtocolError (TRUNCATED) mid-frame."""

@@ -502,3 +502,21 @@ def test_ctrl_c_interrupts_a_blocked_recv_promptly(raw_server, psk: bytes) -> No
         timer.cancel()
         signal.signal(signal.SIGINT, previous)
     assert returned_at - sent_at[0] < 1.0
+
+
+def test_events_yields_each_event_before_a_later_bad_frame_fails() -> None:
+    psk = os.urandom(32)
+    client, server = Connection("client", psk), Connection("server", psk)
+    client.start()
+    server.start()
+    assert list(server.events(client.data_to_send())) == [HandshakeComplete()]
+    client.receive_data(server.data_to_send())
+    client.send(b"once")
+    frame = client.data_to_send()
+    events = server.events(frame + frame)  # the second copy is a replay
+    assert next(events) == Data(b"once")
+    server.send(b"reply to once")  # queued while the replay is still unread
+    with pytest.raises(ProtocolError) as raised:
+        next(events)
+    assert raised.value.name == "BAD_COUNTER"
+    assert client.receive_data(server.data_to_send()) == [Data(b"reply to once")]
