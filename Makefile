@@ -23,7 +23,7 @@ help:
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
 	@echo "                for FUZZ_SECONDS (default 60) and the pytest suites"
 	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
-	@echo "                through the load generator (about 4 minutes)"
+	@echo "                through the load generator (about 5 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
 	@echo "make run-server / run-client          ./server \$$PORT / interactive ./client (PORT=5000)"
 	@echo "make run-py-server / run-py-client    the same with python/server.py and python/client.py"
