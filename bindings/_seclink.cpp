@@ -109,29 +109,6 @@ public:
         check(sl_conn_start(c_), "cannot start the handshake");
     }
 
-    // Feeds all of `data`; returns (events, error): events as (type, msg_type, content) tuples,
-    // error the sl_err that failed the connection (0 if none). Events before a failure are kept.
-    py::tuple feed(const py::buffer &data) {
-        Lock lock(this);
-        Bytes in(data);
-        py::list events;
-        size_t off = 0;
-        int rc = SL_OK;
-        while (off < in.size()) {
-            sl_event ev{};
-            size_t used = 0;
-            {
-                py::gil_scoped_release nogil;
-                rc = sl_conn_feed(c_, in.data() + off, in.size() - off, &used, &ev);
-            }
-            off += used;
-            if (rc != SL_OK) break;
-            if (ev.type != SL_EVENT_NONE) events.append(py::make_tuple(ev.type, ev.msg_type, to_bytes(ev.data, ev.len)));
-            if (used == 0 && ev.type == SL_EVENT_NONE) break;  // cannot happen; never spin
-        }
-        return py::make_tuple(events, rc);
-    }
-
     // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
     // error). What a caller queues for that event comes before anything a later frame causes.
     py::tuple feed_one(const py::buffer &data, size_t offset) {
@@ -476,7 +453,6 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("role"), py::arg("psk"), py::arg("max_message") = py::none(), py::arg("max_send") = py::none(),
              py::arg("ephemeral") = py::none())
         .def("start", &Connection::start)
-        .def("feed", &Connection::feed, py::arg("data"))
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from . import _seclink
-from .errors import from_code
+from .errors import Error, from_code
 
 __all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
            "DATA", "CLOSE", "PING", "PONG"]
@@ -111,14 +111,13 @@ class Connection:
         dead (close the socket). The events completed before the bad frame are on the
         exception as ``exc.events``.
         """
-        was_established = self._c.established
-        raw, rc = self._c.feed(data)
-        events = [_event(*e) for e in raw]
-        if rc:
-            in_handshake = not was_established and not any(isinstance(e, HandshakeComplete) for e in events)
-            err = from_code(rc, "handshake" if in_handshake else "")
+        events: list[Event] = []
+        try:
+            for event in self.events(data):
+                events.append(event)
+        except Error as err:
             err.events = events  # type: ignore[attr-defined]
-            raise err
+            raise
         return events
 
     def events(self, data: bytes | bytearray | memoryview) -> Iterator[Event]:
