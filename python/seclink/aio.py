@@ -40,7 +40,7 @@ from typing import Any, NoReturn, TypeVar, Union
 
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import ConnectionClosed, Error, HandshakeError, ProtocolError, from_code
+from .errors import ConnectionClosed, Error, ProtocolError, as_handshake_error, from_code
 from .keys import config_dir, ensure_self_signed_certificate, resolve_psk
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
@@ -661,12 +661,10 @@ class AioClient:
             await self._flush("cannot connect", where)
             await self._next_event("cannot connect", where)  # HandshakeComplete
         except (ConnectionClosed, ProtocolError) as e:
-            if e.name not in ("PEER_CLOSED", "TRUNCATED"):
+            err = as_handshake_error(e, where)
+            if err is e:
                 raise
-            # A seclink server hangs up on a handshake it cannot decrypt: that is what a wrong key looks like.
-            raise HandshakeError(f"{where}: the server closed the connection during the handshake: it most "
-                                 "likely uses a different pre-shared key (or it runs with TLS)",
-                                 code=e.code, name=e.name, peer=e.peer, detail=e.detail) from None
+            raise err from None
 
     async def _transmit(self, queue: Callable[[], None]) -> None:
         try:

@@ -7,7 +7,7 @@ from collections import deque
 
 from . import _seclink
 from .connection import CLOSE, DATA, PING, PONG
-from .errors import ConnectionClosed, HandshakeError, ProtocolError
+from .errors import ConnectionClosed, ProtocolError, as_handshake_error
 from .keys import resolve_psk
 
 __all__ = ["Client"]
@@ -54,12 +54,10 @@ class Client:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
                                       tls_trust_dir)
         except (ConnectionClosed, ProtocolError) as e:
-            if e.name not in ("PEER_CLOSED", "TRUNCATED"):
+            err = as_handshake_error(e, f"{host}:{port}")
+            if err is e:
                 raise
-            # A seclink server hangs up on a handshake it cannot decrypt: that is what a wrong key looks like.
-            raise HandshakeError(f"{host}:{port}: the server closed the connection during the handshake: it most "
-                                 "likely uses a different pre-shared key (or it runs with TLS)",
-                                 code=e.code, name=e.name, peer=e.peer, detail=e.detail) from None
+            raise err from None
 
     @property
     def peer(self) -> str:

@@ -94,6 +94,17 @@ _CLASSES.update({c: KeyFileError for c in range(30, 37)})
 _CLASSES.update({c: TLSError for c in range(47, 55)})
 
 
+def as_handshake_error(e: Error, where: str) -> Error:
+    """A server that hangs up during the handshake (PEER_CLOSED, TRUNCATED) most likely could not
+    decrypt it: that is what a wrong key looks like, so both clients report it as HandshakeError.
+    Any other error is returned unchanged."""
+    if e.name not in ("PEER_CLOSED", "TRUNCATED"):
+        return e
+    return HandshakeError(f"{where}: the server closed the connection during the handshake: it most likely uses a "
+                          "different pre-shared key (or it runs with TLS)",
+                          code=e.code, name=e.name, peer=e.peer, detail=e.detail)
+
+
 def from_code(code: int, context: str = "", peer: str = "") -> Error:
     """The exception for library error `code`, its message naming the peer and the cause."""
     from . import _seclink  # the extension; imported here so that this module stays importable alone
