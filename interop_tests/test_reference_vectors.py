@@ -16,7 +16,7 @@ from interop_tests.reference.seclink_ref import (
     ProtocolError, default_key_path, generate_key, load_key, nonce)
 
 HERE = Path(__file__).resolve().parent
-NOISE_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "noise_nnpsk0_25519_aesgcm_sha256.json"
+NOISE_VECTORS = HERE / "vectors" / "public" / "noise_nnpsk0_25519_aesgcm_sha256.json"
 SECLINK_VECTORS = HERE / "vectors" / "seclink_v1.json"
 TYPES = {"DATA": DATA, "CLOSE": CLOSE, "PING": PING, "PONG": PONG}
 

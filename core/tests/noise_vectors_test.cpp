@@ -8,7 +8,7 @@ using namespace sltest;
 namespace d = seclink::detail;
 
 TEST(NoiseVectorTest, NNpsk0ReproducedByteForByte) {
-    const nlohmann::json all = shared_vectors("noise_nnpsk0_25519_aesgcm_sha256.json");
+    const nlohmann::json all = public_vectors("noise_nnpsk0_25519_aesgcm_sha256.json");
     int found = 0;
     for (const auto &v : all["vectors"]) {
         if (v["protocol_name"] != d::Handshake::kProtocolName) continue;

@@ -36,14 +36,14 @@ inline std::string hex(const Bytes &b) { return hex(b.data(), b.size()); }
 
 inline Bytes bytes(const std::string &s) { return Bytes(s.begin(), s.end()); }
 
-// A vector file: ../shared/vectors/NAME (public) or interop_tests/vectors/NAME (project).
+// A vector file: interop_tests/vectors/public/NAME (public, vendored) or interop_tests/vectors/NAME (project).
 inline nlohmann::json load_json(const std::string &path) {
     std::ifstream f(path);
     if (!f) throw std::runtime_error("cannot open test vector file " + path);
     return nlohmann::json::parse(f);
 }
-inline nlohmann::json shared_vectors(const std::string &name) {
-    return load_json(std::string(SECLINK_SHARED_VECTORS_DIR) + "/" + name);
+inline nlohmann::json public_vectors(const std::string &name) {
+    return load_json(std::string(SECLINK_PUBLIC_VECTORS_DIR) + "/" + name);
 }
 inline nlohmann::json project_vectors(const std::string &name) {
     return load_json(std::string(SECLINK_PROJECT_VECTORS_DIR) + "/" + name);

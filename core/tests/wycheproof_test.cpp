@@ -8,7 +8,7 @@ using namespace sltest;
 namespace d = seclink::detail;
 
 TEST(WycheproofAesGcmTest, EveryCaseAcceptedOrRejectedAsItSays) {
-    const nlohmann::json all = shared_vectors("wycheproof_aes_gcm_test.json");
+    const nlohmann::json all = public_vectors("wycheproof_aes_gcm_test.json");
     int valid = 0, invalid = 0;
     for (const auto &g : all["testGroups"]) {
         if (g["keySize"] != 256 || g["ivSize"] != 96 || g["tagSize"] != 128) continue;
@@ -45,7 +45,7 @@ namespace {
 
 std::vector<Bytes> low_order_keys() {
     std::vector<Bytes> keys;
-    const nlohmann::json all = shared_vectors("wycheproof_x25519_test.json");
+    const nlohmann::json all = public_vectors("wycheproof_x25519_test.json");
     for (const auto &g : all["testGroups"])
         for (const auto &t : g["tests"])
             for (const auto &f : t["flags"])
@@ -57,7 +57,7 @@ std::vector<Bytes> low_order_keys() {
 
 TEST(WycheproofX25519Test, ValidCasesDeriveTheExpectedSecret) {
     int n = 0;
-    const nlohmann::json all = shared_vectors("wycheproof_x25519_test.json");
+    const nlohmann::json all = public_vectors("wycheproof_x25519_test.json");
     for (const auto &g : all["testGroups"])
         for (const auto &t : g["tests"]) {
             if (t["result"] != "valid") continue;
