@@ -24,10 +24,12 @@ V = json.loads(SECLINK_VECTORS.read_text(encoding="utf-8"))
 WIRE = [bytes.fromhex(entry["bytes"]) for entry in V["wire"]]
 
 
-def fixed_pair() -> dict[str, Connection]:
+def fixed_pair(key_confirmation: bool = False) -> dict[str, Connection]:
+    """Both sides with the vectors' fixed secrets; the client as in `wire` (no key-confirmation
+    PING) unless `key_confirmation` (as in `confirmed_wire`)."""
     h = bytes.fromhex
     return {"client": Connection("client", h(V["psk"]), ephemeral=h(V["client_ephemeral"]),
-                                 max_message=V["max_message"]),
+                                 max_message=V["max_message"], key_confirmation=key_confirmation),
             "server": Connection("server", h(V["psk"]), ephemeral=h(V["server_ephemeral"]),
                                  max_message=V["max_message"])}
 
@@ -69,19 +71,27 @@ def test_generator_reproduces_committed_vectors_exactly() -> None:
     assert make_vectors.render(make_vectors.build_vectors()) == SECLINK_VECTORS.read_text(encoding="utf-8")
 
 
-def test_wire_is_reproduced_byte_for_byte_by_client_and_server() -> None:
-    peers = fixed_pair()
-    for index, entry in enumerate(V["wire"]):
+@pytest.mark.parametrize("section", ["wire", "confirmed_wire"])
+def test_wire_is_reproduced_byte_for_byte_by_client_and_server(section: str) -> None:
+    peers = fixed_pair(key_confirmation=section == "confirmed_wire")
+    queued = {"client": b"", "server": b""}  # frames a side queued by itself (frame 2, PING, PONG)
+    for index, entry in enumerate(V[section]):
         sender, receiver = peers[entry["from"]], peers[other(entry["from"])]
         if entry["kind"] == "handshake1":
             sender.start()
-        elif entry["kind"] == "transport" and entry["type"] != "PONG":  # a PONG answers the PING by itself
+        queued[entry["from"]] += sender.data_to_send()
+        if not queued[entry["from"]]:
             sender.send(TYPES[entry["type"]], bytes.fromhex(entry["content"]))
-        assert sender.data_to_send().hex() == entry["bytes"], f"wire[{index}]"
+            queued[entry["from"]] = sender.data_to_send()
+        frame = bytes.fromhex(entry["bytes"])
+        assert queued[entry["from"]][:len(frame)] == frame, f"{section}[{index}]"
+        queued[entry["from"]] = queued[entry["from"]][len(frame):]
 
-        events = receiver.receive(WIRE[index])
+        events = receiver.receive(frame)
         if entry["kind"] != "transport":
             assert events == [HandshakeDone()]
+        elif entry.get("delivered") is False:  # the PONG to the key-confirmation PING
+            assert events == []
         elif entry["type"] == "CLOSE":
             assert events == [Closed(bytes.fromhex(entry["content"]).decode())]
         else:
@@ -151,9 +161,44 @@ def test_malformed_input_fed_byte_by_byte_releases_no_message(case: dict) -> Non
 # ---------------------------------------------------------------- behaviour beyond the vectors
 
 def handshake(client: Connection, server: Connection) -> None:
+    """The handshake and the key confirmation (section 4.1): afterwards nothing is queued."""
     client.start()
     assert server.receive(client.data_to_send()) == [HandshakeDone()]
     assert client.receive(server.data_to_send()) == [HandshakeDone()]
+    assert server.receive(client.data_to_send()) == [Message(PING, b"")]
+    assert client.receive(server.data_to_send()) == []
+
+
+def test_client_confirms_the_key_with_an_empty_ping_before_anything_else() -> None:
+    client, server = Connection("client", bytes(32)), Connection("server", bytes(32))
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    client.send(DATA, b"x" * 5000)  # pipelined behind the PING: accepted once the PING verified
+    out = client.data_to_send()
+    assert out[:4] == (29).to_bytes(4, "big") and out[4:16] == nonce(0)
+    assert server.receive(out) == [Message(PING, b""), Message(DATA, b"x" * 5000)]
+
+
+def test_server_refuses_a_large_first_frame_before_key_confirmation() -> None:
+    client = Connection("client", bytes(32), key_confirmation=False)
+    server = Connection("server", bytes(32))
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    client.send(DATA, b"x" * (1024 - 29))  # the largest body allowed: 1024
+    assert server.receive(client.data_to_send()) == [Message(DATA, b"x" * 995)]
+    client.send(DATA, b"y" * 5000)  # confirmed now: the usual limit
+    assert server.receive(client.data_to_send()) == [Message(DATA, b"y" * 5000)]
+    late = Connection("client", bytes(32), key_confirmation=False)
+    fresh = Connection("server", bytes(32))
+    late.start()
+    fresh.receive(late.data_to_send())
+    late.receive(fresh.data_to_send())
+    late.send(DATA, b"x" * (1024 - 28))
+    with pytest.raises(ProtocolError) as raised:
+        fresh.receive(late.data_to_send()[:4])
+    assert raised.value.name == "FRAME_TOO_LARGE"
 
 
 def test_round_trip_with_random_ephemerals() -> None:

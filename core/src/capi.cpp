@@ -98,6 +98,12 @@ int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]) {
     return conn != nullptr && priv != nullptr ? conn->impl.set_ephemeral(priv) : SL_EINVAL;
 }
 
+int sl_conn_set_key_confirmation(sl_conn *conn, int on) {
+    return conn != nullptr ? conn->impl.set_key_confirmation(on != 0) : SL_EINVAL;
+}
+
+int sl_conn_peer_confirmed(const sl_conn *conn) { return conn != nullptr && conn->impl.peer_confirmed(); }
+
 int sl_conn_start(sl_conn *conn) { return conn != nullptr ? conn->impl.start() : SL_EINVAL; }
 
 int sl_conn_feed(sl_conn *conn, const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) {

@@ -44,6 +44,12 @@ int Connection::set_ephemeral(const uint8_t priv[kDhLen]) noexcept {
     return hs_.set_ephemeral(priv);
 }
 
+int Connection::set_key_confirmation(bool on) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    key_confirmation_ = on;
+    return SL_OK;
+}
+
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
     int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
@@ -75,6 +81,9 @@ size_t Connection::min_body() const noexcept {
 
 size_t Connection::max_body() const noexcept {
     if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2) return SL_MAX_HANDSHAKE_BYTES;
+    // Until the client has proved that it holds the key, a server buffers no more for it than
+    // for a handshake frame (PROTOCOL.md 4.1): a replayed frame 1 buys a peer a few bytes only.
+    if (!confirmed_) return std::min<size_t>(max_message_ + kTransportMinBody, SL_MAX_FIRST_FRAME_BYTES);
     return max_message_ + kTransportMinBody;
 }
 
@@ -135,7 +144,7 @@ int Connection::feed(const uint8_t *data, size_t len, size_t *consumed, sl_event
         }
         // Grow with the bytes that actually arrived, not with the announced length: a peer
         // that announces 16 MiB and sends 10 bytes costs 10 bytes (plus geometric slack).
-        if (!body_.reserve(body_have_ + take, body_have_)) return fail(SL_ENOMEM);
+        if (!body_.reserve(body_have_ + take, body_have_, body_len_)) return fail(SL_ENOMEM);
         std::memcpy(body_.data() + body_have_, data + pos, take);
         body_have_ += take;
         pos += take;
@@ -206,6 +215,13 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     if (rc != SL_OK) return fail(rc);
     state_ = State::Open;
     ev->type = SL_EVENT_HANDSHAKE_DONE;
+    if (!client) return SL_OK;
+    confirmed_ = true;  // frame 2 decrypted: the server holds the key
+    if (!key_confirmation_) return SL_OK;
+    // Key confirmation: the client's first transport frame is an empty PING, queued at once
+    // (so it is pipelined with whatever the application sends next, at no extra round trip).
+    if ((rc = seal(SL_MSG_PING, nullptr, 0)) != SL_OK) return fail(rc);
+    await_confirm_pong_ = true;
     return SL_OK;
 }
 
@@ -240,7 +256,7 @@ int Connection::stream_transport(const uint8_t *p, size_t n) noexcept {
             k = std::min(n, ct_end - body_have_);
             // Like body_: plain_ grows with the ciphertext that arrived, not the announced length.
             const size_t done = body_have_ - SL_IV_BYTES;
-            if (!plain_.reserve(done + k, done)) return SL_ENOMEM;
+            if (!plain_.reserve(done + k, done, ct_end - SL_IV_BYTES)) return SL_ENOMEM;
             if (!recv_.open_update(p, k, plain_.data() + done)) return SL_ECRYPTO;
         } else {
             k = std::min(n, body_len_ - body_have_);
@@ -280,6 +296,11 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
     default: return fail(SL_EBAD_TYPE);
     }
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
+    if (type == SL_MSG_PONG && await_confirm_pong_) {
+        await_confirm_pong_ = false;  // the answer to the key-confirmation PING: not delivered
+        return SL_OK;
+    }
     if (type == SL_MSG_CLOSE) state_ = State::PeerClosed;
     if (type == SL_MSG_PING && !sent_close_) {
         int rc = seal(SL_MSG_PONG, p + 1, content_len);

@@ -26,6 +26,7 @@ public:
     int set_max_message(size_t n) noexcept;
     int set_max_send(size_t n) noexcept;
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept;
+    int set_key_confirmation(bool on) noexcept;
     int start() noexcept;
     int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
     int feed_eof() noexcept;
@@ -46,6 +47,13 @@ public:
         return state_ == State::Failed || state_ == State::PeerClosed || sent_close_;
     }
     const uint8_t *handshake_hash() const noexcept { return h_; }
+    // Server: the client has proved that it holds the key (its first transport frame verified).
+    // Client: the server proved it with frame 2.
+    bool peer_confirmed() const noexcept { return confirmed_; }
+    // The body length announced by the frame being received, 0 between frames.
+    size_t incoming_frame_size() const noexcept { return prefix_have_ == SL_PREFIX_BYTES ? body_len_ : 0; }
+    // Bytes of heap this connection holds for messages (input, plaintext, output).
+    size_t buffered_bytes() const noexcept { return body_.capacity() + plain_.capacity() + out_.capacity(); }
 
     // Tests only: jump the send counter (to reach the 2^64-1 limit without 2^64 messages).
     void set_send_counter_for_testing(uint64_t n) noexcept { send_n_ = n; }
@@ -77,6 +85,9 @@ private:
     sl_role role_;
     State state_ = State::New;
     bool sent_close_ = false;
+    bool key_confirmation_ = true;   // client: send the key-confirmation PING (PROTOCOL.md 4.1)
+    bool confirmed_ = false;         // see peer_confirmed()
+    bool await_confirm_pong_ = false;  // client: the next PONG answers the confirmation PING
     size_t max_message_ = SL_DEFAULT_MAX_MESSAGE;  // largest content received
     size_t max_send_ = SL_DEFAULT_MAX_MESSAGE;     // largest content sent
 

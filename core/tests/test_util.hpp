@@ -127,6 +127,21 @@ struct Pair {
         FeedResult c = feed_all(client, take_output(server));
         ASSERT_EQ(c.rc, SL_OK);
         ASSERT_TRUE(c.handshake_done);
+        confirm();
+    }
+    // Key confirmation (PROTOCOL.md 4.1): the client's empty PING, the server's PONG, which the
+    // client swallows. Afterwards both counters stand at 1.
+    void confirm() {
+        ASSERT_FALSE(sl_conn_peer_confirmed(server));
+        FeedResult s = feed_all(server, take_output(client));
+        ASSERT_EQ(s.rc, SL_OK);
+        ASSERT_EQ(s.msgs.size(), 1u);
+        ASSERT_EQ(s.msgs[0].type, SL_MSG_PING);
+        ASSERT_TRUE(s.msgs[0].content.empty());
+        ASSERT_TRUE(sl_conn_peer_confirmed(server));
+        FeedResult c = feed_all(client, take_output(server));
+        ASSERT_EQ(c.rc, SL_OK);
+        ASSERT_TRUE(c.msgs.empty()) << "the PONG to the confirmation PING is not delivered";
     }
     // Sends one message from `from` and returns its frame (not yet delivered).
     static Bytes frame(sl_conn *from, int type, const Bytes &content) {

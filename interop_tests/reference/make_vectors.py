@@ -43,6 +43,18 @@ SCRIPT: list[tuple[str, str, int | None, bytes | None]] = [
     ("client", "transport", CLOSE, b"bye"),
 ]
 
+# The same start with key confirmation (section 4.1), as every client now sends it: the empty
+# PING is queued by the client itself when frame 2 arrives, its PONG by the server, and that PONG
+# is not delivered to the client's application.
+CONFIRMED_SCRIPT: list[tuple[str, str, int | None, bytes | None]] = [
+    ("client", "handshake1", None, None),
+    ("server", "handshake2", None, None),
+    ("client", "transport", PING, b""),
+    ("server", "transport", PONG, b""),
+    ("client", "transport", DATA, b"hello, seclink"),
+    ("server", "transport", DATA, b"ACK: received 14 bytes"),
+]
+
 
 def prefixed(body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + body
@@ -57,8 +69,9 @@ def flip(frame: bytes, offset: int, bit: int = 0x01) -> bytes:
 
 def handshaken(psk: bytes = PSK, client_ephemeral: bytes = CLIENT_EPHEMERAL
                ) -> tuple[Connection, Connection]:
-    """A client and a server with the handshake done and nothing left to send."""
-    client = Connection("client", psk, ephemeral=client_ephemeral, max_message=MAX_MESSAGE)
+    """A client and a server with the handshake done and nothing left to send (the `wire`
+    session: the client sends no key-confirmation PING)."""
+    client = Connection("client", psk, ephemeral=client_ephemeral, max_message=MAX_MESSAGE, key_confirmation=False)
     server = Connection("server", psk, ephemeral=SERVER_EPHEMERAL, max_message=MAX_MESSAGE)
     client.start()
     server.receive(client.data_to_send())
@@ -66,24 +79,33 @@ def handshaken(psk: bytes = PSK, client_ephemeral: bytes = CLIENT_EPHEMERAL
     return client, server
 
 
-def run_script() -> tuple[list[dict[str, Any]], bytes]:
-    """Run SCRIPT between a client and a server; returns the wire entries and the handshake hash."""
-    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, max_message=MAX_MESSAGE)
+def run_script(script: list[tuple[str, str, int | None, bytes | None]] = SCRIPT, key_confirmation: bool = False
+               ) -> tuple[list[dict[str, Any]], bytes]:
+    """Run a script between a client and a server; returns the wire entries and the handshake hash."""
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, max_message=MAX_MESSAGE,
+                        key_confirmation=key_confirmation)
     server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, max_message=MAX_MESSAGE)
     peers = {"client": client, "server": server}
     wire = []
-    for sender, kind, type, content in SCRIPT:
+    queued = b""  # a frame the sender queued by itself ahead of the one asked for
+    for sender, kind, type, content in script:
         receiver = "server" if sender == "client" else "client"
         if kind == "handshake1":
             client.start()
-        elif kind == "transport" and type != PONG:
+        out = queued or peers[sender].data_to_send()
+        queued = b""
+        if not out:
             peers[sender].send(type, content)
-        frame = peers[sender].data_to_send()
-        peers[receiver].receive(frame)
+            out = peers[sender].data_to_send()
+        n = int.from_bytes(out[:4], "big")
+        frame, queued = out[:4 + n], out[4 + n:]
+        events = peers[receiver].receive(frame)
         entry: dict[str, Any] = {"from": sender, "kind": kind}
         if kind == "transport":
             entry["type"] = TYPE_NAMES[type]
             entry["content"] = content.hex()
+            if not events:
+                entry["delivered"] = False
         entry["bytes"] = frame.hex()
         wire.append(entry)
     assert client.handshake_hash == server.handshake_hash
@@ -179,6 +201,11 @@ def malformed_cases(wire: list[bytes]) -> list[dict[str, Any]]:
         ("transport_reflected", "client", 2, wire[2], "AUTH"),
         ("transport_flipped_from_server", "client", 2, flip(wire[3], iv_end + 5), "AUTH"),
         ("transport_replay_from_server", "client", 4, wire[3], "BAD_COUNTER"),
+        # Section 4.1: until the client's first transport frame verified, a server takes no body
+        # over 1024 bytes, whatever its max_message.
+        ("first_transport_length_1025", "server", 2, u32(1025), "FRAME_TOO_LARGE"),
+        ("first_transport_1025_sealed", "server", 2, sealed_by_client(bytes([DATA]) + bytes(1025 - 29)),
+         "FRAME_TOO_LARGE"),
     ]
     out = []
     for name, to, after, data, error, *eof in cases:
@@ -191,6 +218,8 @@ def malformed_cases(wire: list[bytes]) -> list[dict[str, Any]]:
 
 def build_vectors() -> dict[str, Any]:
     wire, handshake_hash = run_script()
+    confirmed, confirmed_hash = run_script(CONFIRMED_SCRIPT, key_confirmation=True)
+    assert confirmed_hash == handshake_hash and confirmed[:2] == wire[:2]
     return {
         "protocol": "seclink/1",
         "description": "One complete seclink/1 connection as exact bytes from fixed keys, and malformed "
@@ -202,6 +231,7 @@ def build_vectors() -> dict[str, Any]:
         "prologue": PROLOGUE.hex(),
         "handshake_hash": handshake_hash.hex(),
         "wire": wire,
+        "confirmed_wire": confirmed,
         "malformed": malformed_cases([bytes.fromhex(entry["bytes"]) for entry in wire]),
     }
 

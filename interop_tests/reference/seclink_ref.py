@@ -39,6 +39,7 @@ MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 FRAME1_MIN, FRAME2_MIN, HANDSHAKE_MAX = 53, 48, 1024  # section 2 table
+FIRST_FRAME_MAX = 1024  # section 4.1: a server's bound until the key is confirmed
 IV_LEN, TAG_LEN = 12, 16
 TRANSPORT_OVERHEAD = IV_LEN + 1 + TAG_LEN  # 29: iv, type byte, tag
 MAX_NONCE = 2**64 - 1  # reserved: a counter that reaches it must not be used
@@ -266,7 +267,7 @@ class Connection:
     """
 
     def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
-                 max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+                 max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         self.role = role
@@ -281,6 +282,11 @@ class Connection:
         self._recv: CipherState | None = None
         self._sent_close = False
         self._error: ProtocolError | None = None
+        # Section 4.1. Client: send the empty PING first (False only to replay the `wire`
+        # vectors) and swallow its PONG. Server: the key is confirmed by the first valid frame.
+        self._key_confirmation = key_confirmation
+        self._confirmed = False
+        self._await_pong = False
 
     @property
     def handshake_hash(self) -> bytes | None:
@@ -378,7 +384,10 @@ class Connection:
             return FRAME1_MIN, HANDSHAKE_MAX
         if self._state == "frame2":
             return FRAME2_MIN, HANDSHAKE_MAX
-        return TRANSPORT_OVERHEAD, self.max_message + TRANSPORT_OVERHEAD
+        largest = self.max_message + TRANSPORT_OVERHEAD
+        if self.role == "server" and not self._confirmed:
+            largest = min(largest, FIRST_FRAME_MAX)  # section 4.1
+        return TRANSPORT_OVERHEAD, largest
 
     def _next_frame(self) -> bytes | None:
         """The next complete frame body, or None if more bytes are needed.
@@ -416,6 +425,10 @@ class Connection:
             self._noise.read_message_2(body)        # payload ignored in version 1
             self._send, self._recv = self._noise.split()
             self._state = "transport"
+            self._confirmed = True                  # frame 2 proved the server's key
+            if self._key_confirmation:              # section 4.1: the empty PING goes first
+                self._queue_transport(bytes([PING]))
+                self._await_pong = True
             return [HandshakeDone()]
         return self._handle_transport(body)
 
@@ -429,6 +442,7 @@ class Connection:
         except InvalidTag:
             raise ProtocolError("AUTH") from None
         type, content = plaintext[0], plaintext[1:]
+        self._confirmed = True  # (server) a valid frame from the client: it holds the key
         if type == DATA:
             return [Message(DATA, content)]
         if type == CLOSE:
@@ -440,6 +454,9 @@ class Connection:
                 raise ProtocolError("BAD_PING")
             if type == PING and not self._sent_close:
                 self._queue_transport(bytes([PONG]) + content)
+            if type == PONG and self._await_pong:  # the answer to the confirmation PING
+                self._await_pong = False
+                return []
             return [Message(type, content)]
         raise ProtocolError("BAD_TYPE")
 

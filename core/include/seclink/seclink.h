@@ -108,6 +108,8 @@ SL_API const char *sl_errname(int err);
 #define SL_HANDSHAKE2_BYTES 48u    /* body of frame 2 */
 #define SL_MAX_HANDSHAKE_BYTES 1024u /* largest handshake body a receiver accepts */
 #define SL_MAX_PING 64u            /* largest PING/PONG content */
+#define SL_MAX_FIRST_FRAME_BYTES 1024u /* largest transport body a server accepts before the
+                                          client's first frame verified (key confirmation) */
 #define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
 #define SL_MAX_MESSAGE_LIMIT (0xFFFFFFFFu - 30u) /* largest max message: body stays below 2^32-1 */
 #define SL_HASH_BYTES 32u          /* handshake hash */
@@ -194,6 +196,17 @@ SL_API int sl_conn_set_max_send(sl_conn *conn, size_t max_send);
  *  link sessions; never call this outside tests. Only before sl_conn_start().
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
 SL_API int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]);
+
+/** Client only, on by default: right after frame 2 arrives, queue an empty PING as the first
+ *  transport frame (key confirmation, docs/PROTOCOL.md 4.1) and swallow its PONG. Turning it
+ *  off is only for reproducing the original seclink/1 vectors (section 8); a server then takes
+ *  the client's first message as its key confirmation, and refuses it if it is over
+ *  SL_MAX_FIRST_FRAME_BYTES. Only before sl_conn_start(). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_key_confirmation(sl_conn *conn, int on);
+
+/** 1 once the peer has proved that it holds the key: for a server, once the client's first
+ *  transport frame verified; for a client, once frame 2 verified. Else 0. */
+SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
 
 /** Starts the handshake: a client queues frame 1 for sending; a server starts waiting for it.
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
