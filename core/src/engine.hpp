@@ -52,6 +52,9 @@ public:
     bool peer_confirmed() const noexcept { return confirmed_; }
     // The body length announced by the frame being received, 0 between frames.
     size_t incoming_frame_size() const noexcept { return prefix_have_ == SL_PREFIX_BYTES ? body_len_ : 0; }
+    size_t incoming_frame_remaining() const noexcept {
+        return prefix_have_ == SL_PREFIX_BYTES ? body_len_ - body_have_ : 0;
+    }
     // Bytes of heap this connection holds for messages (input, plaintext, output).
     size_t buffered_bytes() const noexcept { return body_.capacity() + plain_.capacity() + out_.capacity(); }
 

@@ -1,13 +1,10 @@
-// server.cpp - the native server: a fixed pool of worker threads, each running its own epoll
-// loop over non-blocking sockets and driving one sans-I/O engine per connection. No thread per
-// client. One acceptor spreads new connections round-robin over the workers; it runs inside
+// server.cpp - the native server: an I/O driver of the session layer (session.hpp). A fixed pool
+// of worker threads, each running its own epoll loop over non-blocking sockets; each connection
+// is one sl_session, which decides everything about it (admission, limits, deadlines, replies,
+// log lines). This file only moves bytes and time: it reads, feeds, writes what the session has
+// pending, ticks it at its deadline and closes the socket when the session says so. No thread
+// per client; one acceptor spreads new connections round-robin over the workers and runs inside
 // worker 0's loop, so a connection that stays on worker 0 costs no thread hand-off.
-//
-// Bounds that keep one client from hurting the others: the engine rejects frames over the
-// message limit before buffering them; a worker stops reading from a client whose replies are
-// not being read (more than kHighWater bytes queued) until they drain; a handshake must finish
-// within handshake_timeout_ms and a session may be idle for idle_timeout_ms; sessions beyond
-// max_clients are told so and closed.
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -33,8 +30,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine.hpp"
 #include "net.hpp"
+#include "session.hpp"
 #include "seclink/seclink.h"
 
 struct sl_buf {
@@ -56,91 +53,40 @@ extern "C" int sl_buf_append(sl_buf *buf, const uint8_t *data, size_t len) {
 namespace seclink::detail {
 namespace {
 
-constexpr size_t kReadBuf = 256 * 1024;      // one per worker, shared by its sessions
-constexpr size_t kHighWater = 1024 * 1024;   // queued reply bytes before reading pauses
-constexpr int kReadsPerEvent = 16;           // fairness: then let other sessions run
-constexpr size_t kMaxOverLimit = 64;         // sessions being told "server full" at once
-constexpr int64_t kCloseGraceMs = 2000;      // time to flush a CLOSE before dropping the socket
-constexpr int64_t kTrimAfterMs = 1000;       // quiet this long: give message buffers back
-char kListenTag;                             // epoll tag of the listening socket
-
-std::string errtext(int rc) { return std::string(sl_errname(rc)) + ": " + sl_strerror(rc); }
-
-std::string secs(unsigned ms) {
-    return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
-}
+constexpr size_t kReadBuf = 256 * 1024;  // one per worker, shared by its sessions
+constexpr int kReadsPerEvent = 16;       // fairness: then let other sessions run
+char kListenTag;                         // epoll tag of the listening socket
 
 }  // namespace
 
 struct Shared {
-    sl_server_config cfg{};
+    explicit Shared(const sl_server_config &cfg) : policy(cfg) {}
+    ~Shared() {
+        if (listen_fd >= 0) close(listen_fd);
+        if (spare_fd >= 0) close(spare_fd);
+    }
+    Policy policy;  // the configuration, admission and budget of every session
     std::string host;
-    uint8_t psk[kKeyLen] = {};
     SslCtxPtr tls;
     std::atomic<bool> stopping{false};
-    std::atomic<size_t> sessions{0};
     int listen_fd = -1;
     int spare_fd = -1;  // kept open so that EMFILE can be answered by closing the connection
     size_t next_worker = 0;
     std::vector<class Worker *> workers;
-    std::atomic<size_t> over_limit{0};
-    std::mutex log_mu;
-
-    bool logs(int level) const noexcept { return cfg.log != nullptr && level <= cfg.log_level; }
-    void log(int level, const std::string &line) {
-        if (!logs(level)) return;
-        std::lock_guard<std::mutex> lock(log_mu);
-        cfg.log(cfg.log_ud, level, line.c_str());
-    }
-    ~Shared() {
-        wipe(psk, sizeof psk);
-        if (listen_fd >= 0) close(listen_fd);
-        if (spare_fd >= 0) close(spare_fd);
-    }
 };
 
-struct Session {
+// One connection: its socket (and TLS) and its session.
+struct Conn {
     Stream io;
-    std::unique_ptr<Connection> conn;
-    std::string peer;
-    Shared *shared = nullptr;
-    uint64_t recv_seq = 0, send_seq = 0;
-    int64_t deadline = 0;
-    int64_t last_active = 0;   // for trimming buffers of quiet sessions
-    bool trimmed = true;
-    bool counted = false;      // holds one of max_clients
-    bool over_limit = false;   // to be told "server full" after the handshake
-    bool established = false;
-    bool closing = false;      // CLOSE queued or received: flush, then close
-    bool paused = false;       // reading stopped until queued replies drain
-    bool first_read = true;
-    bool dead = false;         // closed; freed after the current batch of events
+    std::unique_ptr<Session> s;
     uint32_t events = 0;
-    std::string reason;        // why it is closing
-    int reason_level = SL_LOG_INFO;
+    bool tls_checked = false;  // a TLS server has looked at the first bytes
+    bool dead = false;         // closed; freed after the current batch of events
 };
-
-namespace {
-
-void trace_frame(void *ud, const sl_frame_info *f) {
-    auto *s = static_cast<Session *>(ud);
-    std::string buf(8192, '\0');
-    size_t n = sl_format_frame(f, s->peer.c_str(), buf.data(), buf.size());
-    buf.resize(n);
-    s->shared->log(SL_LOG_TRACE, buf);
-}
-
-std::string shown(const uint8_t *data, size_t len) {
-    char buf[256];
-    sl_format_message(data, len, buf, sizeof buf);
-    return buf;
-}
-
-}  // namespace
 
 class Worker {
 public:
-    explicit Worker(Shared &sh) : sh_(sh) {}
+    explicit Worker(Shared &sh) : sh_(sh), p_(sh.policy) {}
     ~Worker() {
         if (th_.joinable()) th_.join();
         if (epfd_ >= 0) close(epfd_);
@@ -159,6 +105,7 @@ public:
         if (acceptor) {
             ev.data.ptr = &kListenTag;
             if (epoll_ctl(epfd_, EPOLL_CTL_ADD, sh_.listen_fd, &ev) != 0) return SL_ESOCKET;
+            acceptor_ = true;
         }
         rbuf_.reset(new (std::nothrow) uint8_t[kReadBuf]);
         return rbuf_ ? SL_OK : SL_ENOMEM;
@@ -172,64 +119,69 @@ public:
         ssize_t r = write(evfd_, &one, sizeof one);
         (void)r;  // a full counter already means "wake up"
     }
-    void post(int fd, bool over_limit) {
+    void post(int fd) {
         {
             std::lock_guard<std::mutex> lock(mu_);
-            incoming_.push_back({fd, over_limit});
+            incoming_.push_back(fd);
         }
         wake();
     }
 
 private:
-    struct Incoming {
-        int fd;
-        bool over_limit;
-    };
-
     std::vector<int> incoming_fds() {
         std::lock_guard<std::mutex> lock(mu_);
         std::vector<int> fds;
-        for (const Incoming &i : incoming_) fds.push_back(i.fd);
-        incoming_.clear();
+        fds.swap(incoming_);
         return fds;
     }
 
+    // The longest a worker sleeps: sessions' deadlines are looked at (at least) this often.
     int sweep_interval() const {
-        unsigned t = sh_.cfg.handshake_timeout_ms < sh_.cfg.idle_timeout_ms ? sh_.cfg.handshake_timeout_ms
-                                                                            : sh_.cfg.idle_timeout_ms;
-        t /= 4;
+        const auto &c = p_.cfg;
+        unsigned t = std::min(c.handshake_timeout_ms, std::min(c.idle_timeout_ms, c.frame_timeout_ms)) / 4;
         return static_cast<int>(t < 20 ? 20 : t > 1000 ? 1000 : t);
     }
 
     void run() {
         epoll_event evs[256];
         const int interval = sweep_interval();
-        int64_t next_sweep = now_ms() + interval;
+        next_sweep_ = now_ms() + interval;
         while (!sh_.stopping.load()) {
-            int n = epoll_wait(epfd_, evs, 256, interval);
+            const int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_sweep_ - now_ms(), interval));
+            int n = epoll_wait(epfd_, evs, 256, static_cast<int>(wait));
             for (int i = 0; i < n; ++i) {
                 if (evs[i].data.ptr == nullptr) {
                     uint64_t v;
                     while (read(evfd_, &v, sizeof v) > 0) {
                     }
                     take_incoming();
-                    continue;
-                }
-                if (evs[i].data.ptr == &kListenTag) {
+                } else if (evs[i].data.ptr == &kListenTag) {
                     accept_burst();
-                    continue;
+                } else {
+                    Conn &c = *static_cast<Conn *>(evs[i].data.ptr);
+                    guarded(c, [&] { on_event(c, evs[i].events); });
                 }
-                on_event(*static_cast<Session *>(evs[i].data.ptr), evs[i].events);
             }
             reap();
-            int64_t now = now_ms();
-            if (now >= next_sweep) {
-                sweep(now);
+            const int64_t now = now_ms();
+            if (now >= next_sweep_) {
+                sweep(now, interval);
                 reap();
-                next_sweep = now + interval;
             }
         }
         shutdown_all();
+    }
+
+    // Out of memory (or a bug) while handling one connection ends that connection, never the
+    // worker: no exception leaves this thread.
+    template <class F>
+    void guarded(Conn &c, F &&f) noexcept {
+        try {
+            f();
+        } catch (...) {
+            c.s->fail();
+            kill(c);
+        }
     }
 
     // The acceptor: takes what the listening socket has queued and spreads it round-robin.
@@ -240,19 +192,9 @@ private:
                 if (errno == EMFILE || errno == ENFILE) refuse_without_fds();
                 return;  // EAGAIN and transient errors: wait for the next readiness
             }
-            bool over = sh_.sessions.fetch_add(1) >= sh_.cfg.max_clients;
-            if (over) {
-                sh_.sessions.fetch_sub(1);
-                if (sh_.over_limit.fetch_add(1) >= kMaxOverLimit) {
-                    sh_.over_limit.fetch_sub(1);
-                    sh_.log(SL_LOG_WARN, "[WARN] " + peer_name(fd) + " refused: server full and too many refusals pending");
-                    close(fd);
-                    continue;
-                }
-            }
             Worker *w = sh_.workers[sh_.next_worker++ % sh_.workers.size()];
-            if (w == this) add_session(fd, over);
-            else w->post(fd, over);
+            if (w == this) add_conn(fd);
+            else w->post(fd);
         }
     }
 
@@ -263,368 +205,249 @@ private:
         int fd = accept(sh_.listen_fd, nullptr, nullptr);
         if (fd >= 0) close(fd);
         sh_.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        sh_.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower --max-clients)");
+        try {
+            p_.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
+                                "--max-clients)");
+        } catch (...) {
+        }
     }
 
     void take_incoming() {
-        std::vector<Incoming> batch;
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            batch.swap(incoming_);
-        }
-        for (const Incoming &in : batch) add_session(in.fd, in.over_limit);
+        for (int fd : incoming_fds()) add_conn(fd);
     }
 
-    void add_session(int fd, bool over_limit) {
-        auto s = std::make_unique<Session>();
-        s->io.fd = fd;
-        s->shared = &sh_;
-        s->over_limit = over_limit;
-        s->counted = !over_limit;
-        s->peer = peer_name(fd);
+    void add_conn(int fd) noexcept {
+        std::unique_ptr<Conn> c(new (std::nothrow) Conn);
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->io.fd = fd;
+        try {
+            c->s = std::make_unique<Session>(p_, peer_name(fd), now_ms());
+        } catch (...) {
+            return;  // ~Conn closes fd
+        }
+        if (!c->s->ok()) return;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        s->conn = std::make_unique<Connection>(SL_SERVER, sh_.psk);
-        // Replies may be larger than what this server accepts (an ACK for a tiny limit, say):
-        // what limits them is the client, whose default limit is the protocol default.
-        bool ok = s->conn->set_max_message(sh_.cfg.max_message) == SL_OK &&
-                  s->conn->set_max_send(std::max<size_t>(sh_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
-        if (sh_.logs(SL_LOG_TRACE)) s->conn->set_trace(trace_frame, s.get());
-        ok = ok && s->conn->start() == SL_OK;
-        if (ok && sh_.tls) {
-            s->io.ssl.reset(SSL_new(sh_.tls.get()));
-            ok = s->io.ssl && SSL_set_fd(s->io.ssl.get(), fd) == 1;
-            if (ok) SSL_set_accept_state(s->io.ssl.get());
+        bool ok = true;
+        if (sh_.tls) {
+            c->io.ssl.reset(SSL_new(sh_.tls.get()));
+            ok = c->io.ssl && SSL_set_fd(c->io.ssl.get(), fd) == 1;
+            if (ok) SSL_set_accept_state(c->io.ssl.get());
         }
-        s->deadline = now_ms() + sh_.cfg.handshake_timeout_ms;
-        s->events = EPOLLIN;
         epoll_event ev{};
-        ev.events = s->events;
-        ev.data.ptr = s.get();
+        ev.events = c->events = EPOLLIN;
+        ev.data.ptr = c.get();
         if (!ok || epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            sh_.log(SL_LOG_ERROR, "[ERROR] " + s->peer + " could not be set up; connection dropped");
-            release(*s);
-            return;  // ~Session closes fd
+            c->s->io_error(SL_ESOCKET, false, now_ms());
+            return;  // ~Conn logs and closes
         }
-        sh_.log(SL_LOG_INFO, "[INFO] " + s->peer + " connected");
-        Session *raw = s.get();
-        sessions_.emplace(raw, std::move(s));
+        Conn *raw = c.get();
+        try {
+            conns_.emplace(raw, std::move(c));
+        } catch (...) {
+            return;
+        }
+        guarded(*raw, [&] { update(*raw); });
     }
 
-    void release(Session &s) {
-        if (s.counted) sh_.sessions.fetch_sub(1);
-        if (s.over_limit) sh_.over_limit.fetch_sub(1);
-        s.counted = s.over_limit = false;
+    void kill(Conn &c) noexcept {
+        if (c.dead) return;
+        c.dead = true;
+        try {
+            dead_.push_back(&c);
+        } catch (...) {
+            reap_one(c);  // (the vector could not grow) close it now, not later
+        }
     }
 
-    // Marks the session for closing now (reaped after the event batch).
-    void drop(Session &s, int level, const std::string &reason) {
-        if (s.dead) return;
-        s.dead = true;
-        s.reason = reason;
-        s.reason_level = level;
-        dead_.push_back(&s);
+    void reap_one(Conn &c) noexcept {
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, c.io.fd, nullptr);
+        c.s->close();  // logs "disconnected", returns the slots
+        conns_.erase(&c);
     }
 
-    void reap() {
-        for (Session *sess : dead_) {
-            auto it = sessions_.find(sess);
-            if (it == sessions_.end()) continue;
-            Session &s = *it->second;
-            sh_.log(s.reason_level, std::string(s.reason_level == SL_LOG_WARN ? "[WARN] " : "[INFO] ") + s.peer +
-                                        " disconnected: " + s.reason);
-            epoll_ctl(epfd_, EPOLL_CTL_DEL, s.io.fd, nullptr);
-            release(s);
-            sessions_.erase(it);
+    void reap() noexcept {
+        for (Conn *c : dead_) {
+            if (conns_.count(c) != 0) reap_one(*c);
         }
         dead_.clear();
     }
 
-    // Queues CLOSE (if the session is established) and closes once it is flushed.
-    void close_gracefully(Session &s, int level, const std::string &reason, const char *close_reason) {
-        if (s.closing) return;
-        s.closing = true;
-        s.reason = reason;
-        s.reason_level = level;
-        s.deadline = now_ms() + kCloseGraceMs;
-        if (close_reason != nullptr && s.established && !s.conn->closed())
-            s.conn->send(SL_MSG_CLOSE, reinterpret_cast<const uint8_t *>(close_reason), std::strlen(close_reason));
-    }
-
-    void on_event(Session &s, uint32_t events) {
-        if (s.dead) return;
-        if (s.io.ssl && !s.io.tls_connected) {
-            if (s.first_read && !tls_first_check(s)) return;
-            Io r = s.io.tls_handshake();
+    void on_event(Conn &c, uint32_t events) {
+        if (c.dead) return;
+        const int64_t now = now_ms();
+        if (c.io.ssl && !c.io.tls_connected && c.s->status() == SL_SESSION_OPEN) {
+            if (!c.tls_checked) {
+                uint8_t b[8];
+                ssize_t n = recv(c.io.fd, b, sizeof b, MSG_PEEK);
+                if (n > 0) {
+                    c.tls_checked = true;
+                    if (c.s->tls_check(b, static_cast<size_t>(n), now)) return update(c);
+                }
+            }
+            Io r = c.io.tls_handshake();
             if (r == Io::Eof || r == Io::Error) {
                 unsigned long e = ERR_get_error();
                 ERR_clear_error();
-                char msg[256] = "connection closed";
+                char msg[256] = "";
                 if (e != 0) ERR_error_string_n(e, msg, sizeof msg);
-                drop(s, SL_LOG_WARN, std::string("TLS handshake failed: ") + msg);
-                return;
+                c.s->tls_failed(msg, now);
+            } else if (r != Io::Done) {
+                return interest(c, r == Io::WantWrite);
             }
-            if (r != Io::Done) {
-                want(s, r == Io::WantWrite);
-                return;
-            }
+            return update(c);
         }
-        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s.paused && !s.closing) {
-            if (!do_read(s)) return;
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            if (c.s->wants_read()) do_read(c, now);
+            else if (events & (EPOLLHUP | EPOLLERR)) c.s->feed_eof(now);  // gone while not being read
         }
-        do_write(s);
+        update(c);
     }
 
-    // A TLS server whose client speaks plain seclink/1: say so instead of a TLS error.
-    bool tls_first_check(Session &s) {
-        uint8_t b[8];
-        ssize_t n = recv(s.io.fd, b, sizeof b, MSG_PEEK);
-        if (n <= 0) return true;  // nothing yet, or EOF: let TLS report it
-        s.first_read = false;
-        if (b[0] != 0x16) {
-            // Answer as TLS would (a fatal protocol_version alert record), so that the client can
-            // tell its user that this server speaks TLS rather than guess from a closed socket.
-            static const uint8_t alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46};
-            ssize_t w = send(s.io.fd, alert, sizeof alert, MSG_NOSIGNAL);
-            (void)w;
-            drop(s, SL_LOG_WARN, "client is not using TLS (plain seclink/1?) but this server runs with --tls");
-            return false;
-        }
-        return true;
-    }
-
-    // Reads and processes what the socket has; false if the session is gone.
-    bool do_read(Session &s) {
-        for (int i = 0; i < kReadsPerEvent && !s.paused && !s.closing; ++i) {
+    // Reads and feeds what the socket has, while the session wants it.
+    void do_read(Conn &c, int64_t now) {
+        for (int i = 0; i < kReadsPerEvent && c.s->wants_read(); ++i) {
             size_t n = 0;
-            Io r = s.io.read(rbuf_.get(), kReadBuf, &n);
-            if (r == Io::WantRead || r == Io::WantWrite) {
-                if (r == Io::WantWrite) want(s, true);
-                break;
-            }
-            if (r == Io::Eof) {
-                on_eof(s);
-                return false;
-            }
-            if (r == Io::Error) {
-                drop(s, SL_LOG_WARN, "connection error: " + errtext(s.io.last_error));
-                return false;
-            }
-            if (s.first_read) {
-                s.first_read = false;
-                if (!s.io.ssl && n >= 2 && rbuf_[0] == 0x16 && rbuf_[1] == 0x03) {
-                    drop(s, SL_LOG_WARN, "client is speaking TLS but this server runs without --tls");
-                    return false;
-                }
-            }
-            if (!feed(s, rbuf_.get(), n)) return false;
-            s.last_active = now_ms();
-            s.trimmed = false;
-            if (s.established && !s.closing) s.deadline = s.last_active + sh_.cfg.idle_timeout_ms;
+            Io r = c.io.read(rbuf_.get(), kReadBuf, &n);
+            if (r == Io::WantRead || r == Io::WantWrite) break;
+            if (r == Io::Eof) return c.s->feed_eof(now);
+            if (r == Io::Error) return c.s->io_error(c.io.last_error, false, now);
+            feed(c, rbuf_.get(), n, now);
             // A short plain read means the socket is drained; level-triggered epoll reports
             // anything that arrives later, so skip the recv() that would only say EAGAIN.
             // (TLS may hold decrypted records internally: keep reading until it says so.)
-            if (!s.io.ssl && n < kReadBuf) break;
+            if (!c.io.ssl && n < kReadBuf) break;
         }
-        return true;
     }
 
-    void on_eof(Session &s) {
-        if (s.conn->closed() && s.established) {
-            drop(s, s.reason.empty() ? SL_LOG_INFO : s.reason_level, s.reason.empty() ? "connection closed" : s.reason);
-            return;
-        }
-        int rc = s.conn->feed_eof();
-        if (rc == SL_ETRUNCATED) drop(s, SL_LOG_WARN, "connection lost in the middle of a frame (TRUNCATED)");
-        else if (!s.established) drop(s, SL_LOG_WARN, "connection closed during the handshake");
-        else drop(s, SL_LOG_INFO, "connection lost (no CLOSE from the client)");
-    }
-
-    bool feed(Session &s, const uint8_t *data, size_t len) {
+    void feed(Conn &c, const uint8_t *data, size_t len, int64_t now) {
         size_t off = 0;
-        while (off < len) {
-            size_t used = 0;
-            sl_event ev{};
-            int rc = s.conn->feed(data + off, len - off, &used, &ev);
-            if (rc != SL_OK) {
-                const std::string why = (s.established ? "protocol error: " : "handshake failed: ") + errtext(rc);
-                if (s.conn->pending_size() > 0) {  // replies to the messages before the bad frame still go
-                    close_gracefully(s, SL_LOG_WARN, why, nullptr);
-                    return true;
-                }
-                drop(s, SL_LOG_WARN, why);
-                return false;
-            }
+        while (off < len && c.s->status() == SL_SESSION_OPEN) {
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            if (c.s->feed(data + off, len - off, now, &used, &msg, &mlen) != SL_OK) break;
             off += used;
-            if (ev.type == SL_EVENT_HANDSHAKE_DONE) on_handshake(s);
-            else if (ev.type == SL_EVENT_MESSAGE && !on_message(s, ev)) return false;
-            if (s.closing && s.conn->closed()) break;  // nothing after CLOSE counts
+            if (msg != nullptr) answer(c, msg, mlen, now);
         }
-        if (s.conn->pending_size() > kHighWater) s.paused = true;
-        return true;
     }
 
-    void on_handshake(Session &s) {
-        s.established = true;
-        s.deadline = now_ms() + sh_.cfg.idle_timeout_ms;
-        if (s.over_limit) {
-            std::string why = "server full (" + std::to_string(sh_.cfg.max_clients) + " clients)";
-            close_gracefully(s, SL_LOG_WARN, "refused: " + why, "server full: try again later");
+    // The application's handler answers one message (the session answers the others itself).
+    void answer(Conn &c, const uint8_t *msg, size_t len, int64_t now) {
+        const auto &cfg = p_.cfg;
+        sl_buf buf{{}, std::max<size_t>(cfg.max_message, SL_DEFAULT_MAX_MESSAGE)};
+        if (cfg.handler(cfg.handler_ud, c.s->peer().c_str(), msg, len, &buf) != 0) {
+            // What a failing handler appended is its reason, for the log only (never sent).
+            c.s->reply_failed(std::string(buf.data.begin(), buf.data.end()), now);
             return;
         }
-        sh_.log(SL_LOG_INFO, "[INFO] " + s.peer + " handshake complete");
+        c.s->reply(buf.data.data(), buf.data.size(), now);
     }
 
-    bool on_message(Session &s, const sl_event &ev) {
-        const bool msg_log = sh_.logs(SL_LOG_MSG);
-        switch (ev.msg_type) {
-        case SL_MSG_CLOSE: {
-            std::string why = "client closed the session";
-            if (ev.len != 0) why += " (" + shown(ev.data, ev.len) + ")";
-            s.closing = true;
-            s.reason = why;
-            s.reason_level = SL_LOG_INFO;
-            s.deadline = now_ms() + kCloseGraceMs;
-            return true;
-        }
-        case SL_MSG_PING:
-            if (msg_log) {
-                sh_.log(SL_LOG_MSG, "[RECV] " + s.peer + " PING (" + std::to_string(ev.len) + " bytes)");
-                sh_.log(SL_LOG_MSG, "[SEND] " + s.peer + " PONG (" + std::to_string(ev.len) + " bytes)");
-            }
-            return true;
-        case SL_MSG_PONG:
-            if (msg_log) sh_.log(SL_LOG_MSG, "[RECV] " + s.peer + " PONG (" + std::to_string(ev.len) + " bytes)");
-            return true;
-        default: break;
-        }
-        const uint64_t seq = ++s.recv_seq;
-        if (msg_log)
-            sh_.log(SL_LOG_MSG, "[RECV] " + s.peer + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
-                                    std::to_string(ev.len) + " bytes)");
-        int rc;
-        const uint8_t *reply = ev.data;
-        size_t reply_len = ev.len;
-        char ack[64];
-        sl_buf buf{{}, std::max<size_t>(sh_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)};
-        if (sh_.cfg.handler != nullptr) {
-            if (sh_.cfg.handler(sh_.cfg.handler_ud, s.peer.c_str(), ev.data, ev.len, &buf) != 0) {
-                // What a failing handler appended is its reason, for the log only (never sent).
-                std::string why = "the message handler failed";
-                if (!buf.data.empty()) why += ": " + shown(buf.data.data(), buf.data.size());
-                close_gracefully(s, SL_LOG_WARN, why, "server error");
-                return true;
-            }
-            reply = buf.data.data();
-            reply_len = buf.data.size();
-        } else if (!sh_.cfg.echo) {
-            int n = std::snprintf(ack, sizeof ack, "ACK: received %zu bytes", ev.len);
-            reply = reinterpret_cast<const uint8_t *>(ack);
-            reply_len = static_cast<size_t>(n);
-        }
-        std::string reply_shown = msg_log ? shown(reply, reply_len) : std::string();  // before send reuses buffers
-        if ((rc = s.conn->send(SL_MSG_DATA, reply, reply_len)) != SL_OK) {
-            drop(s, SL_LOG_WARN, "reply refused: " + errtext(rc));
-            return false;
-        }
-        if (msg_log)
-            sh_.log(SL_LOG_MSG, "[SEND] " + s.peer + " #" + std::to_string(++s.send_seq) + " " + reply_shown + " (" +
-                                    std::to_string(reply_len) + " bytes)");
-        else
-            ++s.send_seq;
-        return true;
-    }
-
-    void want(Session &s, bool write) {
-        uint32_t ev = (s.paused || s.closing ? 0u : uint32_t{EPOLLIN}) | (write ? uint32_t{EPOLLOUT} : 0u);
-        if (ev == 0) ev = EPOLLIN;  // keep noticing hang-ups while closing or paused
-        if (ev == s.events) return;
-        s.events = ev;
-        epoll_event e{};
-        e.events = ev;
-        e.data.ptr = &s;
-        epoll_ctl(epfd_, EPOLL_CTL_MOD, s.io.fd, &e);
-    }
-
-    void do_write(Session &s) {
-        if (s.dead) return;
+    // After anything happened to a connection: writes what is pending, closes it if the session
+    // says so, and asks epoll for what the session wants next.
+    void update(Conn &c) {
+        if (c.dead) return;
+        const int64_t now = now_ms();
         bool blocked = false;
-        while (s.conn->pending_size() > 0) {
+        while (c.s->pending_size() > 0 && c.s->status() != SL_SESSION_CLOSED) {
             size_t n = 0;
-            Io r = s.io.write(s.conn->pending(), s.conn->pending_size(), &n);
-            if (r == Io::Done) {
-                s.conn->consume(n);
-                continue;
+            Io r;
+            if (c.io.ssl && !c.io.tls_connected) {  // raw bytes before TLS (an alert)
+                ssize_t w = send(c.io.fd, c.s->pending(), c.s->pending_size(), MSG_NOSIGNAL);
+                r = w >= 0 ? Io::Done : (errno == EAGAIN || errno == EWOULDBLOCK) ? Io::WantWrite : Io::Error;
+                n = w > 0 ? static_cast<size_t>(w) : 0;
+            } else {
+                r = c.io.write(c.s->pending(), c.s->pending_size(), &n);
             }
-            if (r == Io::WantWrite || r == Io::WantRead) {
+            if (r == Io::Done) {
+                c.s->consume(n, now);
+            } else if (r == Io::WantWrite || r == Io::WantRead) {
                 blocked = true;
                 break;
-            }
-            drop(s, s.closing ? s.reason_level : SL_LOG_INFO,
-                 s.closing ? s.reason : "connection lost while sending (client went away)");
-            return;
-        }
-        if (!blocked) {
-            s.paused = false;
-            if (s.closing) {
-                if (s.io.ssl) SSL_shutdown(s.io.ssl.get());
-                shutdown(s.io.fd, SHUT_WR);
-                drop(s, s.reason_level, s.reason);
-                return;
+            } else {
+                c.s->io_error(SL_EPEER_CLOSED, true, now);
             }
         }
-        want(s, blocked);
+        const int st = c.s->status();
+        if (st == SL_SESSION_CLOSED) return kill(c);
+        if (st == SL_SESSION_CLOSING && !blocked) {
+            if (c.io.ssl && c.io.tls_connected) SSL_shutdown(c.io.ssl.get());
+            shutdown(c.io.fd, SHUT_WR);
+            return kill(c);
+        }
+        next_sweep_ = std::min(next_sweep_, c.s->deadline());
+        interest(c, blocked);
     }
 
-    void sweep(int64_t now) {
-        for (auto &[raw, sp] : sessions_) {
-            Session &s = *sp;
-            if (!s.trimmed && s.established && !s.closing && now - s.last_active >= kTrimAfterMs &&
-                s.conn->pending_size() == 0) {
-                s.conn->trim();  // a quiet session keeps no message-sized buffers
-                s.trimmed = true;
-            }
-            if (now < s.deadline || s.dead) continue;
-            if (s.closing) drop(s, s.reason_level, s.reason);
-            else if (!s.established)
-                drop(s, SL_LOG_WARN, "handshake timed out after " + secs(sh_.cfg.handshake_timeout_ms));
-            else {
-                close_gracefully(s, SL_LOG_INFO, "idle for " + secs(sh_.cfg.idle_timeout_ms), "idle timeout");
-                do_write(s);
+    void interest(Conn &c, bool write) {
+        uint32_t ev = (c.s->wants_read() ? uint32_t{EPOLLIN} : 0u) | (write ? uint32_t{EPOLLOUT} : 0u);
+        if (ev == c.events) return;
+        c.events = ev;  // 0: only hang-ups and errors (epoll always reports those)
+        epoll_event e{};
+        e.events = ev;
+        e.data.ptr = &c;
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, c.io.fd, &e);
+    }
+
+    void sweep(int64_t now, int interval) {
+        next_sweep_ = now + interval;
+        for (auto &[raw, cp] : conns_) {
+            Conn &c = *cp;
+            if (c.dead) continue;
+            if (now >= c.s->deadline()) {
+                guarded(c, [&] {
+                    c.s->tick(now);
+                    update(c);
+                });
+            } else {
+                next_sweep_ = std::min(next_sweep_, c.s->deadline());
             }
         }
     }
 
     // Every session gets a CLOSE and a short grace period to receive it.
     void shutdown_all() {
+        if (acceptor_) epoll_ctl(epfd_, EPOLL_CTL_DEL, sh_.listen_fd, nullptr);
         take_incoming();
-        for (auto &[raw, sp] : sessions_) {
-            if (sp->dead) continue;
-            if (!sp->established) drop(*sp, SL_LOG_INFO, "server shutting down");
-            else {
-                close_gracefully(*sp, SL_LOG_INFO, "server shutting down", "server shutting down");
-                do_write(*sp);
-            }
+        for (auto &[raw, cp] : conns_) {
+            Conn &c = *cp;
+            guarded(c, [&] {
+                c.s->shutdown(now_ms());
+                update(c);
+            });
         }
         reap();
         const int64_t end = now_ms() + kCloseGraceMs;
         epoll_event evs[256];
-        while (!sessions_.empty() && now_ms() < end) {
+        while (!conns_.empty() && now_ms() < end) {
             int n = epoll_wait(epfd_, evs, 256, 50);
-            for (int i = 0; i < n; ++i)
-                if (evs[i].data.ptr != nullptr) do_write(*static_cast<Session *>(evs[i].data.ptr));
+            for (int i = 0; i < n; ++i) {
+                void *tag = evs[i].data.ptr;
+                if (tag == nullptr || tag == &kListenTag) continue;  // only sessions are flushed now
+                Conn &c = *static_cast<Conn *>(tag);
+                guarded(c, [&] { update(c); });
+            }
             reap();
         }
-        for (auto &[raw, sp] : sessions_) drop(*sp, SL_LOG_INFO, "server shutting down");
+        for (auto &[raw, cp] : conns_) {  // grace over: what is left is dropped, reason kept
+            cp->s->tick(INT64_MAX / 2);
+            kill(*cp);
+        }
         reap();
     }
 
     Shared &sh_;
+    Policy &p_;
     int epfd_ = -1, evfd_ = -1;
+    bool acceptor_ = false;
+    int64_t next_sweep_ = 0;
     std::mutex mu_;
-    std::vector<Incoming> incoming_;
-    std::unordered_map<Session *, std::unique_ptr<Session>> sessions_;
-    std::vector<Session *> dead_;
+    std::vector<int> incoming_;
+    std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
+    std::vector<Conn *> dead_;
     std::unique_ptr<uint8_t[]> rbuf_;
     std::thread th_;
 };
@@ -635,7 +458,9 @@ using seclink::detail::Shared;
 using seclink::detail::Worker;
 
 struct sl_server {
+    explicit sl_server(const sl_server_config &cfg) : sh(cfg) {}
     Shared sh;
+    unsigned threads = 1;
     uint16_t port = 0;
     bool started = false, joined = false;
     std::vector<std::unique_ptr<Worker>> workers;
@@ -647,11 +472,9 @@ void sl_server_config_init(sl_server_config *cfg) {
     if (cfg == nullptr) return;
     *cfg = sl_server_config{};
     cfg->host = "0.0.0.0";
-    cfg->max_clients = 10000;
-    cfg->handshake_timeout_ms = 10000;
-    cfg->idle_timeout_ms = 300000;
     cfg->max_message = SL_DEFAULT_MAX_MESSAGE;
     cfg->log_level = SL_LOG_MSG;
+    seclink::detail::apply_server_defaults(*cfg);
 }
 
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
@@ -659,16 +482,9 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
     try {
-        auto s = std::make_unique<sl_server>();
-        s->sh.cfg = *cfg;
+        auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
-        s->sh.cfg.host = s->sh.host.c_str();
-        std::memcpy(s->sh.psk, cfg->psk, SL_KEY_BYTES);
-        s->sh.cfg.psk = nullptr;  // the copy above is the only one kept
-        if (s->sh.cfg.threads == 0) s->sh.cfg.threads = std::max(1u, std::thread::hardware_concurrency());
-        if (s->sh.cfg.max_clients == 0) s->sh.cfg.max_clients = 10000;
-        if (s->sh.cfg.handshake_timeout_ms == 0) s->sh.cfg.handshake_timeout_ms = 10000;
-        if (s->sh.cfg.idle_timeout_ms == 0) s->sh.cfg.idle_timeout_ms = 300000;
+        s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
         if (cfg->tls) {
             int rc = seclink::detail::make_server_tls(cfg->tls_cert, cfg->tls_key, &s->sh.tls);
             if (rc != SL_OK) return rc;
@@ -689,7 +505,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
 
 uint16_t sl_server_port(const sl_server *server) { return server != nullptr ? server->port : 0; }
 
-size_t sl_server_sessions(const sl_server *server) { return server != nullptr ? server->sh.sessions.load() : 0; }
+size_t sl_server_sessions(const sl_server *server) { return server != nullptr ? server->sh.policy.connections.load() : 0; }
 
 int sl_server_start(sl_server *server) {
     if (server == nullptr) return SL_EINVAL;
@@ -697,7 +513,7 @@ int sl_server_start(sl_server *server) {
     struct sigaction sa {};
     if (sigaction(SIGPIPE, nullptr, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
     try {
-        for (unsigned i = 0; i < server->sh.cfg.threads; ++i) {
+        for (unsigned i = 0; i < server->threads; ++i) {
             auto w = std::make_unique<Worker>(server->sh);
             int rc = w->init(i == 0);  // worker 0 is also the acceptor
             if (rc != SL_OK) return rc;

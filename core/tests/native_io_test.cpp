@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <thread>
+
 #include "test_util.hpp"
 
 using namespace sltest;
@@ -134,6 +136,8 @@ TEST_F(NativeIoTest, OverTheClientLimitIsToldServerFull) {
     EXPECT_EQ(request(b, "y", &type), "server full: try again later");
     EXPECT_EQ(type, SL_MSG_CLOSE);
     sl_client_free(b);
+    // b's connection ends on the server once it has flushed the CLOSE; a stays.
+    for (int i = 0; i < 500 && sl_server_sessions(server) != 1u; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(sl_server_sessions(server), 1u);
     sl_client_free(a);
 }

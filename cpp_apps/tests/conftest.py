@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from interop_tests.reference.seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Closed, Connection, Event, HandshakeDone,
+from interop_tests.reference.seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, PING, Message, Closed, Connection, Event, HandshakeDone,
                                                  Message, generate_key, load_key)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -400,9 +400,17 @@ class RawPeer:
 
     # ---- sending
     def handshake(self) -> None:
+        """The handshake, then the key-confirmation PING (PROTOCOL.md 4.1) sent at once, so that
+        frame() gives exactly one frame; its PONG is swallowed by the reference implementation."""
         self.conn.start()
         self.send_raw(self.conn.data_to_send())
         assert self.next_event() == HandshakeDone()
+        self.send_raw(self.conn.data_to_send())
+        deadline = time.monotonic() + WAIT
+        while self.conn._await_pong:  # the PONG, so that nothing of the handshake is left unread
+            data = self._recv(max(0.0, deadline - time.monotonic()))
+            assert data, f"{self.name}: the server closed instead of answering the key-confirmation PING"
+            self._events += self.conn.receive(data)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -549,6 +557,9 @@ def serve_handshake(sock: socket.socket, psk: bytes) -> Connection:
     head = recv_exactly(sock, 4)
     body = recv_exactly(sock, int.from_bytes(head, "big"))
     assert conn.receive(head + body) == [HandshakeDone()]
+    sock.sendall(conn.data_to_send())
+    # Key confirmation (PROTOCOL.md 4.1): the client's first frame is an empty PING; answered.
+    assert conn.receive(read_frame(sock)) == [Message(PING, b"")]
     sock.sendall(conn.data_to_send())
     return conn
 

@@ -474,28 +474,34 @@ def test_trace_shows_every_frame_annotated_on_both_sides(start_server, run_clien
     srv.wait_for(r"disconnected: client closed the session$")
     client = trace_blocks(r.stdout.splitlines())
     server = trace_blocks(srv.out.lines)
+    # After the handshake: the key-confirmation PING and its PONG (PROTOCOL.md 4.1), "hi", the ACK, CLOSE.
     assert [h.split(" ", 2)[2] for h, _ in client] == [
         "-> sent handshake frame 1, 57 bytes on the wire", "<- received handshake frame 2, 52 bytes on the wire",
-        "-> sent transport frame, 35 bytes on the wire", "<- received transport frame, 54 bytes on the wire",
+        "-> sent transport frame, 33 bytes on the wire", "-> sent transport frame, 35 bytes on the wire",
+        "<- received transport frame, 33 bytes on the wire", "<- received transport frame, 54 bytes on the wire",
         "-> sent transport frame, 33 bytes on the wire"]
     assert [h.split(" ", 2)[2] for h, _ in server] == [
         "<- received handshake frame 1, 57 bytes on the wire", "-> sent handshake frame 2, 52 bytes on the wire",
+        "<- received transport frame, 33 bytes on the wire", "-> sent transport frame, 33 bytes on the wire",
         "<- received transport frame, 35 bytes on the wire", "-> sent transport frame, 54 bytes on the wire",
         "<- received transport frame, 33 bytes on the wire"]
-    hello = client[2][1]
+    confirm = client[2][1]
+    assert confirm["iv"] == ("000000000000000000000000", "counter 0") and confirm["plain"] == ("03", "PING <empty>")
+    hello = client[3][1]
     assert hello["length"] == ("0000001f", "31 bytes follow (big-endian)")
-    assert hello["iv"] == ("000000000000000000000000", "counter 0")
+    assert hello["iv"] == ("000000000000000000000001", "counter 1")
     assert re.fullmatch(r"[0-9a-f]{6}", hello["cipher"][0]) and hello["cipher"][1] == "AES-256-GCM ciphertext, 3 bytes"
     assert re.fullmatch(r"[0-9a-f]{32}", hello["tag"][0])
     assert hello["plain"] == ("01 6869", "DATA hi")
-    reply = client[3][1]
+    reply = client[5][1]
     assert reply["plain"] == ("01 " + b"ACK: received 2 bytes".hex(), "DATA ACK: received 2 bytes")
-    close = client[4][1]
-    assert close["iv"] == ("000000000000000000000001", "counter 1") and close["plain"][1] == "CLOSE <empty>"
+    close = client[6][1]
+    assert close["iv"] == ("000000000000000000000002", "counter 2") and close["plain"][1] == "CLOSE <empty>"
     assert client[0][1]["magic"][0] == "534c4e4b01" and re.fullmatch(r"[0-9a-f]{64}", client[0][1]["e.pub"][0])
     # Both sides show the same bytes for each frame: the trace is of the wire, not made up.
-    for (_, c), (_, s) in zip(client, server):
-        assert c == s
+    def frames(blocks: list, arrow: str) -> list:
+        return [fields for head, fields in blocks if head.split(" ", 2)[2].startswith(arrow)]
+    assert frames(client, "->") == frames(server, "<-") and frames(client, "<-") == frames(server, "->")
     # Keys never appear, not even in a trace.
     everything = r.stdout + r.stderr + srv.out.text
     assert psk_file.read_text().strip() not in everything and psk.hex() not in everything

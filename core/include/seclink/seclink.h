@@ -113,6 +113,17 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
 #define SL_MAX_MESSAGE_LIMIT (0xFFFFFFFFu - 30u) /* largest max message: body stays below 2^32-1 */
 #define SL_HASH_BYTES 32u          /* handshake hash */
+
+/* Defaults of the server's limits (sl_server_config_init), read by every layer and language. */
+#define SL_DEFAULT_PORT 5000u
+#define SL_DEFAULT_MAX_CLIENTS 10000u             /* authenticated sessions at once */
+#define SL_DEFAULT_MAX_HANDSHAKES 256u            /* sessions still proving they hold the key */
+#define SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR 64u    /* ... of them from one source address */
+#define SL_DEFAULT_HANDSHAKE_RATE 200u            /* new sessions a second from one address */
+#define SL_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define SL_DEFAULT_IDLE_TIMEOUT_MS 300000u
+#define SL_DEFAULT_FRAME_TIMEOUT_MS 60000u        /* a started frame must be complete by then */
+#define SL_DEFAULT_MAX_MEMORY (256u * 1024u * 1024u) /* all sessions' buffered bytes */
 #define SL_PROTOCOL_VERSION 1u
 
 SL_API size_t sl_key_bytes(void);
@@ -323,7 +334,8 @@ typedef struct sl_server_config {
     uint16_t port;                  /* 0: any free port (see sl_server_port) */
     const uint8_t *psk;             /* SL_KEY_BYTES bytes, required; copied */
     unsigned threads;               /* worker threads; 0: one per core */
-    unsigned max_clients;           /* sessions at once; more are told so and closed. Default 10000 */
+    unsigned max_clients;           /* authenticated sessions at once; more are told so and
+                                       closed. Default 10000 */
     unsigned handshake_timeout_ms;  /* default 10000 */
     unsigned idle_timeout_ms;       /* default 300000; 0 in a config from _init means default */
     size_t max_message;             /* default SL_DEFAULT_MAX_MESSAGE */
@@ -336,6 +348,15 @@ typedef struct sl_server_config {
     int tls;                        /* run seclink/1 inside TLS 1.3 */
     const char *tls_cert;           /* PEM certificate chain (with tls) */
     const char *tls_key;            /* PEM private key (with tls) */
+    /* Admission and budgets (the session layer, below). 0 in a config from _init means default. */
+    unsigned max_handshakes;        /* sessions still proving they hold the key, at once; more
+                                       wait for a slot (at most handshake_timeout_ms) */
+    unsigned max_handshakes_per_addr; /* of those, from one source address; more wait likewise */
+    unsigned handshake_rate;        /* new sessions a second from one source address (burst: the
+                                       same number); more wait for their turn */
+    unsigned frame_timeout_ms;      /* a frame once started must be complete within this */
+    size_t max_memory;              /* budget for every session's buffered input and output */
+    int redact;                     /* logs show sizes and counters, never message content */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -364,11 +385,119 @@ SL_API int sl_server_stop(sl_server *server);
  *  listening socket, so the port is free again. */
 SL_API int sl_server_wait(sl_server *server);
 
-/** Number of sessions open now. */
+/** Number of connections open now (authenticated or not). */
 SL_API size_t sl_server_sessions(const sl_server *server);
 
 /** Stops (if running), joins and frees. Accepts NULL. */
 SL_API void sl_server_free(sl_server *server);
+
+/* ---- the session layer: a server's policy, sans I/O ---------------------------------------
+ * Everything a server decides about its connections lives here, once, for every server (the
+ * native epoll server and seclink.aio): admission, limits, deadlines, the memory budget, the
+ * built-in replies and every log line. An sl_policy (one per server) holds the configuration and
+ * the server-wide counters and is thread-safe; an sl_session (one per accepted connection, used
+ * by one thread at a time) wraps one sl_conn. The I/O driver around them only moves bytes and
+ * time:
+ *   - feeds what it reads with sl_session_feed(), while sl_session_wants_read() says so;
+ *   - answers each DATA message that sl_session_feed() hands out (only when the config has a
+ *     handler; otherwise the session answers ACK or echo itself) with sl_session_reply() or
+ *     sl_session_reply_failed(), possibly later, before feeding more;
+ *   - writes sl_session_pending() and sl_session_consume()s what was written;
+ *   - calls sl_session_tick() once sl_session_deadline() has passed;
+ *   - closes the socket when sl_session_status() is SL_SESSION_CLOSED, or is
+ *     SL_SESSION_CLOSING with nothing pending (after a shutdown(SHUT_WR)); then
+ *     sl_session_close() writes the "disconnected" line and gives the session's slots back.
+ * Times are milliseconds of a monotonic clock, as the driver reads it. */
+
+typedef struct sl_policy sl_policy;
+typedef struct sl_session sl_session;
+
+typedef enum sl_session_state {
+    SL_SESSION_OPEN = 0,    /* read (while wants_read) and write */
+    SL_SESSION_CLOSING = 1, /* read nothing more; write what is pending, then close */
+    SL_SESSION_CLOSED = 2   /* close the socket now */
+} sl_session_state;
+
+/** Creates the policy for a server configured by `cfg` (host, port, threads, tls_cert/key and
+ *  the handler function itself are the driver's; everything else is used here, psk copied).
+ *  Returns SL_OK, SL_EINVAL, SL_ENOMEM. */
+SL_API int sl_policy_new(sl_policy **out, const sl_server_config *cfg);
+SL_API void sl_policy_free(sl_policy *policy);
+
+/** Authenticated sessions now (those that proved they hold the key). */
+SL_API size_t sl_policy_sessions(const sl_policy *policy);
+/** Every session not yet closed, in whatever phase (waiting, handshake, authenticated). */
+SL_API size_t sl_policy_connections(const sl_policy *policy);
+/** Sessions now holding a handshake slot (not yet authenticated). */
+SL_API size_t sl_policy_handshakes(const sl_policy *policy);
+/** Bytes charged to the memory budget now. */
+SL_API size_t sl_policy_memory(const sl_policy *policy);
+
+/** The acceptor ran out of file descriptors and closed a connection at once: logs it. */
+SL_API void sl_policy_out_of_fds(sl_policy *policy);
+
+/** Creates the session of a connection just accepted from `peer` ("host:port" or
+ *  "[v6]:port", the source address is the part before the port) and logs "connected". It may
+ *  have to wait for admission (wants_read 0, a deadline to retry at). Returns SL_OK, SL_EINVAL,
+ *  SL_ENOMEM, SL_ECRYPTO. */
+SL_API int sl_session_new(sl_session **out, sl_policy *policy, const char *peer, int64_t now_ms);
+
+/** Calls sl_session_close() if it was not called, then frees. Accepts NULL. */
+SL_API void sl_session_free(sl_session *session);
+
+/** Feeds up to `len` received bytes; `*consumed` says how many were used. If `*msg` comes
+ *  back non-NULL, a DATA message (`*msg_len` bytes, valid until the next call) waits for
+ *  sl_session_reply(); feed the rest after that. A protocol error is not returned: the session
+ *  logs it and starts closing. Returns SL_OK, SL_EINVAL, SL_ESTATE (a reply is outstanding). */
+SL_API int sl_session_feed(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms,
+                           size_t *consumed, const uint8_t **msg, size_t *msg_len);
+
+/** The peer closed its end of the stream (or reset it). */
+SL_API void sl_session_feed_eof(sl_session *session, int64_t now_ms);
+
+/** Answers the message sl_session_feed() handed out (content as one DATA message). A reply the
+ *  session cannot send (too large, over the memory budget) closes the session with a [WARN].
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE (no message is waiting). */
+SL_API int sl_session_reply(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
+
+/** The application could not answer: the client gets CLOSE "server error", the log a [WARN]
+ *  with `why` (shown as message text is). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_session_reply_failed(sl_session *session, const char *why, int64_t now_ms);
+
+/** Bytes to write (the engine's output; before a TLS server's handshake, raw bytes such as the
+ *  alert for a plain client), and how many of them were written. */
+SL_API int sl_session_pending(const sl_session *session, const uint8_t **data, size_t *len);
+SL_API int sl_session_consume(sl_session *session, size_t n, int64_t now_ms);
+
+SL_API int sl_session_status(const sl_session *session);
+/** 1 if the driver should read from the connection now; 0 while the session waits for
+ *  admission or a reply, while its output is backed up, or once it is closing. */
+SL_API int sl_session_wants_read(const sl_session *session);
+/** When sl_session_tick() is due (monotonic ms). */
+SL_API int64_t sl_session_deadline(const sl_session *session);
+/** Handles what is due: admission retries, handshake, frame and idle timeouts, the end of a
+ *  closing session's grace period, giving back the buffers of a quiet session. */
+SL_API void sl_session_tick(sl_session *session, int64_t now_ms);
+
+/** A read or write failed with `err` (an sl_err, e.g. from errno): logs it and closes. */
+SL_API void sl_session_io_error(sl_session *session, int err, int writing, int64_t now_ms);
+
+/** TLS servers, before the TLS handshake: the connection's first bytes. Returns 1 if they are
+ *  not TLS (the session then closes, with a TLS alert pending as raw bytes), else 0. */
+SL_API int sl_session_tls_check(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
+/** The TLS handshake failed; `detail` says how (may be NULL). */
+SL_API void sl_session_tls_failed(sl_session *session, const char *detail, int64_t now_ms);
+
+/** The server is stopping: authenticated sessions get CLOSE "server shutting down", others are
+ *  closed at once. */
+SL_API void sl_session_shutdown(sl_session *session, int64_t now_ms);
+
+/** The driver has closed the socket: logs "disconnected: <reason>" and returns the session's
+ *  slots and memory to the policy. Idempotent. */
+SL_API void sl_session_close(sl_session *session);
+
+/** "host:port" of the peer, as logged. */
+SL_API const char *sl_session_peer(const sl_session *session);
 
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
 

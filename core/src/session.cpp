@@ -1,0 +1,648 @@
+// session.cpp - the session layer (session.hpp): admission, limits, deadlines, the memory budget,
+// replies and every log line of a server session, written once for every I/O driver.
+#include "session.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <utility>
+
+namespace seclink::detail {
+namespace {
+
+std::string errtext(int rc) { return std::string(sl_errname(rc)) + ": " + sl_strerror(rc); }
+
+std::string secs(unsigned ms) {
+    return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+}
+
+std::string mib(size_t n) {
+    return n % (1024 * 1024) == 0 ? std::to_string(n / (1024 * 1024)) + " MiB" : std::to_string(n) + " bytes";
+}
+
+std::string bytes(size_t n) { return std::to_string(n) + " bytes"; }
+
+// The source address of "host:port" or "[v6]:port".
+std::string address_of(const std::string &peer) {
+    size_t colon = peer.rfind(':');
+    std::string host = colon == std::string::npos ? peer : peer.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    return host;
+}
+
+// A fatal TLS alert record (protocol_version): how a TLS server answers a plain client, which can
+// then tell its user that the server speaks TLS rather than guess from a closed socket.
+constexpr char kTlsAlert[] = "\x15\x03\x03\x00\x02\x02\x46";
+
+}  // namespace
+
+void apply_server_defaults(sl_server_config &c) noexcept {
+    if (c.max_clients == 0) c.max_clients = SL_DEFAULT_MAX_CLIENTS;
+    if (c.handshake_timeout_ms == 0) c.handshake_timeout_ms = SL_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (c.idle_timeout_ms == 0) c.idle_timeout_ms = SL_DEFAULT_IDLE_TIMEOUT_MS;
+    if (c.max_handshakes == 0) c.max_handshakes = SL_DEFAULT_MAX_HANDSHAKES;
+    if (c.max_handshakes_per_addr == 0) c.max_handshakes_per_addr = SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR;
+    if (c.handshake_rate == 0) c.handshake_rate = SL_DEFAULT_HANDSHAKE_RATE;
+    if (c.frame_timeout_ms == 0) c.frame_timeout_ms = SL_DEFAULT_FRAME_TIMEOUT_MS;
+    if (c.max_memory == 0) c.max_memory = SL_DEFAULT_MAX_MEMORY;
+}
+
+// ------------------------------------------------------------------------------------ Policy
+
+Policy::Policy(const sl_server_config &c) : cfg(c) {
+    if (c.psk != nullptr) std::memcpy(psk, c.psk, SL_KEY_BYTES);
+    cfg.psk = nullptr;  // the copy above is the only one kept
+    cfg.host = nullptr;
+    cfg.tls_cert = cfg.tls_key = nullptr;
+    apply_server_defaults(cfg);
+}
+
+void Policy::log(int level, const std::string &line) noexcept {
+    if (!logs(level)) return;
+    std::lock_guard<std::mutex> lock(log_mu_);
+    cfg.log(cfg.log_ud, level, line.c_str());
+}
+
+bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (addrs_.size() > 4096) {  // forget addresses with nothing held and a full bucket
+        for (auto it = addrs_.begin(); it != addrs_.end();) {
+            const double full = it->second.tokens + double(now - it->second.refilled) * cfg.handshake_rate / 1000.0;
+            it = it->second.pending == 0 && full >= cfg.handshake_rate ? addrs_.erase(it) : std::next(it);
+        }
+    }
+    Addr &a = addrs_[addr];
+    const double rate = cfg.handshake_rate;
+    a.tokens = a.refilled == 0 ? rate : std::min(rate, a.tokens + double(now - a.refilled) * rate / 1000.0);
+    a.refilled = now;
+    if (handshakes.load() >= cfg.max_handshakes || a.pending >= cfg.max_handshakes_per_addr) {
+        *retry_at = now + kAdmitPollMs;
+        return false;
+    }
+    if (a.tokens < 1.0) {
+        *retry_at = now + std::max<int64_t>(1, static_cast<int64_t>(std::ceil((1.0 - a.tokens) * 1000.0 / rate)));
+        return false;
+    }
+    a.tokens -= 1.0;
+    ++a.pending;
+    handshakes.fetch_add(1);
+    return true;
+}
+
+void Policy::release_handshake(const std::string &addr) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    handshakes.fetch_sub(1);
+    auto it = addrs_.find(addr);
+    if (it != addrs_.end() && it->second.pending > 0) --it->second.pending;
+}
+
+bool Policy::take_session() noexcept {
+    if (sessions.fetch_add(1) < cfg.max_clients) return true;
+    sessions.fetch_sub(1);
+    return false;
+}
+
+bool Policy::charge(int64_t delta, size_t limit) noexcept {
+    if (delta <= 0) {
+        memory.fetch_sub(static_cast<size_t>(-delta));
+        return true;
+    }
+    const size_t d = static_cast<size_t>(delta);
+    size_t cur = memory.load();
+    do {
+        if (cur + d > limit) return false;
+    } while (!memory.compare_exchange_weak(cur, cur + d));
+    return true;
+}
+
+// ----------------------------------------------------------------------------------- Session
+
+Session::Session(Policy &policy, std::string peer, int64_t now)
+    : p_(policy), conn_(SL_SERVER, policy.psk), peer_(std::move(peer)), started_(now), last_active_(now) {
+    addr_ = address_of(peer_);
+    // Replies may be larger than what this server accepts (an ACK for a tiny limit, say): what
+    // limits them is the client, whose default limit is the protocol default.
+    setup_ok_ = conn_.set_max_message(p_.cfg.max_message) == SL_OK &&
+                conn_.set_max_send(std::max<size_t>(p_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
+    if (p_.logs(SL_LOG_TRACE)) conn_.set_trace(on_trace, this);
+    setup_ok_ = setup_ok_ && conn_.start() == SL_OK;
+    if (!setup_ok_) {
+        p_.log(SL_LOG_ERROR, "[ERROR] " + peer_ + " could not be set up; connection dropped");
+        phase_ = Phase::Closed;
+        status_ = SL_SESSION_CLOSED;
+        closed_ = true;
+        return;
+    }
+    p_.connections.fetch_add(1);
+    counted_ = true;
+    p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " connected");
+    try_admit(now);
+}
+
+void Session::on_trace(void *ud, const sl_frame_info *f) {
+    auto *s = static_cast<Session *>(ud);
+    std::string buf(8192, '\0');
+    size_t n = sl_format_frame(f, s->peer_.c_str(), buf.data(), buf.size());
+    buf.resize(n);
+    s->p_.log(SL_LOG_TRACE, buf);
+}
+
+std::string Session::shown(const uint8_t *data, size_t len) const {
+    if (p_.cfg.redact) return "<redacted>";
+    char buf[256];
+    sl_format_message(data, len, buf, sizeof buf);
+    return buf;
+}
+
+void Session::try_admit(int64_t now) {
+    if (p_.admit(addr_, now, &retry_at_)) {
+        holds_handshake_ = true;
+        phase_ = Phase::Handshake;
+        started_ = now;  // the handshake timeout runs from admission
+    } else if (now - started_ >= p_.cfg.handshake_timeout_ms) {
+        drop(SL_LOG_WARN, "refused: no handshake slot free within " + secs(p_.cfg.handshake_timeout_ms) + " (" +
+                              std::to_string(p_.handshakes.load()) + " handshakes in progress)");
+    }
+    set_deadline(now);
+}
+
+void Session::authenticate(int64_t now) {
+    if (holds_handshake_) p_.release_handshake(addr_);
+    holds_handshake_ = false;
+    if (!p_.take_session()) {
+        finish(SL_LOG_WARN, "refused: server full (" + std::to_string(p_.cfg.max_clients) + " clients)",
+               "server full: try again later", now);
+        return;
+    }
+    holds_session_ = true;
+    phase_ = Phase::Open;
+    p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
+}
+
+bool Session::wants_read() const noexcept {
+    return status_ == SL_SESSION_OPEN && (phase_ == Phase::Handshake || phase_ == Phase::Open) && !awaiting_reply_ &&
+           conn_.pending_size() <= kHighWater;
+}
+
+void Session::set_deadline(int64_t now) noexcept {
+    const auto &c = p_.cfg;
+    int64_t d = INT64_MAX;
+    switch (phase_) {
+    case Phase::Waiting: d = std::min<int64_t>(retry_at_, started_ + c.handshake_timeout_ms); break;
+    case Phase::Handshake: d = started_ + c.handshake_timeout_ms; break;
+    case Phase::Open:
+        d = last_active_ + c.idle_timeout_ms;
+        if (!trimmed_) d = std::min(d, last_active_ + kTrimAfterMs);
+        break;
+    case Phase::Closing: d = grace_end_; break;
+    case Phase::Closed: d = INT64_MAX; break;
+    }
+    if (frame_started_ >= 0 && (phase_ == Phase::Handshake || phase_ == Phase::Open))
+        d = std::min<int64_t>(d, frame_started_ + c.frame_timeout_ms);
+    deadline_ = std::max(d, now);
+}
+
+// Re-charges the budget with what the session holds now: its buffers, the rest of the frame it
+// is receiving (charged in full when announced, so a slow sender cannot outgrow the budget) and
+// raw output. Only the announcement of a frame can be refused (`limit`); the rest is a fact.
+void Session::account() noexcept {
+    const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size();
+    p_.charge(static_cast<int64_t>(now_held) - static_cast<int64_t>(charged_), SIZE_MAX);
+    charged_ = now_held;
+}
+
+int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed, const uint8_t **msg,
+                  size_t *msg_len) {
+    *consumed = 0;
+    *msg = nullptr;
+    *msg_len = 0;
+    if (awaiting_reply_ || phase_ == Phase::Waiting) return SL_ESTATE;
+    if (status_ != SL_SESSION_OPEN) {  // closing: nothing more counts
+        *consumed = len;
+        return SL_OK;
+    }
+    if (first_bytes_ && len > 0) {
+        first_bytes_ = false;
+        if (p_.cfg.tls == 0 && len >= 2 && data[0] == 0x16 && data[1] == 0x03) {
+            *consumed = len;
+            drop(SL_LOG_WARN, "client is speaking TLS but this server runs without --tls");
+            return SL_OK;
+        }
+    }
+    last_active_ = now;
+    trimmed_ = false;
+    size_t off = 0;
+    while (off < len && status_ == SL_SESSION_OPEN) {
+        size_t used = 0;
+        sl_event ev{};
+        const bool was_confirmed = conn_.peer_confirmed(), was_established = conn_.established();
+        int rc = conn_.feed(data + off, len - off, &used, &ev);
+        if (rc != SL_OK) {
+            std::string why = (was_established ? "protocol error: " : "handshake failed: ") + errtext(rc);
+            // Replies to the messages before the bad frame still go out (PROTOCOL.md 7).
+            if (conn_.pending_size() > 0) finish(SL_LOG_WARN, std::move(why), nullptr, now);
+            else drop(SL_LOG_WARN, std::move(why));
+            off = len;
+            break;
+        }
+        off += used;
+        const bool confirming = !was_confirmed && conn_.peer_confirmed();
+        if (confirming) authenticate(now);
+        if (ev.type != SL_EVENT_MESSAGE || status_ != SL_SESSION_OPEN) continue;
+        // The key-confirmation PING (PROTOCOL.md 4.1) is part of the handshake, not a message.
+        if (confirming && ev.msg_type == SL_MSG_PING && ev.len == 0) continue;
+        on_message(ev, now, msg, msg_len);
+        if (*msg != nullptr) break;  // the driver answers before feeding more
+    }
+    *consumed = off;
+    if (status_ == SL_SESSION_OPEN) {
+        const size_t incoming = conn_.incoming_frame_size();
+        if (incoming == 0) {
+            frame_started_ = -1;
+        } else if (frame_started_ < 0) {
+            frame_started_ = now;
+            // A frame's announced size is charged in full now: refuse what cannot fit. Large
+            // frames may not use the last eighth, which keeps room for small ones.
+            const size_t rest = conn_.incoming_frame_remaining();
+            const size_t budget = p_.cfg.max_memory;
+            const size_t limit = incoming <= kSmallFrame ? budget : budget - budget / 8;
+            if (!p_.charge(static_cast<int64_t>(rest), limit)) {
+                drop(SL_LOG_WARN, "frame of " + bytes(incoming) + " refused: the memory budget (" + mib(budget) +
+                                      ") is in use");
+            } else {
+                charged_ += rest;
+            }
+        }
+    }
+    if (status_ != SL_SESSION_CLOSED) account();
+    set_deadline(now);
+    return SL_OK;
+}
+
+void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len) {
+    const bool msg_log = p_.logs(SL_LOG_MSG);
+    switch (ev.msg_type) {
+    case SL_MSG_CLOSE: {
+        std::string why = "client closed the session";
+        if (ev.len != 0) why += " (" + shown(ev.data, ev.len) + ")";
+        finish(SL_LOG_INFO, std::move(why), nullptr, now);
+        return;
+    }
+    case SL_MSG_PING:
+        if (msg_log) {
+            p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " PING (" + bytes(ev.len) + ")");
+            p_.log(SL_LOG_MSG, "[SEND] " + peer_ + " PONG (" + bytes(ev.len) + ")");  // queued by the engine
+        }
+        return;
+    case SL_MSG_PONG:
+        if (msg_log) p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " PONG (" + bytes(ev.len) + ")");
+        return;
+    default: break;
+    }
+    const uint64_t seq = ++recv_seq_;
+    if (msg_log)
+        p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
+                               bytes(ev.len) + ")");
+    if (p_.cfg.handler != nullptr) {
+        *msg = ev.data;
+        *msg_len = ev.len;
+        awaiting_reply_ = true;
+        return;
+    }
+    if (p_.cfg.echo) {
+        send_reply(ev.data, ev.len, now);
+        return;
+    }
+    char ack[64];
+    int n = std::snprintf(ack, sizeof ack, "ACK: received %zu bytes", ev.len);
+    send_reply(reinterpret_cast<const uint8_t *>(ack), static_cast<size_t>(n), now);
+}
+
+int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
+    // The reply's frame is charged before it is built; a reply that cannot fit is refused.
+    const size_t need = len + SL_OVERHEAD_BYTES;
+    if (len > kSmallFrame && !p_.charge(static_cast<int64_t>(need), p_.cfg.max_memory)) {
+        finish(SL_LOG_WARN, "reply of " + bytes(len) + " refused: the memory budget (" + mib(p_.cfg.max_memory) +
+                                ") is in use",
+               "server busy: try again later", now);
+        return SL_OK;
+    }
+    if (len > kSmallFrame) charged_ += need;
+    const bool msg_log = p_.logs(SL_LOG_MSG);
+    std::string reply_shown = msg_log ? shown(data, len) : std::string();  // before send reuses buffers
+    int rc = conn_.send(SL_MSG_DATA, data, len);
+    if (rc != SL_OK) {
+        drop(SL_LOG_WARN, "reply refused: " + errtext(rc));
+        account();
+        return SL_OK;
+    }
+    ++send_seq_;
+    if (msg_log)
+        p_.log(SL_LOG_MSG,
+               "[SEND] " + peer_ + " #" + std::to_string(send_seq_) + " " + reply_shown + " (" + bytes(len) + ")");
+    account();
+    return SL_OK;
+}
+
+int Session::reply(const uint8_t *data, size_t len, int64_t now) {
+    if (!awaiting_reply_) return SL_ESTATE;
+    awaiting_reply_ = false;
+    if (status_ == SL_SESSION_OPEN) send_reply(data, len, now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+int Session::reply_failed(const std::string &why, int64_t now) {
+    if (!awaiting_reply_) return SL_ESTATE;
+    awaiting_reply_ = false;
+    // What a failing handler says is its reason, for the log only (never sent).
+    std::string reason = "the message handler failed";
+    if (!why.empty()) reason += ": " + shown(reinterpret_cast<const uint8_t *>(why.data()), why.size());
+    finish(SL_LOG_WARN, std::move(reason), "server error", now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+void Session::consume(size_t n, int64_t now) {
+    if (!raw_.empty()) {
+        raw_pos_ += std::min(n, raw_.size() - raw_pos_);
+    } else {
+        conn_.consume(n);
+    }
+    (void)now;
+}
+
+void Session::finish(int level, std::string reason, const char *close_reason, int64_t now) {
+    if (phase_ == Phase::Closing || phase_ == Phase::Closed) return;
+    phase_ = Phase::Closing;
+    status_ = SL_SESSION_CLOSING;
+    level_ = level;
+    reason_ = std::move(reason);
+    grace_end_ = now + kCloseGraceMs;
+    if (close_reason != nullptr && conn_.established() && !conn_.closed())
+        conn_.send(SL_MSG_CLOSE, reinterpret_cast<const uint8_t *>(close_reason), std::strlen(close_reason));
+    set_deadline(now);
+}
+
+void Session::drop(int level, std::string reason) {
+    if (phase_ == Phase::Closed) return;
+    phase_ = Phase::Closed;
+    status_ = SL_SESSION_CLOSED;
+    level_ = level;
+    reason_ = std::move(reason);
+    deadline_ = INT64_MAX;
+}
+
+void Session::tick(int64_t now) {
+    const auto &c = p_.cfg;
+    switch (phase_) {
+    case Phase::Waiting:
+        if (now >= retry_at_ || now - started_ >= c.handshake_timeout_ms) try_admit(now);
+        return;
+    case Phase::Closing:
+        if (now >= grace_end_) drop(level_, reason_);  // the client is not reading: give up on it
+        return;
+    case Phase::Closed: return;
+    default: break;
+    }
+    if (frame_started_ >= 0 && now - frame_started_ >= c.frame_timeout_ms) {
+        finish(SL_LOG_WARN, "frame not completed within " + secs(c.frame_timeout_ms), "frame timeout", now);
+    } else if (phase_ == Phase::Handshake && now - started_ >= c.handshake_timeout_ms) {
+        drop(SL_LOG_WARN, "handshake timed out after " + secs(c.handshake_timeout_ms));
+    } else if (phase_ == Phase::Open && now - last_active_ >= c.idle_timeout_ms) {
+        finish(SL_LOG_INFO, "idle for " + secs(c.idle_timeout_ms), "idle timeout", now);
+    } else if (phase_ == Phase::Open && !trimmed_ && now - last_active_ >= kTrimAfterMs &&
+               conn_.pending_size() == 0 && !awaiting_reply_) {
+        conn_.trim();  // a quiet session keeps no message-sized buffers
+        trimmed_ = true;
+        account();
+    }
+    set_deadline(now);
+}
+
+void Session::feed_eof(int64_t now) {
+    (void)now;
+    if (phase_ == Phase::Closing) {
+        drop(level_, reason_);
+        return;
+    }
+    if (phase_ == Phase::Closed) return;
+    if (conn_.feed_eof() == SL_ETRUNCATED) drop(SL_LOG_WARN, "connection lost in the middle of a frame (TRUNCATED)");
+    else if (phase_ != Phase::Open) drop(SL_LOG_WARN, "connection closed during the handshake");
+    else drop(SL_LOG_INFO, "connection lost (no CLOSE from the client)");
+}
+
+void Session::io_error(int err, bool writing, int64_t now) {
+    (void)now;
+    if (!writing) drop(SL_LOG_WARN, "connection error: " + errtext(err));
+    else if (phase_ == Phase::Closing) drop(level_, reason_);
+    else drop(SL_LOG_INFO, "connection lost while sending (client went away)");
+}
+
+bool Session::tls_check(const uint8_t *data, size_t len, int64_t now) {
+    if (len == 0 || data[0] == 0x16) return false;
+    first_bytes_ = false;
+    raw_.assign(kTlsAlert, sizeof kTlsAlert - 1);
+    raw_pos_ = 0;
+    finish(SL_LOG_WARN, "client is not using TLS (plain seclink/1?) but this server runs with --tls", nullptr, now);
+    return true;
+}
+
+void Session::tls_failed(const char *detail, int64_t now) {
+    (void)now;
+    drop(SL_LOG_WARN, std::string("TLS handshake failed: ") + (detail != nullptr && *detail ? detail : "connection closed"));
+}
+
+void Session::shutdown(int64_t now) {
+    if (phase_ == Phase::Open) finish(SL_LOG_INFO, "server shutting down", "server shutting down", now);
+    else if (phase_ != Phase::Closing) drop(SL_LOG_INFO, "server shutting down");
+}
+
+void Session::fail() noexcept {
+    phase_ = Phase::Closed;
+    status_ = SL_SESSION_CLOSED;
+    awaiting_reply_ = false;
+    level_ = SL_LOG_WARN;
+    try {
+        reason_ = "out of memory";
+    } catch (...) {
+    }
+}
+
+void Session::close() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    if (holds_handshake_) p_.release_handshake(addr_);
+    if (holds_session_) p_.release_session();
+    if (counted_) p_.connections.fetch_sub(1);
+    counted_ = false;
+    holds_handshake_ = holds_session_ = false;
+    p_.charge(-static_cast<int64_t>(charged_), SIZE_MAX);
+    charged_ = 0;
+    if (reason_.empty()) reason_ = "connection closed";
+    try {
+        p_.log(level_, std::string(level_ == SL_LOG_WARN ? "[WARN] " : "[INFO] ") + peer_ + " disconnected: " + reason_);
+    } catch (...) {  // out of memory for the line: the session still ends
+    }
+}
+
+}  // namespace seclink::detail
+
+// ---------------------------------------------------------------------------------------- C ABI
+
+using seclink::detail::Policy;
+using seclink::detail::Session;
+
+struct sl_policy {
+    Policy impl;
+    explicit sl_policy(const sl_server_config &cfg) : impl(cfg) {}
+};
+struct sl_session {
+    Session impl;
+    sl_session(Policy &p, const char *peer, int64_t now) : impl(p, peer, now) {}
+};
+
+namespace {
+
+template <class F>
+int guarded(F &&f) noexcept {
+    try {
+        return f();
+    } catch (const std::bad_alloc &) {
+        return SL_ENOMEM;
+    } catch (...) {
+        return SL_EINTERNAL;
+    }
+}
+
+// A call that cannot report an error: out of memory closes the session rather than the process.
+template <class F>
+void or_drop(sl_session *s, F &&f) noexcept {
+    if (s == nullptr) return;
+    if (guarded([&] {
+            f();
+            return SL_OK;
+        }) != SL_OK) {
+        s->impl.fail();
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
+    if (out == nullptr) return SL_EINVAL;
+    *out = nullptr;
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    return guarded([&] {
+        *out = new sl_policy(*cfg);
+        return SL_OK;
+    });
+}
+
+void sl_policy_free(sl_policy *policy) { delete policy; }
+
+size_t sl_policy_sessions(const sl_policy *p) { return p != nullptr ? p->impl.sessions.load() : 0; }
+size_t sl_policy_connections(const sl_policy *p) { return p != nullptr ? p->impl.connections.load() : 0; }
+size_t sl_policy_handshakes(const sl_policy *p) { return p != nullptr ? p->impl.handshakes.load() : 0; }
+size_t sl_policy_memory(const sl_policy *p) { return p != nullptr ? p->impl.memory.load() : 0; }
+
+void sl_policy_out_of_fds(sl_policy *p) {
+    if (p == nullptr) return;
+    guarded([&] {
+        p->impl.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
+                                 "--max-clients)");
+        return SL_OK;
+    });
+}
+
+int sl_session_new(sl_session **out, sl_policy *policy, const char *peer, int64_t now_ms) {
+    if (out == nullptr) return SL_EINVAL;
+    *out = nullptr;
+    if (policy == nullptr || peer == nullptr) return SL_EINVAL;
+    return guarded([&] {
+        auto s = std::make_unique<sl_session>(policy->impl, peer, now_ms);
+        if (!s->impl.ok()) return SL_ECRYPTO;
+        *out = s.release();
+        return SL_OK;
+    });
+}
+
+void sl_session_free(sl_session *s) { delete s; }
+
+int sl_session_feed(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms, size_t *consumed,
+                    const uint8_t **msg, size_t *msg_len) {
+    if (s == nullptr || consumed == nullptr || msg == nullptr || msg_len == nullptr || (data == nullptr && len != 0))
+        return SL_EINVAL;
+    int rc = guarded([&] { return s->impl.feed(data, len, now_ms, consumed, msg, msg_len); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) {
+        *consumed = len;
+        s->impl.fail();
+    }
+    return rc;
+}
+
+void sl_session_feed_eof(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.feed_eof(now_ms); }); }
+
+int sl_session_reply(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms) {
+    if (s == nullptr || (data == nullptr && len != 0)) return SL_EINVAL;
+    int rc = guarded([&] { return s->impl.reply(data, len, now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_reply_failed(sl_session *s, const char *why, int64_t now_ms) {
+    if (s == nullptr) return SL_EINVAL;
+    int rc = guarded([&] { return s->impl.reply_failed(why != nullptr ? why : "", now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_pending(const sl_session *s, const uint8_t **data, size_t *len) {
+    if (s == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;
+    *data = s->impl.pending();
+    *len = s->impl.pending_size();
+    return SL_OK;
+}
+
+int sl_session_consume(sl_session *s, size_t n, int64_t now_ms) {
+    if (s == nullptr || n > s->impl.pending_size()) return SL_EINVAL;
+    s->impl.consume(n, now_ms);
+    return SL_OK;
+}
+
+int sl_session_status(const sl_session *s) { return s != nullptr ? s->impl.status() : SL_SESSION_CLOSED; }
+int sl_session_wants_read(const sl_session *s) { return s != nullptr && s->impl.wants_read(); }
+int64_t sl_session_deadline(const sl_session *s) { return s != nullptr ? s->impl.deadline() : INT64_MAX; }
+void sl_session_tick(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.tick(now_ms); }); }
+
+void sl_session_io_error(sl_session *s, int err, int writing, int64_t now_ms) {
+    or_drop(s, [&] { s->impl.io_error(err, writing != 0, now_ms); });
+}
+
+int sl_session_tls_check(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms) {
+    if (s == nullptr || (data == nullptr && len != 0)) return 0;
+    int plain = 0;
+    or_drop(s, [&] { plain = s->impl.tls_check(data, len, now_ms) ? 1 : 0; });
+    return plain;
+}
+
+void sl_session_tls_failed(sl_session *s, const char *detail, int64_t now_ms) {
+    or_drop(s, [&] { s->impl.tls_failed(detail, now_ms); });
+}
+
+void sl_session_shutdown(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.shutdown(now_ms); }); }
+
+void sl_session_close(sl_session *s) {
+    if (s != nullptr) s->impl.close();
+}
+
+const char *sl_session_peer(const sl_session *s) { return s != nullptr ? s->impl.peer().c_str() : ""; }
+
+}  // extern "C"

@@ -1,0 +1,131 @@
+// session.hpp - the session layer: everything a server decides about its connections, sans I/O
+// (seclink.h, "the session layer"). Policy is server-wide and thread-safe; Session wraps one
+// engine Connection and is used by one thread at a time. The epoll server and seclink.aio drive
+// these and do nothing else of their own: same admission, limits, deadlines and log lines.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "crypto.hpp"
+#include "engine.hpp"
+#include "seclink/seclink.h"
+
+namespace seclink::detail {
+
+inline constexpr size_t kHighWater = 1024 * 1024;  // queued output before reading pauses
+inline constexpr int64_t kCloseGraceMs = 2000;     // time to flush a CLOSE before dropping
+inline constexpr int64_t kTrimAfterMs = 1000;      // quiet this long: give message buffers back
+inline constexpr int64_t kAdmitPollMs = 10;        // a session waiting for a slot looks again
+inline constexpr size_t kSmallFrame = 64 * 1024;   // frames this small may use the last eighth
+
+// Fills the defaults of every 0 field that has one (the sl_server_config_init values).
+void apply_server_defaults(sl_server_config &cfg) noexcept;
+
+class Policy {
+public:
+    // cfg.psk is copied into `psk` and the copy in `cfg` cleared.
+    explicit Policy(const sl_server_config &cfg);
+    ~Policy() { wipe(psk, sizeof psk); }
+    Policy(const Policy &) = delete;
+    Policy &operator=(const Policy &) = delete;
+
+    bool logs(int level) const noexcept { return cfg.log != nullptr && level <= cfg.log_level; }
+    void log(int level, const std::string &line) noexcept;
+
+    // Admission of a pre-authentication session from `addr`: true once it holds a handshake
+    // slot; else *retry_at says when to ask again.
+    bool admit(const std::string &addr, int64_t now, int64_t *retry_at);
+    void release_handshake(const std::string &addr) noexcept;
+    bool take_session() noexcept;  // an authenticated slot (max_clients)
+    void release_session() noexcept { sessions.fetch_sub(1); }
+
+    // Changes the bytes charged to the budget by `delta`; a positive change is refused (false,
+    // nothing charged) if it would pass `limit`.
+    bool charge(int64_t delta, size_t limit) noexcept;
+
+    sl_server_config cfg{};
+    uint8_t psk[SL_KEY_BYTES] = {};
+    std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
+    std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
+
+private:
+    struct Addr {
+        unsigned pending = 0;  // handshake slots held
+        double tokens = 0;     // handshake-rate bucket
+        int64_t refilled = 0;
+    };
+    std::mutex mu_;  // guards addrs_ and the handshake count's check-then-take
+    std::unordered_map<std::string, Addr> addrs_;
+    std::mutex log_mu_;
+};
+
+class Session {
+public:
+    Session(Policy &policy, std::string peer, int64_t now);
+    ~Session() { close(); }
+    Session(const Session &) = delete;
+    Session &operator=(const Session &) = delete;
+
+    int feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed, const uint8_t **msg, size_t *msg_len);
+    void feed_eof(int64_t now);
+    int reply(const uint8_t *data, size_t len, int64_t now);
+    int reply_failed(const std::string &why, int64_t now);
+    const uint8_t *pending() const noexcept {
+        return raw_.empty() ? conn_.pending() : reinterpret_cast<const uint8_t *>(raw_.data()) + raw_pos_;
+    }
+    size_t pending_size() const noexcept { return raw_.empty() ? conn_.pending_size() : raw_.size() - raw_pos_; }
+    void consume(size_t n, int64_t now);
+    int status() const noexcept { return status_; }
+    bool wants_read() const noexcept;
+    int64_t deadline() const noexcept { return deadline_; }
+    void tick(int64_t now);
+    void io_error(int err, bool writing, int64_t now);
+    bool tls_check(const uint8_t *data, size_t len, int64_t now);
+    void tls_failed(const char *detail, int64_t now);
+    void shutdown(int64_t now);
+    void close() noexcept;
+    // Out of memory (or a bug) in the middle of a call: the session closes at once.
+    void fail() noexcept;
+    const std::string &peer() const noexcept { return peer_; }
+    bool ok() const noexcept { return setup_ok_; }
+
+private:
+    enum class Phase { Waiting, Handshake, Open, Closing, Closed };
+
+    void try_admit(int64_t now);
+    void authenticate(int64_t now);
+    void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
+    int send_reply(const uint8_t *data, size_t len, int64_t now);
+    // Starts closing: queues CLOSE `close_reason` (if authenticated and it may still send),
+    // then flushes; `level`/`reason` make the "disconnected" line.
+    void finish(int level, std::string reason, const char *close_reason, int64_t now);
+    void drop(int level, std::string reason);  // close at once
+    void account() noexcept;                    // re-charges what the session holds
+    void set_deadline(int64_t now) noexcept;
+    std::string shown(const uint8_t *data, size_t len) const;
+    static void on_trace(void *ud, const sl_frame_info *f);
+
+    Policy &p_;
+    Connection conn_;
+    std::string peer_, addr_;
+    Phase phase_ = Phase::Waiting;
+    int status_ = SL_SESSION_OPEN;
+    bool setup_ok_ = true;
+    bool holds_handshake_ = false, holds_session_ = false, closed_ = false, counted_ = false;
+    bool awaiting_reply_ = false, first_bytes_ = true, trimmed_ = true;
+    int64_t started_ = 0, last_active_ = 0, frame_started_ = -1, grace_end_ = 0, retry_at_ = 0;
+    int64_t deadline_ = 0;
+    size_t charged_ = 0;
+    uint64_t recv_seq_ = 0, send_seq_ = 0;
+    int level_ = SL_LOG_INFO;
+    std::string reason_;
+    std::string raw_;  // raw bytes to write instead of the engine's output (a TLS alert)
+    size_t raw_pos_ = 0;
+};
+
+}  // namespace seclink::detail
