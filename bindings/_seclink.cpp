@@ -109,6 +109,11 @@ public:
         check(sl_conn_start(c_), "cannot start the handshake");
     }
 
+    void set_key_confirmation(bool on) {
+        Lock lock(this);
+        check(sl_conn_set_key_confirmation(c_, on ? 1 : 0), "key_confirmation");
+    }
+
     // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
     // error). What a caller queues for that event comes before anything a later frame causes.
     py::tuple feed_one(const py::buffer &data, size_t offset) {
@@ -389,9 +394,12 @@ std::string path_from(F fn) {
 
 }  // namespace
 
+void bind_session(py::module_ &m);  // session.cpp
+
 PYBIND11_MODULE(_seclink, m) {
     m.doc() = "Thin bindings to libseclink's C ABI; use the seclink package, not this module.";
 
+    bind_session(m);
     m.def("version", &sl_version);
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
@@ -453,6 +461,7 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("role"), py::arg("psk"), py::arg("max_message") = py::none(), py::arg("max_send") = py::none(),
              py::arg("ephemeral") = py::none())
         .def("start", &Connection::start)
+        .def("set_key_confirmation", &Connection::set_key_confirmation, py::arg("on"))
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))

@@ -214,7 +214,7 @@ def test_twenty_clients_of_mixed_languages_at_once(start_server, tmp_path: Path,
 @pytest.mark.parametrize("server", list(SERVERS))
 def test_every_server_rejects_a_frame_tampered_in_flight(start_server, run_client, server: str) -> None:
     srv = start_server(server)
-    relay = Relay(srv.port, "up", 1, "flip")  # frame 0 is the handshake; 1 is the first message
+    relay = Relay(srv.port, "up", 2, "flip")  # 0: frame 1, 1: the key-confirmation PING, 2: the first message
     try:
         r = run_client("cpp", relay.port, "tampered", "never answered")
     finally:
@@ -232,7 +232,7 @@ def test_every_server_rejects_a_frame_tampered_in_flight(start_server, run_clien
 @pytest.mark.parametrize("server", ["cpp", "py", "py-asyncio"])
 def test_replayed_frame_is_refused_after_the_valid_copy_is_answered(start_server, run_client, server: str) -> None:
     srv = start_server(server)
-    relay = Relay(srv.port, "up", 1, "replay")
+    relay = Relay(srv.port, "up", 2, "replay")  # 0: frame 1, 1: the key-confirmation PING, 2: "replay me"
     try:
         r = run_client("cpp", relay.port, "replay me", "one more")
     finally:
@@ -246,7 +246,7 @@ def test_replayed_frame_is_refused_after_the_valid_copy_is_answered(start_server
 @pytest.mark.parametrize("client", list(CLIENTS))
 def test_every_client_rejects_a_frame_tampered_in_flight(start_server, run_client, client: str) -> None:
     srv = start_server("cpp")
-    relay = Relay(srv.port, "down", 1, "flip")  # frame 0 is the handshake reply; 1 is the first reply
+    relay = Relay(srv.port, "down", 2, "flip")  # 0: frame 2, 1: the PONG to the key confirmation, 2: the first reply
     try:
         r = run_client(client, relay.port, "hello", "second")
     finally:

@@ -204,7 +204,8 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};
     if ((rc = next_event(c, deadline, &ev)) != SL_OK) return rc;
-    return ev.type == SL_EVENT_HANDSHAKE_DONE ? SL_OK : SL_EINTERNAL;
+    if (ev.type != SL_EVENT_HANDSHAKE_DONE) return SL_EINTERNAL;
+    return flush(c, deadline);  // the key-confirmation PING (PROTOCOL.md 4.1), sent at once
 }
 
 }  // namespace

@@ -68,6 +68,7 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
             raise ClientError("handshake failed: the server closed the connection "
                               "(does it use the same PSK?)", 2)
         try:
+            sock.sendall(conn.data_to_send())  # the key-confirmation PING (section 4.1), at once
             for content in messages:
                 conn.send(DATA, content)
                 sock.sendall(conn.data_to_send())

@@ -36,7 +36,7 @@ import string
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
@@ -55,10 +55,7 @@ T = TypeVar("T")
 
 _CHUNK = 64 * 1024     # bytes read at a time; the stream reader pauses the socket beyond twice this
 _CLOSE_GRACE = 2.0     # seconds to flush a CLOSE (or finish closing) before dropping the connection
-_MAX_OVER_LIMIT = 64   # connections being told "server full" at once; beyond that, refused at once
-# A fatal TLS alert (protocol_version): how a TLS server answers a plain client, which can then
-# say "the server speaks TLS" instead of guessing from a closed socket (as the native server).
-_TLS_ALERT = bytes.fromhex("15030300020246")
+_BACKLOG = 4096        # listen backlog (the system caps it): a burst of clients is not made to wait
 _HOSTNAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _DEFAULT: Any = object()
 _ERRNO_CODES = {errno.ECONNREFUSED: 42, errno.ENETUNREACH: 43, errno.EHOSTUNREACH: 43, errno.ENETDOWN: 43,
@@ -76,15 +73,6 @@ def _os_code(exc: OSError) -> int:
     return _ERRNO_CODES.get(exc.errno or 0, 46)                     # else SOCKET
 
 
-def _errtext(code: int) -> str:
-    return f"{_seclink.errname(code)}: {_seclink.strerror(code)}"
-
-
-def _shown(data: bytes) -> str:
-    """A message as every seclink log shows it (text, <binary> or <empty>, cut at 200 bytes)."""
-    return _seclink.format_message(data)
-
-
 def _peer_name(addr: object) -> str:
     """'host:port' or '[v6 address]:port', as the native code names a peer."""
     if not isinstance(addr, tuple):
@@ -97,10 +85,6 @@ def _ms(seconds: float) -> int:
     if seconds <= 0:
         raise ValueError("timeouts must be positive")
     return min(int(seconds * 1000), 2**32 - 1)
-
-
-def _secs(ms: int) -> str:
-    return f"{ms // 1000} s" if ms % 1000 == 0 else f"{ms} ms"
 
 
 async def _resolve(host: str, port: int, flags: int = 0) -> list[Any]:
@@ -212,51 +196,36 @@ class _Stream:
 
 # ------------------------------------------------------------------------------ server
 
-class _End(Exception):
-    """Ends a server session. `level` and `reason` make its "disconnected" log line; a graceful
-    end flushes what is queued first, after queueing CLOSE `close_reason` if one is given."""
-
-    def __init__(self, level: int, reason: str, *, graceful: bool = False, close_reason: str | None = None) -> None:
-        super().__init__(reason)
-        self.level, self.reason, self.close_reason = level, reason, close_reason
-        self.graceful = graceful or close_reason is not None
-
-
 @dataclass(eq=False)
-class _Session:
+class _Conn:
+    """One accepted connection: its stream and its session (the core's session layer, which
+    decides everything; this driver only moves bytes and time)."""
     stream: _Stream
-    conn: Connection
-    over_limit: bool           # to be told "server full" after its handshake
-    deadline: float = 0.0      # loop time: handshake, then idle, deadline
-    waiting: bool = False      # waiting for the client (only then can the deadline end it)
-    timed_out: bool = False    # the deadline passed: the task was cancelled for it
-    timer: asyncio.TimerHandle = None  # type: ignore[assignment]  # set by AioServer._watch
-    established: bool = False
-    finishing: bool = False    # ending (flushing its CLOSE): server shutdown leaves it alone
-    recv_seq: int = 0
-    send_seq: int = 0
-
-    @property
-    def peer(self) -> str:
-        return self.stream.peer
+    session: _seclink.Session
+    task: asyncio.Task[Any]
+    wake: asyncio.Event        # set when a tick changed what the session wants
+    io_wait: bool = False      # blocked reading or writing (a deadline may cancel that)
+    interrupted: bool = False  # this driver cancelled the task for a deadline or a shutdown
+    timer: asyncio.TimerHandle | None = None
 
 
 class AioServer:
     """A listening seclink/1 server on the running event loop; made by :func:`serve`.
 
-    Attributes: ``host``, ``port`` (the port actually bound), ``sessions`` (open now, excluding
-    clients being told the server is full), ``tls_cert`` and ``tls_cert_created`` (as
-    :class:`seclink.Server`). ``async with server:`` closes it on exit.
+    Attributes: ``host``, ``port`` (the port actually bound), ``sessions`` (connections open now),
+    ``tls_cert`` and ``tls_cert_created`` (as :class:`seclink.Server`). ``async with server:``
+    closes it on exit. Every decision about a connection (admission, limits, deadlines, replies,
+    log lines) is the core's session layer, shared with the native server.
     """
 
     def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytes, echo: bool, max_clients: int,
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
-                 log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None) -> None:
+                 log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
+                 max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
+                 frame_timeout: float | None = None, max_memory: int = 0) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
-        self._handler, self._psk, self._echo, self._max_clients = handler, psk, echo, max_clients
-        self._handshake_ms, self._idle_ms = _ms(handshake_timeout), _ms(idle_timeout)
-        self._max_message, self._max_send = max_message, max(max_message, DEFAULT_MAX_MESSAGE)
-        self._log_fn, self._log_level = log, log_level
+        self._handler = handler
+        self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
         self.tls_cert_created = False
         self._tls_ctx: ssl.SSLContext | None = None
         if tls:
@@ -271,29 +240,37 @@ class AioServer:
             except OSError:
                 raise from_code(52, f"cannot listen on {host}:{port}") from None
         self.tls_cert = tls_cert if tls else None
-        self._sessions = self._over_limit = 0
-        self._tasks: dict[asyncio.Task[Any], _Session] = {}
+        self._policy = _seclink.Policy(
+            psk, max_clients=max_clients, max_handshakes=max_handshakes,
+            max_handshakes_per_addr=max_handshakes_per_address, handshake_rate=handshake_rate,
+            handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
+            frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
+            max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
+            log_level=log_level, log=log)
+        self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
 
     @property
     def sessions(self) -> int:
-        """Number of sessions open now."""
-        return self._sessions
+        """Number of connections open now."""
+        return self._policy.connections
 
     async def close(self) -> None:
-        """Stops listening; every established session gets CLOSE "server shutting down", the others
-        are dropped; returns when every connection has ended (each within a short grace period)."""
+        """Stops listening; every authenticated session gets CLOSE "server shutting down", the
+        others are dropped; returns when every connection has ended (each within a short grace
+        period)."""
         if not self._closing:
             self._closing = True
             if self._server is not None:
                 self._server.close()
-            for task, s in self._tasks.items():
-                if not s.finishing:
-                    task.cancel()
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
+            now = self._now()
+            for c in self._conns.values():
+                c.session.shutdown(now)
+                self._poke(c)
+        while self._conns:
+            await asyncio.wait(list(self._conns))
         if self._server is not None:
             await self._server.wait_closed()
         self._closed.set()
@@ -324,7 +301,7 @@ class AioServer:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(addr)
-                self._server = await asyncio.start_server(self._on_connection, sock=sock)
+                self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=_BACKLOG)
                 self.port = sock.getsockname()[1]
                 return
             except OSError as exc:
@@ -332,199 +309,154 @@ class AioServer:
                 code = _os_code(exc)
         raise from_code(code, where)
 
-    def _log(self, level: int, line: str) -> None:
-        if self._log_fn is not None and level <= self._log_level:
-            self._log_fn(level, line)
+    @staticmethod
+    def _now() -> int:
+        return int(asyncio.get_running_loop().time() * 1000)
 
-    def _logs(self, level: int) -> bool:
-        """Whether lines of `level` are logged (so that per-message lines are only built then)."""
-        return self._log_fn is not None and level <= self._log_level
+    def _poke(self, c: _Conn) -> None:
+        """The session's wishes changed (a tick, a shutdown): wake its task, interrupting I/O."""
+        c.wake.set()
+        if c.io_wait and c.session.status() != _seclink.SESSION_OPEN and not c.interrupted:
+            c.interrupted = True
+            c.task.cancel()
+
+    def _arm(self, c: _Conn) -> None:
+        """One timer per session, at its deadline; it ticks the session there."""
+        deadline = c.session.deadline()
+        if c.timer is not None:
+            if c.timer.when() * 1000 <= deadline + 1 and not c.timer.cancelled():
+                return  # already due earlier: it re-arms itself
+            c.timer.cancel()
+        if deadline >= 2**62:
+            c.timer = None
+            return
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            c.timer = None
+            now = self._now()
+            if now >= c.session.deadline():
+                c.session.tick(now)
+                self._poke(c)
+            self._arm(c)
+
+        c.timer = loop.call_at(deadline / 1000, due)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = _Stream(reader, writer)
-        over = self._sessions >= self._max_clients
-        if over and self._over_limit >= _MAX_OVER_LIMIT:
-            self._log(LOG_WARN, f"[WARN] {stream.peer} refused: server full and too many refusals pending")
-            await stream.close()
-            return
-        if over:
-            self._over_limit += 1
-        else:
-            self._sessions += 1
-        conn = Connection("server", self._psk, max_message=self._max_message, max_send=self._max_send)
-        if self._log_fn is not None and self._log_level >= LOG_TRACE:
-            conn.set_trace(lambda text: self._log(LOG_TRACE, text), stream.peer)
-        conn.start()
-        s = _Session(stream, conn, over)
         task = asyncio.current_task()
         assert task is not None
-        self._tasks[task] = s
-        self._log(LOG_INFO, f"[INFO] {s.peer} connected")
+        c = _Conn(stream, _seclink.Session(self._policy, stream.peer, self._now()), task, asyncio.Event())
+        self._conns[task] = c
         try:
-            try:
-                await self._converse(s)
-            except _End as end:
-                outcome = end
-            except asyncio.CancelledError:
-                if not (self._closing or s.timed_out):
-                    raise
-                uncancel = getattr(asyncio.current_task(), "uncancel", None)
-                if uncancel is not None:  # Python 3.11+: this cancellation is handled here
-                    uncancel()
-                outcome = self._shutdown_end(s) if self._closing else self._timeout_end(s)
-            await self._finish(s, outcome)
+            if self._closing:
+                c.session.shutdown(self._now())
+            await self._drive(c)
         finally:
-            if over:
-                self._over_limit -= 1
-            else:
-                self._sessions -= 1
-            del self._tasks[task]
-        label = "[WARN]" if outcome.level == LOG_WARN else "[INFO]"
-        self._log(outcome.level, f"{label} {s.peer} disconnected: {outcome.reason}")
+            if c.timer is not None:
+                c.timer.cancel()
+            del self._conns[task]
+            c.session.close()  # the "disconnected" line; slots and budget given back
 
-    async def _converse(self, s: _Session) -> NoReturn:
-        """Runs the session until something ends it (raises _End)."""
-        loop = asyncio.get_running_loop()
-        s.deadline = loop.time() + self._handshake_ms / 1000
-        self._watch(s, loop)
-        try:
-            if self._tls_ctx is not None:
-                s.waiting = True
-                await self._accept_tls(s, self._tls_ctx)
-            first = True
-            while True:
-                if self._closing:  # a shutdown that came while this session was busy
-                    raise self._shutdown_end(s)
-                s.waiting = True
-                data = await self._flush_and_read(s)
-                s.waiting = False
-                if first and self._tls_ctx is None and data[:2] == b"\x16\x03":
-                    raise _End(LOG_WARN, "client is speaking TLS but this server runs without --tls")
-                first = False
-                await self._feed(s, data)
-                if s.established:
-                    s.deadline = loop.time() + self._idle_ms / 1000
-                    if s.deadline < s.timer.when():  # earlier than the timer (the handshake's): move it
-                        s.timer.cancel()
-                        self._watch(s, loop)
-        finally:
-            s.timer.cancel()
-
-    def _watch(self, s: _Session, loop: asyncio.AbstractEventLoop) -> None:
-        """The session's handshake and idle timeout: one timer per session, moved on lazily (a
-        read only updates s.deadline), which cancels the session's task if it is still waiting
-        for the client at its deadline."""
-        task = asyncio.current_task()
-
-        def check() -> None:
-            now = loop.time()
-            if s.waiting and now >= s.deadline:
-                s.timed_out = True
-                if task is not None:
-                    task.cancel()
-            else:  # the deadline moved on, or the session is busy (then look again one timeout later)
-                s.timer = loop.call_at(s.deadline if s.deadline > now else now + self._idle_ms / 1000, check)
-
-        s.timer = loop.call_at(s.deadline, check)
-
-    def _timeout_end(self, s: _Session) -> _End:
-        if not s.established:
-            return _End(LOG_WARN, f"handshake timed out after {_secs(self._handshake_ms)}")
-        return _End(LOG_INFO, f"idle for {_secs(self._idle_ms)}", close_reason="idle timeout")
-
-    def _shutdown_end(self, s: _Session) -> _End:
-        return _End(LOG_INFO, "server shutting down", close_reason="server shutting down" if s.established else None)
-
-    async def _accept_tls(self, s: _Session, ctx: ssl.SSLContext) -> None:
-        first = await s.stream.read()
-        if first and first[0] != 0x16:  # not a TLS handshake record: say so as TLS would
-            s.stream.writer.write(_TLS_ALERT)
-            raise _End(LOG_WARN, "client is not using TLS (plain seclink/1?) but this server runs with --tls")
-        try:
-            await s.stream.start_tls(ctx, server_side=True, received=first)
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            raise _End(LOG_WARN, "TLS handshake failed: connection closed") from None
-        except ssl.SSLError as exc:
-            why = exc.reason.lower().replace("_", " ") if exc.reason else str(exc)
-            raise _End(LOG_WARN, f"TLS handshake failed: {why}") from None
-        except OSError:
-            raise _End(LOG_WARN, "TLS handshake failed: connection closed") from None
-
-    async def _flush_and_read(self, s: _Session) -> bytes:
-        """Sends what the engine has queued, then returns the next bytes from the client."""
-        out = s.conn.data_to_send()
-        try:
-            if out:
-                await s.stream.write(out)
-        except OSError:
-            raise _End(LOG_INFO, "connection lost while sending (client went away)") from None
-        try:
-            data = await s.stream.read()
-        except OSError as exc:
-            raise _End(LOG_WARN, f"connection error: {_errtext(_os_code(exc))}") from None
-        if data:
-            return data
-        try:
-            s.conn.receive_eof()
-        except ProtocolError:
-            raise _End(LOG_WARN, "connection lost in the middle of a frame (TRUNCATED)") from None
-        if not s.established:
-            raise _End(LOG_WARN, "connection closed during the handshake")
-        raise _End(LOG_INFO, "connection lost (no CLOSE from the client)")
-
-    async def _feed(self, s: _Session, data: bytes) -> None:
-        """Hands received bytes to the engine and acts on each event, in order."""
-        failure: Error | None = None
-        events = s.conn.events(data)  # one at a time: each reply is queued before a later frame fails
+    async def _drive(self, c: _Conn) -> None:
+        """Moves bytes and time for one session until it says to close."""
+        s, stream = c.session, c.stream
+        tls_pending = self._tls_ctx is not None
         while True:
-            try:
-                event = next(events, None)
-            except Error as exc:
-                failure = exc
-                break
-            if event is None:
-                break
-            await self._on_event(s, event)
-        if failure is not None:  # graceful: replies to the messages before the bad frame still go out
-            stage = "protocol error" if s.established else "handshake failed"
-            raise _End(LOG_WARN, f"{stage}: {failure.name}: {failure.detail}", graceful=True)
+            self._arm(c)
+            status = s.status()
+            if status == _seclink.SESSION_CLOSED:
+                stream.abort()
+                return
+            out = s.take_output(self._now())
+            if out or status == _seclink.SESSION_CLOSING:
+                if not await self._io(c, self._write(c, out, raw=tls_pending)):
+                    continue
+                if status == _seclink.SESSION_CLOSING:
+                    await stream.close(graceful=True)
+                    return
+            if not s.wants_read():  # waiting for admission: until a tick says otherwise
+                c.wake.clear()
+                await c.wake.wait()
+                continue
+            if tls_pending:
+                tls_pending = False
+                await self._io(c, self._accept_tls(c))
+                continue
+            data = await self._io(c, self._read(c))
+            if data:
+                await self._feed(c, data)
 
-    async def _on_event(self, s: _Session, event: Event) -> None:
-        if isinstance(event, HandshakeComplete):
-            s.established = True
-            if s.over_limit:
-                raise _End(LOG_WARN, f"refused: server full ({self._max_clients} clients)",
-                           close_reason="server full: try again later")
-            self._log(LOG_INFO, f"[INFO] {s.peer} handshake complete")
-        elif isinstance(event, Closed):
-            why = "client closed the session"
-            raise _End(LOG_INFO, f"{why} ({_shown(event.reason.encode())})" if event.reason else why, graceful=True)
-        elif isinstance(event, Ping):
-            self._log(LOG_MSG, f"[RECV] {s.peer} PING ({len(event.data)} bytes)")
-            self._log(LOG_MSG, f"[SEND] {s.peer} PONG ({len(event.data)} bytes)")  # queued by the engine
-        elif isinstance(event, Pong):
-            self._log(LOG_MSG, f"[RECV] {s.peer} PONG ({len(event.data)} bytes)")
-        elif isinstance(event, Data):
-            s.recv_seq += 1
-            if self._logs(LOG_MSG):
-                self._log(LOG_MSG, f"[RECV] {s.peer} #{s.recv_seq} {_shown(event.data)} ({len(event.data)} bytes)")
-            if self._handler is None:  # the built-in reply, without a coroutine per message
-                reply = event.data if self._echo else f"ACK: received {len(event.data)} bytes".encode()
-            else:
-                reply = await self._reply(event.data, s.peer)
-            try:
-                s.conn.send(reply)
-            except Error as exc:
-                raise _End(LOG_WARN, f"reply refused: {exc.name}: {exc.detail}") from None
-            s.send_seq += 1
-            if self._logs(LOG_MSG):
-                self._log(LOG_MSG, f"[SEND] {s.peer} #{s.send_seq} {_shown(reply)} ({len(reply)} bytes)")
-
-    async def _reply(self, data: bytes, peer: str) -> bytes:
-        """The reply to one message; a failing handler ends only this session (CLOSE "server error")."""
-        assert self._handler is not None
+    async def _io(self, c: _Conn, op: Coroutine[Any, Any, T]) -> T | None:
+        """Awaits one read or write that a deadline or a shutdown may interrupt (then None)."""
+        c.io_wait = True
         try:
-            result = self._handler(data, peer)
+            return await op
+        except asyncio.CancelledError:
+            if not c.interrupted:
+                raise
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)
+            if uncancel is not None:  # Python 3.11+: this cancellation is handled here
+                uncancel()
+            return None
+        finally:
+            c.io_wait = c.interrupted = False
+
+    async def _write(self, c: _Conn, data: bytes, raw: bool) -> bool:
+        try:
+            if raw:  # before TLS: raw bytes (the alert that tells a plain client why)
+                c.stream.writer.write(data)
+                await c.stream.writer.drain()
+            else:
+                await c.stream.write(data)
+            return True
+        except OSError:
+            c.session.io_error(45, True, self._now())  # PEER_CLOSED
+            return False
+
+    async def _read(self, c: _Conn) -> bytes:
+        try:
+            data = await c.stream.read()
+        except OSError as exc:
+            c.session.io_error(_os_code(exc), False, self._now())
+            return b""
+        if not data:
+            c.session.feed_eof(self._now())
+        return data
+
+    async def _accept_tls(self, c: _Conn) -> None:
+        assert self._tls_ctx is not None
+        s, stream = c.session, c.stream
+        first = await stream.read()
+        if not first:
+            s.tls_failed("connection closed", self._now())
+            return
+        if s.tls_check(first, self._now()):
+            return  # not TLS: the session says so with an alert, then closes
+        try:
+            await stream.start_tls(self._tls_ctx, server_side=True, received=first)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            s.tls_failed("connection closed", self._now())
+        except ssl.SSLError as exc:
+            s.tls_failed(exc.reason.lower().replace("_", " ") if exc.reason else str(exc), self._now())
+        except OSError:
+            s.tls_failed("connection closed", self._now())
+
+    async def _feed(self, c: _Conn, data: bytes) -> None:
+        """Hands received bytes to the session; answers each message it hands out, in order."""
+        s, off = c.session, 0
+        while off < len(data) and s.status() == _seclink.SESSION_OPEN:
+            used, msg = s.feed(data, off, self._now())
+            off += used
+            if msg is not None:
+                await self._answer(c, msg)
+
+    async def _answer(self, c: _Conn, data: bytes) -> None:
+        """The handler's reply to one message; a failing handler ends only this session."""
+        assert self._handler is not None
+        s = c.session
+        try:
+            result = self._handler(data, s.peer)
             if inspect.isawaitable(result):
                 result = await result
             result = result.encode() if isinstance(result, str) else b"" if result is None else result
@@ -538,33 +470,22 @@ class AioServer:
                        "is not an instance of 'buffer'")
             else:
                 if len(reply) <= self._max_send:
-                    return reply
+                    s.reply(reply, self._now())
+                    return
                 why = f"reply refused: {_seclink.strerror(20)}"
-        raise _End(LOG_WARN, f"the message handler failed: {_shown(why.encode())}", close_reason="server error")
-
-    async def _finish(self, s: _Session, end: _End) -> None:
-        """Ends the session as `end` says: flushes (and says CLOSE) if graceful, then closes."""
-        s.finishing = True
-        flushed = False
-        if end.graceful:
-            if end.close_reason is not None and s.established and not s.conn.closed:
-                s.conn.close(end.close_reason)
-            try:
-                await asyncio.wait_for(s.stream.write(s.conn.data_to_send()), _CLOSE_GRACE)
-                flushed = True
-            except (OSError, asyncio.TimeoutError):
-                pass
-        if end.graceful and not flushed:
-            s.stream.abort()  # the client is not reading: give up on it
-        else:
-            await s.stream.close(graceful=end.graceful)
+        s.reply_failed(why, self._now())
 
 
 async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int = 5000, *,
                 psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
-                max_clients: int = 10000, handshake_timeout: float = 10.0, idle_timeout: float = 300.0,
-                max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None, log_level: int = LOG_MSG,
-                tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None) -> AioServer:
+                max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = 10.0,
+                idle_timeout: float = 300.0, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
+                log_level: int = LOG_MSG, tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
+                redact: bool = False, max_handshakes: int = _seclink.DEFAULT_MAX_HANDSHAKES,
+                max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
+                handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
+                frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     ``handler(data, peer)``, a function or a coroutine function, returns the reply (bytes, str as
@@ -575,14 +496,18 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
     :attr:`AioServer.port`). The other parameters are those of :class:`seclink.Server`:
     ``log(level, line)`` gets every line up to ``log_level``, exactly as the native server writes
     it; ``tls=True`` serves TLS 1.3 only, with ``tls_cert``/``tls_key`` or the self-signed
-    certificate of the config directory. Serve with :meth:`AioServer.serve_forever`; stop with
-    :meth:`AioServer.close`.
+    certificate of the config directory; ``redact=True`` logs sizes, never content; admission
+    (``max_handshakes``, ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout``
+    and the memory budget ``max_memory`` (bytes) are the core session layer's. Serve with
+    :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
     """
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(1, f"cannot listen on {host}:{port}")
     server = AioServer(handler, host, int(port), psk=resolve_psk(psk, psk_file), echo=echo, max_clients=max_clients,
                        handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
-                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
+                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
+                       max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
+                       handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
     await server._listen()
     return server
 
@@ -660,6 +585,7 @@ class AioClient:
         try:
             await self._flush("cannot connect", where)
             await self._next_event("cannot connect", where)  # HandshakeComplete
+            await self._flush("cannot connect", where)       # the key-confirmation PING, at once
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, where)
             if err is e:

@@ -87,15 +87,23 @@ class Connection:
     ``ephemeral_for_testing`` (32 bytes) fixes this side's ephemeral X25519 key so that a test can
     reproduce the project's vectors byte for byte. It destroys forward secrecy: never use it
     outside tests.
+
+    A client confirms the key (docs/PROTOCOL.md 4.1): right after the handshake it queues an
+    empty PING, before anything else, and the server's PONG to it is not delivered. Write
+    :meth:`data_to_send` once the handshake completes. ``key_confirmation=False`` exists only
+    to replay the original ``wire`` vectors.
     """
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
-                 max_send: int | None = None, ephemeral_for_testing: bytes | None = None) -> None:
+                 max_send: int | None = None, ephemeral_for_testing: bytes | None = None,
+                 key_confirmation: bool = True) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
         self._c = _seclink.Connection(0 if role == "client" else 1, psk, max_message, max_send,
                                       ephemeral_for_testing)
+        if not key_confirmation:  # only to replay the `wire` vectors (docs/PROTOCOL.md 4.1, 8)
+            self._c.set_key_confirmation(False)
         self._started = False
 
     def start(self) -> None:

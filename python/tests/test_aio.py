@@ -100,6 +100,9 @@ async def raw_client(port: int, psk: bytes) -> tuple[asyncio.StreamReader, async
         data = await within(reader.read(65536))
         assert data, "the server closed the connection during the handshake"
         conn.receive_data(data)
+    # Key confirmation (PROTOCOL.md 4.1): the PING the engine queued, and its PONG (not delivered).
+    writer.write(conn.data_to_send())
+    assert conn.receive_data(await within(reader.readexactly(4 + 29))) == []
     return reader, writer, conn
 
 

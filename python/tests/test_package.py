@@ -28,9 +28,11 @@ WAIT = 10.0
 
 
 def fixed_pair() -> dict[str, Connection]:
+    """The vectors' `wire` session: its client sends no key-confirmation PING (PROTOCOL.md 4.1)."""
     h = bytes.fromhex
     pair = {side: Connection(side, h(VECTORS["psk"]), max_message=VECTORS["max_message"],
-                             ephemeral_for_testing=h(VECTORS[f"{side}_ephemeral"])) for side in ("client", "server")}
+                             ephemeral_for_testing=h(VECTORS[f"{side}_ephemeral"]),
+                             key_confirmation=side == "server") for side in ("client", "server")}
     for conn in pair.values():
         conn.start()
     return pair
@@ -206,7 +208,8 @@ def test_connection_send_errors() -> None:
         client.send(b"x" * 11)
     with pytest.raises(ProtocolError):
         client.send_ping(b"p" * 65)
-    assert server.receive_data(client.data_to_send()) == [Data(b"x" * 10)]
+    # The key-confirmation PING went first; the refusals queued nothing.
+    assert server.receive_data(client.data_to_send()) == [Ping(b""), Data(b"x" * 10)]
 
 
 def test_connection_trace_shows_each_frame() -> None:
@@ -220,8 +223,8 @@ def test_connection_trace_shows_each_frame() -> None:
     client.receive_data(server.data_to_send())
     client.send(b"hello")
     server.receive_data(client.data_to_send())
-    assert len(seen) == 3
-    assert "the-server" in seen[2] and "hello" in seen[2]
+    assert len(seen) == 4  # frame 1, frame 2, the key-confirmation PING, hello
+    assert "PING" in seen[2] and "the-server" in seen[3] and "hello" in seen[3]
     assert psk.hex() not in "".join(seen)
 
 
@@ -511,6 +514,8 @@ def test_events_yields_each_event_before_a_later_bad_frame_fails() -> None:
     server.start()
     assert list(server.events(client.data_to_send())) == [HandshakeComplete()]
     client.receive_data(server.data_to_send())
+    assert server.receive_data(client.data_to_send()) == [Ping(b"")]  # key confirmation
+    assert client.receive_data(server.data_to_send()) == []            # its PONG is not delivered
     client.send(b"once")
     frame = client.data_to_send()
     events = server.events(frame + frame)  # the second copy is a replay
