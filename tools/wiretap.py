@@ -124,12 +124,12 @@ class Wiretap:
 
 
 def hexdump(data: bytes, width: int = 80, highlight: bytes = b"", mark: Callable[[str], str] = str) -> List[str]:
-    """Classic offset / hex / ASCII lines, 16 bytes a line (8 if `width` is under 78 columns).
+    """Classic offset / hex / ASCII lines, 16 bytes a line (8 if `width` is under 73 columns).
 
     Bytes inside any occurrence of `highlight` are passed through `mark` (e.g. a colour) in both
     columns, so the secret stands out where an eavesdropper would find it.
     """
-    per_line = 16 if width >= 78 else 8
+    per_line = 16 if width >= 73 else 8
     hot = [False] * len(data)
     if highlight:
         at = data.find(highlight)

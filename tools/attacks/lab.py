@@ -32,9 +32,9 @@ from tools import programs  # noqa: E402
 from tools.attacks import weak  # noqa: E402
 from tools.wiretap import Frame, Wiretap, hexdump  # noqa: E402
 
-WORK = "build/attacks"
-PSK = f"{WORK}/psk"
-ATTACKER_PSK = f"{WORK}/attacker-psk"
+WORK = "build/attacks"  # the default; every path below is relative to Lab.work
+PSK = "psk"
+ATTACKER_PSK = "attacker-psk"
 Out = Callable[[str], None]
 
 
@@ -49,23 +49,23 @@ class Verdict:
 class Lab:
     """One real seclink server, shared by the attacks, and the printing."""
 
-    def __init__(self, language: str = "C++", out: Out = print, width: int = 80) -> None:
-        self.language, self.out, self.width = language, out, width
-        shutil.rmtree(programs.ROOT / WORK, ignore_errors=True)
-        (programs.ROOT / WORK / "config").mkdir(parents=True)
-        programs.keygen(PSK, f"{WORK}/config")
-        programs.keygen(ATTACKER_PSK, f"{WORK}/config")
-        self.server = programs.SeclinkServer(language, f"{language} server", self.flags("server"),
-                                             f"{WORK}/config")
-        self.out(f"  seclink: the real {language} server on 127.0.0.1:{self.server.port} "
-                 f"(key {PSK}; the attacker's own key {ATTACKER_PSK})")
+    def __init__(self, language: str = "C++", out: Out = print, width: int = 80, work: str = WORK) -> None:
+        self.language, self.out, self.width, self.work = language, out, width, work
+        self.config = f"{work}/config"
+        shutil.rmtree(programs.ROOT / work, ignore_errors=True)
+        (programs.ROOT / self.config).mkdir(parents=True)
+        programs.keygen(f"{work}/{PSK}", self.config)
+        programs.keygen(f"{work}/{ATTACKER_PSK}", self.config)
+        self.server = programs.SeclinkServer(language, f"{language} server", self.flags("server"), self.config)
+        self.say(f"seclink: the real {language} server on 127.0.0.1:{self.server.port} (key {work}/{PSK}; "
+                 f"the attacker's own key {work}/{ATTACKER_PSK}; logs in {work}/)")
 
     def flags(self, who: str, psk: str = PSK) -> List[str]:
-        return ["--psk-file", psk, "--log-file", f"{WORK}/{who}.log"]
+        return ["--psk-file", f"{self.work}/{psk}", "--log-file", f"{self.work}/{who}.log"]
 
     def client(self, port: int, messages: List[str], psk: str = PSK, who: str = "client"):
         return programs.run_client("C++", [programs.HOST, str(port)] + messages, self.flags(who, psk),
-                                   f"{WORK}/config")
+                                   self.config)
 
     def session_lines(self) -> List[str]:
         """The real server's lines for the session that just ended."""
@@ -75,9 +75,11 @@ class Lab:
         self.server.close()
 
     # printing ----------------------------------------------------------------------------------
-    def say(self, text: str, indent: str = "  ") -> None:
-        for line in textwrap.wrap(text, self.width - len(indent), break_on_hyphens=False) or [""]:
-            self.out(indent + line)
+    def say(self, text: str, indent: str = "  ", rest: Optional[str] = None) -> None:
+        for line in textwrap.wrap(text, self.width, initial_indent=indent,
+                                  subsequent_indent=indent if rest is None else rest,
+                                  break_on_hyphens=False) or [indent]:
+            self.out(line)
 
     def show(self, label: str, lines: List[str]) -> None:
         prefix = f"    {label:<9}| "
@@ -229,7 +231,7 @@ class TlsMitm:
 
 
 def tls_weak(lab: Lab) -> Verdict:
-    certs = programs.ROOT / WORK / "certs"
+    certs = programs.ROOT / lab.work / "certs"
     real_cert, real_key = weak.self_signed(certs, "bank.example")
     evil_cert, evil_key = weak.self_signed(certs, "mallory.example")
     server = weak.WeakServer(weak.PlainLink(), tls=weak.tls_server_context(real_cert, real_key))
@@ -251,7 +253,7 @@ def tls_seclink(lab: Lab) -> Verdict:
     # The man in the middle has no PSK, so it brings its own key, as it brought its own
     # certificate: its front is a real seclink server with that key, and it dials the real
     # server with that key.
-    front = programs.SeclinkServer("C++", "mitm", lab.flags("mitm", ATTACKER_PSK), f"{WORK}/config")
+    front = programs.SeclinkServer("C++", "mitm", lab.flags("mitm", ATTACKER_PSK), lab.config)
     try:
         victim = lab.client(front.port, [ORDER.decode()])
         front_lines = front.expect(r"disconnected")
@@ -352,7 +354,7 @@ def run_attack(lab: Lab, number: int) -> bool:
     """Run attack `number` (1-based) on its weak design and on seclink; True if it behaved as taught."""
     attack = ATTACKS[number - 1]
     lab.out("")
-    lab.out(f"-- Attack {number}/{len(ATTACKS)}: {attack.title}")
+    lab.say(f"-- Attack {number}/{len(ATTACKS)}: {attack.title}", "", "   ")
     lab.say(f"INSECURE design: {attack.design}. The attack: {attack.idea}")
     ok = True
     for target, run, expect_broken in (("weak design", attack.on_weak, True),
