@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -30,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from tools import programs  # noqa: E402
 from tools.attacks import weak  # noqa: E402
-from tools.wiretap import Frame, Wiretap, hexdump  # noqa: E402
+from tools.wiretap import Frame, Wiretap  # noqa: E402
 
 WORK = "build/attacks"  # the default; every path below is relative to Lab.work
 PSK = "psk"
