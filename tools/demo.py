@@ -49,6 +49,7 @@ DEMO = "build/demo"
 PSK = f"{DEMO}/psk"
 WRONG_PSK = f"{DEMO}/wrong-psk"
 CONFIG = f"{DEMO}/config"  # XDG_CONFIG_HOME of every child
+SESSION_PAGE = f"{DEMO}/session.html"  # step 13 writes it (--trace-html FILE: elsewhere)
 WAIT = programs.WAIT  # seconds: the longest any single wait may take
 HOST = programs.HOST
 
@@ -392,11 +393,12 @@ def trace_page(servers: Servers) -> str:
     notice("one session drawn as a sequence diagram (tools/trace_html.py): every frame on the wire",
            "with its length, counter, ciphertext, tag and plaintext, the handshake explained, and a",
            "replayed frame marked where the server refused it. Open it in a browser.")
-    path = f"{DEMO}/session.html"
+    path = SESSION_PAGE
     messages = ["hello", "pay 100 to bob", "bye"]
     show_command([sys.executable, "tools/trace_html.py", "--replay", "2", "-o", path] + messages)
     session = trace_html.record(server="Python", client="C++", messages=messages,
                                 meddle="replay", index=2, work=f"{DEMO}/trace")
+    (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
     (ROOT / path).write_text(trace_html.render(session), encoding="utf-8")
     show("frames", [row.summary() for row in session.rows])
     refused = [row for row in session.rows if row.refused]
@@ -438,7 +440,7 @@ STEPS: List[Step] = [
     Step("A replayed frame is rejected", replayed),
     Step("The wrong key is refused", wrong_key),
     Step("The attack lab: classic designs broken, the same attacks on seclink", attacks, needs_servers=False),
-    Step("A picture of one session: build/demo/session.html", trace_page, needs_servers=False),
+    Step("A picture of one session as an HTML page", trace_page, needs_servers=False),
     Step("Stop both servers with SIGTERM", stop_servers),
 ]
 
@@ -499,7 +501,7 @@ def run_steps(servers: Servers, only: Optional[int] = None, step_mode: bool = Fa
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    global WIDTH
+    global WIDTH, SESSION_PAGE
     parser = argparse.ArgumentParser(
         prog="tools/demo.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -508,9 +510,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--step", action="store_true", help="wait for Enter after each step (q stops)")
     parser.add_argument("--only", type=int, metavar="N", choices=range(1, len(STEPS) + 1),
                         help=f"run only step N (1-{len(STEPS)}); the servers are started quietly if it needs them")
+    parser.add_argument("--trace-html", metavar="FILE", default=SESSION_PAGE,
+                        help=f"where step 13 writes the session page (default {SESSION_PAGE})")
     parser.add_argument("--width", type=int, metavar="COLUMNS",
                         help="wrap text at COLUMNS (default: the terminal's width)")
     args = parser.parse_args(argv)
+    page = Path(args.trace_html).resolve()
+    SESSION_PAGE = str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else str(page)
     WIDTH = max(60, args.width or shutil.get_terminal_size((80, 24)).columns)
     sys.stdout.reconfigure(line_buffering=True)  # show each line at once, even through a pipe
     prepare()
@@ -526,7 +532,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         programs.stop_all()
     logs = sorted(path.name for path in (ROOT / DEMO).glob("*.log"))
     print()
-    say(f"Logs are in {DEMO}/: " + ", ".join(logs))
+    if logs:
+        say(f"Logs are in {DEMO}/: " + ", ".join(logs))
     if failed:
         say("Demo FAILED: these steps did not behave as narrated: " + "; ".join(failed))
         return 1
