@@ -114,7 +114,14 @@ def show_command(argv: List[str]) -> None:
     if len(line) <= WIDTH:
         print(line)
         return
-    pieces = textwrap.wrap(shlex.join(words), WIDTH - 6, break_long_words=False, break_on_hyphens=False)
+    pieces, current = [], ""
+    for word in (shlex.quote(w) for w in words):  # break between words, never inside a quoted one
+        if current and len(current) + 1 + len(word) > WIDTH - 8:
+            pieces.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    pieces.append(current)
     for i, piece in enumerate(pieces):  # a shell continuation, so it can still be pasted
         print(("  $ " if i == 0 else "      ") + piece + (" \\" if i < len(pieces) - 1 else ""))
 
