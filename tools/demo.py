@@ -190,7 +190,7 @@ def run_client(language: str, args: List[str], psk: str = PSK,
 def start_relay(server: Server, action: str) -> Relay:
     """A man in the middle that will `action` ("flip" or "replay") the client's first message frame."""
     relay = Relay(server.port, "up", 1, action)
-    print(f"  (the relay listens on port {relay.port} and forwards to the {server.label} on {server.port})")
+    say(f"(the relay listens on port {relay.port} and forwards to the {server.label} on {server.port})", "  ")
     return relay
 
 
