@@ -204,6 +204,7 @@ class TlsMitm:
         self.listener = socket.create_server((weak.HOST, 0))
         self.port = self.listener.getsockname()[1]
         self.seen: List[bytes] = []
+        self.error = ""
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -213,16 +214,21 @@ class TlsMitm:
             raw, _ = self.listener.accept()
         except OSError:
             return
-        with self.front.wrap_socket(raw, server_side=True) as client, \
-                weak.tls_client_context().wrap_socket(
-                    socket.create_connection((weak.HOST, self.server_port), timeout=weak.WAIT),
-                    server_hostname="bank.example") as server:
-            client.settimeout(weak.WAIT)
-            replies = weak.read_frames(server)
-            for body in weak.read_frames(client):
-                self.seen.append(body)
-                server.sendall(weak.frame(body.replace(b"to bob", b"to eve")))
-                client.sendall(weak.frame(next(replies, b"")))
+        try:
+            with self.front.wrap_socket(raw, server_side=True) as client, \
+                    weak.tls_client_context().wrap_socket(
+                        socket.create_connection((weak.HOST, self.server_port), timeout=weak.WAIT),
+                        server_hostname="bank.example") as server:
+                client.settimeout(weak.WAIT)
+                replies = weak.read_frames(server)
+                for body in weak.read_frames(client):
+                    self.seen.append(body)
+                    server.sendall(weak.frame(body.replace(b"to bob", b"to eve")))
+                    client.sendall(weak.frame(next(replies, b"")))
+        except (OSError, ssl.SSLError) as e:  # e.g. a client that did verify, and hung up on us
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.thread.join(weak.WAIT * 2)
