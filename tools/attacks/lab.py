@@ -129,9 +129,9 @@ def xor_seclink(lab: Lab) -> Verdict:
     read = [weak.xor(c[1:], keystream[1:]) for c in cipher[1:len(LATER) + 1]]
     lab.show("attacker", [f"'key' = frame 1 XOR {KNOWN.decode()!r} = {keystream[1:].hex()}"]
              + [f"frame {i} XOR 'key' = {text!r}" for i, text in enumerate(read, 2)])
-    lab.say("Every frame has its own counter, so its own keystream: the known plaintext reveals "
-            "only the bytes it was. A passive attack leaves no trace in any log; it has to fail by "
-            "design, and it does.", "    ")
+    lab.say("Every frame has its own counter, so its own keystream: knowing one frame's plaintext "
+            "tells nothing about the others. A passive attack leaves no trace in any log; it has to "
+            "fail by design, and it does.", "    ")
     if result.returncode != 0 or sum(line.startswith("[RECV]") for line in lines) != 3:
         return Verdict(True, [f"the real session itself failed (client exit {result.returncode})"])
     return Verdict(any(text in LATER for text in read) or any(m in tap.wire() for m in LATER),
