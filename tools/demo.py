@@ -477,9 +477,12 @@ def pause(number: int) -> bool:
     return answer.strip().lower() not in ("q", "quit", "exit")
 
 
-def run_steps(servers: Servers, only: Optional[int] = None, step_mode: bool = False) -> List[str]:
-    """Run every step in order (or only one); returns the steps that failed, as 'number (title)'."""
+def run_steps(servers: Servers, only: Optional[int] = None, step_mode: bool = False,
+              ran: Optional[List[int]] = None) -> List[str]:
+    """Run every step in order (or only one); returns the steps that failed, as 'number (title)'.
+    The numbers of the steps that ran are appended to `ran`."""
     failed: List[str] = []
+    ran = [] if ran is None else ran
     numbers = [only] if only else list(range(1, len(STEPS) + 1))
     if only and STEPS[only - 1].needs_servers:
         try:
@@ -492,6 +495,7 @@ def run_steps(servers: Servers, only: Optional[int] = None, step_mode: bool = Fa
             f"the Python server on {servers['Python'].port})")
     for number in numbers:
         step = STEPS[number - 1]
+        ran.append(number)
         heading(number, len(STEPS), step.title)
         try:
             report("OK: " + step.run(servers), "32")
@@ -530,8 +534,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     say("seclink demo: C++ and Python servers and clients on 127.0.0.1, talking seclink/1. "
         f"Every program also gets --psk-file {PSK} and --log-file {DEMO}/<program>.log, "
         "so your own key in ~/.config/seclink/ is never read or written.")
+    ran: List[int] = []
     try:
-        failed = run_steps({}, args.only, args.step)
+        failed = run_steps({}, args.only, args.step, ran)
     except KeyboardInterrupt:
         print("\ndemo: interrupted")
         return 130
@@ -544,7 +549,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if failed:
         say("Demo FAILED: these steps did not behave as narrated: " + "; ".join(failed))
         return 1
-    done = f"step {args.only}" if args.only else f"all {len(STEPS)} steps"
+    done = f"step {args.only}" if args.only else f"all {len(STEPS)} steps" if len(ran) == len(STEPS) \
+        else f"steps 1-{ran[-1]} of {len(STEPS)}"
     print(paint(f"Demo complete: {done} behaved as narrated.", "32"))
     return 0
 

@@ -60,6 +60,7 @@ def test_step_waits_for_enter_after_each_step_and_q_stops():
     assert headings(result.stdout) == [1, 2, 3]
     assert [int(n) for n in re.findall(rf"-- step (\d+)/{STEPS} done: Enter", result.stdout)] == [1, 2, 3]
     assert "demo: stopped by the presenter" in result.stdout
+    assert f"Demo complete: steps 1-3 of {STEPS} behaved as narrated." in result.stdout
 
 
 def test_help_lists_the_options_and_the_steps():
