@@ -13,7 +13,7 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-py fuzz bench demo run run-server run-client run-py-server \
+.PHONY: all build deps test test-cpp test-asan test-py fuzz bench demo attacks run run-server run-client run-py-server \
         run-py-client clean help
 
 all: build
@@ -25,6 +25,8 @@ help:
 	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
 	@echo "                through the load generator (about 5 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
+	@echo "make demo STEP=1   the same, waiting for Enter between steps (for a class; ONLY=N: one step)"
+	@echo "make attacks    the attack lab: four INSECURE designs broken, the same attacks failing on seclink"
 	@echo "make run-server / run-client          ./server \$$PORT / interactive ./client (PORT=5000)"
 	@echo "make run-py-server / run-py-client    the same with python/server.py and python/client.py"
 	@echo "make run        a server in the background, then an interactive client; the server stops"
@@ -84,7 +86,10 @@ bench: deps
 
 # The instructor's targets: one server, one interactive client, or both at once.
 demo: build
-	$(PYTHON) tools/demo.py
+	$(PYTHON) tools/demo.py $(if $(STEP),--step) $(if $(ONLY),--only $(ONLY))
+
+attacks: build
+	$(PYTHON) -m tools.attacks
 
 run-server: build
 	./server $(PORT)

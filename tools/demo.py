@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""The narrated demo behind `make demo`.
+"""The narrated demo behind `make demo`: a lesson in steps.
 
 It starts a C++ server and a Python server on free ports of 127.0.0.1, has the C++ and Python
-clients talk to both, shows one frame with --trace, lets a relay tamper with a frame and replay
-one, and tries a wrong key. Each step says what to notice, then checks that the programs really
-behaved that way.
+clients talk to both, shows what an eavesdropper captures (seclink next to a plaintext protocol),
+shows one frame with --trace, lets a relay tamper with a frame and replay one, tries a wrong key,
+runs the attack lab (four classic broken designs, and the same attacks on seclink) and writes a
+picture of one session as an HTML page. Each step says what to notice, then checks that the
+programs really behaved that way.
+
+For a class: --step waits for Enter after each step; --only N runs one step (starting the
+servers quietly first when it needs them). Text wraps to the terminal's width.
 
 Everything lives in build/demo/ (a key made for the demo, every log file): each program gets
 --psk-file and --log-file explicitly, and XDG_CONFIG_HOME points into build/demo/ as well, so
@@ -15,8 +20,10 @@ Exit status: 0 if every step behaved as narrated, 1 if any did not, 130 on Ctrl-
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -24,34 +31,37 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from interop_tests.relay import Relay  # noqa: E402  (needs ROOT on sys.path first)
+# These need ROOT on sys.path first.
+from interop_tests.relay import Relay  # noqa: E402
+from tools import programs, trace_html  # noqa: E402
+from tools.attacks import lab as attack_lab, weak  # noqa: E402
+from tools.wiretap import Wiretap, hexdump  # noqa: E402
 
 # Paths are relative to ROOT, where every child runs, so a command shown can be pasted as is.
 DEMO = "build/demo"
 PSK = f"{DEMO}/psk"
 WRONG_PSK = f"{DEMO}/wrong-psk"
-WAIT = 10.0  # seconds: the longest any single wait may take
-HOST = "127.0.0.1"
+CONFIG = f"{DEMO}/config"  # XDG_CONFIG_HOME of every child
+SESSION_PAGE = f"{DEMO}/session.html"  # step 13 writes it (--trace-html FILE: elsewhere)
+WAIT = programs.WAIT  # seconds: the longest any single wait may take
+HOST = programs.HOST
 
-SERVERS = {"C++": ["./server"], "Python": [sys.executable, "python/server.py"]}
-CLIENTS = {"C++": ["./client"], "Python": [sys.executable, "python/client.py"]}
+SERVERS = programs.SERVERS
+CLIENTS = programs.CLIENTS
 LOGS = {"C++": "cpp", "Python": "py"}  # log file prefixes: build/demo/cpp-server.log, ...
 SHORT = {"C++": "C++", "Python": "Py"}  # for the labels in front of each line of output
-WIDTH = 100  # columns; longer output lines are wrapped
+WIDTH = 80  # columns; longer output lines are wrapped. main() sets it to the terminal's width.
 
 COLOUR = sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
-
-class StepFailed(Exception):
-    """A program did not behave as the step narrated; the message says how."""
+StepFailed = programs.Misbehaved  # a program did not behave as the step narrated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,15 +72,26 @@ def paint(text: str, code: str) -> str:
     return f"\033[{code}m{text}\033[0m" if COLOUR else text
 
 
+def say(text: str, first: str = "", rest: Optional[str] = None) -> None:
+    """One paragraph, wrapped to the terminal's width."""
+    rest = " " * len(first) if rest is None else rest
+    for line in textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest,
+                              break_on_hyphens=False, break_long_words=True) or [first]:
+        print(line)
+
+
 def heading(number: int, total: int, title: str) -> None:
     print()
-    print(paint(f"== {number}/{total}  {title} ==", "1"))
+    text = f"== {number}/{total}  {title} =="
+    if len(text) > WIDTH:
+        text = text[:-3]  # no "==" left alone on a line of its own
+    for line in textwrap.wrap(text, WIDTH, subsequent_indent="   "):
+        print(paint(line, "1"))
 
 
 def notice(*lines: str) -> None:
-    """The 'what to look at' lines under a heading."""
-    for i, line in enumerate(lines):
-        print(("Notice: " if i == 0 else "        ") + line)
+    """The 'what to look at' paragraph under a heading (the pieces are joined, then wrapped)."""
+    say(" ".join(lines), "Notice: ")
 
 
 def show(label: str, lines: List[str], wrap: bool = True) -> None:
@@ -80,7 +101,8 @@ def show(label: str, lines: List[str], wrap: bool = True) -> None:
         if len(prefix + line) <= WIDTH or not wrap:
             print(prefix + line)
             continue
-        pieces = textwrap.wrap(line, WIDTH - len(prefix), subsequent_indent="    ", break_on_hyphens=False)
+        pieces = textwrap.wrap(line, max(20, WIDTH - len(prefix)), subsequent_indent="    ",
+                               break_on_hyphens=False)
         print(prefix + pieces[0])
         for piece in pieces[1:]:
             print(" " * (len(prefix) - 2) + "| " + piece)
@@ -88,7 +110,34 @@ def show(label: str, lines: List[str], wrap: bool = True) -> None:
 
 def show_command(argv: List[str]) -> None:
     words = ["python3" if word == sys.executable else word for word in argv]
-    print("  $ " + shlex.join(words))
+    line = "  $ " + shlex.join(words)
+    if len(line) <= WIDTH:
+        print(line)
+        return
+    pieces, current = [], ""
+    for word in (shlex.quote(w) for w in words):  # break between words, never inside a quoted one
+        if current and len(current) + 1 + len(word) > WIDTH - 8:
+            pieces.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    pieces.append(current)
+    for i, piece in enumerate(pieces):  # a shell continuation, so it can still be pasted
+        print(("  $ " if i == 0 else "      ") + piece + (" \\" if i < len(pieces) - 1 else ""))
+
+
+def fit_trace(lines: List[str]) -> List[str]:
+    """--trace rows ('label  value   note') as they are when they fit, else the note on its own line."""
+    out = []
+    for line in lines:
+        row = re.match(r"^(\s+)(\S+ +)(\S.*?)( {2,})(\S.*)$", line)
+        if len(line) <= WIDTH or not row:
+            out.append(line if len(line) <= WIDTH else line[:WIDTH - 3] + "...")
+            continue
+        lead = row.group(1) + row.group(2)
+        out.append((lead + row.group(3))[:WIDTH])
+        out.append(" " * len(lead) + "^ " + row.group(5)[:WIDTH - len(lead) - 2])
+    return out
 
 
 def check(condition: bool, reason: str) -> None:
@@ -99,94 +148,21 @@ def check(condition: bool, reason: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Running the programs
 
-def child_env() -> dict:
-    """The environment of every child: no way to reach the user's own key or config."""
-    env = dict(os.environ)
-    env.pop("SECLINK_PSK_FILE", None)
-    env["XDG_CONFIG_HOME"] = str(ROOT / DEMO / "config")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def common_flags(log: str, psk: str = PSK) -> List[str]:
     return ["--psk-file", psk, "--log-file", f"{DEMO}/{log}.log"]
 
 
 def make_key(path: str) -> List[str]:
     """Write a new key file with ./server --keygen; returns what it printed."""
-    argv = ["./server", "--keygen", "--psk-file", path]
-    show_command(argv)
-    result = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=WAIT)
-    check(result.returncode == 0, f"--keygen exited {result.returncode}: {result.stderr.strip()}")
-    return result.stdout.splitlines()
+    show_command(["./server", "--keygen", "--psk-file", path])
+    return programs.keygen(path, CONFIG)
 
 
-STARTED: List["Program"] = []  # every long-running child, so that main() stops them all, always
-
-
-class Program:
-    """A long-running child (a server, or an interactive client) whose output is read line by line.
-
-    A reader thread moves each line into a queue, so every wait has a deadline: a program that
-    hangs makes its step fail after WAIT seconds instead of freezing the demo.
-    """
+class Program(programs.Program):
+    """A long-running child whose output is shown (as far as it got) when a wait fails."""
 
     def __init__(self, label: str, argv: List[str], interactive: bool = False) -> None:
-        self.label = label
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=child_env(), text=True, errors="replace", bufsize=1,
-            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines: queue.Queue[Optional[str]] = queue.Queue()
-        STARTED.append(self)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)  # end of output
-
-    def expect(self, pattern: str) -> List[str]:
-        """The lines printed since the last call, up to and including the first matching pattern."""
-        seen: List[str] = []
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                show(self.label, seen)
-                raise StepFailed(f"{self.label} printed no line matching {pattern!r} in {WAIT:.0f} s")
-            if line is None:
-                self.lines.put(None)  # so that later calls see the end at once too
-                show(self.label, seen)
-                raise StepFailed(f"{self.label} ended without a line matching {pattern!r}")
-            seen.append(line)
-            if re.search(pattern, line):
-                return seen
-
-    def type_line(self, text: str) -> None:
-        """Send one line to the program's standard input, as if typed."""
-        try:
-            self.proc.stdin.write(text + "\n")
-            self.proc.stdin.flush()
-        except OSError as e:
-            raise StepFailed(f"{self.label} stopped reading its input: {e}")
-
-    def wait(self) -> int:
-        try:
-            return self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            raise StepFailed(f"{self.label} did not exit within {WAIT:.0f} s")
-
-    def close(self) -> None:
-        """Make sure the program is gone (used on every exit path, failures included)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(label, argv, CONFIG, interactive=interactive, on_timeout=show)
 
 
 class Server(Program):
@@ -205,12 +181,7 @@ def run_client(language: str, args: List[str], psk: str = PSK,
     """Run a client to the end; show the command and (unless told not to) everything it printed."""
     argv = CLIENTS[language] + args
     show_command(argv + (["--psk-file", psk] if psk != PSK else []))
-    try:
-        result = subprocess.run(argv + common_flags(f"{LOGS[language]}-client", psk), cwd=ROOT,
-                                env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, errors="replace", timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"the {language} client did not finish within {WAIT:.0f} s")
+    result = programs.run_client(language, args, common_flags(f"{LOGS[language]}-client", psk), CONFIG)
     if show_output:
         show(f"{SHORT[language]} client", result.stdout.splitlines() + result.stderr.splitlines())
     return result
@@ -219,7 +190,7 @@ def run_client(language: str, args: List[str], psk: str = PSK,
 def start_relay(server: Server, action: str) -> Relay:
     """A man in the middle that will `action` ("flip" or "replay") the client's first message frame."""
     relay = Relay(server.port, "up", 1, action)
-    print(f"  (the relay listens on port {relay.port} and forwards to the {server.label} on {server.port})")
+    say(f"(the relay listens on port {relay.port} and forwards to the {server.label} on {server.port})", "  ")
     return relay
 
 
@@ -242,7 +213,7 @@ def start_servers(servers: Servers) -> str:
     show("keygen", make_key(PSK))
     for language, tag in (("C++", "(c++)"), ("Python", "(python)")):
         servers[language] = Server(language)
-        show(servers[language].label, servers[language].startup, wrap=False)  # to compare whole
+        show(servers[language].label, servers[language].startup)
         check(tag in servers[language].startup[0], f"the {language} server's first line lacks {tag}")
     return f"listening on ports {servers['C++'].port} (C++) and {servers['Python'].port} (Python)"
 
@@ -300,8 +271,8 @@ def trace(servers: Servers) -> str:
     check(bool(starts), "no '-> sent transport frame' in the trace")
     block = lines[starts[0]:starts[0] + 6]  # the heading line and its five annotated fields
     print("  (the two handshake frames, then:)")
-    for line in lines[starts[0]:starts[0] + 7]:  # unlabelled and unwrapped: this is the picture
-        print("    " + line)
+    for line in fit_trace(["    " + line for line in lines[starts[0]:starts[0] + 7]]):  # the picture
+        print(line)
     fields = {line.split()[0]: line.split() for line in block[1:]}
     check(list(fields) == ["length", "iv", "cipher", "tag", "plain"], f"trace labels {list(fields)}")
     check(fields["iv"][2:4] == ["counter", "0"], "the first frame's IV is not counter 0")
@@ -366,6 +337,83 @@ def wrong_key(servers: Servers) -> str:
     return "wrong key: exit 5, HANDSHAKE_AUTH; the next client: exit 0 with its ACK"
 
 
+SECRET = "my PIN is 4711"
+
+
+def eavesdropper(servers: Servers) -> str:
+    notice("a capturing relay sits between client and server and records every byte, as anyone on",
+           "the path could. The same secret goes once over a plaintext protocol, once over seclink;",
+           "then the capture is searched for it.")
+    secret = SECRET.encode()
+    width = WIDTH - 4
+    mark = (lambda text: paint(text, "1;31")) if COLOUR else str
+
+    say("plaintext protocol (tools/attacks/weak.py PlainLink: a length prefix, then the text):", "  ")
+    server = weak.WeakServer(weak.PlainLink())
+    tap = Wiretap(server.port)
+    weak.send_messages(tap.port, weak.PlainLink(), [secret])
+    tap.close()
+    server.close()
+    plain = tap.wire()
+    for line in hexdump(tap.wire("up"), width, secret, mark):
+        print("    " + line)
+    found = plain.find(secret)
+    say(f"search for {SECRET!r}: found at offset {found:#x} of {len(plain)} bytes captured"
+        if found >= 0 else f"search for {SECRET!r}: not found", "  => ")
+    check(found >= 0, "the secret is not in the plaintext capture")
+
+    srv = servers["C++"]
+    tap = Wiretap(srv.port)
+    say(f"seclink: ./client -> the relay (port {tap.port}) -> the C++ server (port {srv.port}):", "  ")
+    result = run_client("C++", [HOST, str(tap.port), SECRET], show_output=False)
+    tap.close()
+    srv.expect(r"disconnected")
+    check(result.returncode == 0, f"the client exited {result.returncode}, not 0")
+    up = tap.wire("up")
+    sizes = ", ".join(f"{len(f.data)}" for f in tap.frames if f.direction == "up")
+    say(f"client to server: {len(up)} bytes in frames of {sizes} (handshake frame 1, the message, CLOSE):",
+        "  ")
+    for line in hexdump(up, width, secret, mark):
+        print("    " + line)
+    wire = tap.wire()
+    say(f"search for {SECRET!r} in all {len(wire)} bytes, both directions: "
+        + ("FOUND" if secret in wire else "not found"), "  => ")
+    check(secret not in wire, "the secret is in the seclink capture")
+    check(secret.hex() not in wire.hex(), "the secret's bytes are in the seclink capture")
+    return f"plaintext: the secret at offset {found:#x}; seclink: {len(wire)} bytes, no trace of it"
+
+
+def attacks(servers: Servers) -> str:
+    notice("the attack lab (make attacks): four designs that classroom assignments often hand in,",
+           "each INSECURE on purpose (tools/attacks/weak.py), and a real attack on each. Then the same",
+           "attack on seclink, where it must fail. The lab runs its own C++ server.")
+    the_lab = attack_lab.Lab("C++", print, WIDTH, f"{DEMO}/attacks")
+    try:
+        failed = [n for n in range(1, len(attack_lab.ATTACKS) + 1) if not attack_lab.run_attack(the_lab, n)]
+    finally:
+        the_lab.close()
+    check(not failed, f"attack(s) {failed} did not behave as taught")
+    return "all four attacks broke their weak design and failed against seclink"
+
+
+def trace_page(servers: Servers) -> str:
+    notice("one session drawn as a sequence diagram (tools/trace_html.py): every frame on the wire",
+           "with its length, counter, ciphertext, tag and plaintext, the handshake explained, and a",
+           "replayed frame marked where the server refused it. Open it in a browser.")
+    path = SESSION_PAGE
+    messages = ["hello", "pay 100 to bob", "bye"]
+    show_command([sys.executable, "tools/trace_html.py", "--replay", "2", "-o", path] + messages)
+    session = trace_html.record(server="Python", client="C++", messages=messages,
+                                meddle="replay", index=2, work=f"{DEMO}/trace")
+    (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+    (ROOT / path).write_text(trace_html.render(session), encoding="utf-8")
+    show("frames", [row.summary() for row in session.rows])
+    refused = [row for row in session.rows if row.refused]
+    check(len(refused) == 1 and refused[0].replayed, "the replayed frame is not the one marked refused")
+    check(session.warn and "BAD_COUNTER" in session.warn, "no BAD_COUNTER [WARN] from the server")
+    return f"wrote {path}: {len(session.rows)} frames, the replay refused ({len(session.html_bytes)} bytes)"
+
+
 def stop_servers(servers: Servers) -> str:
     notice("SIGTERM (as Ctrl-C would): a server sends each open session a CLOSE (none are open",
            "now), says so, and exits 0.")
@@ -379,18 +427,28 @@ def stop_servers(servers: Servers) -> str:
     return "both servers stopped with exit 0"
 
 
-STEPS: List[Tuple[str, Callable[[Servers], str]]] = [
-    ("Start a C++ server and a Python server", start_servers),
-    ("C++ client -> C++ server", partial(one_message, client="C++", server="C++")),
-    ("C++ client -> Python server", partial(one_message, client="C++", server="Python")),
-    ("Python client -> C++ server", partial(one_message, client="Python", server="C++")),
-    ("Python client -> Python server", partial(one_message, client="Python", server="Python")),
-    ("Interactive: Python client -> C++ server, C++ client -> Python server", interactive),
-    ("--trace: one frame on the wire next to its plaintext", trace),
-    ("A tampered frame is rejected", tampered),
-    ("A replayed frame is rejected", replayed),
-    ("The wrong key is refused", wrong_key),
-    ("Stop both servers with SIGTERM", stop_servers),
+@dataclass
+class Step:
+    title: str
+    run: Callable[[Servers], str]
+    needs_servers: bool = True
+
+
+STEPS: List[Step] = [
+    Step("Start a C++ server and a Python server", start_servers, needs_servers=False),
+    Step("C++ client -> C++ server", partial(one_message, client="C++", server="C++")),
+    Step("C++ client -> Python server", partial(one_message, client="C++", server="Python")),
+    Step("Python client -> C++ server", partial(one_message, client="Python", server="C++")),
+    Step("Python client -> Python server", partial(one_message, client="Python", server="Python")),
+    Step("Interactive: Python client -> C++ server, C++ client -> Python server", interactive),
+    Step("An eavesdropper's view: the same secret over plaintext and over seclink", eavesdropper),
+    Step("--trace: one frame on the wire next to its plaintext", trace),
+    Step("A tampered frame is rejected", tampered),
+    Step("A replayed frame is rejected", replayed),
+    Step("The wrong key is refused", wrong_key),
+    Step("The attack lab: classic designs broken, the same attacks on seclink", attacks, needs_servers=False),
+    Step("A picture of one session as an HTML page", trace_page, needs_servers=False),
+    Step("Stop both servers with SIGTERM", stop_servers),
 ]
 
 
@@ -400,46 +458,100 @@ def prepare() -> None:
         if not (ROOT / program).exists():
             sys.exit(f"demo: ./{program} is missing: run `make` first (or `make demo`, which builds it)")
     shutil.rmtree(ROOT / DEMO, ignore_errors=True)
-    (ROOT / DEMO / "config").mkdir(parents=True)
+    (ROOT / CONFIG).mkdir(parents=True)
 
 
-def run_steps(servers: Servers) -> List[str]:
-    """Run every step in order; returns the steps that failed, as 'number (title)'."""
+def report(text: str, colour: str) -> None:
+    """A step's verdict, wrapped, each line in the verdict's colour."""
+    for line in textwrap.wrap(text, WIDTH - 2, subsequent_indent="    ", break_on_hyphens=False):
+        print(paint("  " + line, colour))
+
+
+def pause(number: int) -> bool:
+    """--step: wait for Enter after step `number`; False if the presenter typed q (or Ctrl-D)."""
+    try:
+        answer = input(paint(f"-- step {number}/{len(STEPS)} done: Enter for the next, q to stop -- ", "2"))
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() not in ("q", "quit", "exit")
+
+
+def run_steps(servers: Servers, only: Optional[int] = None, step_mode: bool = False,
+              ran: Optional[List[int]] = None) -> List[str]:
+    """Run every step in order (or only one); returns the steps that failed, as 'number (title)'.
+    The numbers of the steps that ran are appended to `ran`."""
     failed: List[str] = []
-    for number, (title, step) in enumerate(STEPS, 1):
-        heading(number, len(STEPS), title)
+    ran = [] if ran is None else ran
+    numbers = [only] if only else list(range(1, len(STEPS) + 1))
+    if only and STEPS[only - 1].needs_servers:
         try:
-            print(paint("  OK: " + step(servers), "32"))
-        except (StepFailed, subprocess.TimeoutExpired) as e:
-            print(paint(f"  FAILED: {e}", "31"))
-            failed.append(f"{number} ({title})")
-            if step is start_servers:  # without the servers no other step can run
+            with contextlib.redirect_stdout(io.StringIO()):  # step 1, quietly: the servers are needed
+                start_servers(servers)
+        except StepFailed as e:
+            print(paint(f"  FAILED to start the servers: {e}", "31"))
+            return [f"1 ({STEPS[0].title})"]
+        say(f"(step 1 ran quietly: the C++ server is on port {servers['C++'].port}, "
+            f"the Python server on {servers['Python'].port})")
+    for number in numbers:
+        step = STEPS[number - 1]
+        ran.append(number)
+        heading(number, len(STEPS), step.title)
+        try:
+            report("OK: " + step.run(servers), "32")
+        except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
+            report(f"FAILED: {e}", "31")
+            failed.append(f"{number} ({step.title})")
+            if step.run is start_servers:  # without the servers no other step can run
                 failed.append(f"{number + 1}-{len(STEPS)} (not run)")
                 break
+        if step_mode and number != numbers[-1] and not pause(number):
+            print("demo: stopped by the presenter")
+            break
     return failed
 
 
-def main() -> int:
+def main(argv: Optional[List[str]] = None) -> int:
+    global WIDTH, SESSION_PAGE
+    parser = argparse.ArgumentParser(
+        prog="tools/demo.py", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="steps:\n" + "\n".join(f"  {n:>2}  {step.title}" for n, step in enumerate(STEPS, 1))
+        + "\n\nExit status: 0 if every step run behaved as narrated, 1 if any did not, 130 on Ctrl-C.")
+    parser.add_argument("--step", action="store_true", help="wait for Enter after each step (q stops)")
+    parser.add_argument("--only", type=int, metavar="N", choices=range(1, len(STEPS) + 1),
+                        help=f"run only step N (1-{len(STEPS)}); the servers are started quietly if it needs them")
+    parser.add_argument("--trace-html", metavar="FILE", default=SESSION_PAGE,
+                        help=f"where step 13 writes the session page (default {SESSION_PAGE})")
+    parser.add_argument("--width", type=int, metavar="COLUMNS",
+                        help="wrap text at COLUMNS (default: the terminal's width)")
+    args = parser.parse_args(argv)
+    page = Path(args.trace_html).resolve()
+    SESSION_PAGE = str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else str(page)
+    WIDTH = max(60, args.width or shutil.get_terminal_size((80, 24)).columns)
     sys.stdout.reconfigure(line_buffering=True)  # show each line at once, even through a pipe
     prepare()
-    print("seclink demo: C++ and Python servers and clients on 127.0.0.1, talking seclink/1.")
-    print(f"Every program also gets --psk-file {PSK} and --log-file {DEMO}/<program>.log,")
-    print("so your own key in ~/.config/seclink/ is never read or written.")
+    say("seclink demo: C++ and Python servers and clients on 127.0.0.1, talking seclink/1. "
+        f"Every program also gets --psk-file {PSK} and --log-file {DEMO}/<program>.log, "
+        "so your own key in ~/.config/seclink/ is never read or written.")
+    ran: List[int] = []
     try:
-        failed = run_steps({})
+        failed = run_steps({}, args.only, args.step, ran)
     except KeyboardInterrupt:
         print("\ndemo: interrupted")
         return 130
     finally:
-        for program in STARTED:
-            program.close()
+        programs.stop_all()
     logs = sorted(path.name for path in (ROOT / DEMO).glob("*.log"))
     print()
-    print(f"Logs are in {DEMO}/: " + ", ".join(logs))
+    if logs:
+        say(f"Logs are in {DEMO}/: " + ", ".join(logs))
     if failed:
-        print(paint("Demo FAILED: these steps did not behave as narrated: " + "; ".join(failed), "31"))
+        say("Demo FAILED: these steps did not behave as narrated: " + "; ".join(failed))
         return 1
-    print(paint(f"Demo complete: all {len(STEPS)} steps behaved as narrated.", "32"))
+    done = f"step {args.only}" if args.only else f"all {len(STEPS)} steps" if len(ran) == len(STEPS) \
+        else f"steps 1-{ran[-1]} of {len(STEPS)}"
+    print(paint(f"Demo complete: {done} behaved as narrated.", "32"))
     return 0
 
 

@@ -13,6 +13,7 @@ debs=(
   libbenchmark-dev                             # Google Benchmark (make bench)
   clang libclang-rt-dev                        # libFuzzer and its sanitizer runtimes
   python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
+  chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -1,0 +1,1 @@
+"""Teaching and presenting tools: the demo, the attack lab, the capturing relay, the session page."""

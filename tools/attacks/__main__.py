@@ -1,0 +1,5 @@
+import sys
+
+from tools.attacks.lab import main
+
+sys.exit(main())
