@@ -189,7 +189,7 @@ def run_client(language: str, args: List[str], psk: str = PSK,
 
 def start_relay(server: Server, action: str) -> Relay:
     """A man in the middle that will `action` ("flip" or "replay") the client's first message frame."""
-    relay = Relay(server.port, "up", 1, action)
+    relay = Relay(server.port, "up", 2, action)  # 0: frame 1, 1: the key-confirmation PING
     say(f"(the relay listens on port {relay.port} and forwards to the {server.label} on {server.port})", "  ")
     return relay
 
@@ -260,22 +260,23 @@ def interactive(servers: Servers) -> str:
 
 
 def trace(servers: Servers) -> str:
-    notice("one transport frame = 4-byte length prefix, 12-byte IV (4 zero bytes + counter 0),",
-           "ciphertext (type byte + text: as long as the plaintext), 16-byte GCM tag.")
+    notice("one transport frame = 4-byte length prefix, 12-byte IV (4 zero bytes + counter),",
+           "ciphertext (type byte + text: as long as the plaintext), 16-byte GCM tag. The client's",
+           "first transport frame (counter 0) is an empty PING that proves it holds the key.")
     srv = servers["Python"]
     result = run_client("C++", [HOST, str(srv.port), "trace me", "--trace"], show_output=False)
     srv.expect(r"disconnected")
     lines = result.stdout.splitlines()
     check(result.returncode == 0, f"the client exited {result.returncode}, not 0: {result.stderr.strip()}")
     starts = [i for i, line in enumerate(lines) if "-> sent transport frame" in line]
-    check(bool(starts), "no '-> sent transport frame' in the trace")
-    block = lines[starts[0]:starts[0] + 6]  # the heading line and its five annotated fields
-    print("  (the two handshake frames, then:)")
-    for line in fit_trace(["    " + line for line in lines[starts[0]:starts[0] + 7]]):  # the picture
+    check(len(starts) >= 2, "no second '-> sent transport frame' in the trace")
+    block = lines[starts[1]:starts[1] + 6]  # the heading line and its five annotated fields
+    print("  (the two handshake frames and the key-confirmation PING, then:)")
+    for line in fit_trace(["    " + line for line in block]):  # the picture
         print(line)
     fields = {line.split()[0]: line.split() for line in block[1:]}
     check(list(fields) == ["length", "iv", "cipher", "tag", "plain"], f"trace labels {list(fields)}")
-    check(fields["iv"][2:4] == ["counter", "0"], "the first frame's IV is not counter 0")
+    check(fields["iv"][2:4] == ["counter", "1"], "the message's IV is not counter 1")
     length, cipher = int(fields["length"][1], 16), len(fields["cipher"][1]) // 2
     check(length == 12 + cipher + 16, "length != IV + ciphertext + tag")
     check(fields["plain"][-2:] == ["trace", "me"], "the plaintext column does not show 'trace me'")
@@ -402,9 +403,9 @@ def trace_page(servers: Servers) -> str:
            "replayed frame marked where the server refused it. Open it in a browser.")
     path = SESSION_PAGE
     messages = ["hello", "pay 100 to bob", "bye"]
-    show_command([sys.executable, "tools/trace_html.py", "--replay", "2", "-o", path] + messages)
+    show_command([sys.executable, "tools/trace_html.py", "--replay", "3", "-o", path] + messages)
     session = trace_html.record(server="Python", client="C++", messages=messages,
-                                meddle="replay", index=2, work=f"{DEMO}/trace")
+                                meddle="replay", index=3, work=f"{DEMO}/trace")
     (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
     (ROOT / path).write_text(trace_html.render(session), encoding="utf-8")
     show("frames", [row.summary() for row in session.rows])

@@ -194,7 +194,7 @@ def matches(traced: Traced, data: bytes) -> bool:
 
 
 def record(server: str = "Python", client: str = "C++", messages: Optional[List[str]] = None,
-           meddle: Optional[str] = None, index: int = 1, work: str = "build/trace") -> Session:
+           meddle: Optional[str] = None, index: int = 2, work: str = "build/trace") -> Session:
     """Run one session through a capturing relay, both programs with --trace, and describe it."""
     messages = messages or ["hello", "pay 100 to bob"]
     shutil.rmtree(programs.ROOT / work, ignore_errors=True)

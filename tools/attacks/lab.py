@@ -123,12 +123,13 @@ def xor_seclink(lab: Lab) -> Verdict:
     result = lab.client(tap.port, [m.decode() for m in [KNOWN] + LATER])
     tap.close()
     lines = lab.session_lines()
-    up = [f.body for f in tap.frames if f.direction == "up"][1:]  # frame 0 is the handshake
+    # frame 0 is the handshake, frame 1 the key-confirmation PING (docs/PROTOCOL.md 4.1)
+    up = [f.body for f in tap.frames if f.direction == "up"][2:]
     cipher = [body[12:-16] for body in up]  # iv || ciphertext || tag; plaintext = type byte || text
     keystream = weak.xor(cipher[0], b"\x01" + KNOWN)
     read = [weak.xor(c[1:], keystream[1:]) for c in cipher[1:len(LATER) + 1]]
-    lab.show("attacker", [f"'key' = frame 1 XOR {KNOWN.decode()!r} = {keystream[1:].hex()}"]
-             + [f"frame {i} XOR 'key' = {text!r}" for i, text in enumerate(read, 2)])
+    lab.show("attacker", [f"'key' = frame 2 XOR {KNOWN.decode()!r} = {keystream[1:].hex()}"]
+             + [f"frame {i} XOR 'key' = {text!r}" for i, text in enumerate(read, 3)])
     lab.say("Every frame has its own counter, so its own keystream: knowing one frame's plaintext "
             "tells nothing about the others. A passive attack leaves no trace in any log; it has to "
             "fail by design, and it does.", "    ")
@@ -172,7 +173,7 @@ def cbc_weak(lab: Lab) -> Verdict:
 
 def cbc_seclink(lab: Lab) -> Verdict:
     def flip_cipher(f: Frame) -> bytes:
-        if f.direction != "up" or f.index != 1:
+        if f.direction != "up" or f.index != 2:  # 0: handshake, 1: key-confirmation PING, 2: the order
             return f.data
         data = bytearray(f.data)
         data[4 + 12 + 1 + 4] ^= FLIP  # prefix, IV, type byte, then "pay " : under the "1"
@@ -301,7 +302,7 @@ def replay_seclink(lab: Lab) -> Verdict:
     recorded = tap.wire("up")
     replay_bytes(lab.server.port, recorded)
     lines = lab.session_lines()
-    lab.show("attacker", [f"recorded {len(recorded)} bytes (handshake frame 1, the message, CLOSE), "
+    lab.show("attacker", [f"recorded {len(recorded)} bytes (handshake frame 1, the key-confirmation PING, the message, CLOSE), "
                           "sent them again on a new connection"])
     lab.say("The server answers the replayed handshake with fresh ephemeral keys, so the session "
             "keys differ and the recorded message fails its tag.", "    ")

@@ -14,20 +14,20 @@ from tools import programs, trace_html
 OUT = programs.ROOT / "build" / "trace-html"
 
 # A replayed second message: the server takes the first copy, answers it, refuses the second.
-EXPECTED = [
-    ("up", "handshake frame 1", "", "delivered", ""),
-    ("down", "handshake frame 2", "", "delivered", ""),
-    ("up", "transport frame", "0", "delivered", ""),
-    ("down", "transport frame", "0", "delivered", ""),
-    ("up", "transport frame", "1", "delivered", ""),
-    ("up", "transport frame", "1", "refused", "REPLAYED"),
-    ("down", "transport frame", "1", "delivered", ""),
-]
+# Per direction (the two directions interleave as timing has it): after the handshake, the
+# client's key-confirmation PING and the server's PONG (docs/PROTOCOL.md 4.1) carry counter 0.
+EXPECTED = {
+    "up": [("handshake frame 1", "", "delivered", ""), ("transport frame", "0", "delivered", ""),
+           ("transport frame", "1", "delivered", ""), ("transport frame", "2", "delivered", ""),
+           ("transport frame", "2", "refused", "REPLAYED")],
+    "down": [("handshake frame 2", "", "delivered", ""), ("transport frame", "0", "delivered", ""),
+             ("transport frame", "1", "delivered", ""), ("transport frame", "2", "delivered", "")],
+}
 
 
 @pytest.fixture(scope="module")
 def replayed_page():
-    session = trace_html.record("Python", "C++", ["hello", "pay 100 to bob"], meddle="replay", index=2,
+    session = trace_html.record("Python", "C++", ["hello", "pay 100 to bob"], meddle="replay", index=3,
                                 work="build/trace-html/session")
     OUT.mkdir(parents=True, exist_ok=True)
     page = OUT / "replayed.html"
@@ -70,23 +70,30 @@ def frames_of(html):
 
 
 def check_frames(frames, session):
-    assert len(frames) >= len(EXPECTED)
-    for i, (frame, (direction, kind, counter, status, mark)) in enumerate(zip(frames, EXPECTED), 1):
-        assert (frame["data-number"], frame["data-direction"], frame["data-kind"], frame["data-counter"],
-                frame["data-status"]) == (str(i), direction, kind, counter, status)
-        assert frame["label"].startswith(f"#{i} {kind}")
-        assert (mark in frame["label"]) if mark else ("REPLAYED" not in frame["label"])
-        assert f"{len(session.rows[i - 1].data)} bytes" in frame["label"]
-    # After the refusal only the client's CLOSE may follow, which the server never processed.
-    assert all(f["data-direction"] == "up" and f["data-status"] == "unprocessed" for f in frames[len(EXPECTED):])
+    assert [f["data-number"] for f in frames] == [str(i) for i in range(1, len(frames) + 1)]  # in wire order
+    for direction, expected in EXPECTED.items():
+        mine = [f for f in frames if f["data-direction"] == direction]
+        assert len(mine) >= len(expected)
+        for frame, (kind, counter, status, mark) in zip(mine, expected):
+            i = int(frame["data-number"])
+            assert (frame["data-kind"], frame["data-counter"], frame["data-status"]) == (kind, counter, status)
+            assert frame["label"].startswith(f"#{i} {kind}")
+            assert (mark in frame["label"]) if mark else ("REPLAYED" not in frame["label"])
+            assert f"{len(session.rows[i - 1].data)} bytes" in frame["label"]
+        # After the refusal only the client's CLOSE may follow, which the server never processed.
+        assert all(f["data-direction"] == "up" and f["data-status"] == "unprocessed" for f in mine[len(expected):])
 
 
 def test_the_session_is_described_frame_by_frame(replayed_page):
     session, page = replayed_page
-    assert [row.summary().split(" [")[-1] for row in session.rows[:7]] == [e[3] + "]" for e in EXPECTED]
+    for direction, expected in EXPECTED.items():
+        rows = [row for row in session.rows if row.direction == direction]
+        assert [row.summary().split(" [")[-1] for row in rows[:len(expected)]] == [e[2] + "]" for e in expected]
+    up = [row for row in session.rows if row.direction == "up"]
     assert "BAD_COUNTER" in session.warn
-    assert session.rows[4].plain == session.rows[5].plain == "DATA pay 100 to bob"
-    assert session.rows[5].data == session.rows[4].data  # byte for byte the same frame
+    assert up[1].plain == "PING <empty>"  # the key confirmation
+    assert up[3].plain == up[4].plain == "DATA pay 100 to bob"
+    assert up[4].data == up[3].data  # byte for byte the same frame
     html = page.read_text()
     assert "BAD_COUNTER" in html and "REFUSED by the server" in html
     assert not re.search(r"""(src|href)\s*=|@import|url\(""", html)  # self-contained: nothing to fetch
