@@ -35,15 +35,35 @@ void check(int rc, const std::string &context = {}, const std::string &peer = {}
     if (rc != SL_OK) raise_error(rc, context, peer);
 }
 
-// A read-only view of any bytes-like object, held for as long as the view lives (so it may be
-// used with the GIL released).
-struct Bytes {
-    explicit Bytes(const py::buffer &b) : view(b.request()) {
-        if (view.ndim > 1) throw py::value_error("expected a flat bytes-like object");
+// The content of any bytes-like object, exactly as bytes(obj) gives it: all its nbytes, in C
+// order, whatever its format, itemsize or shape. A non-contiguous view (a reversed or strided
+// memoryview) is copied into contiguous storage: its pointer with size*itemsize would be the
+// wrong bytes, or bytes from beyond the buffer. Held for as long as this lives, so it may be used
+// with the GIL released; it must be destroyed with the GIL held.
+class Bytes {
+public:
+    explicit Bytes(const py::buffer &b) {
+        if (PyObject_GetBuffer(b.ptr(), &view_, PyBUF_FULL_RO) != 0) throw py::error_already_set();
+        if (PyBuffer_IsContiguous(&view_, 'C')) return;
+        copy_.resize(static_cast<size_t>(view_.len));
+        if (PyBuffer_ToContiguous(copy_.data(), &view_, view_.len, 'C') != 0) {
+            PyBuffer_Release(&view_);
+            throw py::error_already_set();
+        }
     }
-    const uint8_t *data() const { return static_cast<const uint8_t *>(view.ptr); }
-    size_t size() const { return static_cast<size_t>(view.size * view.itemsize); }
-    py::buffer_info view;
+    ~Bytes() {
+        if (!copy_.empty()) explicit_bzero(copy_.data(), copy_.size());  // it may hold a key
+        PyBuffer_Release(&view_);
+    }
+    Bytes(const Bytes &) = delete;
+    Bytes &operator=(const Bytes &) = delete;
+
+    const uint8_t *data() const { return copy_.empty() ? static_cast<const uint8_t *>(view_.buf) : copy_.data(); }
+    size_t size() const { return static_cast<size_t>(view_.len); }
+
+private:
+    Py_buffer view_{};
+    std::vector<uint8_t> copy_;
 };
 
 py::bytes to_bytes(const uint8_t *data, size_t len) {

@@ -6,17 +6,13 @@ import os
 from collections import deque
 
 from . import _seclink
-from .connection import CLOSE, DATA, PING, PONG
+from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
 from .errors import ConnectionClosed, ProtocolError, as_handshake_error
 from .keys import resolve_psk
 
 __all__ = ["Client"]
 
 _DEFAULT = object()
-
-
-def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes | bytearray | memoryview:
-    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 class Client:
@@ -34,6 +30,8 @@ class Client:
     name checked), ``tls_pin`` (its SHA-256 fingerprint), or, with neither, the certificate a
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
     ``trace``, a callable, receives an annotated dump of every frame.
+
+    Messages are any bytes-like object or a str (sent as UTF-8).
 
     Every blocking call releases the GIL, and Ctrl-C interrupts a blocked :meth:`recv` promptly.
     Errors: NetworkError / Timeout (cannot connect), HandshakeError (different keys), TLSError,
@@ -64,10 +62,10 @@ class Client:
         """The server as ``host:port``."""
         return self._c.peer
 
-    def send(self, data: bytes | bytearray | memoryview | str) -> None:
+    def send(self, data: Message) -> None:
         """Sends one message (str is sent as UTF-8). Raises MessageTooLarge before sending
         anything if it is over the limit."""
-        self._c.send(DATA, _as_bytes(data))
+        self._c.send(DATA, message_bytes(data))
 
     def recv(self, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
         """The next message from the server. ``timeout`` in seconds (default: the client's;
@@ -80,15 +78,15 @@ class Client:
             if msg_type == DATA:
                 return data
 
-    def request(self, data: bytes | bytearray | memoryview | str, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+    def request(self, data: Message, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
         """Sends one message and returns the next message from the server (its reply)."""
         self.send(data)
         return self.recv(timeout)
 
-    def ping(self, data: bytes = b"", timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
-        """Sends a PING (at most 64 bytes) and waits for its PONG; returns the echoed content.
-        Messages arriving meanwhile are kept for :meth:`recv`."""
-        self._c.send(PING, data)
+    def ping(self, data: Message = b"", timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+        """Sends a PING (at most 64 bytes; a str as UTF-8) and waits for its PONG; returns the
+        echoed content. Messages arriving meanwhile are kept for :meth:`recv`."""
+        self._c.send(PING, message_bytes(data))
         while True:
             msg_type, content = self._next(timeout)
             if msg_type == PONG:

@@ -1,6 +1,7 @@
 """The seclink package's API: the sans-I/O Connection against the project vectors, the blocking
 Client and the native-backed Server, every exception class where it is documented, GIL release
-and Ctrl-C. Servers listen on 127.0.0.1 port 0; every wait is bounded."""
+and Ctrl-C, bytes-like objects of every shape and str at every entry point, one Client shared by
+many threads. Servers listen on 127.0.0.1 port 0; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import signal
 import socket
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import seclink
+from seclink import _seclink
 from seclink import (AuthenticationError, Client, ConnectionClosed, Connection, Data, Error, HandshakeComplete,
                      HandshakeError, KeyFileError, MessageTooLarge, NetworkError, Ping, Pong, ProtocolError, Server,
                      Timeout, TLSError)
@@ -520,3 +524,98 @@ def test_events_yields_each_event_before_a_later_bad_frame_fails() -> None:
         next(events)
     assert raised.value.name == "BAD_COUNTER"
     assert client.receive_data(server.data_to_send()) == [Data(b"reply to once")]
+
+
+# ------------------------------------------------------------------------------ bytes-like objects and str
+
+SHAPES = ["reversed", "strided", "2-d", "2-d-strided", "uint32-array", "uint16-reversed"]
+
+
+def shaped(content: bytes, shape: str) -> Any:
+    """A bytes-like object of another shape whose bytes (what bytes(memoryview(x)) gives, in C
+    order) are `content`; len(content) must be a multiple of 4."""
+    n = len(content)
+    assert n % 4 == 0
+    if shape == "reversed":
+        made: Any = memoryview(content[::-1])[::-1]
+    elif shape == "strided":
+        spaced = bytearray(b"\xee" * (2 * n))
+        spaced[::2] = content
+        made = memoryview(bytes(spaced))[::2]
+    elif shape == "2-d":
+        made = memoryview(content).cast("B", (4, n // 4))
+    elif shape == "2-d-strided":  # every other row of an 8-row matrix
+        rows = [content[i:i + n // 4] for i in range(0, n, n // 4)]
+        made = memoryview(b"".join(row + b"\xee" * len(row) for row in rows)).cast("B", (8, n // 4))[::2]
+    elif shape == "uint32-array":
+        made = array("I")
+        made.frombytes(content)
+    else:  # uint16-reversed
+        items = [content[i:i + 2] for i in range(0, n, 2)]
+        made = memoryview(b"".join(reversed(items))).cast("H")[::-1]
+    assert memoryview(made).tobytes() == content
+    return made
+
+
+def handshaken_pair(psk: bytes) -> tuple[Connection, Connection]:
+    client, server = Connection("client", psk), Connection("server", psk)
+    client.start()
+    server.start()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    return client, server
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_connection_takes_any_bytes_like_object_as_its_bytes(shape: str) -> None:
+    h = bytes.fromhex
+    client = Connection("client", shaped(h(VECTORS["psk"]), shape),
+                        ephemeral_for_testing=shaped(h(VECTORS["client_ephemeral"]), shape))
+    client.start()
+    assert client.data_to_send() == WIRE[0]  # the key and the ephemeral key were read right
+    server = Connection("server", h(VECTORS["psk"]))
+    server.start()
+    server.receive_data(WIRE[0])
+    client.receive_data(server.data_to_send())
+
+    first, ping, last = bytes(range(64)), b"pingpong", b"last"
+    client.send(shaped(first, shape))
+    client.send_ping(shaped(ping, shape))
+    client.send(shaped(last, shape))
+    client.send(b"")  # frames of 97 + 41 + 37 + 33 bytes: 52 uint32 items
+    wire = client.data_to_send()
+    assert server.receive_data(shaped(wire, shape)) == [Data(first), Ping(ping), Data(last), Data(b"")]
+    assert client.receive_data(server.data_to_send()) == [Pong(ping)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_client_and_server_take_any_bytes_like_object_as_its_bytes(serve, psk: bytes, shape: str) -> None:
+    srv, _ = serve(psk=shaped(psk, shape), handler=lambda data, peer: shaped(data[::-1], shape))
+    message = bytes(range(64))
+    with Client("127.0.0.1", srv.port, psk=shaped(psk, shape), timeout=WAIT) as c:
+        assert c.request(shaped(message, shape)) == message[::-1]
+        c.send(shaped(b"abcd" * 4, shape))
+        assert c.recv() == b"dcba" * 4
+        assert c.ping(shaped(b"pingpong", shape)) == b"pingpong"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_format_message_takes_any_bytes_like_object_as_its_bytes(shape: str) -> None:
+    text = b"hello, world"
+    assert _seclink.format_message(shaped(text, shape)) == _seclink.format_message(text) == "hello, world"
+
+
+def test_str_is_sent_as_utf8_wherever_a_message_is_taken(serve, psk: bytes) -> None:
+    client, server = handshaken_pair(psk)
+    client.send("h\u00e9llo")
+    client.send_ping("p\u00efng")
+    assert server.receive_data(client.data_to_send()) == [Data("h\u00e9llo".encode()), Ping("p\u00efng".encode())]
+    srv, _ = serve(echo=True)
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        assert c.request("w\u00f6rld") == "w\u00f6rld".encode()
+        c.send("again")
+        assert c.recv() == b"again"
+        assert c.ping("p\u00f6ng") == "p\u00f6ng".encode()
+        for send in (client.send, client.send_ping, c.send, c.request, c.ping):
+            with pytest.raises(TypeError, match="^a message is bytes-like or str, not int$"):
+                send(5)  # type: ignore[operator]
