@@ -67,6 +67,7 @@ class Server:
     def wait(self) -> None: ...
 
 class Client:
+    """Safe to share between threads: calls take turns (FIFO); recv() takes one per 50 ms slice."""
     def __init__(self, psk: _Buffer, host: str, port: int, timeout_ms: int, max_message: int,
                  trace: Optional[Callable[[str], None]], tls: bool, tls_ca: Optional[str], tls_pin: Optional[str],
                  tls_trust_dir: Optional[str]) -> None: ...

@@ -619,3 +619,133 @@ def test_str_is_sent_as_utf8_wherever_a_message_is_taken(serve, psk: bytes) -> N
         for send in (client.send, client.send_ping, c.send, c.request, c.ping):
             with pytest.raises(TypeError, match="^a message is bytes-like or str, not int$"):
                 send(5)  # type: ignore[operator]
+
+
+# ------------------------------------------------------------------------------ threads
+
+def signal_when_receiving(c: Client) -> threading.Event:
+    """An Event set when `c` next calls the native recv: its receiving thread is then in recv()."""
+    entered = threading.Event()
+    native = c._c
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+        def recv(self, timeout_ms: int) -> tuple[int, bytes]:
+            entered.set()
+            return native.recv(timeout_ms)
+
+    c._c = Spy()
+    return entered
+
+
+def test_one_client_shared_by_many_threads_gives_each_its_own_replies(serve, psk: bytes) -> None:
+    srv, _ = serve(handler=lambda data, peer: data + b"!")
+    errors: list[BaseException] = []
+
+    def work(c: Client, n: int) -> None:
+        try:
+            for i in range(40):
+                message = f"{n}-{i}".encode() * (i + 1)
+                if i % 8 == 7:
+                    assert c.ping(message[:64]) == message[:64]
+                else:
+                    assert c.request(message) == message + b"!"
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        threads = [threading.Thread(target=work, args=(c, n)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * 3)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        assert c.request(b"still fine") == b"still fine!"
+
+
+def test_threads_send_while_another_waits_in_recv(serve, psk: bytes) -> None:
+    srv, _ = serve(echo=True)
+    senders, count = 4, 100
+    received: list[bytes] = []
+    errors: list[BaseException] = []
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        entered = signal_when_receiving(c)
+
+        def receive() -> None:
+            try:
+                for _ in range(senders * count):
+                    received.append(c.recv())  # each waits while the others send
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def send(n: int) -> None:
+            try:
+                for i in range(count):
+                    c.send(f"{n}-{i}-".encode().ljust(4096, b"."))  # long enough to overlap
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        assert entered.wait(WAIT)  # the receiver is in recv() before anything is sent
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+        for t in threads:
+            t.start()
+        for t in threads + [receiver]:
+            t.join(WAIT * 3)
+        assert errors == [] and not any(t.is_alive() for t in threads + [receiver])
+    for n in range(senders):  # everything arrived, each sender's messages in its order
+        assert [m for m in received if m.startswith(f"{n}-".encode())] == \
+            [f"{n}-{i}-".encode().ljust(4096, b".") for i in range(count)]
+    assert len(received) == senders * count
+
+
+def test_close_from_another_thread_ends_a_waiting_recv(serve, psk: bytes) -> None:
+    srv, _ = serve()
+    c = Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT)
+    entered = signal_when_receiving(c)
+    outcome: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            c.recv(timeout=None)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            outcome.append(e)
+
+    t = threading.Thread(target=wait_forever, daemon=True)
+    t.start()
+    assert entered.wait(WAIT)
+    c.close()
+    t.join(WAIT)
+    assert not t.is_alive() and isinstance(outcome[0], ConnectionClosed)
+
+
+def test_a_client_called_from_its_own_trace_callback_raises_rather_than_wait_for_itself(serve, psk: bytes) -> None:
+    srv, _ = serve()
+    made: list[Client] = []
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def trace(text: str) -> None:  # runs inside the native call, which holds the client's turn
+        if made and not seen:
+            try:
+                made[0].send(b"from the trace callback")
+                seen.append("accepted")
+            except RuntimeError as e:
+                seen.append(str(e))
+
+    def session() -> None:
+        try:
+            with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT, trace=trace) as c:
+                made.append(c)
+                assert c.request(b"hi") == b"ACK: received 2 bytes"
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=session, daemon=True)  # a deadlock would leave it waiting, not the test
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive() and errors == []
+    assert seen == ["a seclink Client was called from its own trace callback"]
