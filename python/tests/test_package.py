@@ -621,7 +621,48 @@ def test_str_is_sent_as_utf8_wherever_a_message_is_taken(serve, psk: bytes) -> N
                 send(5)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("size", [0, 31, 33, 64])
+def test_a_key_of_another_size_than_32_bytes_is_refused_with_its_size(size: int) -> None:
+    exact = f"^a pre-shared key is exactly 32 bytes, not {size}$"
+    for role in ("client", "server"):
+        with pytest.raises(ValueError, match=exact):
+            Connection(role, b"k" * size)
+        with pytest.raises(ValueError, match=exact):
+            Connection(role, memoryview(b"k" * (2 * size))[::2])
+    with pytest.raises(ValueError, match=exact):
+        Server("127.0.0.1", 0, psk=b"k" * size)
+    with pytest.raises(ValueError, match=exact):
+        Client("127.0.0.1", 1, psk=b"k" * size)  # refused before connecting
+
+
 # ------------------------------------------------------------------------------ threads
+
+def test_connection_refuses_a_second_thread_while_one_is_inside_it() -> None:
+    client, server = handshaken_pair(os.urandom(32))
+    outcome: list[str] = []
+    tried = threading.Event()
+
+    def meanwhile_from_another_thread(text: str) -> None:  # runs inside client.send
+        if tried.is_set():
+            return
+        tried.set()
+
+        def attempt() -> None:
+            try:
+                client.send(b"from the other thread")
+                outcome.append("accepted")
+            except RuntimeError as e:
+                outcome.append(str(e))
+        other_thread = threading.Thread(target=attempt)
+        other_thread.start()
+        other_thread.join(WAIT)
+
+    client.set_trace(meanwhile_from_another_thread)
+    client.send(b"from this thread")
+    assert outcome == ["a seclink Connection was used from two threads at once"]
+    client.set_trace(None)
+    assert server.receive_data(client.data_to_send()) == [Data(b"from this thread")]
+
 
 def signal_when_receiving(c: Client) -> threading.Event:
     """An Event set when `c` next calls the native recv: its receiving thread is then in recv()."""
