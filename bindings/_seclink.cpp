@@ -338,6 +338,10 @@ private:
             if (owner_ == std::this_thread::get_id())  // it would wait for itself
                 throw std::runtime_error("a seclink Client was called from its own trace callback");
             ticket = next_++;
+            if (serving_ == ticket) {  // nobody holds it or waits: no need to let go of the GIL
+                owner_ = std::this_thread::get_id();
+                return;
+            }
         }
         for (;;) {
             bool mine;
