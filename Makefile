@@ -13,8 +13,8 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-py test-py-asan fuzz bench demo run run-server run-client run-py-server \
-        run-py-client clean help
+.PHONY: all build deps test test-cpp test-asan test-py test-py-asan fuzz bench demo run run-server run-client \
+        run-py-server run-py-client clean help
 
 all: build
 
@@ -141,6 +141,6 @@ run: build
 	./client 127.0.0.1 $(PORT)
 
 clean:
-	rm -rf $(BUILD) build-asan build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt \
-	  python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
+	rm -rf $(BUILD) build-asan build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt \
+	  client_logs.txt python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
