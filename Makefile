@@ -13,15 +13,16 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-py fuzz bench demo attacks run run-server run-client run-py-server \
-        run-py-client clean help
+.PHONY: all build deps test test-cpp test-asan test-py test-py-asan fuzz bench demo attacks run run-server run-client \
+        run-py-server run-py-client clean help
 
 all: build
 
 help:
 	@echo "make            install missing dependencies, build library, tests and programs"
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
-	@echo "                for FUZZ_SECONDS (default 60) and the pytest suites"
+	@echo "                for FUZZ_SECONDS (default 60), the pytest suites, and the Python"
+	@echo "                package tests again with the extension under ASan+UBSan"
 	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
 	@echo "                through the load generator (about 5 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
@@ -50,7 +51,7 @@ build: deps
 	rm -f python/seclink/_seclink.*.so
 	ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
 
-test: test-cpp test-asan fuzz test-py
+test: test-cpp test-asan fuzz test-py test-py-asan
 
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -76,6 +77,34 @@ fuzz: deps
 
 test-py: build
 	$(PYTHON) -m pytest
+
+# The Python package tests (python/tests, but for test_install.py, which pip-installs a plain
+# build of its own) with the extension built under ASan+UBSan in build-pyasan. The package is
+# staged in build-pyasan/stage (links to python/seclink/*.py next to the sanitized module), so the
+# in-place module of `make build` stays as it is. CPython is not instrumented: the ASan runtime is
+# preloaded, with libstdc++ (python3 does not link it, and ASan must find the real __cxa_throw when
+# it starts, or the first C++ exception aborts), and PYTHONMALLOC=malloc makes Python objects
+# plain heap blocks ASan can see past the end of. No leak check: CPython leaks by design at exit.
+# Any ASan or UBSan report fails the run; --capture=sys leaves file descriptor 2 alone, so the
+# report of a run that aborts is shown rather than lost in pytest's capture file.
+PYASAN_STAGE = build-pyasan/stage
+test-py-asan: deps
+	$(CONFIGURE) -B build-pyasan -DCMAKE_BUILD_TYPE=Debug -DSECLINK_SANITIZE=ON -DSECLINK_BUILD_TESTS=OFF \
+	  -DSECLINK_BUILD_APPS=OFF $(PY_CONFIG)
+	$(CMAKE) --build build-pyasan -j $(JOBS) --target _seclink
+	rm -rf $(PYASAN_STAGE) && mkdir -p $(PYASAN_STAGE)/seclink
+	ln -s $(abspath python/seclink)/*.py $(abspath python/seclink)/*.pyi $(abspath python/seclink)/py.typed \
+	  $(abspath build-pyasan)/bindings/_seclink.*.so $(PYASAN_STAGE)/seclink/
+	@cxx=$$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build-pyasan/CMakeCache.txt); \
+	asan=$$($$cxx -print-file-name=libasan.so); stdcxx=$$($$cxx -print-file-name=libstdc++.so); \
+	[ -f "$$asan" ] || { echo "test-py-asan: no libasan.so for the compiler in build-pyasan (GCC's is needed)"; exit 1; }; \
+	set -x; \
+	export LD_PRELOAD="$$asan $$stdcxx" PYTHONMALLOC=malloc PYTHONPATH=$(abspath $(PYASAN_STAGE)) \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; \
+	$(PYTHON) -c 'import seclink._seclink as m, sys; sys.exit(0 if m.__file__.startswith(sys.argv[1]) else m.__file__)' \
+	  $(abspath $(PYASAN_STAGE)) && \
+	$(PYTHON) -m pytest -o pythonpath=. --capture=sys python/tests --ignore=python/tests/test_install.py
 
 # Engine micro-benchmarks, then our server against three baselines through one load generator.
 bench: deps
@@ -117,6 +146,6 @@ run: build
 	./client 127.0.0.1 $(PORT)
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz build-bench .pytest_cache server client server_logs.txt client_logs.txt \
-	  python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
+	rm -rf $(BUILD) build-asan build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt \
+	  client_logs.txt python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

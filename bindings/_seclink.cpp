@@ -10,12 +10,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "seclink/seclink.h"
@@ -35,15 +39,35 @@ void check(int rc, const std::string &context = {}, const std::string &peer = {}
     if (rc != SL_OK) raise_error(rc, context, peer);
 }
 
-// A read-only view of any bytes-like object, held for as long as the view lives (so it may be
-// used with the GIL released).
-struct Bytes {
-    explicit Bytes(const py::buffer &b) : view(b.request()) {
-        if (view.ndim > 1) throw py::value_error("expected a flat bytes-like object");
+// The content of any bytes-like object, exactly as bytes(obj) gives it: all its nbytes, in C
+// order, whatever its format, itemsize or shape. A non-contiguous view (a reversed or strided
+// memoryview) is copied into contiguous storage: its pointer with size*itemsize would be the
+// wrong bytes, or bytes from beyond the buffer. Held for as long as this lives, so it may be used
+// with the GIL released; it must be destroyed with the GIL held.
+class Bytes {
+public:
+    explicit Bytes(const py::buffer &b) {
+        if (PyObject_GetBuffer(b.ptr(), &view_, PyBUF_FULL_RO) != 0) throw py::error_already_set();
+        if (PyBuffer_IsContiguous(&view_, 'C')) return;
+        copy_.resize(static_cast<size_t>(view_.len));
+        if (PyBuffer_ToContiguous(copy_.data(), &view_, view_.len, 'C') != 0) {
+            PyBuffer_Release(&view_);
+            throw py::error_already_set();
+        }
     }
-    const uint8_t *data() const { return static_cast<const uint8_t *>(view.ptr); }
-    size_t size() const { return static_cast<size_t>(view.size * view.itemsize); }
-    py::buffer_info view;
+    ~Bytes() {
+        if (!copy_.empty()) explicit_bzero(copy_.data(), copy_.size());  // it may hold a key
+        PyBuffer_Release(&view_);
+    }
+    Bytes(const Bytes &) = delete;
+    Bytes &operator=(const Bytes &) = delete;
+
+    const uint8_t *data() const { return copy_.empty() ? static_cast<const uint8_t *>(view_.buf) : copy_.data(); }
+    size_t size() const { return static_cast<size_t>(view_.len); }
+
+private:
+    Py_buffer view_{};
+    std::vector<uint8_t> copy_;
 };
 
 py::bytes to_bytes(const uint8_t *data, size_t len) {
@@ -292,8 +316,88 @@ private:
 
 // ---------------------------------------------------------------------------------- Client
 
-// The native blocking client. Every blocking call releases the GIL; recv() waits in short slices
-// and checks for signals between them, so Ctrl-C interrupts it promptly.
+// Takes turns on one native object among threads, first come first served. An sl_client is not
+// thread-safe (one engine, one send buffer and counter, one SSL*), so every call into it holds a
+// turn. FIFO matters: recv() gives its turn back between its short waits, and a send() queued
+// behind it must get in then, not lose the race to recv() taking it again. Waiting releases the
+// GIL (the holder may need it) and checks for signals, so Ctrl-C interrupts a waiting thread.
+class Turns {
+public:
+    class Turn {
+    public:
+        explicit Turn(Turns &t) : t_(t) { t_.acquire(); }
+        ~Turn() { t_.release(); }
+        Turn(const Turn &) = delete;
+        Turn &operator=(const Turn &) = delete;
+
+    private:
+        Turns &t_;
+    };
+
+private:
+    // Needs the GIL. m_ is never held while waiting for the GIL, so taking it with the GIL is safe.
+    void acquire() {
+        uint64_t ticket;
+        {
+            std::lock_guard<std::mutex> l(m_);
+            if (owner_ == std::this_thread::get_id())  // it would wait for itself
+                throw std::runtime_error("a seclink Client was called from its own trace callback");
+            ticket = next_++;
+            if (serving_ == ticket) {  // nobody holds it or waits: no need to let go of the GIL
+                owner_ = std::this_thread::get_id();
+                return;
+            }
+        }
+        for (;;) {
+            bool mine;
+            {
+                py::gil_scoped_release nogil;
+                std::unique_lock<std::mutex> l(m_);
+                mine = cv_.wait_for(l, std::chrono::milliseconds(50), [&] { return serving_ == ticket; });
+                if (mine) owner_ = std::this_thread::get_id();
+            }
+            if (mine) return;
+            if (PyErr_CheckSignals() != 0) {
+                withdraw(ticket);
+                throw py::error_already_set();
+            }
+        }
+    }
+    void release() {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            owner_ = {};
+            advance();
+        }
+        cv_.notify_all();
+    }
+    void withdraw(uint64_t ticket) {
+        {
+            std::lock_guard<std::mutex> l(m_);
+            if (serving_ != ticket) {
+                withdrawn_.insert(ticket);
+                return;
+            }
+            advance();  // its turn came just as it gave up
+        }
+        cv_.notify_all();
+    }
+    void advance() {
+        ++serving_;
+        while (withdrawn_.erase(serving_) != 0) ++serving_;
+    }
+
+    std::mutex m_;
+    std::condition_variable cv_;
+    uint64_t next_ = 0, serving_ = 0;  // tickets handed out, ticket whose turn it is
+    std::set<uint64_t> withdrawn_;     // waiters interrupted by a signal before their turn
+    std::thread::id owner_;            // the thread whose turn it is, if any
+};
+
+// The native blocking client, safe to share between threads: each call takes a turn (above).
+// Every blocking call releases the GIL; recv() waits in short slices, each its own turn, and
+// checks for signals between them, so Ctrl-C interrupts it promptly and other threads may send
+// while it waits.
 class Client {
 public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
@@ -335,6 +439,7 @@ public:
         Bytes in(data);
         int rc;
         {
+            Turns::Turn turn(turns_);
             py::gil_scoped_release nogil;
             rc = sl_client_send(c_, msg_type, in.data(), in.size());
         }
@@ -347,13 +452,16 @@ public:
         for (int left = timeout_ms;;) {
             const int slice = (left < 0 || left > kSliceMs) ? kSliceMs : left;
             int type = 0, rc;
-            const uint8_t *data = nullptr;
-            size_t len = 0;
             {
-                py::gil_scoped_release nogil;
-                rc = sl_client_recv(c_, slice, &type, &data, &len);
+                Turns::Turn turn(turns_);
+                const uint8_t *data = nullptr;  // valid until the next call: copied within this turn
+                size_t len = 0;
+                {
+                    py::gil_scoped_release nogil;
+                    rc = sl_client_recv(c_, slice, &type, &data, &len);
+                }
+                if (rc == SL_OK) return py::make_tuple(type, to_bytes(data, len));
             }
-            if (rc == SL_OK) return py::make_tuple(type, to_bytes(data, len));
             if (rc != SL_ETIMEDOUT || left == slice) check(rc, "recv", peer());
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
             if (left > 0) left -= slice;
@@ -363,6 +471,7 @@ public:
     void close(const std::optional<std::string> &reason) {
         int rc;
         {
+            Turns::Turn turn(turns_);
             py::gil_scoped_release nogil;
             rc = sl_client_close(c_, reason ? reason->c_str() : nullptr);
         }
@@ -375,6 +484,7 @@ private:
     }
     sl_client *c_ = nullptr;
     py::object trace_;
+    Turns turns_;
 };
 
 // ---------------------------------------------------------------------------------- functions

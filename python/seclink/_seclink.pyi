@@ -3,10 +3,12 @@
 A thin layer over libseclink's C ABI; use the seclink package's classes, not these."""
 
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Optional
 
-
-_Buffer = Union[bytes, bytearray, memoryview]
+# Any bytes-like object (bytes, bytearray, memoryview, array.array, ...), taken as bytes(obj)
+# gives it: every byte, in C order, whatever its item size, shape or strides. A str is refused;
+# the seclink package encodes messages given as str (UTF-8) before they reach this module.
+from _typeshed import ReadableBuffer as _Buffer
 
 KEY_BYTES: int
 PREFIX_BYTES: int
@@ -65,6 +67,7 @@ class Server:
     def wait(self) -> None: ...
 
 class Client:
+    """Safe to share between threads: calls take turns (FIFO); recv() takes one per 50 ms slice."""
     def __init__(self, psk: _Buffer, host: str, port: int, timeout_ms: int, max_message: int,
                  trace: Optional[Callable[[str], None]], tls: bool, tls_ca: Optional[str], tls_pin: Optional[str],
                  tls_trust_dir: Optional[str]) -> None: ...

@@ -540,7 +540,7 @@ class AioClient:
     async def send(self, data: bytes | bytearray | memoryview | str) -> None:
         """Sends one message (str as UTF-8). Raises MessageTooLarge, before sending anything, if it
         is over the limit; Timeout if the server does not take it within ``timeout``."""
-        await self._transmit(lambda: self._conn.send(data.encode() if isinstance(data, str) else data))
+        await self._transmit(lambda: self._conn.send(data))
 
     async def recv(self, timeout: float | None = _DEFAULT) -> bytes:
         """The next message from the server. ``timeout`` in seconds (default: the client's; None:
@@ -555,9 +555,9 @@ class AioClient:
         await self.send(data)
         return await self.recv(timeout)
 
-    async def ping(self, data: bytes = b"", timeout: float | None = _DEFAULT) -> bytes:
-        """Sends a PING (at most 64 bytes) and returns the content of its PONG. Messages arriving
-        meanwhile are kept for :meth:`recv`."""
+    async def ping(self, data: bytes | bytearray | memoryview | str = b"", timeout: float | None = _DEFAULT) -> bytes:
+        """Sends a PING (at most 64 bytes; a str as UTF-8) and returns the content of its PONG.
+        Messages arriving meanwhile are kept for :meth:`recv`."""
         await self._transmit(lambda: self._conn.send_ping(data))
         return await self._within(self._next_message(want_pong=True), timeout, "recv")
 

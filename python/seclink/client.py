@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 
 from . import _seclink
-from .connection import CLOSE, DATA, PING, PONG
+from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
 from .errors import ConnectionClosed, ProtocolError, as_handshake_error
 from .keys import resolve_psk
 
 __all__ = ["Client"]
 
 _DEFAULT = object()
-
-
-def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes | bytearray | memoryview:
-    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 class Client:
@@ -35,7 +32,18 @@ class Client:
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
     ``trace``, a callable, receives an annotated dump of every frame.
 
-    Every blocking call releases the GIL, and Ctrl-C interrupts a blocked :meth:`recv` promptly.
+    Messages are any bytes-like object or a str (sent as UTF-8).
+
+    A Client may be shared between threads. Its calls into the native client take turns, first
+    come first served, and :meth:`recv` waits in short slices, each a turn of its own, so one
+    thread may :meth:`send` (or :meth:`close`) while another waits in :meth:`recv`. Receiving is
+    one thread at a time: :meth:`recv`, :meth:`request` and :meth:`ping` hold a lock for the
+    whole call, and :meth:`request` holds it from its send to its reply, so concurrent requests
+    each get their own reply. A close() from another thread ends a waiting recv() with
+    ConnectionClosed once the server has hung up.
+
+    Every blocking call releases the GIL, and Ctrl-C interrupts a blocked :meth:`recv` promptly
+    (as it does a thread waiting for its turn).
     Errors: NetworkError / Timeout (cannot connect), HandshakeError (different keys), TLSError,
     KeyFileError; later ConnectionClosed, ProtocolError, AuthenticationError, MessageTooLarge.
     """
@@ -50,6 +58,8 @@ class Client:
         self.timeout = timeout
         self._pending: deque[bytes] = deque()
         self._closed = False
+        self._receiving = threading.Lock()  # one receiver at a time; a request from send to reply
+        self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
                                       tls_trust_dir)
@@ -64,51 +74,59 @@ class Client:
         """The server as ``host:port``."""
         return self._c.peer
 
-    def send(self, data: bytes | bytearray | memoryview | str) -> None:
+    def send(self, data: Message) -> None:
         """Sends one message (str is sent as UTF-8). Raises MessageTooLarge before sending
         anything if it is over the limit."""
-        self._c.send(DATA, _as_bytes(data))
+        self._c.send(DATA, message_bytes(data))
 
     def recv(self, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
         """The next message from the server. ``timeout`` in seconds (default: the client's;
         None: wait forever). Raises Timeout, or ConnectionClosed (with ``.reason``) if the
         server ended the session."""
-        if self._pending:
-            return self._pending.popleft()
-        while True:
-            msg_type, data = self._next(timeout)
-            if msg_type == DATA:
-                return data
+        with self._receiving:
+            return self._recv(timeout)
 
-    def request(self, data: bytes | bytearray | memoryview | str, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+    def request(self, data: Message, timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
         """Sends one message and returns the next message from the server (its reply)."""
-        self.send(data)
-        return self.recv(timeout)
+        with self._receiving:
+            self.send(data)
+            return self._recv(timeout)
 
-    def ping(self, data: bytes = b"", timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
-        """Sends a PING (at most 64 bytes) and waits for its PONG; returns the echoed content.
-        Messages arriving meanwhile are kept for :meth:`recv`."""
-        self._c.send(PING, data)
-        while True:
-            msg_type, content = self._next(timeout)
-            if msg_type == PONG:
-                return content
-            self._pending.append(content)
+    def ping(self, data: Message = b"", timeout: float | None = _DEFAULT) -> bytes:  # type: ignore[assignment]
+        """Sends a PING (at most 64 bytes; a str as UTF-8) and waits for its PONG; returns the
+        echoed content. Messages arriving meanwhile are kept for :meth:`recv`."""
+        with self._receiving:
+            self._c.send(PING, message_bytes(data))
+            while True:
+                msg_type, content = self._next(timeout)
+                if msg_type == PONG:
+                    return content
+                self._pending.append(content)
 
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""
-        if not self._closed:
+        with self._closing:
+            if self._closed:
+                return
             self._closed = True
-            try:
-                self._c.close(reason)
-            except ConnectionClosed:
-                pass
+        try:
+            self._c.close(reason)
+        except ConnectionClosed:
+            pass
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _recv(self, timeout: float | None) -> bytes:
+        if self._pending:
+            return self._pending.popleft()
+        while True:
+            msg_type, data = self._next(timeout)
+            if msg_type == DATA:
+                return data
 
     def _next(self, timeout: float | None) -> tuple[int, bytes]:
         t = self.timeout if timeout is _DEFAULT else timeout

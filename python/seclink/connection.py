@@ -26,6 +26,8 @@ from typing import Literal, Union
 from . import _seclink
 from .errors import Error, from_code
 
+Message = Union[bytes, bytearray, memoryview, str]
+
 __all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
            "DATA", "CLOSE", "PING", "PONG"]
 
@@ -65,6 +67,18 @@ class Closed:
 Event = Union[HandshakeComplete, Data, Ping, Pong, Closed]
 
 
+def message_bytes(data: Message) -> bytes | bytearray | memoryview:
+    """What is sent for `data`: a str as UTF-8; any other bytes-like object (memoryview, array,
+    strided or not) as its bytes, exactly as ``bytes(data)`` gives them."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    try:
+        memoryview(data)
+    except TypeError:
+        raise TypeError(f"a message is bytes-like or str, not {type(data).__name__}") from None
+    return data
+
+
 def _event(kind: int, msg_type: int, content: bytes) -> Event:
     if kind == _HANDSHAKE_DONE:
         return HandshakeComplete()
@@ -80,7 +94,8 @@ def _event(kind: int, msg_type: int, content: bytes) -> Event:
 class Connection:
     """One side of a seclink/1 connection.
 
-    ``role`` is ``"client"`` or ``"server"``; ``psk`` the 32-byte pre-shared key;
+    ``role`` is ``"client"`` or ``"server"``; ``psk`` the pre-shared key (ValueError "a pre-shared
+    key is exactly 32 bytes, not N" otherwise);
     ``max_message`` the largest message content accepted and sent (default 16 MiB);
     ``max_send`` optionally a different limit for what this side sends.
 
@@ -92,6 +107,9 @@ class Connection:
     empty PING, before anything else, and the server's PONG to it is not delivered. Write
     :meth:`data_to_send` once the handshake completes. ``key_confirmation=False`` exists only
     to replay the original ``wire`` vectors.
+
+    Messages may be any bytes-like object (taken as ``bytes(data)`` would give it, whatever its
+    shape or strides) or a str (sent as UTF-8).
     """
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
@@ -134,8 +152,11 @@ class Connection:
         already queued if a later frame in the same bytes turns out to be bad; the error is
         raised when iteration reaches that frame. Iterate to the end before feeding more."""
         was_established = self._c.established
-        offset = 0
-        while offset < len(data):
+        with memoryview(data) as view:  # released at once: a bytearray stays resizable
+            offset, size = 0, view.nbytes
+            if not view.c_contiguous:
+                data = view.tobytes()  # copied once here, not at every event
+        while offset < size:
             raw, offset, rc = self._c.feed_one(data, offset)
             if rc:
                 raise from_code(rc, "handshake" if not (was_established or self._c.established) else "")
@@ -148,13 +169,13 @@ class Connection:
         if rc:
             raise from_code(rc)
 
-    def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Queues one DATA message (MessageTooLarge if over the limit)."""
-        self._c.send(DATA, data)
+    def send(self, data: Message) -> None:
+        """Queues one DATA message, a str as UTF-8 (MessageTooLarge if over the limit)."""
+        self._c.send(DATA, message_bytes(data))
 
-    def send_ping(self, data: bytes = b"") -> None:
-        """Queues a PING (at most 64 bytes); the peer answers with a PONG."""
-        self._c.send(PING, data)
+    def send_ping(self, data: Message = b"") -> None:
+        """Queues a PING (at most 64 bytes; a str as UTF-8); the peer answers with a PONG."""
+        self._c.send(PING, message_bytes(data))
 
     def close(self, reason: str = "") -> None:
         """Queues a CLOSE with an optional reason; nothing more can be sent afterwards."""

@@ -44,9 +44,10 @@ def resolve_psk(psk: bytes | None, psk_file: str | os.PathLike[str] | None) -> b
     if psk is not None and psk_file is not None:
         raise ValueError("give psk or psk_file, not both")
     if psk is not None:
-        if len(psk) != _seclink.KEY_BYTES:
-            raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {len(psk)}")
-        return bytes(psk)
+        with memoryview(psk) as view:  # its bytes, whatever its item size or strides
+            if view.nbytes != _seclink.KEY_BYTES:
+                raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {view.nbytes}")
+            return view.tobytes()
     return load_key(psk_file)
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import threading
+from array import array
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -401,6 +402,24 @@ def test_aio_client_with_the_native_server(psk):
                 assert await client.ping(b"p") == b"p"
             with pytest.raises(seclink.HandshakeError):
                 await aio.connect(HOST, native.port, psk=os.urandom(32))
+
+        run(scenario())
+
+
+def test_aio_client_takes_str_and_any_bytes_like_object(psk):
+    spaced = bytearray(2 * len(psk))
+    spaced[::2] = psk
+    with seclink.Server(HOST, 0, psk=psk, echo=True) as native:
+        async def scenario() -> None:
+            async with await aio.connect(HOST, native.port, psk=memoryview(spaced)[::2]) as client:
+                assert await client.request("w\u00f6rld") == "w\u00f6rld".encode()
+                assert await client.ping("p\u00f6ng") == "p\u00f6ng".encode()
+                assert await client.request(memoryview(b"abcdef")[::-1]) == b"fedcba"
+                assert await client.request(memoryview(b"abcdefgh").cast("H")[::-1]) == b"ghefcdab"
+                assert await client.request(array("I", [1, 2])) == array("I", [1, 2]).tobytes()
+                for call in (client.send, client.request, client.ping):
+                    with pytest.raises(TypeError, match="^a message is bytes-like or str, not int$"):
+                        await call(5)
 
         run(scenario())
 

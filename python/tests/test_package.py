@@ -1,6 +1,7 @@
 """The seclink package's API: the sans-I/O Connection against the project vectors, the blocking
 Client and the native-backed Server, every exception class where it is documented, GIL release
-and Ctrl-C. Servers listen on 127.0.0.1 port 0; every wait is bounded."""
+and Ctrl-C, bytes-like objects of every shape and str at every entry point, one Client shared by
+many threads. Servers listen on 127.0.0.1 port 0; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import signal
 import socket
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import seclink
+from seclink import _seclink
 from seclink import (AuthenticationError, Client, ConnectionClosed, Connection, Data, Error, HandshakeComplete,
                      HandshakeError, KeyFileError, MessageTooLarge, NetworkError, Ping, Pong, ProtocolError, Server,
                      Timeout, TLSError)
@@ -525,3 +529,269 @@ def test_events_yields_each_event_before_a_later_bad_frame_fails() -> None:
         next(events)
     assert raised.value.name == "BAD_COUNTER"
     assert client.receive_data(server.data_to_send()) == [Data(b"reply to once")]
+
+
+# ------------------------------------------------------------------------------ bytes-like objects and str
+
+SHAPES = ["reversed", "strided", "2-d", "2-d-strided", "uint32-array", "uint16-reversed"]
+
+
+def shaped(content: bytes, shape: str) -> Any:
+    """A bytes-like object of another shape whose bytes (what bytes(memoryview(x)) gives, in C
+    order) are `content`; len(content) must be a multiple of 4."""
+    n = len(content)
+    assert n % 4 == 0
+    if shape == "reversed":
+        made: Any = memoryview(content[::-1])[::-1]
+    elif shape == "strided":
+        spaced = bytearray(b"\xee" * (2 * n))
+        spaced[::2] = content
+        made = memoryview(bytes(spaced))[::2]
+    elif shape == "2-d":
+        made = memoryview(content).cast("B", (4, n // 4))
+    elif shape == "2-d-strided":  # every other row of an 8-row matrix
+        rows = [content[i:i + n // 4] for i in range(0, n, n // 4)]
+        made = memoryview(b"".join(row + b"\xee" * len(row) for row in rows)).cast("B", (8, n // 4))[::2]
+    elif shape == "uint32-array":
+        made = array("I")
+        made.frombytes(content)
+    else:  # uint16-reversed
+        items = [content[i:i + 2] for i in range(0, n, 2)]
+        made = memoryview(b"".join(reversed(items))).cast("H")[::-1]
+    assert memoryview(made).tobytes() == content
+    return made
+
+
+def handshaken_pair(psk: bytes) -> tuple[Connection, Connection]:
+    client, server = Connection("client", psk), Connection("server", psk)
+    client.start()
+    server.start()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    return client, server
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_connection_takes_any_bytes_like_object_as_its_bytes(shape: str) -> None:
+    h = bytes.fromhex
+    client = Connection("client", shaped(h(VECTORS["psk"]), shape),
+                        ephemeral_for_testing=shaped(h(VECTORS["client_ephemeral"]), shape))
+    client.start()
+    assert client.data_to_send() == WIRE[0]  # the key and the ephemeral key were read right
+    server = Connection("server", h(VECTORS["psk"]))
+    server.start()
+    server.receive_data(WIRE[0])
+    client.receive_data(server.data_to_send())
+
+    first, ping, last = bytes(range(64)), b"pingpong", b"last"
+    client.send(shaped(first, shape))
+    client.send_ping(shaped(ping, shape))
+    client.send(shaped(last, shape))
+    client.send(b"")  # frames of 97 + 41 + 37 + 33 bytes: 52 uint32 items
+    wire = client.data_to_send()
+    assert server.receive_data(shaped(wire, shape)) == [Data(first), Ping(ping), Data(last), Data(b"")]
+    assert client.receive_data(server.data_to_send()) == [Pong(ping)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_client_and_server_take_any_bytes_like_object_as_its_bytes(serve, psk: bytes, shape: str) -> None:
+    srv, _ = serve(psk=shaped(psk, shape), handler=lambda data, peer: shaped(data[::-1], shape))
+    message = bytes(range(64))
+    with Client("127.0.0.1", srv.port, psk=shaped(psk, shape), timeout=WAIT) as c:
+        assert c.request(shaped(message, shape)) == message[::-1]
+        c.send(shaped(b"abcd" * 4, shape))
+        assert c.recv() == b"dcba" * 4
+        assert c.ping(shaped(b"pingpong", shape)) == b"pingpong"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_format_message_takes_any_bytes_like_object_as_its_bytes(shape: str) -> None:
+    text = b"hello, world"
+    assert _seclink.format_message(shaped(text, shape)) == _seclink.format_message(text) == "hello, world"
+
+
+def test_str_is_sent_as_utf8_wherever_a_message_is_taken(serve, psk: bytes) -> None:
+    client, server = handshaken_pair(psk)
+    client.send("h\u00e9llo")
+    client.send_ping("p\u00efng")
+    assert server.receive_data(client.data_to_send()) == [Data("h\u00e9llo".encode()), Ping("p\u00efng".encode())]
+    srv, _ = serve(echo=True)
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        assert c.request("w\u00f6rld") == "w\u00f6rld".encode()
+        c.send("again")
+        assert c.recv() == b"again"
+        assert c.ping("p\u00f6ng") == "p\u00f6ng".encode()
+        for send in (client.send, client.send_ping, c.send, c.request, c.ping):
+            with pytest.raises(TypeError, match="^a message is bytes-like or str, not int$"):
+                send(5)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("size", [0, 31, 33, 64])
+def test_a_key_of_another_size_than_32_bytes_is_refused_with_its_size(size: int) -> None:
+    exact = f"^a pre-shared key is exactly 32 bytes, not {size}$"
+    for role in ("client", "server"):
+        with pytest.raises(ValueError, match=exact):
+            Connection(role, b"k" * size)
+        with pytest.raises(ValueError, match=exact):
+            Connection(role, memoryview(b"k" * (2 * size))[::2])
+    with pytest.raises(ValueError, match=exact):
+        Server("127.0.0.1", 0, psk=b"k" * size)
+    with pytest.raises(ValueError, match=exact):
+        Client("127.0.0.1", 1, psk=b"k" * size)  # refused before connecting
+
+
+# ------------------------------------------------------------------------------ threads
+
+def test_connection_refuses_a_second_thread_while_one_is_inside_it() -> None:
+    client, server = handshaken_pair(os.urandom(32))
+    outcome: list[str] = []
+    tried = threading.Event()
+
+    def meanwhile_from_another_thread(text: str) -> None:  # runs inside client.send
+        if tried.is_set():
+            return
+        tried.set()
+
+        def attempt() -> None:
+            try:
+                client.send(b"from the other thread")
+                outcome.append("accepted")
+            except RuntimeError as e:
+                outcome.append(str(e))
+        other_thread = threading.Thread(target=attempt)
+        other_thread.start()
+        other_thread.join(WAIT)
+
+    client.set_trace(meanwhile_from_another_thread)
+    client.send(b"from this thread")
+    assert outcome == ["a seclink Connection was used from two threads at once"]
+    client.set_trace(None)
+    assert server.receive_data(client.data_to_send()) == [Data(b"from this thread")]
+
+
+def signal_when_receiving(c: Client) -> threading.Event:
+    """An Event set when `c` next calls the native recv: its receiving thread is then in recv()."""
+    entered = threading.Event()
+    native = c._c
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+        def recv(self, timeout_ms: int) -> tuple[int, bytes]:
+            entered.set()
+            return native.recv(timeout_ms)
+
+    c._c = Spy()
+    return entered
+
+
+def test_one_client_shared_by_many_threads_gives_each_its_own_replies(serve, psk: bytes) -> None:
+    srv, _ = serve(handler=lambda data, peer: data + b"!")
+    errors: list[BaseException] = []
+
+    def work(c: Client, n: int) -> None:
+        try:
+            for i in range(40):
+                message = f"{n}-{i}".encode() * (i + 1)
+                if i % 8 == 7:
+                    assert c.ping(message[:64]) == message[:64]
+                else:
+                    assert c.request(message) == message + b"!"
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        threads = [threading.Thread(target=work, args=(c, n)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT * 3)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        assert c.request(b"still fine") == b"still fine!"
+
+
+def test_threads_send_while_another_waits_in_recv(serve, psk: bytes) -> None:
+    srv, _ = serve(echo=True)
+    senders, count = 4, 100
+    received: list[bytes] = []
+    errors: list[BaseException] = []
+    with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT) as c:
+        entered = signal_when_receiving(c)
+
+        def receive() -> None:
+            try:
+                for _ in range(senders * count):
+                    received.append(c.recv())  # each waits while the others send
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def send(n: int) -> None:
+            try:
+                for i in range(count):
+                    c.send(f"{n}-{i}-".encode().ljust(4096, b"."))  # long enough to overlap
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        assert entered.wait(WAIT)  # the receiver is in recv() before anything is sent
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+        for t in threads:
+            t.start()
+        for t in threads + [receiver]:
+            t.join(WAIT * 3)
+        assert errors == [] and not any(t.is_alive() for t in threads + [receiver])
+    for n in range(senders):  # everything arrived, each sender's messages in its order
+        assert [m for m in received if m.startswith(f"{n}-".encode())] == \
+            [f"{n}-{i}-".encode().ljust(4096, b".") for i in range(count)]
+    assert len(received) == senders * count
+
+
+def test_close_from_another_thread_ends_a_waiting_recv(serve, psk: bytes) -> None:
+    srv, _ = serve()
+    c = Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT)
+    entered = signal_when_receiving(c)
+    outcome: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            c.recv(timeout=None)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            outcome.append(e)
+
+    t = threading.Thread(target=wait_forever, daemon=True)
+    t.start()
+    assert entered.wait(WAIT)
+    c.close()
+    t.join(WAIT)
+    assert not t.is_alive() and isinstance(outcome[0], ConnectionClosed)
+
+
+def test_a_client_called_from_its_own_trace_callback_raises_rather_than_wait_for_itself(serve, psk: bytes) -> None:
+    srv, _ = serve()
+    made: list[Client] = []
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def trace(text: str) -> None:  # runs inside the native call, which holds the client's turn
+        if made and not seen:
+            try:
+                made[0].send(b"from the trace callback")
+                seen.append("accepted")
+            except RuntimeError as e:
+                seen.append(str(e))
+
+    def session() -> None:
+        try:
+            with Client("127.0.0.1", srv.port, psk=psk, timeout=WAIT, trace=trace) as c:
+                made.append(c)
+                assert c.request(b"hi") == b"ACK: received 2 bytes"
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=session, daemon=True)  # a deadlock would leave it waiting, not the test
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive() and errors == []
+    assert seen == ["a seclink Client was called from its own trace callback"]
