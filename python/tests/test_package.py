@@ -563,11 +563,14 @@ def shaped(content: bytes, shape: str) -> Any:
 
 
 def handshaken_pair(psk: bytes) -> tuple[Connection, Connection]:
+    """A handshake and its key confirmation (PROTOCOL.md 4.1) done: nothing left queued."""
     client, server = Connection("client", psk), Connection("server", psk)
     client.start()
     server.start()
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
+    assert server.receive_data(client.data_to_send()) == [Ping(b"")]
+    assert client.receive_data(server.data_to_send()) == []
     return client, server
 
 
@@ -575,7 +578,7 @@ def handshaken_pair(psk: bytes) -> tuple[Connection, Connection]:
 def test_connection_takes_any_bytes_like_object_as_its_bytes(shape: str) -> None:
     h = bytes.fromhex
     client = Connection("client", shaped(h(VECTORS["psk"]), shape),
-                        ephemeral_for_testing=shaped(h(VECTORS["client_ephemeral"]), shape))
+                        ephemeral_for_testing=shaped(h(VECTORS["client_ephemeral"]), shape), key_confirmation=False)
     client.start()
     assert client.data_to_send() == WIRE[0]  # the key and the ephemeral key were read right
     server = Connection("server", h(VECTORS["psk"]))
