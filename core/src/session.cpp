@@ -78,8 +78,9 @@ bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at) {
     }
     Addr &a = addrs_[addr];
     const double rate = cfg.handshake_rate;
-    a.tokens = a.refilled == 0 ? rate : std::min(rate, a.tokens + double(now - a.refilled) * rate / 1000.0);
+    a.tokens = !a.seen ? rate : std::min(rate, a.tokens + double(now - a.refilled) * rate / 1000.0);
     a.refilled = now;
+    a.seen = true;
     if (handshakes.load() >= cfg.max_handshakes || a.pending >= cfg.max_handshakes_per_addr) {
         *retry_at = now + kAdmitPollMs;
         return false;

@@ -58,6 +58,7 @@ private:
         unsigned pending = 0;  // handshake slots held
         double tokens = 0;     // handshake-rate bucket
         int64_t refilled = 0;
+        bool seen = false;     // tokens and refilled are set
     };
     std::mutex mu_;  // guards addrs_ and the handshake count's check-then-take
     std::unordered_map<std::string, Addr> addrs_;
