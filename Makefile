@@ -32,7 +32,7 @@ help:
 	@echo "make run-py-server / run-py-client    the same with python/server.py and python/client.py"
 	@echo "make run        a server in the background, then an interactive client; the server stops"
 	@echo "                when the client ends"
-	@echo "make fuzz       run the libFuzzer target for FUZZ_SECONDS"
+	@echo "make fuzz       run the libFuzzer targets (engine FUZZ_SECONDS, session half that, key files 10 s)"
 	@echo "make clean      remove build output, logs and caches (never your keys)"
 
 deps:
@@ -63,17 +63,22 @@ test-asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir build-asan --output-on-failure -j $(JOBS)
 
-# libFuzzer (clang) with ASan+UBSan, bounded in time; starts from the committed seed corpus.
+# libFuzzer (clang) with ASan+UBSan, bounded in time; each target starts from its committed seed
+# corpus: the engine for FUZZ_SECONDS, the session layer for half that, the key-file loader for 10 s.
+FUZZ_TARGETS = engine:corpus:$(FUZZ_SECONDS) session:corpus_session:$$(($(FUZZ_SECONDS) / 2)) keyfile:corpus_keyfile:10
 fuzz: deps
 	CC=clang CXX=clang++ $(CONFIGURE) -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DSECLINK_BUILD_FUZZ=ON -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_APPS=OFF
 	$(CMAKE) --build build-fuzz -j $(JOBS)
-	rm -rf build-fuzz/corpus && mkdir -p build-fuzz/corpus && cp core/fuzz/corpus/* build-fuzz/corpus/
-	build-fuzz/core/fuzz/fuzz_engine -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	  -print_final_stats=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus > build-fuzz/fuzz.log 2>&1 \
-	  || { tail -n 80 build-fuzz/fuzz.log; echo "fuzz: FAILED (input saved in build-fuzz/)"; exit 1; }
-	@grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz.log
-	@echo "fuzz: no crash, leak or sanitizer report in $(FUZZ_SECONDS) s"
+	@for spec in $(FUZZ_TARGETS); do \
+	  IFS=: read -r name corpus secs <<< "$$spec"; \
+	  rm -rf build-fuzz/$$corpus && mkdir -p build-fuzz/$$corpus && cp core/fuzz/$$corpus/* build-fuzz/$$corpus/; \
+	  build-fuzz/core/fuzz/fuzz_$$name -max_total_time=$$secs -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=build-fuzz/$$name- build-fuzz/$$corpus > build-fuzz/fuzz-$$name.log 2>&1 \
+	    || { tail -n 80 build-fuzz/fuzz-$$name.log; echo "fuzz: fuzz_$$name FAILED (input saved in build-fuzz/)"; exit 1; }; \
+	  grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz-$$name.log; \
+	  echo "fuzz: fuzz_$$name: no crash, leak, sanitizer report or broken invariant in $$secs s"; \
+	done
 
 test-py: build
 	$(PYTHON) -m pytest
