@@ -13,7 +13,7 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-py test-py-asan fuzz bench demo attacks run run-server run-client \
+.PHONY: all build deps test test-cpp test-asan test-tsan test-py test-py-asan fuzz bench demo attacks run run-server run-client \
         run-py-server run-py-client clean help
 
 all: build
@@ -32,6 +32,7 @@ help:
 	@echo "make run-py-server / run-py-client    the same with python/server.py and python/client.py"
 	@echo "make run        a server in the background, then an interactive client; the server stops"
 	@echo "                when the client ends"
+	@echo "make test-tsan  the native server and its tests under ThreadSanitizer (part of make test)"
 	@echo "make fuzz       run the libFuzzer targets (engine FUZZ_SECONDS, session half that, key files 10 s)"
 	@echo "make clean      remove build output, logs and caches (never your keys)"
 
@@ -51,7 +52,7 @@ build: deps
 	rm -f python/seclink/_seclink.*.so
 	ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
 
-test: test-cpp test-asan fuzz test-py test-py-asan
+test: test-cpp test-asan test-tsan fuzz test-py test-py-asan
 
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -62,6 +63,15 @@ test-asan: deps
 	$(CMAKE) --build build-asan -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+# The native server (worker threads, the shared session policy) and its tests under
+# ThreadSanitizer, with clients on every worker at once: any data race fails the run.
+test-tsan: deps
+	$(CONFIGURE) -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSECLINK_BUILD_TESTS=ON -DSECLINK_BUILD_APPS=OFF \
+	  -DSECLINK_TSAN=ON
+	$(CMAKE) --build build-tsan -j $(JOBS) --target seclink_tests
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  build-tsan/core/tests/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*' --gtest_brief=1
 
 # libFuzzer (clang) with ASan+UBSan, bounded in time; each target starts from its committed seed
 # corpus: the engine for FUZZ_SECONDS, the session layer for half that, the key-file loader for 10 s.

@@ -1,6 +1,7 @@
 // The native server and client through the C ABI, in one process over 127.0.0.1: handlers,
 // logs, limits, stop. (The programs built on them are tested end to end in cpp_apps/tests.)
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -186,6 +187,42 @@ TEST_F(NativeIoTest, PortInUseIsReported) {
     sl_server *other = nullptr;
     EXPECT_EQ(sl_server_new(&other, &cfg), SL_EADDRINUSE);
     EXPECT_EQ(other, nullptr);
+}
+
+// Many clients on every worker at once, coming and going, with a handler, then a stop in the
+// middle of the traffic: what ThreadSanitizer (make test-tsan) watches for data races.
+TEST_F(NativeIoTest, ConcurrentClientsComingAndGoingWhileTheServerStops) {
+    start([](void *, const char *, const uint8_t *data, size_t len, sl_buf *reply) {
+        return sl_buf_append(reply, data, len);  // echo
+    });
+    std::atomic<int> good{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            for (int round = 0; round < 5; ++round) {
+                sl_client *c = nullptr;
+                if (connect(&c) != SL_OK) continue;
+                const std::string msg = "thread " + std::to_string(t) + " round " + std::to_string(round);
+                if (request(c, msg) == msg) ++good;
+                sl_client_close(c, "done");
+                sl_client_free(c);
+            }
+        });
+    }
+    for (auto &th : threads) th.join();
+    EXPECT_EQ(good.load(), 40) << "every echo correct";
+    sl_client *late = nullptr;
+    ASSERT_EQ(connect(&late), SL_OK);
+    ASSERT_EQ(request(late, "x"), "x");
+    std::thread stopper([&] { sl_server_stop(server); });
+    int type = 0;
+    const uint8_t *data = nullptr;
+    size_t len = 0;
+    EXPECT_EQ(sl_client_recv(late, 5000, &type, &data, &len), SL_OK);
+    EXPECT_EQ(type, SL_MSG_CLOSE);
+    stopper.join();
+    EXPECT_EQ(sl_server_wait(server), SL_OK);
+    sl_client_free(late);
 }
 
 TEST(FormatTest, MessagesShowTextEmptyOrBinary) {
