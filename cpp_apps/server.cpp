@@ -27,9 +27,19 @@ options:
   --keygen                 write a new key file (at --psk-file or the default) and exit
   --echo                   reply with the message itself instead of the ACK
   --threads N              worker threads (default: one per core)
-  --max-clients N          sessions at once; more are told "server full" (default 10000)
+  --max-clients N          authenticated sessions at once; more are told "server full"
+                           (default 10000)
+  --max-handshakes N       clients still proving they hold the key, at once; more wait
+                           for a slot (default 256)
+  --max-handshakes-per-address N
+                           of those, from one address (default 64)
+  --handshake-rate N       new connections a second from one address; more wait their
+                           turn (default 200)
   --handshake-timeout SEC  time a client has to finish the handshake (default 10)
   --idle-timeout SEC       close sessions idle this long (default 300)
+  --frame-timeout SEC      a message once started must arrive within this (default 60)
+  --max-memory MIB         budget for every session's buffered messages, in MiB; frames
+                           that cannot fit are refused (default 256)
   --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
   --log-file PATH          append log lines with timestamps here (default server_logs.txt;
                            '-' for none)
@@ -50,8 +60,9 @@ exit codes: 0 stopped cleanly, 2 bad option, 3 key file problem, 4 cannot listen
 
 int main(int argc, char **argv) {
     app::Args args(argc, argv, kProg,
-                   {"port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
-                    "max-message", "log-file", "tls-cert", "tls-key"},
+                   {"port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
+                    "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
+                    "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"},
                    {"keygen", "echo", "quiet", "trace", "tls", "help", "version"});
     if (args.has("help")) {
         std::fputs(kHelp, stdout);
@@ -76,9 +87,18 @@ int main(int argc, char **argv) {
     cfg.host = host.c_str();
     cfg.port = static_cast<uint16_t>(port);
     cfg.threads = static_cast<unsigned>(args.number("threads", 0, 1, 1024));
-    cfg.max_clients = static_cast<unsigned>(args.number("max-clients", 10000, 1, 1000000));
-    cfg.handshake_timeout_ms = static_cast<unsigned>(args.number("handshake-timeout", 10, 1, 3600) * 1000);
-    cfg.idle_timeout_ms = static_cast<unsigned>(args.number("idle-timeout", 300, 1, 86400) * 1000);
+    cfg.max_clients = static_cast<unsigned>(args.number("max-clients", SL_DEFAULT_MAX_CLIENTS, 1, 1000000));
+    cfg.max_handshakes = static_cast<unsigned>(args.number("max-handshakes", SL_DEFAULT_MAX_HANDSHAKES, 1, 1000000));
+    cfg.max_handshakes_per_addr = static_cast<unsigned>(
+        args.number("max-handshakes-per-address", SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR, 1, 1000000));
+    cfg.handshake_rate = static_cast<unsigned>(args.number("handshake-rate", SL_DEFAULT_HANDSHAKE_RATE, 1, 1000000));
+    cfg.handshake_timeout_ms =
+        static_cast<unsigned>(args.number("handshake-timeout", SL_DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000, 1, 3600) * 1000);
+    cfg.idle_timeout_ms =
+        static_cast<unsigned>(args.number("idle-timeout", SL_DEFAULT_IDLE_TIMEOUT_MS / 1000, 1, 86400) * 1000);
+    cfg.frame_timeout_ms =
+        static_cast<unsigned>(args.number("frame-timeout", SL_DEFAULT_FRAME_TIMEOUT_MS / 1000, 1, 86400) * 1000);
+    cfg.max_memory = args.number("max-memory", SL_DEFAULT_MAX_MEMORY >> 20, 1, 1u << 20) << 20;
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
     cfg.echo = args.has("echo");
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;

@@ -68,12 +68,12 @@ void Policy::log(int level, const std::string &line) noexcept {
     cfg.log(cfg.log_ud, level, line.c_str());
 }
 
-bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at) {
+bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at, bool queued, bool *full) {
     std::lock_guard<std::mutex> lock(mu_);
     if (addrs_.size() > 4096) {  // forget addresses with nothing held and a full bucket
         for (auto it = addrs_.begin(); it != addrs_.end();) {
-            const double full = it->second.tokens + double(now - it->second.refilled) * cfg.handshake_rate / 1000.0;
-            it = it->second.pending == 0 && full >= cfg.handshake_rate ? addrs_.erase(it) : std::next(it);
+            const double bucket = it->second.tokens + double(now - it->second.refilled) * cfg.handshake_rate / 1000.0;
+            it = it->second.pending == 0 && bucket >= cfg.handshake_rate ? addrs_.erase(it) : std::next(it);
         }
     }
     Addr &a = addrs_[addr];
@@ -81,7 +81,8 @@ bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at) {
     a.tokens = !a.seen ? rate : std::min(rate, a.tokens + double(now - a.refilled) * rate / 1000.0);
     a.refilled = now;
     a.seen = true;
-    if (handshakes.load() >= cfg.max_handshakes || a.pending >= cfg.max_handshakes_per_addr) {
+    *full = handshakes.load() + (queued ? 0 : waiting.load()) >= cfg.max_handshakes;
+    if (*full || a.pending >= cfg.max_handshakes_per_addr) {
         *retry_at = now + kAdmitPollMs;
         return false;
     }
@@ -160,16 +161,30 @@ std::string Session::shown(const uint8_t *data, size_t len) const {
     return buf;
 }
 
+// A session waits for a handshake slot at most twice the handshake timeout: every slot holder
+// has at most one, so at least one slot turns over while it waits.
 void Session::try_admit(int64_t now) {
-    if (p_.admit(addr_, now, &retry_at_)) {
+    const int64_t max_wait = 2 * int64_t{p_.cfg.handshake_timeout_ms};
+    bool full = false;
+    if (p_.admit(addr_, now, &retry_at_, queued_, &full)) {
+        leave_queue();
         holds_handshake_ = true;
         phase_ = Phase::Handshake;
         started_ = now;  // the handshake timeout runs from admission
-    } else if (now - started_ >= p_.cfg.handshake_timeout_ms) {
-        drop(SL_LOG_WARN, "refused: no handshake slot free within " + secs(p_.cfg.handshake_timeout_ms) + " (" +
+    } else if (now - started_ >= max_wait) {
+        leave_queue();
+        drop(SL_LOG_WARN, "refused: no handshake slot free within " + secs(static_cast<unsigned>(max_wait)) + " (" +
                               std::to_string(p_.handshakes.load()) + " handshakes in progress)");
+    } else if (full && !queued_) {
+        queued_ = true;
+        p_.waiting.fetch_add(1);
     }
     set_deadline(now);
+}
+
+void Session::leave_queue() noexcept {
+    if (queued_) p_.waiting.fetch_sub(1);
+    queued_ = false;
 }
 
 void Session::authenticate(int64_t now) {
@@ -194,7 +209,7 @@ void Session::set_deadline(int64_t now) noexcept {
     const auto &c = p_.cfg;
     int64_t d = INT64_MAX;
     switch (phase_) {
-    case Phase::Waiting: d = std::min<int64_t>(retry_at_, started_ + c.handshake_timeout_ms); break;
+    case Phase::Waiting: d = std::min<int64_t>(retry_at_, started_ + 2 * int64_t{c.handshake_timeout_ms}); break;
     case Phase::Handshake: d = started_ + c.handshake_timeout_ms; break;
     case Phase::Open:
         d = last_active_ + c.idle_timeout_ms;
@@ -403,7 +418,7 @@ void Session::tick(int64_t now) {
     const auto &c = p_.cfg;
     switch (phase_) {
     case Phase::Waiting:
-        if (now >= retry_at_ || now - started_ >= c.handshake_timeout_ms) try_admit(now);
+        if (now >= retry_at_ || now - started_ >= 2 * int64_t{c.handshake_timeout_ms}) try_admit(now);
         return;
     case Phase::Closing:
         if (now >= grace_end_) drop(level_, reason_);  // the client is not reading: give up on it
@@ -478,6 +493,7 @@ void Session::fail() noexcept {
 void Session::close() noexcept {
     if (closed_) return;
     closed_ = true;
+    leave_queue();
     if (holds_handshake_) p_.release_handshake(addr_);
     if (holds_session_) p_.release_session();
     if (counted_) p_.connections.fetch_sub(1);

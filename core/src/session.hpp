@@ -39,7 +39,9 @@ public:
 
     // Admission of a pre-authentication session from `addr`: true once it holds a handshake
     // slot; else *retry_at says when to ask again.
-    bool admit(const std::string &addr, int64_t now, int64_t *retry_at);
+    // Slots freed while sessions wait for one are theirs: a new session (`queued` false) does
+    // not overtake them. *full says the session waits for a slot (not for its address's turn).
+    bool admit(const std::string &addr, int64_t now, int64_t *retry_at, bool queued, bool *full);
     void release_handshake(const std::string &addr) noexcept;
     bool take_session() noexcept;  // an authenticated slot (max_clients)
     void release_session() noexcept { sessions.fetch_sub(1); }
@@ -52,6 +54,7 @@ public:
     uint8_t psk[SL_KEY_BYTES] = {};
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
+    std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot
 
 private:
     struct Addr {
@@ -99,6 +102,7 @@ private:
     enum class Phase { Waiting, Handshake, Open, Closing, Closed };
 
     void try_admit(int64_t now);
+    void leave_queue() noexcept;
     void authenticate(int64_t now);
     void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
     int send_reply(const uint8_t *data, size_t len, int64_t now);
@@ -117,7 +121,7 @@ private:
     Phase phase_ = Phase::Waiting;
     int status_ = SL_SESSION_OPEN;
     bool setup_ok_ = true;
-    bool holds_handshake_ = false, holds_session_ = false, closed_ = false, counted_ = false;
+    bool holds_handshake_ = false, holds_session_ = false, closed_ = false, counted_ = false, queued_ = false;
     bool awaiting_reply_ = false, first_bytes_ = true, trimmed_ = true;
     int64_t started_ = 0, last_active_ = 0, frame_started_ = -1, grace_end_ = 0, retry_at_ = 0;
     int64_t deadline_ = 0;

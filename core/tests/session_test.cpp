@@ -166,6 +166,8 @@ TEST(SessionTest, HandshakeSlotsAreLimitedAndALateClientWaitsThenIsServed) {
     EXPECT_EQ(sl_session_deadline(c.s), 10) << "it asks again shortly";
     sl_session_tick(c.s, 10);
     EXPECT_FALSE(sl_session_wants_read(c.s));
+    Session d(srv, "10.0.1.4:1", 15);
+    EXPECT_FALSE(sl_session_wants_read(d.s)) << "a newcomer does not overtake one already waiting";
     sl_session_close(a.s);  // a peer without the key gives its slot up
     sl_session_tick(c.s, 20);
     ASSERT_TRUE(sl_session_wants_read(c.s));
@@ -177,12 +179,12 @@ TEST(SessionTest, HandshakeSlotsAreLimitedAndALateClientWaitsThenIsServed) {
 TEST(SessionTest, AClientThatFindsNoHandshakeSlotWithinTheTimeoutIsRefused) {
     Server srv([](sl_server_config &c) { c.max_handshakes = 1; });
     Session a(srv, "10.0.1.1:1", 0), b(srv, "10.0.1.2:1", 0);
-    sl_session_tick(b.s, 9999);
+    sl_session_tick(b.s, 19999);  // twice the handshake timeout: every slot holder had its chance
     EXPECT_EQ(b.status(), SL_SESSION_OPEN);
-    sl_session_tick(b.s, 10000);
+    sl_session_tick(b.s, 20000);
     EXPECT_EQ(b.status(), SL_SESSION_CLOSED);
     sl_session_close(b.s);
-    EXPECT_TRUE(srv.logs.has("[WARN] 10.0.1.2:1 disconnected: refused: no handshake slot free within 10 s"));
+    EXPECT_TRUE(srv.logs.has("[WARN] 10.0.1.2:1 disconnected: refused: no handshake slot free within 20 s"));
 }
 
 TEST(SessionTest, OneAddressGetsAtMostItsShareOfHandshakeSlots) {

@@ -44,9 +44,19 @@ options:
   --keygen                 write a new key file (at --psk-file or the default) and exit
   --echo                   reply with the message itself instead of the ACK
   --threads N              worker threads (default: one per core)
-  --max-clients N          sessions at once; more are told "server full" (default 10000)
+  --max-clients N          authenticated sessions at once; more are told "server full"
+                           (default 10000)
+  --max-handshakes N       clients still proving they hold the key, at once; more wait
+                           for a slot (default 256)
+  --max-handshakes-per-address N
+                           of those, from one address (default 64)
+  --handshake-rate N       new connections a second from one address; more wait their
+                           turn (default 200)
   --handshake-timeout SEC  time a client has to finish the handshake (default 10)
   --idle-timeout SEC       close sessions idle this long (default 300)
+  --frame-timeout SEC      a message once started must arrive within this (default 60)
+  --max-memory MIB         budget for every session's buffered messages, in MiB; frames
+                           that cannot fit are refused (default 256)
   --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
   --log-file PATH          append log lines with timestamps here (default server_logs.txt;
                            '-' for none)
@@ -261,8 +271,9 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytes:
 # ------------------------------------------------------------------------------------------ server
 
 def _server(prog: str, argv: Sequence[str]) -> int:
-    args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
-                       "max-message", "log-file", "tls-cert", "tls-key"],
+    args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
+                       "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
+                       "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"],
                 ["keygen", "echo", "quiet", "trace", "tls", "asyncio", "help", "version"])
     if args.has("help"):
         sys.stdout.write(SERVER_HELP.format(prog=prog))
@@ -284,9 +295,17 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     if use_asyncio and args.has("threads"):
         raise Exit(USAGE, "--threads does not apply to --asyncio (one event loop serves every session)")
     threads = args.number("threads", 0, 1, 1024)
-    opts: dict[str, Any] = dict(max_clients=args.number("max-clients", 10000, 1, 1000000),
-                handshake_timeout=float(args.number("handshake-timeout", 10, 1, 3600)),
-                idle_timeout=float(args.number("idle-timeout", 300, 1, 86400)),
+    S = _seclink
+    opts: dict[str, Any] = dict(
+                max_clients=args.number("max-clients", S.DEFAULT_MAX_CLIENTS, 1, 1000000),
+                max_handshakes=args.number("max-handshakes", S.DEFAULT_MAX_HANDSHAKES, 1, 1000000),
+                max_handshakes_per_address=args.number("max-handshakes-per-address",
+                                                       S.DEFAULT_MAX_HANDSHAKES_PER_ADDR, 1, 1000000),
+                handshake_rate=args.number("handshake-rate", S.DEFAULT_HANDSHAKE_RATE, 1, 1000000),
+                handshake_timeout=float(args.number("handshake-timeout", S.DEFAULT_HANDSHAKE_TIMEOUT_MS // 1000, 1, 3600)),
+                idle_timeout=float(args.number("idle-timeout", S.DEFAULT_IDLE_TIMEOUT_MS // 1000, 1, 86400)),
+                frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
+                max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
                 echo=args.has("echo"),
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)

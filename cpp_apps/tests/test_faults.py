@@ -1,0 +1,248 @@
+"""Fault suite: what an attacker or a broken network does to a server, against the C++ server,
+the Python server on the native core, and the asyncio server. They share one session layer in the
+core, so each case must behave the same on all three. Every case asserts behaviour (log lines,
+what a client gets, counters read from /proc), never wall-clock speed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import LANGS, WAIT, RawPeer, Server
+from interop_tests.reference.seclink_ref import DATA, Connection, HandshakeDone
+
+FLAVORS = {
+    "cpp": LANGS["cpp"][0],
+    "py": LANGS["py"][0],
+    "py-asyncio": [*LANGS["py"][0], "--asyncio"],
+}
+
+
+@pytest.fixture(params=list(FLAVORS))
+def serve(request: pytest.FixtureRequest, workdir: Path, env: dict[str, str],
+          psk_file: Path) -> Iterator[Callable[..., Server]]:
+    """serve(*flags): the server of this test's flavor on a free port, killed at teardown."""
+    servers: list[Server] = []
+
+    def start(*flags: str) -> Server:
+        argv = [*FLAVORS[request.param], "--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk_file),
+                "--log-file", "-", *flags]
+        srv = Server(argv, cwd=workdir, env=env)
+        servers.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in servers:
+            srv.kill()
+
+
+def peer_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def recorded_frame1(psk: bytes) -> bytes:
+    """Frame 1 as a real client sends it: what an eavesdropper records and replays."""
+    conn = Connection("client", psk)
+    conn.start()
+    return conn.data_to_send()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed this socket (reads until EOF, bounded)."""
+    sock.settimeout(WAIT)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_idle_sockets_holding_every_handshake_slot_never_lock_a_keyed_client_out(serve, psk):
+    srv = serve("--max-handshakes", "4", "--handshake-timeout", "2")
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) for _ in range(4)]
+    try:
+        srv.wait_for(r"\] \S+ connected$", count=4)
+        with RawPeer(srv.port, psk) as p:  # waits for a slot (at most one handshake timeout), then served
+            assert p.request(b"let me in") == b"ACK: received 9 bytes"
+        srv.wait_for(r"^\[WARN\] \S+ disconnected: handshake timed out after 2 s$", count=4)
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_replayed_frame1_is_never_authenticated_and_cannot_buffer_much(serve, psk):
+    srv = serve("--handshake-timeout", "2")
+    frame1 = recorded_frame1(psk)
+    replayers = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
+        s.sendall(frame1)
+        replayers.append(s)
+    big = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)
+    try:
+        # Without the key the peer gets frame 2 but cannot confirm; announcing 16 MiB is refused.
+        big.sendall(frame1 + struct.pack(">I", 16 * 1024 * 1024) + b"x" * 1000)
+        srv.wait_for(rf"^\[WARN\] {peer_of(big)} disconnected: protocol error: FRAME_TOO_LARGE: ")
+        with RawPeer(srv.port, psk) as p:
+            assert p.request(b"real") == b"ACK: received 4 bytes"
+        for s in replayers:
+            srv.wait_for(rf"^\[WARN\] {peer_of(s)} disconnected: handshake timed out after 2 s$")
+        complete = srv.out.matching(r"handshake complete$")
+        assert len(complete) == 1, "only the keyed client is ever authenticated"
+    finally:
+        for s in replayers + [big]:
+            s.close()
+
+
+def test_slowloris_on_the_handshake_is_cut_at_the_handshake_timeout(serve, psk):
+    srv = serve("--handshake-timeout", "1")
+    frame1 = recorded_frame1(psk)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT) as s:
+        name = peer_of(s)
+        # One byte every 100 ms (an attacker's pace, not a synchronisation): bytes arriving do
+        # not extend the handshake deadline.
+        for i in range(len(frame1)):
+            try:
+                s.sendall(frame1[i:i + 1])
+            except OSError:
+                break
+            if srv.out.matching(rf"{name} disconnected"):
+                break
+            time.sleep(0.1)
+        srv.wait_for(rf"^\[WARN\] {name} disconnected: handshake timed out after 1 s$")
+
+
+def test_client_killed_mid_frame_is_logged_as_truncated_and_others_carry_on(serve, psk):
+    srv = serve()
+    with RawPeer(srv.port, psk) as witness:
+        victim = RawPeer(srv.port, psk)
+        frame = victim.frame(DATA, b"y" * 5000)
+        victim.send_raw(frame[:2000])
+        victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()  # RST
+        srv.wait_for(rf"^\[WARN\] {victim.name} disconnected: connection lost in the middle of a frame "
+                     r"\(TRUNCATED\)$")
+        assert witness.request(b"still here") == b"ACK: received 10 bytes"
+
+
+def test_a_frame_that_cannot_fit_the_memory_budget_is_refused_and_others_are_served(serve, psk):
+    srv = serve("--max-memory", "1", "--max-message", str(4 * 1024 * 1024))
+    with RawPeer(srv.port, psk) as greedy, RawPeer(srv.port, psk) as modest:
+        frame = greedy.frame(DATA, b"z" * (2 * 1024 * 1024))
+        greedy.send_raw(frame[:100000])
+        srv.wait_for(rf"^\[WARN\] {greedy.name} disconnected: frame of 2097181 bytes refused: the memory budget "
+                     r"\(1 MiB\) is in use$")
+        assert modest.request(b"small") == b"ACK: received 5 bytes"
+
+
+def test_a_started_frame_must_finish_within_the_frame_timeout(serve, psk):
+    srv = serve("--frame-timeout", "1")
+    with RawPeer(srv.port, psk) as slow:
+        frame = slow.frame(DATA, b"w" * 10000)
+        slow.send_raw(frame[:5000])
+        # A byte now and then (the attacker's pace) keeps the idle timer away, not the frame one.
+        for i in range(5000, 5040):
+            if srv.out.matching(rf"{slow.name} disconnected"):
+                break
+            try:
+                slow.send_raw(frame[i:i + 1])
+            except OSError:
+                break
+            time.sleep(0.1)
+        slow.expect_close("frame timeout")
+        srv.wait_for(rf"^\[WARN\] {slow.name} disconnected: frame not completed within 1 s$")
+
+
+def test_a_peer_that_vanishes_while_the_server_writes_large_echoes(serve, psk):
+    srv = serve("--echo")
+    with RawPeer(srv.port, psk) as witness:
+        for _ in range(3):
+            p = RawPeer(srv.port, psk)
+            for _ in range(4):
+                p.send(DATA, b"e" * (1024 * 1024))  # 4 MiB of echoes it never reads
+            p.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            p.close()
+            srv.wait_for(rf"^\[(INFO|WARN)\] {p.name} disconnected: ")
+        assert witness.request(b"and me?") == b"and me?"
+
+
+def test_stop_while_a_session_is_still_flushing_and_late_connections_arrive(serve, psk):
+    srv = serve("--echo")
+    flusher = RawPeer(srv.port, psk)
+    try:
+        # An echo larger than every socket buffer on the way, which it does not read: the server
+        # still has most of it queued when it is told to stop.
+        flusher.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        flusher.send(DATA, b"f" * (12 * 1024 * 1024))
+        srv.wait_for(rf"\[SEND\] {flusher.name} #1 ")
+        srv.proc.send_signal(signal.SIGTERM)
+        late = []
+        # Connections keep arriving while the server flushes during its shutdown's grace period
+        # (bounded: until it has exited, at most 200 of them).
+        while srv.proc.poll() is None and len(late) < 200:
+            try:
+                late.append(socket.create_connection(("127.0.0.1", srv.port), timeout=1))
+            except OSError:
+                break
+            time.sleep(0.01)  # pacing the arrivals, not waiting for anything
+        assert srv.wait() == 0, f"the server did not stop cleanly:\n{srv.err.text}"
+        assert srv.out.lines[-1] == "[INFO] Server stopped"
+        for s in late:
+            s.close()
+    finally:
+        flusher.close()
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_2000_reconnects_leave_no_descriptor_or_memory_behind(serve, psk):
+    srv = serve("--handshake-rate", "1000000", "--quiet")
+    pid = srv.pid
+
+    def cycle(n: int) -> None:
+        for _ in range(n):
+            with RawPeer(srv.port, psk) as p:
+                assert p.request(b"hi") == b"ACK: received 2 bytes"
+                p.close_session()
+                assert p.read_to_eof() == b""
+
+    cycle(200)  # warm-up: allocator pools, caches
+    fd0, rss0 = settled_fds(pid), rss_kib(pid)
+    cycle(1800)
+    assert settled_fds(pid) <= fd0, "file descriptors leaked"
+    grown = rss_kib(pid) - rss0
+    assert grown < 4096, f"RSS grew by {grown} KiB over 1800 sessions"
+
+
+def settled_fds(pid: int) -> int:
+    """The server's descriptors once the last closed sessions are reaped: polled until the count
+    stays the same for 50 ms (bounded)."""
+    deadline, last, same = time.monotonic() + WAIT, fds(pid), 0
+    while same < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        now = fds(pid)
+        same = same + 1 if now == last else 0
+        last = now
+    return last
