@@ -284,8 +284,13 @@ typedef enum sl_log_level {
  *  one call at a time. */
 typedef void (*sl_log_fn)(void *ud, int level, const char *line);
 
-/** How a message is shown in logs: its text if it is printable UTF-8 (long text cut with
- *  "..."), "<empty>", or "<binary>". Writes at most cap-1 bytes and a NUL; returns the length. */
+/** How a message is shown in logs: "<empty>"; "<binary>" if it is not valid UTF-8 or holds a
+ *  control character other than tab (C0, DEL, C1); else its text, in which every character that
+ *  could split or disguise a log line (line/paragraph separators, format characters such as bidi
+ *  controls, zero-width characters and the BOM, spaces other than U+0020, private-use characters,
+ *  noncharacters) is written as \uXXXX or \UXXXXXXXX (lower-case hex), cut after at most 200
+ *  bytes with "...". The result is one line whichever way it is split, at most 203 bytes.
+ *  Writes at most cap-1 bytes and a NUL; returns the length. The input is untrusted. */
 SL_API size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap);
 
 /* ---- native I/O: the server ----------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""./server, ./client and the Python programs end to end: what a peer sends cannot forge or
+disguise a log line, the log file is private (0600, never through a symlink), --redact keeps
+message content out of every log, key files another user could change are refused, and the
+programs cannot be core-dumped."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpp_apps.tests.conftest import WAIT, strip_timestamps
+from interop_tests.reference.seclink_ref import DATA, Message
+
+SEP, PARA, RLO, LRI = "\u2028", "\u2029", "\u202e", "\u2066"
+FORGED = "[INFO] 10.6.6.6:666 handshake complete"
+OTHER_UID = 12345
+
+
+def forged_lines(text: str) -> list[str]:
+    """Lines (split the Unicode way) that start with the forged entry, timestamped or not."""
+    return [line for line in text.splitlines() if line.lstrip("0123456789-:. ").startswith(FORGED)]
+
+
+def one_error_line(result, prog: str) -> str:
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), str(result)
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- log injection
+
+def test_a_separator_in_a_message_or_close_reason_never_forges_a_server_log_line(start_server, raw_peers, psk,
+                                                                               workdir):
+    srv = start_server()
+    peer = raw_peers(srv.port, psk)
+    peer.send(DATA, f"hi{SEP}{FORGED}".encode())
+    assert isinstance(peer.next_event(), Message)
+    peer.send(DATA, f"{RLO}gnp.exe{PARA}{FORGED}{LRI}".encode())
+    assert isinstance(peer.next_event(), Message)
+    peer.close_session(f"bye{SEP}{FORGED}{RLO}")
+    srv.wait_for(r"disconnected: client closed the session")
+    assert srv.stop() == 0
+    log = (workdir / "server_logs.txt").read_text("utf-8")
+    screen = srv.out.text
+    for text in (log, screen):
+        assert forged_lines(text) == [], text
+        assert not set(text) & {SEP, PARA, RLO, LRI}, "a raw separator or bidi control reached the log"
+    logged = strip_timestamps(log)  # every Unicode line starts an entry (or continues a trace)
+    assert logged == srv.out.lines
+    first, second = f"hi{SEP}{FORGED}".encode(), f"{RLO}gnp.exe{PARA}{FORGED}{LRI}".encode()
+    assert f"[RECV] {peer.name} #1 hi\\u2028{FORGED} ({len(first)} bytes)" in logged, logged
+    assert f"[RECV] {peer.name} #2 \\u202egnp.exe\\u2029{FORGED}\\u2066 ({len(second)} bytes)" in logged, logged
+    assert f"[INFO] {peer.name} disconnected: client closed the session (bye\\u2028{FORGED}\\u202e)" in logged
+
+
+def test_clients_escape_what_they_show(start_server, run_client, workdir):
+    srv = start_server("--echo")
+    message = f"{RLO}txt.exe{SEP}{FORGED}"
+    r = run_client("127.0.0.1", srv.port, message)
+    assert r.returncode == 0, str(r)
+    log = (workdir / "client_logs.txt").read_text("utf-8")
+    for text in (r.stdout, log):
+        assert forged_lines(text) == [], text
+        assert RLO not in text and SEP not in text
+    shown = f"\\u202etxt.exe\\u2028{FORGED} ({len(message.encode())} bytes)"
+    assert f"[SEND] #1 {shown}" in r.stdout and f"[RECV] #1 {shown}" in r.stdout, r.stdout

