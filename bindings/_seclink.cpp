@@ -205,7 +205,7 @@ class Server {
 public:
     Server(const py::buffer &psk, std::string host, uint16_t port, unsigned threads, unsigned max_clients,
            unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
-           py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key)
+           py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key, bool redact)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         auto k = key_from(psk);
@@ -232,6 +232,7 @@ public:
         cfg.tls = tls;
         cfg.tls_cert = cert_.c_str();
         cfg.tls_key = key_.c_str();
+        cfg.redact = redact;
         int rc = sl_server_new(&s_, &cfg);
         wipe(k);
         check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
@@ -465,11 +466,11 @@ PYBIND11_MODULE(_seclink, m) {
 
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
-                      py::object, py::object, bool, std::string, std::string>(),
+                      py::object, py::object, bool, std::string, std::string, bool>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
-             py::arg("tls_key"))
+             py::arg("tls_key"), py::arg("redact") = false)
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)

@@ -2,8 +2,11 @@
 // logger, finding (or creating) the pre-shared key, and the documented exit codes.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -119,15 +122,23 @@ private:
     std::vector<std::pair<std::string, std::string>> flags_;
 };
 
-// Log lines on the screen and, with a timestamp, appended to the log file.
+// Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
+// message text: it is created 0600 and never opened through a symbolic link (someone who can
+// plant a link in the working directory must not make us append to, or create, another file).
 class Logger {
 public:
     Logger(const char *prog, const std::string &path, bool quiet) : quiet_(quiet) {
         if (path == "-" || path.empty()) return;
-        file_ = std::fopen(path.c_str(), "a");
-        if (file_ == nullptr)
+        int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ELOOP)
+            die(prog, kUsage, "log file '" + path + "' is a symbolic link, which is never followed (give the real "
+                                  "file with --log-file PATH, or remove the link)");
+        if (fd < 0 || (file_ = fdopen(fd, "a")) == nullptr)
             die(prog, kUsage, "cannot open log file '" + path + "': " + std::strerror(errno) +
                                   " (choose another with --log-file PATH, or --log-file - for none)");
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+            line(SL_LOG_WARN, "[WARN] log file " + path + " is accessible by group or others: run 'chmod 600 " + path + "'");
     }
     ~Logger() {
         if (file_ != nullptr) std::fclose(file_);
@@ -136,13 +147,13 @@ public:
     void line(int level, const std::string &text, bool always = false) {
         if (quiet_ && level > SL_LOG_WARN && !always) return;
         std::lock_guard<std::mutex> lock(mu_);
-        std::fputs(text.c_str(), stdout);
-        std::fputc('\n', stdout);
-        std::fflush(stdout);
-        if (file_ != nullptr) {
+        if (file_ != nullptr) {  // first: whoever sees a line on screen finds it in the file
             std::fprintf(file_, "%s %s\n", timestamp().c_str(), text.c_str());
             std::fflush(file_);
         }
+        std::fputs(text.c_str(), stdout);
+        std::fputc('\n', stdout);
+        std::fflush(stdout);
     }
     static void callback(void *ud, int level, const char *line) { static_cast<Logger *>(ud)->line(level, line); }
 

@@ -477,10 +477,14 @@ private:
 
     bool on_message(Session &s, const sl_event &ev) {
         const bool msg_log = sh_.logs(SL_LOG_MSG);
+        // With redact the log holds sizes and counters, never content (cfg.redact).
+        auto content = [this](const uint8_t *data, size_t len) {
+            return sh_.cfg.redact ? std::string("<redacted>") : shown(data, len);
+        };
         switch (ev.msg_type) {
         case SL_MSG_CLOSE: {
             std::string why = "client closed the session";
-            if (ev.len != 0) why += " (" + shown(ev.data, ev.len) + ")";
+            if (ev.len != 0) why += " (" + content(ev.data, ev.len) + ")";
             s.closing = true;
             s.reason = why;
             s.reason_level = SL_LOG_INFO;
@@ -500,7 +504,7 @@ private:
         }
         const uint64_t seq = ++s.recv_seq;
         if (msg_log)
-            sh_.log(SL_LOG_MSG, "[RECV] " + s.peer + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
+            sh_.log(SL_LOG_MSG, "[RECV] " + s.peer + " #" + std::to_string(seq) + " " + content(ev.data, ev.len) + " (" +
                                     std::to_string(ev.len) + " bytes)");
         int rc;
         const uint8_t *reply = ev.data;
@@ -511,7 +515,7 @@ private:
             if (sh_.cfg.handler(sh_.cfg.handler_ud, s.peer.c_str(), ev.data, ev.len, &buf) != 0) {
                 // What a failing handler appended is its reason, for the log only (never sent).
                 std::string why = "the message handler failed";
-                if (!buf.data.empty()) why += ": " + shown(buf.data.data(), buf.data.size());
+                if (!buf.data.empty()) why += ": " + content(buf.data.data(), buf.data.size());
                 close_gracefully(s, SL_LOG_WARN, why, "server error");
                 return true;
             }
@@ -522,7 +526,7 @@ private:
             reply = reinterpret_cast<const uint8_t *>(ack);
             reply_len = static_cast<size_t>(n);
         }
-        std::string reply_shown = msg_log ? shown(reply, reply_len) : std::string();  // before send reuses buffers
+        std::string reply_shown = msg_log ? content(reply, reply_len) : std::string();  // before send reuses buffers
         if ((rc = s.conn->send(SL_MSG_DATA, reply, reply_len)) != SL_OK) {
             drop(s, SL_LOG_WARN, "reply refused: " + errtext(rc));
             return false;
@@ -669,6 +673,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
         if (s->sh.cfg.max_clients == 0) s->sh.cfg.max_clients = 10000;
         if (s->sh.cfg.handshake_timeout_ms == 0) s->sh.cfg.handshake_timeout_ms = 10000;
         if (s->sh.cfg.idle_timeout_ms == 0) s->sh.cfg.idle_timeout_ms = 300000;
+        if (s->sh.cfg.redact && s->sh.cfg.log_level > SL_LOG_MSG) s->sh.cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
         if (cfg->tls) {
             int rc = seclink::detail::make_server_tls(cfg->tls_cert, cfg->tls_key, &s->sh.tls);
             if (rc != SL_OK) return rc;

@@ -72,3 +72,89 @@ def test_clients_escape_what_they_show(start_server, run_client, workdir):
         assert RLO not in text and SEP not in text
     shown = f"\\u202etxt.exe\\u2028{FORGED} ({len(message.encode())} bytes)"
     assert f"[SEND] #1 {shown}" in r.stdout and f"[RECV] #1 {shown}" in r.stdout, r.stdout
+
+
+# --------------------------------------------------------------------------- the log file
+
+def test_new_log_files_are_private(start_server, run_client, tmp_path):
+    old = os.umask(0o022)  # what made them 0644 before
+    try:
+        srv = start_server("--log-file", str(tmp_path / "s.log"))
+        assert run_client("127.0.0.1", srv.port, "hi", "--log-file", tmp_path / "c.log").returncode == 0
+    finally:
+        os.umask(old)
+    srv.wait_for(r"disconnected")
+    for name in ("s.log", "c.log"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_a_symlinked_log_file_is_refused_and_its_target_untouched(run_server, run_client, tmp_path, program):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "log.txt"
+    link.symlink_to(target)
+    dangling = tmp_path / "dangling.txt"
+    dangling.symlink_to(tmp_path / "created-elsewhere")
+    for path in (link, dangling):
+        if program == "server":
+            r = run_server("--host", "127.0.0.1", "--port", "0", "--log-file", path)
+        else:
+            r = run_client("127.0.0.1", "9", "hi", "--log-file", path)
+        assert r.returncode == 2, str(r)
+        line = one_error_line(r, program)
+        assert f"'{path}'" in line and "symbolic link" in line and "--log-file" in line, line
+    assert target.read_text() == "keep me\n"
+    assert not (tmp_path / "created-elsewhere").exists()
+
+
+def test_an_existing_log_file_others_can_read_is_warned_about(start_server, workdir):
+    log = workdir / "server_logs.txt"
+    log.write_text("")
+    log.chmod(0o644)
+    srv = start_server()
+    srv.wait_for(rf"^\[WARN\] log file server_logs.txt is accessible by group or others: run 'chmod 600 server_logs.txt'$")
+
+
+# --------------------------------------------------------------------------- --redact
+
+def test_redact_keeps_content_out_of_every_server_log(start_server, raw_peers, psk, workdir):
+    srv = start_server("--redact")
+    peer = raw_peers(srv.port, psk)
+    peer.send(DATA, b"my secret plan")
+    assert isinstance(peer.next_event(), Message)
+    peer.close_session("secret reason")
+    srv.wait_for(r"disconnected")
+    assert srv.stop() == 0
+    log = (workdir / "server_logs.txt").read_text("utf-8")
+    for text in (log, srv.out.text):
+        assert "secret" not in text and "ACK" not in text, text
+    logged = strip_timestamps(log)
+    assert f"[RECV] {peer.name} #1 <redacted> (14 bytes)" in logged
+    assert f"[SEND] {peer.name} #1 <redacted> (22 bytes)" in logged
+    assert f"[INFO] {peer.name} disconnected: client closed the session (<redacted>)" in logged
+
+
+def test_redact_keeps_content_out_of_every_client_log(start_server, run_client, workdir):
+    srv = start_server("--echo")
+    r = run_client("127.0.0.1", srv.port, "my secret plan", "--redact")
+    assert r.returncode == 0, str(r)
+    for text in (r.stdout, (workdir / "client_logs.txt").read_text()):
+        assert "secret" not in text, text
+        assert "[SEND] #1 <redacted> (14 bytes)" in text and "[RECV] #1 <redacted> (14 bytes)" in text, text
+
+
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_trace_and_redact_do_not_go_together(run_server, run_client, program):
+    if program == "server":
+        r = run_server("--host", "127.0.0.1", "--port", "0", "--trace", "--redact")
+    else:
+        r = run_client("127.0.0.1", "9", "hi", "--trace", "--redact")
+    assert r.returncode == 2, str(r)
+    assert "--redact" in one_error_line(r, program)
+
+
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_help_mentions_redact(run_server, run_client, program):
+    r = (run_server if program == "server" else run_client)("--help", psk=None)
+    assert r.returncode == 0 and "--redact" in r.stdout and "<redacted>" in r.stdout, str(r)

@@ -85,6 +85,10 @@ def _shown(data: bytes) -> str:
     return _seclink.format_message(data)
 
 
+def _redacted(data: bytes) -> str:
+    return "<redacted>"
+
+
 def _peer_name(addr: object) -> str:
     """'host:port' or '[v6 address]:port', as the native code names a peer."""
     if not isinstance(addr, tuple):
@@ -251,12 +255,16 @@ class AioServer:
 
     def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytes, echo: bool, max_clients: int,
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
-                 log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None) -> None:
+                 log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler, self._psk, self._echo, self._max_clients = handler, psk, echo, max_clients
         self._handshake_ms, self._idle_ms = _ms(handshake_timeout), _ms(idle_timeout)
         self._max_message, self._max_send = max_message, max(max_message, DEFAULT_MAX_MESSAGE)
         self._log_fn, self._log_level = log, log_level
+        # redact: sizes and counters only, as sl_server_config.redact (traces hold plaintext)
+        self._shown = _redacted if redact else _shown
+        if redact:
+            self._log_level = min(log_level, LOG_MSG)
         self.tls_cert_created = False
         self._tls_ctx: ssl.SSLContext | None = None
         if tls:
@@ -498,7 +506,8 @@ class AioServer:
             self._log(LOG_INFO, f"[INFO] {s.peer} handshake complete")
         elif isinstance(event, Closed):
             why = "client closed the session"
-            raise _End(LOG_INFO, f"{why} ({_shown(event.reason.encode())})" if event.reason else why, graceful=True)
+            raise _End(LOG_INFO, f"{why} ({self._shown(event.reason.encode())})" if event.reason else why,
+                       graceful=True)
         elif isinstance(event, Ping):
             self._log(LOG_MSG, f"[RECV] {s.peer} PING ({len(event.data)} bytes)")
             self._log(LOG_MSG, f"[SEND] {s.peer} PONG ({len(event.data)} bytes)")  # queued by the engine
@@ -507,7 +516,7 @@ class AioServer:
         elif isinstance(event, Data):
             s.recv_seq += 1
             if self._logs(LOG_MSG):
-                self._log(LOG_MSG, f"[RECV] {s.peer} #{s.recv_seq} {_shown(event.data)} ({len(event.data)} bytes)")
+                self._log(LOG_MSG, f"[RECV] {s.peer} #{s.recv_seq} {self._shown(event.data)} ({len(event.data)} bytes)")
             if self._handler is None:  # the built-in reply, without a coroutine per message
                 reply = event.data if self._echo else f"ACK: received {len(event.data)} bytes".encode()
             else:
@@ -518,7 +527,7 @@ class AioServer:
                 raise _End(LOG_WARN, f"reply refused: {exc.name}: {exc.detail}") from None
             s.send_seq += 1
             if self._logs(LOG_MSG):
-                self._log(LOG_MSG, f"[SEND] {s.peer} #{s.send_seq} {_shown(reply)} ({len(reply)} bytes)")
+                self._log(LOG_MSG, f"[SEND] {s.peer} #{s.send_seq} {self._shown(reply)} ({len(reply)} bytes)")
 
     async def _reply(self, data: bytes, peer: str) -> bytes:
         """The reply to one message; a failing handler ends only this session (CLOSE "server error")."""
@@ -540,7 +549,7 @@ class AioServer:
                 if len(reply) <= self._max_send:
                     return reply
                 why = f"reply refused: {_seclink.strerror(20)}"
-        raise _End(LOG_WARN, f"the message handler failed: {_shown(why.encode())}", close_reason="server error")
+        raise _End(LOG_WARN, f"the message handler failed: {self._shown(why.encode())}", close_reason="server error")
 
     async def _finish(self, s: _Session, end: _End) -> None:
         """Ends the session as `end` says: flushes (and says CLOSE) if graceful, then closes."""
@@ -564,7 +573,8 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
                 psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
                 max_clients: int = 10000, handshake_timeout: float = 10.0, idle_timeout: float = 300.0,
                 max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None, log_level: int = LOG_MSG,
-                tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None) -> AioServer:
+                tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
+                redact: bool = False) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     ``handler(data, peer)``, a function or a coroutine function, returns the reply (bytes, str as
@@ -575,14 +585,15 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
     :attr:`AioServer.port`). The other parameters are those of :class:`seclink.Server`:
     ``log(level, line)`` gets every line up to ``log_level``, exactly as the native server writes
     it; ``tls=True`` serves TLS 1.3 only, with ``tls_cert``/``tls_key`` or the self-signed
-    certificate of the config directory. Serve with :meth:`AioServer.serve_forever`; stop with
+    certificate of the config directory; ``redact=True`` logs sizes and counters, never content.
+    Serve with :meth:`AioServer.serve_forever`; stop with
     :meth:`AioServer.close`.
     """
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(1, f"cannot listen on {host}:{port}")
     server = AioServer(handler, host, int(port), psk=resolve_psk(psk, psk_file), echo=echo, max_clients=max_clients,
                        handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
-                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
+                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact)
     await server._listen()
     return server
 

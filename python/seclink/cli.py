@@ -9,6 +9,7 @@ the same cases against both.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -51,6 +52,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default server_logs.txt;
                            '-' for none)
   --quiet                  print only warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3
   --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
@@ -85,6 +88,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default client_logs.txt;
                            '-' for none)
   --quiet                  print only replies, warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
   --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
@@ -177,7 +182,8 @@ def parse_number(what: str, v: str, lo: int, hi: int) -> int:
 
 
 class Logger:
-    """Log lines on the screen and, with a timestamp, appended to the log file."""
+    """Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
+    message text: it is created 0600 and never opened through a symbolic link."""
 
     def __init__(self, path: str, quiet: bool) -> None:
         self.quiet = quiet
@@ -185,10 +191,17 @@ class Logger:
         self._lock = threading.Lock()
         if path and path != "-":
             try:
-                self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the program
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise Exit(USAGE, f"log file '{path}' is a symbolic link, which is never followed (give the "
+                                      "real file with --log-file PATH, or remove the link)") from None
                 raise Exit(USAGE, f"cannot open log file '{path}': {e.strerror} "
                                   "(choose another with --log-file PATH, or --log-file - for none)") from None
+            self._file = os.fdopen(fd, "ab")
+            if os.fstat(fd).st_mode & 0o077:
+                self.line(LOG_WARN, f"[WARN] log file {path} is accessible by group or others: "
+                                    f"run 'chmod 600 {path}'")
 
     def line(self, level: int, text: str, always: bool = False) -> None:
         """Lines above LOG_WARN are hidden by --quiet unless `always`."""
@@ -196,13 +209,13 @@ class Logger:
             return
         raw = text.encode("utf-8", "surrogateescape")
         with self._lock:
-            sys.stdout.buffer.write(raw + b"\n")
-            sys.stdout.buffer.flush()
-            if self._file is not None:
+            if self._file is not None:  # first: whoever sees a line on screen finds it in the file
                 t = time.time()
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
                 self._file.write(stamp.encode() + b" " + raw + b"\n")
                 self._file.flush()
+            sys.stdout.buffer.write(raw + b"\n")
+            sys.stdout.buffer.flush()
 
     def callback(self, level: int, text: str) -> None:
         self.line(level, text)
@@ -263,7 +276,7 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytes:
 def _server(prog: str, argv: Sequence[str]) -> int:
     args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
                        "max-message", "log-file", "tls-cert", "tls-key"],
-                ["keygen", "echo", "quiet", "trace", "tls", "asyncio", "help", "version"])
+                ["keygen", "echo", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
     if args.has("help"):
         sys.stdout.write(SERVER_HELP.format(prog=prog))
         return OK
@@ -288,8 +301,10 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 handshake_timeout=float(args.number("handshake-timeout", 10, 1, 3600)),
                 idle_timeout=float(args.number("idle-timeout", 300, 1, 86400)),
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
-                echo=args.has("echo"),
+                echo=args.has("echo"), redact=args.has("redact"),
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
+    if args.has("redact") and args.has("trace"):
+        raise Exit(USAGE, "--trace shows message content: not with --redact")
 
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
     opts["log"] = log.callback
@@ -448,8 +463,9 @@ class _AioSession:
 class Session:
     """Sends messages and prints their replies; failures become Exit."""
 
-    def __init__(self, client, log: Logger, timeout: int) -> None:
+    def __init__(self, client, log: Logger, timeout: int, redact: bool = False) -> None:
         self.client, self.log, self.timeout, self.seq = client, log, timeout, 0
+        self.shown = (lambda data: "<redacted>") if redact else shown
 
     def exchange(self, msg: bytes) -> None:
         try:
@@ -462,7 +478,7 @@ class Session:
         except Error as e:
             raise Exit(SESSION, f"sending failed: {describe(e)}") from None
         self.seq += 1
-        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {shown(msg)} ({len(msg)} bytes)")
+        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({len(msg)} bytes)")
         try:
             reply = self.client.recv(self.timeout)
         except Timeout:
@@ -470,11 +486,11 @@ class Session:
         except ConnectionClosed as e:
             if e.reason is None:
                 raise Exit(SESSION, "the server closed the connection without a reply") from None
-            why = shown(e.reason.encode()) if e.reason else "no reason given"
+            why = self.shown(e.reason.encode()) if e.reason else "no reason given"
             raise Exit(SESSION, f"the server closed the session: {why}") from None
         except Error as e:
             raise Exit(SESSION, f"session failed: {describe(e)}") from None
-        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {shown(reply)} ({len(reply)} bytes)")
+        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {self.shown(reply)} ({len(reply)} bytes)")
 
     def close(self) -> None:
         try:
@@ -487,7 +503,7 @@ class Session:
 def _client(prog: str, argv: Sequence[str]) -> int:
     args = Args(argv, ["host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
                        "tls-ca", "tls-pin"],
-                ["keygen", "quiet", "trace", "tls", "asyncio", "help", "version"])
+                ["keygen", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
     if args.has("help"):
         sys.stdout.write(CLIENT_HELP.format(prog=prog))
         return OK
@@ -526,6 +542,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             raise Exit(USAGE, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
                               "(colons allowed), as the server prints it")
 
+    if args.has("redact") and args.has("trace"):
+        raise Exit(USAGE, "--trace shows message content: not with --redact")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"))
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
@@ -542,7 +560,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         del psk, kw
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
-        session = Session(client, log, timeout)
+        session = Session(client, log, timeout, args.has("redact"))
         if messages:
             for m in messages:
                 session.exchange(m)

@@ -49,7 +49,9 @@ class Server:
     ``log_level`` (one of ``seclink.LOG_*``); it is called from worker threads. The key is
     ``psk``, else ``psk_file``, else the default key file. ``tls=True`` runs every session inside
     TLS 1.3 with ``tls_cert``/``tls_key``, or with the self-signed certificate in the config
-    directory (created if missing) that local clients trust by default.
+    directory (created if missing) that local clients trust by default. ``redact=True`` keeps
+    message content out of the log: messages, replies and CLOSE reasons are shown as
+    ``<redacted>`` with their sizes and counters, and no trace lines are written.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = 5000, *, handler: Handler | None = None,
@@ -57,7 +59,7 @@ class Server:
                  threads: int = 0, max_clients: int = 10000, handshake_timeout: float = 10.0,
                  idle_timeout: float = 300.0, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
                  log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
-                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+                 tls_cert: str | None = None, tls_key: str | None = None, redact: bool = False) -> None:
         key = resolve_psk(psk, psk_file)
         self.host = host
         self.tls_cert_created = False
@@ -69,7 +71,7 @@ class Server:
         native_handler = _wrap(handler) if handler is not None else None
         self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
                                   _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
-                                  tls_cert or "", tls_key or "")
+                                  tls_cert or "", tls_key or "", redact)
         self._state = "bound"
         self._stopping = threading.Event()
         self._lock = threading.Lock()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import seclink
-from seclink import _seclink
+from seclink import _seclink, aio
 
 WAIT = 10.0
 OTHER_UID = 12345
@@ -55,3 +55,63 @@ def test_a_line_separator_never_splits_a_shown_message():
     assert text == "<binary>"  # U+0085 (NEL) is a C1 control
     text = _seclink.format_message("a\u2028b\u2029c\u202ed".encode())
     assert text.splitlines() == [text] == ["a\\u2028b\\u2029c\\u202ed"]
+
+
+# --------------------------------------------------------------------------- redact
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, level: int, line: str) -> None:
+        with self.cond:
+            self.lines.append(line)
+            self.cond.notify_all()
+
+    def wait(self, needle: str) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: any(needle in line for line in self.lines), WAIT), self.lines
+
+
+def _redacted_session(port: int, psk: bytes) -> None:
+    with seclink.Client("127.0.0.1", port, psk=psk) as c:
+        c.send(b"my secret plan")
+        c.recv(WAIT)
+        c.close("secret reason")
+
+
+EXPECTED = ["<redacted> (14 bytes)", "<redacted> (22 bytes)", "client closed the session (<redacted>)"]
+
+
+def test_native_server_redacts_content():
+    psk, log = os.urandom(32), Log()
+    with seclink.Server("127.0.0.1", 0, psk=psk, log=log, redact=True, log_level=seclink.LOG_TRACE) as srv:
+        _redacted_session(srv.port, psk)
+        log.wait("disconnected")
+    assert not any("secret" in line or "ACK" in line or "[TRACE]" in line for line in log.lines), log.lines
+    for text in EXPECTED:
+        assert any(text in line for line in log.lines), (text, log.lines)
+
+
+def test_aio_server_redacts_content():
+    psk, log = os.urandom(32), Log()
+
+    async def scenario() -> None:
+        srv = await aio.serve(None, "127.0.0.1", 0, psk=psk, log=log, redact=True, log_level=seclink.LOG_TRACE)
+        async with srv:
+            await asyncio.to_thread(_redacted_session, srv.port, psk)
+            await asyncio.to_thread(log.wait, "disconnected")
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    assert not any("secret" in line or "ACK" in line or "[TRACE]" in line for line in log.lines), log.lines
+    for text in EXPECTED:
+        assert any(text in line for line in log.lines), (text, log.lines)
+
+
+def test_redact_is_off_by_default():
+    psk, log = os.urandom(32), Log()
+    with seclink.Server("127.0.0.1", 0, psk=psk, log=log) as srv:
+        _redacted_session(srv.port, psk)
+        log.wait("disconnected")
+    assert any("#1 my secret plan (14 bytes)" in line for line in log.lines), log.lines

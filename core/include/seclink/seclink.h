@@ -328,6 +328,8 @@ typedef struct sl_server_config {
     int tls;                        /* run seclink/1 inside TLS 1.3 */
     const char *tls_cert;           /* PEM certificate chain (with tls) */
     const char *tls_key;            /* PEM private key (with tls) */
+    int redact;                     /* log sizes and counters only: message content and CLOSE
+                                       reasons become "<redacted>", and no trace entries */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
