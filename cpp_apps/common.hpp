@@ -201,7 +201,8 @@ inline std::string key_path(const char *prog, const std::optional<std::string> &
 // Loads the key. If none exists at the *default* location, creates it there and says so, so
 // that a server and a client on one machine work with no set-up.
 inline void load_key(const char *prog, const std::string &path, bool is_default, Logger &log, uint8_t key[SL_KEY_BYTES]) {
-    int rc = sl_key_load(path.c_str(), key);
+    unsigned warnings = 0;
+    int rc = sl_key_load_ex(path.c_str(), key, &warnings);
     if (rc == SL_EKEY_NOT_FOUND && is_default) {
         rc = sl_key_generate(path.c_str(), key);
         if (rc == SL_OK) {
@@ -209,9 +210,12 @@ inline void load_key(const char *prog, const std::string &path, bool is_default,
                                       " (copy it to the other side to talk across machines)");
             return;
         }
-        if (rc == SL_EKEY_EXISTS) rc = sl_key_load(path.c_str(), key);  // another program was faster
+        if (rc == SL_EKEY_EXISTS) rc = sl_key_load_ex(path.c_str(), key, &warnings);  // another program was faster
     }
     if (rc != SL_OK) die(prog, kKey, "key file " + path + ": " + describe(rc));
+    if (warnings & SL_KEY_WARN_OTHER_OWNER)
+        log.line(SL_LOG_WARN, "[WARN] key file " + path + " (or its directory) belongs to another user: loaded only because "
+                                  "root may read any key (run the program as the key's owner instead)");
 }
 
 }  // namespace app

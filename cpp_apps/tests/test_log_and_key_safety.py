@@ -158,3 +158,38 @@ def test_trace_and_redact_do_not_go_together(run_server, run_client, program):
 def test_help_mentions_redact(run_server, run_client, program):
     r = (run_server if program == "server" else run_client)("--help", psk=None)
     assert r.returncode == 0 and "--redact" in r.stdout and "<redacted>" in r.stdout, str(r)
+
+
+# --------------------------------------------------------------------------- key files
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770])
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_a_key_in_a_directory_others_can_write_is_refused(run_server, run_client, psk_file, tmp_path, program, mode):
+    where = tmp_path / "shared"
+    where.mkdir()
+    shutil.copy2(psk_file, where / "psk")
+    where.chmod(mode)
+    if program == "server":
+        r = run_server("--host", "127.0.0.1", "--port", "0", psk=where / "psk")
+    else:
+        r = run_client("127.0.0.1", "9", "hi", psk=where / "psk")
+    assert r.returncode == 3, str(r)
+    line = one_error_line(r, program)
+    assert "KEY_DIR" in line and "chmod go-w" in line and str(where / "psk") in line, line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown the key to another user")
+@pytest.mark.parametrize("program", ["server", "client"])
+def test_root_using_another_users_key_is_warned(start_server, run_client, psk_file, program):
+    warning = (rf"^\[WARN\] key file {psk_file} \(or its directory\) belongs to another user: loaded only because "
+               r"root may read any key \(run the program as the key's owner instead\)$")
+    if program == "server":
+        os.chown(psk_file, OTHER_UID, OTHER_UID)
+        srv = start_server()
+        srv.wait_for(warning)
+    else:
+        srv = start_server()
+        os.chown(psk_file, OTHER_UID, OTHER_UID)
+        r = run_client("127.0.0.1", srv.port, "hi")
+        assert r.returncode == 0, str(r)
+        assert any(re.match(warning, line) for line in r.stdout.splitlines()), r.stdout

@@ -253,7 +253,7 @@ def keygen(path: str) -> NoReturn:
 def load_key(path: str, is_default: bool, log: Logger) -> bytes:
     """The key at `path`; at the default location a missing key is created (and said so)."""
     try:
-        return _seclink.key_load(path)
+        return _loaded(path, log)
     except KeyFileError as e:
         if e.name != "KEY_NOT_FOUND" or not is_default:
             raise Exit(KEY, f"key file {path}: {describe(e)}") from None
@@ -266,9 +266,17 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytes:
         if e.name != "KEY_EXISTS":  # else another program was faster: use its key
             raise Exit(KEY, f"key file {path}: {describe(e)}") from None
     try:
-        return _seclink.key_load(path)
+        return _loaded(path, log)
     except KeyFileError as e:
         raise Exit(KEY, f"key file {path}: {describe(e)}") from None
+
+
+def _loaded(path: str, log: Logger) -> bytearray:
+    key, warnings = _seclink.key_load_ex(path)
+    if warnings & _seclink.KEY_WARN_OTHER_OWNER:
+        log.line(LOG_WARN, f"[WARN] key file {path} (or its directory) belongs to another user: loaded only because "
+                           "root may read any key (run the program as the key's owner instead)")
+    return key
 
 
 # ------------------------------------------------------------------------------------------ server

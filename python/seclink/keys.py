@@ -1,7 +1,9 @@
 """Pre-shared key files and TLS certificates (docs/PROTOCOL.md section 6).
 
 A key file holds one line of standard padded base64 of exactly 32 bytes. Loading refuses files
-readable by group or others, symlinks, and anything of the wrong size or format; generating
+readable by group or others, files of another user, files in a directory another user can change,
+symlinks, and anything of the wrong size or format (the core's rules, so the same as the C++
+programs'); run as root it loads another user's key with a :class:`KeyOwnerWarning`. Generating
 creates the file with mode 0600 and never overwrites one. The default location is
 ``$XDG_CONFIG_HOME/seclink/psk`` (else ``~/.config/seclink/psk``), overridden by the environment
 variable ``SECLINK_PSK_FILE``, overridden by an explicit path.
@@ -10,11 +12,16 @@ variable ``SECLINK_PSK_FILE``, overridden by an explicit path.
 from __future__ import annotations
 
 import os
+import warnings
 
 from . import _seclink
 
-__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk",
+__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "KeyOwnerWarning",
            "ensure_self_signed_certificate", "certificate_fingerprint"]
+
+
+class KeyOwnerWarning(UserWarning):
+    """Running as root, a key file (or its directory) that belongs to another user was loaded."""
 
 
 
@@ -25,7 +32,12 @@ def key_path(path: str | os.PathLike[str] | None = None) -> str:
 
 def load_key(path: str | os.PathLike[str] | None = None) -> bytes:
     """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it."""
-    return _seclink.key_load(key_path(path))
+    where = key_path(path)
+    key, notes = _seclink.key_load_ex(where)
+    if notes & _seclink.KEY_WARN_OTHER_OWNER:
+        warnings.warn(f"{where}: the key file (or its directory) belongs to another user; loaded because root "
+                      "may read any key", KeyOwnerWarning, stacklevel=2)
+    return bytes(key)
 
 
 def generate_key(path: str | os.PathLike[str] | None = None) -> bytes:

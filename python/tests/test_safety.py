@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import seclink
-from seclink import _seclink, aio
+from seclink import KeyFileError, _seclink, aio
+from seclink.keys import KeyOwnerWarning, load_key
 
 WAIT = 10.0
 OTHER_UID = 12345
@@ -115,3 +116,58 @@ def test_redact_is_off_by_default():
         _redacted_session(srv.port, psk)
         log.wait("disconnected")
     assert any("#1 my secret plan (14 bytes)" in line for line in log.lines), log.lines
+
+
+# --------------------------------------------------------------------------- keys
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys" / "psk"
+    seclink.generate_key(path)
+    return path
+
+
+def test_a_key_in_a_directory_others_can_write_is_refused(key_file):
+    key_file.parent.chmod(0o1777)
+    with pytest.raises(KeyFileError) as e:
+        load_key(key_file)
+    assert e.value.name == "KEY_DIR" and "chmod go-w" in str(e.value)
+
+
+def test_generating_a_key_in_such_a_directory_is_refused(tmp_path):
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(KeyFileError) as e:
+        seclink.generate_key(tmp_path / "open" / "psk")
+    assert e.value.name == "KEY_DIR"
+    assert not (tmp_path / "open" / "psk").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_root_loading_another_users_key_is_warned(key_file):
+    mine = load_key(key_file)
+    os.chown(key_file, OTHER_UID, OTHER_UID)
+    with pytest.warns(KeyOwnerWarning, match="belongs to another user"):
+        assert load_key(key_file) == mine
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_another_users_key_is_refused(tmp_path):
+    """As in the core: a non-root user's process refuses a 0600 key it does not own."""
+    base = Path(tempfile.mkdtemp(prefix="seclink-keys-"))  # pytest's tmp tree is root's alone
+    try:
+        os.chown(base, OTHER_UID, OTHER_UID)
+        key = base / "psk"
+        seclink.generate_key(key)
+        os.chown(key, OTHER_UID + 1, OTHER_UID + 1)
+        code = ("import sys; from seclink import keys, KeyFileError\n"
+                "try: keys.load_key(sys.argv[1])\nexcept KeyFileError as e: print(e.name)")
+        python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        if not os.access(python, os.X_OK):
+            pytest.skip(f"no {python} another user may run")
+        r = subprocess.run([python, "-c", code, str(key)], user=OTHER_UID, group=OTHER_UID, extra_groups=[],
+                           capture_output=True, text=True, timeout=WAIT,
+                           env={"PYTHONPATH": str(Path(seclink.__file__).parents[1])}, cwd=base)
+        assert r.stdout.strip() == "KEY_OWNER", r
+    finally:
+        shutil.rmtree(base)

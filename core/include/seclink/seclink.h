@@ -71,6 +71,9 @@ typedef enum sl_err {
     SL_EKEY_FORMAT = 34,      /* key file is not one line of standard padded base64 */
     SL_EKEY_EXISTS = 35,      /* refusing to overwrite an existing key file */
     SL_EKEY_NOT_FILE = 36,    /* key file path is not a regular file */
+    SL_EKEY_OWNER = 37,       /* key file belongs to another user */
+    SL_EKEY_DIR = 38,         /* key file's directory is writable by group or others, or belongs to
+                                 another user (other than root) */
 
     SL_EADDRINUSE = 40,       /* the server's port is already in use */
     SL_ERESOLVE = 41,         /* host name not found / bad address */
@@ -124,15 +127,24 @@ SL_API unsigned sl_protocol_version(void);
 
 /* ---- pre-shared key files (docs/PROTOCOL.md section 6) -------------------------------------- */
 
-/** Loads the 32-byte key in the file at `path` into `key`.
+/** Loads the 32-byte key in the file at `path` into `key` (the rules: docs/PROTOCOL.md 6).
  *  Returns SL_OK, SL_EINVAL, SL_EKEY_NOT_FOUND, SL_EKEY_SYMLINK, SL_EKEY_NOT_FILE,
- *  SL_EKEY_PERMISSIONS, SL_EKEY_FORMAT, SL_EKEY_SIZE, SL_EIO. On error `key` is zeroed.
- *  The file's content is untrusted; it is read with a small bound and wiped from memory. */
+ *  SL_EKEY_PERMISSIONS, SL_EKEY_OWNER, SL_EKEY_DIR, SL_EKEY_FORMAT, SL_EKEY_SIZE, SL_EIO. On
+ *  error `key` is zeroed. The file's content is untrusted; it is read with a small bound and
+ *  wiped from memory. Run as root it also loads other users' keys: see sl_key_load_ex. */
 SL_API int sl_key_load(const char *path, uint8_t key[SL_KEY_BYTES]);
 
+/* sl_key_load_ex warnings: things allowed, but worth telling the user. */
+#define SL_KEY_WARN_OTHER_OWNER 1u /* running as root, loaded a key file (or from a directory)
+                                      that belongs to another user */
+
+/** sl_key_load, and sets `*warnings` (if not NULL) to SL_KEY_WARN_* bits: 0 when there is
+ *  nothing to say or on error. A program should show each bit as a warning. */
+SL_API int sl_key_load_ex(const char *path, uint8_t key[SL_KEY_BYTES], unsigned *warnings);
+
 /** Creates a new random key at `path` (mode 0600, O_EXCL, parent directories 0700 as needed)
- *  and, if `key_out` is not NULL, copies the key there.
- *  Returns SL_OK, SL_EINVAL, SL_EKEY_EXISTS, SL_ECRYPTO, SL_EIO. */
+ *  and, if `key_out` is not NULL, copies the key there. Refuses a directory sl_key_load would.
+ *  Returns SL_OK, SL_EINVAL, SL_EKEY_EXISTS, SL_EKEY_DIR, SL_EKEY_NOT_FILE, SL_ECRYPTO, SL_EIO. */
 SL_API int sl_key_generate(const char *path, uint8_t key_out[SL_KEY_BYTES]);
 
 /** Writes into `buf` (capacity `cap`, NUL-terminated) the key file path to use: `explicit_path`
