@@ -151,6 +151,7 @@ int main(int argc, char **argv) {
                    {"host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
                     "tls-ca", "tls-pin"},
                    {"keygen", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::no_core_dumps();
     if (args.has("help")) {
         std::fputs(kHelp, stdout);
         return app::kOk;

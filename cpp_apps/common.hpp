@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -121,6 +122,10 @@ private:
     const char *prog_;
     std::vector<std::pair<std::string, std::string>> flags_;
 };
+
+// No core dumps of this process (they would hold the key and messages), and no ptrace attach
+// or /proc/PID/mem reading by other processes of the same user. Called first thing in main().
+inline void no_core_dumps() { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 // Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
 // message text: it is created 0600 and never opened through a symbolic link (someone who can

@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
                    {"port", "host", "psk-file", "threads", "max-clients", "handshake-timeout", "idle-timeout",
                     "max-message", "log-file", "tls-cert", "tls-key"},
                    {"keygen", "echo", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::no_core_dumps();
     if (args.has("help")) {
         std::fputs(kHelp, stdout);
         return app::kOk;

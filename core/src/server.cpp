@@ -36,6 +36,7 @@
 #include "engine.hpp"
 #include "net.hpp"
 #include "seclink/seclink.h"
+#include "secure_mem.hpp"
 
 struct sl_buf {
     std::vector<uint8_t> data;
@@ -75,7 +76,7 @@ std::string secs(unsigned ms) {
 struct Shared {
     sl_server_config cfg{};
     std::string host;
-    uint8_t psk[kKeyLen] = {};
+    Secret<kKeyLen> psk;  // dump-proof memory (secure_mem.hpp), wiped when the server is freed
     SslCtxPtr tls;
     std::atomic<bool> stopping{false};
     std::atomic<size_t> sessions{0};
@@ -93,7 +94,6 @@ struct Shared {
         cfg.log(cfg.log_ud, level, line.c_str());
     }
     ~Shared() {
-        wipe(psk, sizeof psk);
         if (listen_fd >= 0) close(listen_fd);
         if (spare_fd >= 0) close(spare_fd);
     }

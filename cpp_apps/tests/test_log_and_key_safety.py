@@ -193,3 +193,42 @@ def test_root_using_another_users_key_is_warned(start_server, run_client, psk_fi
         r = run_client("127.0.0.1", srv.port, "hi")
         assert r.returncode == 0, str(r)
         assert any(re.match(warning, line) for line in r.stdout.splitlines()), r.stdout
+
+
+# --------------------------------------------------------------------------- core dumps
+
+@pytest.fixture
+def cores_enabled() -> Iterator[None]:
+    """Programs started meanwhile may dump core (RLIMIT_CORE unlimited), and a plain process
+    provably does so in its working directory here; else the test cannot tell anything."""
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        pytest.skip(f"core dumps go elsewhere here (core_pattern {pattern!r})")
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, old)
+
+
+def cores(where: Path) -> list[str]:
+    return [p.name for p in where.iterdir() if p.name == "core" or p.name.startswith("core.")]
+
+
+def test_a_plain_process_here_does_dump_core(cores_enabled, tmp_path):
+    """The control for the test below: without prctl, SIGABRT leaves a core file."""
+    p = subprocess.Popen(["sleep", "30"], cwd=tmp_path)
+    p.send_signal(signal.SIGABRT)
+    assert p.wait(WAIT) == -signal.SIGABRT
+    assert cores(tmp_path) != []
+
+
+def test_the_programs_never_dump_core(cores_enabled, start_server, spawn_client, workdir):
+    srv = start_server()
+    client = spawn_client("127.0.0.1", str(srv.port), stdin=True)
+    client.out.wait_for(r"^\[INFO\] Connected to ")
+    for p in (client, srv):
+        p.proc.send_signal(signal.SIGABRT)
+        assert p.wait() == -signal.SIGABRT
+    assert cores(workdir) == [], "a core file holds the key and every message in memory"

@@ -41,7 +41,7 @@ from typing import Any, NoReturn, TypeVar, Union
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
 from .errors import ConnectionClosed, Error, ProtocolError, as_handshake_error, from_code
-from .keys import config_dir, ensure_self_signed_certificate, resolve_psk
+from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
 
@@ -253,7 +253,7 @@ class AioServer:
     :class:`seclink.Server`). ``async with server:`` closes it on exit.
     """
 
-    def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytes, echo: bool, max_clients: int,
+    def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytearray, echo: bool, max_clients: int,
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
@@ -304,6 +304,7 @@ class AioServer:
             await asyncio.wait(list(self._tasks))
         if self._server is not None:
             await self._server.wait_closed()
+        wipe(self._psk)  # every session has ended (each connection has its own copy)
         self._closed.set()
 
     async def serve_forever(self) -> None:
@@ -591,10 +592,15 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
     """
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(1, f"cannot listen on {host}:{port}")
-    server = AioServer(handler, host, int(port), psk=resolve_psk(psk, psk_file), echo=echo, max_clients=max_clients,
-                       handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
-                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact)
-    await server._listen()
+    key = resolve_psk(psk, psk_file)  # the server's copy, wiped when it closes
+    try:
+        server = AioServer(handler, host, int(port), psk=key, echo=echo, max_clients=max_clients,
+                           handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
+                           log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact)
+        await server._listen()
+    except BaseException:
+        wipe(key)
+        raise
     return server
 
 
@@ -790,6 +796,8 @@ async def connect(host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | Non
         raise
     except asyncio.TimeoutError:
         raise from_code(44, "cannot connect", where) from None
+    finally:
+        wipe(key)  # the connection has its own copy
 
 
 async def _connect_tcp(host: str, port: int, where: str) -> _Stream:

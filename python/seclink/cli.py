@@ -9,6 +9,7 @@ the same cases against both.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any, NoReturn, overload
 from . import _seclink
 from .client import Client
 from .errors import ConnectionClosed, Error, KeyFileError, MessageTooLarge, Timeout
-from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate
+from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, wipe
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md).
@@ -181,6 +182,16 @@ def parse_number(what: str, v: str, lo: int, hi: int) -> int:
     return int(v)
 
 
+def no_core_dumps() -> None:
+    """No core dumps of this process (they would hold the key and messages), and no ptrace attach
+    by other processes of the same user: prctl(PR_SET_DUMPABLE, 0), as the C++ programs do."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE (linux/prctl.h)
+    except (OSError, AttributeError):  # not Linux: nothing equivalent to do here
+        pass
+
+
 class Logger:
     """Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
     message text: it is created 0600 and never opened through a symbolic link."""
@@ -250,15 +261,16 @@ def keygen(path: str) -> NoReturn:
     raise SystemExit(OK)
 
 
-def load_key(path: str, is_default: bool, log: Logger) -> bytes:
-    """The key at `path`; at the default location a missing key is created (and said so)."""
+def load_key(path: str, is_default: bool, log: Logger) -> bytearray:
+    """The key at `path`; at the default location a missing key is created (and said so). A
+    bytearray, wiped once the library has its own copy (as the C++ programs do)."""
     try:
         return _loaded(path, log)
     except KeyFileError as e:
         if e.name != "KEY_NOT_FOUND" or not is_default:
             raise Exit(KEY, f"key file {path}: {describe(e)}") from None
     try:
-        key = _seclink.key_generate(path)
+        key = bytearray(_seclink.key_generate(path))
         log.line(LOG_INFO, f"[INFO] No key found: created a new pre-shared key at {path} "
                            "(copy it to the other side to talk across machines)")
         return key
@@ -379,7 +391,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         server = Server(host, port, psk=psk, threads=threads, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
-    del psk
+    finally:
+        wipe(psk)  # the server keeps its own copy
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
     stop_set = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
@@ -406,6 +419,8 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
         server = await aio.serve(None, host, port, psk=psk, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
+    finally:
+        wipe(psk)  # the server keeps its own copy
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -565,7 +580,9 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             client = _AioSession(loop, **kw) if loop else Client(**kw)
         except Error as e:
             raise connect_error(e, where) from None
-        del psk, kw
+        finally:
+            wipe(psk)  # the client keeps its own copy
+        del kw
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
         session = Session(client, log, timeout, args.has("redact"))
@@ -604,6 +621,7 @@ def _interactive(session: Session, log: Logger) -> None:
 
 def _main(role: str, run, argv: Sequence[str] | None) -> int:
     prog = os.path.basename(sys.argv[0]) or role
+    no_core_dumps()
     try:
         return run(prog, list(sys.argv[1:] if argv is None else argv))
     except Exit as e:

@@ -8,7 +8,7 @@ from collections import deque
 from . import _seclink
 from .connection import CLOSE, DATA, PING, PONG
 from .errors import ConnectionClosed, ProtocolError, as_handshake_error
-from .keys import resolve_psk
+from .keys import resolve_psk, wipe
 
 __all__ = ["Client"]
 
@@ -58,6 +58,8 @@ class Client:
             if err is e:
                 raise
             raise err from None
+        finally:
+            wipe(key)  # the native client keeps its own copy
 
     @property
     def peer(self) -> str:

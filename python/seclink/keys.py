@@ -16,13 +16,12 @@ import warnings
 
 from . import _seclink
 
-__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "KeyOwnerWarning",
+__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "wipe", "KeyOwnerWarning",
            "ensure_self_signed_certificate", "certificate_fingerprint"]
 
 
 class KeyOwnerWarning(UserWarning):
     """Running as root, a key file (or its directory) that belongs to another user was loaded."""
-
 
 
 def key_path(path: str | os.PathLike[str] | None = None) -> str:
@@ -31,13 +30,26 @@ def key_path(path: str | os.PathLike[str] | None = None) -> str:
 
 
 def load_key(path: str | os.PathLike[str] | None = None) -> bytes:
-    """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it."""
-    where = key_path(path)
+    """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it.
+    The result is immutable bytes, which Python cannot wipe (docs/DESIGN.md section 4)."""
+    key = _load(key_path(path), stacklevel=3)
+    try:
+        return bytes(key)
+    finally:
+        wipe(key)
+
+
+def _load(where: str, stacklevel: int) -> bytearray:
     key, notes = _seclink.key_load_ex(where)
     if notes & _seclink.KEY_WARN_OTHER_OWNER:
         warnings.warn(f"{where}: the key file (or its directory) belongs to another user; loaded because root "
-                      "may read any key", KeyOwnerWarning, stacklevel=2)
-    return bytes(key)
+                      "may read any key", KeyOwnerWarning, stacklevel=stacklevel)
+    return key
+
+
+def wipe(key: bytearray) -> None:
+    """Overwrites a key held in a bytearray (as :func:`resolve_psk` returns it) with zeros, in place."""
+    key[:] = bytes(len(key))
 
 
 def generate_key(path: str | os.PathLike[str] | None = None) -> bytes:
@@ -51,15 +63,16 @@ def config_dir() -> str:
     return _seclink.config_dir()
 
 
-def resolve_psk(psk: bytes | None, psk_file: str | os.PathLike[str] | None) -> bytes:
-    """The key given directly, else loaded from `psk_file`, else from the default location."""
+def resolve_psk(psk: bytes | bytearray | None, psk_file: str | os.PathLike[str] | None) -> bytearray:
+    """A new copy of the key given directly, else loaded from `psk_file`, else from the default
+    location, as a bytearray the caller wipes (:func:`wipe`) once the core has its own copy."""
     if psk is not None and psk_file is not None:
         raise ValueError("give psk or psk_file, not both")
     if psk is not None:
         if len(psk) != _seclink.KEY_BYTES:
             raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {len(psk)}")
-        return bytes(psk)
-    return load_key(psk_file)
+        return bytearray(psk)
+    return _load(key_path(psk_file), stacklevel=4)
 
 
 def ensure_self_signed_certificate(cert: str | None = None, key: str | None = None) -> tuple[str, str, bool]:

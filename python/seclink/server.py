@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 
 from . import _seclink
-from .keys import ensure_self_signed_certificate, resolve_psk
+from .keys import ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["Server", "Handler", "LogFn"]
 
@@ -61,20 +61,23 @@ class Server:
                  log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
                  tls_cert: str | None = None, tls_key: str | None = None, redact: bool = False) -> None:
         key = resolve_psk(psk, psk_file)
-        self.host = host
-        self.tls_cert_created = False
-        if tls and not (tls_cert and tls_key):
-            if tls_cert or tls_key:
-                raise ValueError("tls_cert and tls_key go together")
-            tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
-        self.tls_cert = tls_cert if tls else None
-        native_handler = _wrap(handler) if handler is not None else None
-        self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
-                                  _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
-                                  tls_cert or "", tls_key or "", redact)
-        self._state = "bound"
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        try:
+            self.host = host
+            self.tls_cert_created = False
+            if tls and not (tls_cert and tls_key):
+                if tls_cert or tls_key:
+                    raise ValueError("tls_cert and tls_key go together")
+                tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
+            self.tls_cert = tls_cert if tls else None
+            native_handler = _wrap(handler) if handler is not None else None
+            self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
+                                      _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
+                                      tls_cert or "", tls_key or "", redact)
+            self._state = "bound"
+            self._stopping = threading.Event()
+            self._lock = threading.Lock()
+        finally:
+            wipe(key)  # the native server keeps its own copy, in dump-proof memory
 
     @property
     def port(self) -> int:

@@ -171,3 +171,47 @@ def test_another_users_key_is_refused(tmp_path):
         assert r.stdout.strip() == "KEY_OWNER", r
     finally:
         shutil.rmtree(base)
+
+
+# --------------------------------------------------------------------------- keys in Python memory
+
+def test_the_package_wipes_the_key_copies_it_holds(monkeypatch):
+    """Server, Client, aio.connect and aio.serve's server each wipe their bytearray copy once the
+    core has its own (docs/DESIGN.md section 4); the caller's key is left alone."""
+    from seclink import client as client_mod
+    from seclink import keys
+    from seclink import server as server_mod
+    wiped: list[bytearray] = []
+
+    def spy(key: bytearray) -> None:
+        keys.wipe(key)
+        wiped.append(key)
+
+    for mod in (server_mod, client_mod, aio):
+        monkeypatch.setattr(mod, "wipe", spy)
+    psk = os.urandom(32)
+    with seclink.Server("127.0.0.1", 0, psk=psk) as srv:
+        with seclink.Client("127.0.0.1", srv.port, psk=psk) as c:
+            c.send(b"x")
+            assert c.recv(WAIT) == b"ACK: received 1 bytes"
+    assert len(wiped) == 2
+
+    async def scenario() -> None:
+        srv = await aio.serve(None, "127.0.0.1", 0, psk=psk)
+        async with srv:
+            c = await aio.connect("127.0.0.1", srv.port, psk=psk)
+            await c.close()
+        assert len(wiped) == 4, "aio.connect's copy, then the server's when it closed"
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    assert all(isinstance(k, bytearray) and k == bytearray(32) for k in wiped)
+    assert psk != bytes(32)
+
+
+def test_resolve_psk_returns_a_new_bytearray(key_file):
+    key = load_key(key_file)
+    assert isinstance(key, bytes)
+    got = seclink.keys.resolve_psk(None, key_file)
+    assert isinstance(got, bytearray) and got == key
+    again = seclink.keys.resolve_psk(got, None)
+    assert again == got and again is not got
