@@ -708,7 +708,7 @@ class AioClient:
                 await self._flush("recv", self.peer)  # its PONG
             elif isinstance(event, Closed):
                 self._closed = True
-                why = event.reason or "no reason given"
+                why = _shown(event.reason.encode()) if event.reason else "no reason given"  # made safe to show
                 raise ConnectionClosed(f"{self.peer}: the server closed the session: {why}", reason=event.reason,
                                        code=5, name="CLOSED", peer=self.peer)
             elif isinstance(event, Pong) and want_pong:

@@ -118,7 +118,8 @@ class Client:
         if msg_type == CLOSE:
             self._closed = True
             reason = data.decode("utf-8", errors="replace")
-            raise ConnectionClosed(f"{self.peer}: the server closed the session: {reason or 'no reason given'}",
+            why = _seclink.format_message(data) if data else "no reason given"  # the server's text, made safe
+            raise ConnectionClosed(f"{self.peer}: the server closed the session: {why}",
                                    reason=reason, code=5, name="CLOSED", peer=self.peer)
         return msg_type, data
 

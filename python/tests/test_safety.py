@@ -215,3 +215,45 @@ def test_resolve_psk_returns_a_new_bytearray(key_file):
     assert isinstance(got, bytearray) and got == key
     again = seclink.keys.resolve_psk(got, None)
     assert again == got and again is not got
+
+
+def test_a_close_reason_in_an_exception_message_is_shown_safely():
+    """str(ConnectionClosed) is what applications log: the server's reason in it is escaped as in
+    the programs' logs; .reason keeps the text as sent."""
+    psk = os.urandom(32)
+    evil = "bye\u2028[INFO] forged line\u202e"
+
+    async def scenario() -> None:
+        async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = seclink.Connection("server", psk)
+            conn.start()
+            while not conn.established:
+                conn.receive_data(await reader.read(65536))
+                writer.write(conn.data_to_send())
+            conn.close(evil)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+        listener = await asyncio.start_server(serve_one, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        async with listener:
+            c = await aio.connect("127.0.0.1", port, psk=psk)
+            with pytest.raises(seclink.ConnectionClosed) as e:
+                await c.recv(WAIT)
+            assert e.value.reason == evil
+            assert str(e.value).splitlines() == [str(e.value)] and "\u202e" not in str(e.value)
+            assert "bye\\u2028[INFO] forged line\\u202e" in str(e.value)
+            await c.close()
+
+            def blocking() -> None:
+                with seclink.Client("127.0.0.1", port, psk=psk) as b:
+                    with pytest.raises(seclink.ConnectionClosed) as e2:
+                        b.recv(WAIT)
+                assert e2.value.reason == evil and str(e2.value).splitlines() == [str(e2.value)]
+                assert "bye\\u2028[INFO] forged line\\u202e" in str(e2.value)
+
+            await asyncio.to_thread(blocking)
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
