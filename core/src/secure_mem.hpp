@@ -24,8 +24,8 @@ public:
     static constexpr size_t kMapping = 64 * 1024;
 
     static SecretArena &instance() noexcept {
-        static SecretArena arena;  // never destroyed: secrets may be released during exit
-        return arena;
+        static SecretArena *arena = new SecretArena;  // never destroyed: secrets may be released during exit
+        return *arena;
     }
 
     // A zeroed slot, or nullptr if no memory could be mapped.
