@@ -544,6 +544,16 @@ PYBIND11_MODULE(_seclink, m) {
         wipe(k);
         return out;
     }, py::arg("path"));
+    m.def("key_load_ex", [](const std::string &path) {
+        std::array<uint8_t, SL_KEY_BYTES> k{};
+        unsigned warnings = 0;
+        check(sl_key_load_ex(path.c_str(), k.data(), &warnings), path);
+        // A bytearray, unlike bytes, can be wiped by the Python code that holds it.
+        py::bytearray out(reinterpret_cast<const char *>(k.data()), k.size());
+        wipe(k);
+        return py::make_tuple(out, warnings);
+    }, py::arg("path"));
+    m.attr("KEY_WARN_OTHER_OWNER") = SL_KEY_WARN_OTHER_OWNER;
     m.def("key_generate", [](const std::string &path) {
         std::array<uint8_t, SL_KEY_BYTES> k{};
         check(sl_key_generate(path.c_str(), k.data()), path);

@@ -14,18 +14,18 @@ namespace {
 
 class Policy {
 public:
-    Policy(const py::bytes &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
+    Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
            py::object log)
         : log_(std::move(log)) {
-        std::string key = psk;
-        if (key.size() != SL_KEY_BYTES)
-            throw py::value_error("a pre-shared key is exactly " + std::to_string(SL_KEY_BYTES) + " bytes, not " +
-                                  std::to_string(key.size()));
+        py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
+        const size_t n = static_cast<size_t>(key.size * key.itemsize);
+        if (n != SL_KEY_BYTES || (key.ndim == 1 && key.strides[0] != key.itemsize))
+            throw py::value_error("a pre-shared key is exactly " + std::to_string(SL_KEY_BYTES) + " contiguous bytes");
         sl_server_config cfg;
         sl_server_config_init(&cfg);
-        cfg.psk = reinterpret_cast<const uint8_t *>(key.data());
+        cfg.psk = static_cast<const uint8_t *>(key.ptr);
         cfg.max_clients = max_clients;
         cfg.max_handshakes = max_handshakes;
         cfg.max_handshakes_per_addr = max_handshakes_per_addr;
@@ -46,8 +46,7 @@ public:
         // The session hands DATA to the driver (which awaits the Python handler) instead of
         // answering itself; it never calls this function.
         if (app_replies) cfg.handler = &Policy::unused_handler;
-        int rc = sl_policy_new(&p_, &cfg);
-        explicit_bzero(key.data(), key.size());
+        int rc = sl_policy_new(&p_, &cfg);  // copies the key
         if (rc != SL_OK) throw py::value_error(std::string("invalid server configuration: ") + sl_strerror(rc));
     }
     ~Policy() { sl_policy_free(p_); }
@@ -153,7 +152,7 @@ void bind_session(py::module_ &m) {
     m.attr("DEFAULT_MAX_MEMORY") = static_cast<size_t>(SL_DEFAULT_MAX_MEMORY);
 
     py::class_<Policy>(m, "Policy")
-        .def(py::init<const py::bytes &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
+        .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),

@@ -35,6 +35,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default client_logs.txt;
                            '-' for none)
   --quiet                  print only replies, warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
   --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
@@ -94,7 +96,8 @@ std::string shown(const uint8_t *data, size_t len) {
 
 class Session {
 public:
-    Session(sl_client *c, app::Logger &log, int timeout_ms) : c_(c), log_(log), timeout_ms_(timeout_ms) {}
+    Session(sl_client *c, app::Logger &log, int timeout_ms, bool redact)
+        : c_(c), log_(log), timeout_ms_(timeout_ms), redact_(redact) {}
 
     // Sends one message and prints its reply; exits on failure.
     void exchange(const std::string &msg) {
@@ -107,7 +110,7 @@ public:
                                     std::to_string(timeout_ms_ / 1000) + " s (--timeout)");
         if (rc != SL_OK) fail(app::kSession, "sending failed: " + app::describe(rc));
         ++seq_;
-        log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + shown(data, msg.size()) + " (" +
+        log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + content(data, msg.size()) + " (" +
                                   std::to_string(msg.size()) + " bytes)");
         int type = 0;
         const uint8_t *reply = nullptr;
@@ -117,10 +120,10 @@ public:
             if (rc == SL_ETIMEDOUT) fail(app::kSession, "no reply within " + std::to_string(timeout_ms_ / 1000) + " s");
             if (rc == SL_EPEER_CLOSED) fail(app::kSession, "the server closed the connection without a reply");
             if (rc != SL_OK) fail(app::kSession, "session failed: " + app::describe(rc));
-            if (type == SL_MSG_CLOSE) fail(app::kSession, "the server closed the session: " + (len ? shown(reply, len) : "no reason given"));
+            if (type == SL_MSG_CLOSE) fail(app::kSession, "the server closed the session: " + (len ? content(reply, len) : "no reason given"));
             if (type == SL_MSG_DATA) break;
         }
-        log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + shown(reply, len) + " (" + std::to_string(len) + " bytes)");
+        log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + content(reply, len) + " (" + std::to_string(len) + " bytes)");
     }
 
     void close() {
@@ -129,6 +132,7 @@ public:
     }
 
 private:
+    std::string content(const uint8_t *data, size_t len) const { return redact_ ? "<redacted>" : shown(data, len); }
     [[noreturn]] void fail(int code, const std::string &msg) {
         sl_client_free(c_);
         app::die(kProg, code, msg);
@@ -136,6 +140,7 @@ private:
     sl_client *c_;
     app::Logger &log_;
     int timeout_ms_;
+    bool redact_;
     uint64_t seq_ = 0;
 };
 
@@ -145,7 +150,8 @@ int main(int argc, char **argv) {
     app::Args args(argc, argv, kProg,
                    {"host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
                     "tls-ca", "tls-pin"},
-                   {"keygen", "quiet", "trace", "tls", "help", "version"});
+                   {"keygen", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::no_core_dumps();
     if (args.has("help")) {
         std::fputs(kHelp, stdout);
         return app::kOk;
@@ -194,6 +200,7 @@ int main(int argc, char **argv) {
                                          "(colons allowed), as the server prints it");
     }
 
+    if (args.has("redact") && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
     app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
     uint8_t psk[SL_KEY_BYTES];
     app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
@@ -223,7 +230,7 @@ int main(int argc, char **argv) {
     }
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
-    Session session(c, log, timeout_ms);
+    Session session(c, log, timeout_ms, args.has("redact"));
     if (!messages.empty()) {
         for (const std::string &m : messages) session.exchange(m);
     } else {

@@ -2,8 +2,12 @@
 // logger, finding (or creating) the pre-shared key, and the documented exit codes.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -119,15 +123,27 @@ private:
     std::vector<std::pair<std::string, std::string>> flags_;
 };
 
-// Log lines on the screen and, with a timestamp, appended to the log file.
+// No core dumps of this process (they would hold the key and messages), and no ptrace attach
+// or /proc/PID/mem reading by other processes of the same user. Called first thing in main().
+inline void no_core_dumps() { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
+// Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
+// message text: it is created 0600 and never opened through a symbolic link (someone who can
+// plant a link in the working directory must not make us append to, or create, another file).
 class Logger {
 public:
     Logger(const char *prog, const std::string &path, bool quiet) : quiet_(quiet) {
         if (path == "-" || path.empty()) return;
-        file_ = std::fopen(path.c_str(), "a");
-        if (file_ == nullptr)
+        int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ELOOP)
+            die(prog, kUsage, "log file '" + path + "' is a symbolic link, which is never followed (give the real "
+                                  "file with --log-file PATH, or remove the link)");
+        if (fd < 0 || (file_ = fdopen(fd, "a")) == nullptr)
             die(prog, kUsage, "cannot open log file '" + path + "': " + std::strerror(errno) +
                                   " (choose another with --log-file PATH, or --log-file - for none)");
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+            line(SL_LOG_WARN, "[WARN] log file " + path + " is accessible by group or others: run 'chmod 600 " + path + "'");
     }
     ~Logger() {
         if (file_ != nullptr) std::fclose(file_);
@@ -136,13 +152,13 @@ public:
     void line(int level, const std::string &text, bool always = false) {
         if (quiet_ && level > SL_LOG_WARN && !always) return;
         std::lock_guard<std::mutex> lock(mu_);
-        std::fputs(text.c_str(), stdout);
-        std::fputc('\n', stdout);
-        std::fflush(stdout);
-        if (file_ != nullptr) {
+        if (file_ != nullptr) {  // first: whoever sees a line on screen finds it in the file
             std::fprintf(file_, "%s %s\n", timestamp().c_str(), text.c_str());
             std::fflush(file_);
         }
+        std::fputs(text.c_str(), stdout);
+        std::fputc('\n', stdout);
+        std::fflush(stdout);
     }
     static void callback(void *ud, int level, const char *line) { static_cast<Logger *>(ud)->line(level, line); }
 
@@ -190,7 +206,8 @@ inline std::string key_path(const char *prog, const std::optional<std::string> &
 // Loads the key. If none exists at the *default* location, creates it there and says so, so
 // that a server and a client on one machine work with no set-up.
 inline void load_key(const char *prog, const std::string &path, bool is_default, Logger &log, uint8_t key[SL_KEY_BYTES]) {
-    int rc = sl_key_load(path.c_str(), key);
+    unsigned warnings = 0;
+    int rc = sl_key_load_ex(path.c_str(), key, &warnings);
     if (rc == SL_EKEY_NOT_FOUND && is_default) {
         rc = sl_key_generate(path.c_str(), key);
         if (rc == SL_OK) {
@@ -198,9 +215,12 @@ inline void load_key(const char *prog, const std::string &path, bool is_default,
                                       " (copy it to the other side to talk across machines)");
             return;
         }
-        if (rc == SL_EKEY_EXISTS) rc = sl_key_load(path.c_str(), key);  // another program was faster
+        if (rc == SL_EKEY_EXISTS) rc = sl_key_load_ex(path.c_str(), key, &warnings);  // another program was faster
     }
     if (rc != SL_OK) die(prog, kKey, "key file " + path + ": " + describe(rc));
+    if (warnings & SL_KEY_WARN_OTHER_OWNER)
+        log.line(SL_LOG_WARN, "[WARN] key file " + path + " (or its directory) belongs to another user: loaded only because "
+                                  "root may read any key (run the program as the key's owner instead)");
 }
 
 }  // namespace app

@@ -44,6 +44,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default server_logs.txt;
                            '-' for none)
   --quiet                  print only warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3
   --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
@@ -63,7 +65,8 @@ int main(int argc, char **argv) {
                    {"port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
                     "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
                     "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"},
-                   {"keygen", "echo", "quiet", "trace", "tls", "help", "version"});
+                   {"keygen", "echo", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::no_core_dumps();
     if (args.has("help")) {
         std::fputs(kHelp, stdout);
         return app::kOk;
@@ -102,6 +105,8 @@ int main(int argc, char **argv) {
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
     cfg.echo = args.has("echo");
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
+    cfg.redact = args.has("redact");
+    if (cfg.redact && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
 
     app::Logger log(kProg, args.get("log-file").value_or("server_logs.txt"), args.has("quiet"));
     cfg.log = app::Logger::callback;

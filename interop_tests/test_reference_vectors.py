@@ -343,6 +343,15 @@ def test_key_file_writable_by_group_is_refused(tmp_path: Path) -> None:
     assert load_error(write_key(tmp_path / "psk", KEY_LINE, 0o620)).name == "KEY_PERMISSIONS"
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o702])
+def test_key_file_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    (tmp_path / "d").mkdir()
+    path = write_key(tmp_path / "d" / "psk", KEY_LINE)
+    (tmp_path / "d").chmod(mode)
+    error = load_error(path)
+    assert error.name == "KEY_DIR" and "chmod go-w" in error.message
+
+
 def test_key_file_symlink_is_refused(tmp_path: Path) -> None:
     real = write_key(tmp_path / "real", KEY_LINE)
     (tmp_path / "link").symlink_to(real)

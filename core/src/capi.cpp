@@ -63,6 +63,12 @@ int sl_key_load(const char *path, uint8_t key[SL_KEY_BYTES]) {
     return seclink::detail::load_key(path, key);
 }
 
+int sl_key_load_ex(const char *path, uint8_t key[SL_KEY_BYTES], unsigned *warnings) {
+    if (warnings != nullptr) *warnings = 0;
+    if (path == nullptr || key == nullptr) return SL_EINVAL;
+    return seclink::detail::load_key(path, key, warnings);
+}
+
 int sl_key_generate(const char *path, uint8_t key_out[SL_KEY_BYTES]) {
     if (path == nullptr || path[0] == '\0') return SL_EINVAL;
     return seclink::detail::generate_key(path, key_out);

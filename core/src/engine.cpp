@@ -23,7 +23,7 @@ Connection::Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept : role
     std::memcpy(psk_, psk, kKeyLen);
 }
 
-Connection::~Connection() { wipe(psk_, sizeof psk_); }
+Connection::~Connection() { wipe(psk_, kKeyLen); }
 
 int Connection::set_max_message(size_t n) noexcept {
     if (state_ != State::New) return SL_ESTATE;
@@ -53,7 +53,7 @@ int Connection::set_key_confirmation(bool on) noexcept {
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
     int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
-    wipe(psk_, sizeof psk_);  // the handshake keeps the only copy, and erases it at split
+    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
     if (rc != SL_OK) return fail(rc);
     if (role_ == SL_SERVER) {
         state_ = State::AwaitFrame1;
@@ -204,14 +204,12 @@ int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noe
 }
 
 int Connection::finish_handshake(sl_event *ev) noexcept {
-    uint8_t k1[kKeyLen], k2[kKeyLen];
+    Secret<kKeyLen> k1, k2;
     int rc = hs_.split(k1, k2, h_);
     // k1 protects client -> server, k2 server -> client.
     const bool client = role_ == SL_CLIENT;
     if (rc == SL_OK) rc = send_.init(client ? k1 : k2, true);
     if (rc == SL_OK) rc = recv_.init(client ? k2 : k1, false);
-    wipe(k1, sizeof k1);
-    wipe(k2, sizeof k2);
     if (rc != SL_OK) return fail(rc);
     state_ = State::Open;
     ev->type = SL_EVENT_HANDSHAKE_DONE;

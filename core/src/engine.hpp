@@ -8,6 +8,7 @@
 #include "buffer.hpp"
 #include "crypto.hpp"
 #include "noise.hpp"
+#include "secure_mem.hpp"
 #include "seclink/seclink.h"
 
 namespace seclink::detail {
@@ -95,7 +96,7 @@ private:
     size_t max_send_ = SL_DEFAULT_MAX_MESSAGE;     // largest content sent
 
     Handshake hs_;
-    uint8_t psk_[kKeyLen];
+    Secret<kKeyLen> psk_;  // until start(): then the handshake holds it
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;
     uint64_t send_n_ = 0, recv_n_ = 0;

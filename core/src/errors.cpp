@@ -43,6 +43,10 @@ constexpr ErrorInfo kErrors[] = {
      "key file is not one line of base64: generate a new one with --keygen"},
     {SL_EKEY_EXISTS, "KEY_EXISTS", "key file already exists: refusing to overwrite it (remove it first)"},
     {SL_EKEY_NOT_FILE, "KEY_NOT_FILE", "key file path is not a regular file: point at a key file"},
+    {SL_EKEY_OWNER, "KEY_OWNER", "key file belongs to another user: use a key file of your own (or 'chown' it to you)"},
+    {SL_EKEY_DIR, "KEY_DIR",
+     "key file's directory can be changed by another user: run 'chmod go-w' on it, or move the key to a "
+     "directory of your own"},
     {SL_EADDRINUSE, "ADDRINUSE", "address already in use: another program listens on that port; choose another with --port"},
     {SL_ERESOLVE, "RESOLVE", "host not found: check the host name or address"},
     {SL_ECONNREFUSED, "CONNREFUSED", "connection refused: no server listens on that host and port; start one or check --port"},

@@ -1,5 +1,6 @@
 // format.cpp - how messages and frames are shown in logs. Shared by every program through the
 // C ABI, so a C++ and a Python server print the same lines.
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -11,9 +12,11 @@ namespace {
 constexpr size_t kMaxShown = 200;  // bytes of message text shown before "..."
 constexpr size_t kMaxHex = 32;     // bytes of ciphertext/plaintext dumped before "..."
 
-// Length of the valid UTF-8 sequence starting at p (0 if invalid or a control character).
-size_t utf8_char(const uint8_t *p, size_t n) {
+// Length of the valid UTF-8 sequence starting at p, its code point in *cp (0 if invalid or a
+// control character).
+size_t utf8_char(const uint8_t *p, size_t n, uint32_t *out) {
     const uint8_t c = p[0];
+    *out = c;
     if (c < 0x80) return (c >= 0x20 && c != 0x7f) || c == '\t' ? 1 : 0;
     size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
     if (len == 0 || len > n) return 0;
@@ -25,7 +28,33 @@ size_t utf8_char(const uint8_t *p, size_t n) {
     static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
     if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;  // overlong, surrogate
     if (cp >= 0x80 && cp < 0xA0) return 0;                                            // C1 controls
+    *out = cp;
     return len;
+}
+
+// Printable to a terminal, yet able to forge or disguise a log line for its reader: a line or
+// paragraph separator (Zl, Zp: str.splitlines() breaks there), a format character (Cf: bidi
+// overrides and isolates, zero-width characters, the BOM, invisible tags), a space other than
+// U+0020 (Zs), a private-use character (Co) or a noncharacter. The Unicode 15.1 lists, with
+// the unassigned code points inside the format blocks; see README.md "Logs".
+bool escaped(uint32_t cp) {
+    struct Range {
+        uint32_t lo, hi;
+    };
+    static constexpr Range kRanges[] = {
+        {0x00A0, 0x00A0},   {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},
+        {0x06DD, 0x06DD},   {0x070F, 0x070F},   {0x0890, 0x0891},   {0x08E2, 0x08E2},
+        {0x1680, 0x1680},   {0x180E, 0x180E},   {0x2000, 0x200F},   {0x2028, 0x202F},
+        {0x205F, 0x206F},   {0x3000, 0x3000},   {0xE000, 0xF8FF},   {0xFDD0, 0xFDEF},
+        {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+        {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+        {0xE0020, 0xE007F}, {0xF0000, 0x10FFFF},
+    };
+    if (cp < 0xA0) return false;
+    if ((cp & 0xFFFE) == 0xFFFE) return true;  // U+FFFE, U+FFFF, U+1FFFE ... noncharacters
+    for (const Range &r : kRanges)
+        if (cp <= r.hi) return cp >= r.lo;
+    return false;
 }
 
 size_t copy_out(const std::string &s, char *buf, size_t cap) {
@@ -48,17 +77,31 @@ std::string hex(const uint8_t *p, size_t n, size_t max = SIZE_MAX) {
     return s;
 }
 
+// At most kMaxShown bytes of text (then "..."), each escaped() character written as \uXXXX
+// (\UXXXXXXXX above U+FFFF) and never cut inside; "<binary>" for anything that is not
+// printable UTF-8, so a log line is always exactly one line whatever the peer sent.
 std::string message_text(const uint8_t *data, size_t len) {
     if (len == 0) return "<empty>";
-    size_t i = 0, cut = 0;
-    while (i < len) {
-        size_t c = utf8_char(data + i, len - i);
+    std::string s;
+    bool cut = false;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        const size_t c = utf8_char(data + i, len - i, &cp);
         if (c == 0) return "<binary>";
+        if (!cut) {
+            char esc[16];
+            const char *piece = reinterpret_cast<const char *>(data + i);
+            size_t n = c;
+            if (escaped(cp)) {
+                n = static_cast<size_t>(std::snprintf(esc, sizeof esc, cp > 0xFFFF ? "\\U%08x" : "\\u%04x", cp));
+                piece = esc;
+            }
+            if (s.size() + n <= kMaxShown) s.append(piece, n);
+            else cut = true;
+        }
         i += c;
-        if (i <= kMaxShown) cut = i;
     }
-    std::string s(reinterpret_cast<const char *>(data), cut);
-    if (cut < len) s += "...";
+    if (cut) s += "...";
     return s;
 }
 

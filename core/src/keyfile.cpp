@@ -45,6 +45,45 @@ int make_parents(const std::string &path) noexcept {
     return SL_OK;
 }
 
+// Who may own a key file or its directory: the user we run as; root, for the directory; and,
+// when we run as root, anyone, with a warning.
+int check_owner(uid_t owner, bool is_dir, int refusal, unsigned *warnings) noexcept {
+    const uid_t me = geteuid();
+    if (owner == me || (is_dir && owner == 0)) return SL_OK;
+    if (me != 0) return refusal;
+    if (warnings != nullptr) *warnings |= SL_KEY_WARN_OTHER_OWNER;
+    return SL_OK;
+}
+
+// Opens the directory that holds the key file `path` and checks that no other user can change
+// what is in it (docs/PROTOCOL.md section 6). The directory is the real one, after any symbolic
+// links on the way; the caller opens the file relative to *dirfd, so what was checked is what is
+// read. *base points at the file's name inside `path`.
+int open_key_dir(const char *path, int *dirfd, const char **base, unsigned *warnings) noexcept {
+    *dirfd = -1;
+    const char *slash = std::strrchr(path, '/');
+    *base = slash != nullptr ? slash + 1 : path;
+    if (**base == '\0') return SL_EKEY_NOT_FILE;  // "dir/": a directory
+    char dir[4096] = ".";
+    if (slash != nullptr) {
+        const size_t len = slash == path ? 1 : static_cast<size_t>(slash - path);
+        if (len >= sizeof dir) return SL_EIO;
+        std::memcpy(dir, path, len);
+        dir[len] = '\0';
+    }
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);  // search permission is enough
+    if (fd < 0) return from_errno(errno);
+    struct stat st;
+    int rc = fstat(fd, &st) != 0 ? SL_EIO : check_owner(st.st_uid, true, SL_EKEY_DIR, warnings);
+    if (rc == SL_OK && (st.st_mode & 022) != 0) rc = SL_EKEY_DIR;  // sticky or not: see PROTOCOL.md 6
+    if (rc != SL_OK) {
+        close(fd);
+        return rc;
+    }
+    *dirfd = fd;
+    return SL_OK;
+}
+
 std::string home_dir() {
     const char *home = std::getenv("HOME");
     if (home != nullptr && home[0] == '/') return home;
@@ -81,21 +120,36 @@ int decode_key(const char *text, size_t len, uint8_t key[kKeyLen]) noexcept {
     return rc;
 }
 
-int load_key(const char *path, uint8_t key[kKeyLen]) noexcept {
+int load_key(const char *path, uint8_t key[kKeyLen], unsigned *warnings) noexcept {
     std::memset(key, 0, kKeyLen);
+    unsigned notes = 0;
+    const char *base = nullptr;
+    int dirfd = -1;
+    int rc = open_key_dir(path, &dirfd, &base, &notes);
     struct stat st;
-    if (lstat(path, &st) != 0) return from_errno(errno);
-    if (S_ISLNK(st.st_mode)) return SL_EKEY_SYMLINK;
-    if (!S_ISREG(st.st_mode)) return SL_EKEY_NOT_FILE;
-    // O_NOFOLLOW and fstat close the window between lstat and open.
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    // The file's own problems are reported before its directory's (a missing key is NOT_FOUND).
+    if (rc == SL_OK || rc == SL_EKEY_DIR) {
+        int probe = dirfd >= 0 ? dirfd : AT_FDCWD;
+        const char *name = dirfd >= 0 ? base : path;
+        if (fstatat(probe, name, &st, AT_SYMLINK_NOFOLLOW) != 0) rc = from_errno(errno);
+        else if (S_ISLNK(st.st_mode)) rc = SL_EKEY_SYMLINK;
+        else if (!S_ISREG(st.st_mode)) rc = SL_EKEY_NOT_FILE;
+        else if (int owner = check_owner(st.st_uid, false, SL_EKEY_OWNER, &notes); owner != SL_OK) rc = owner;
+    }
+    if (rc != SL_OK) {
+        if (dirfd >= 0) close(dirfd);
+        return rc;
+    }
+    // O_NOFOLLOW and fstat close the window between fstatat and open.
+    int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    close(dirfd);
     if (fd < 0) return from_errno(errno);
     char buf[kMaxKeyFile + 1];
     size_t len = 0;
-    int rc = SL_OK;
     if (fstat(fd, &st) != 0) rc = SL_EIO;
     else if (!S_ISREG(st.st_mode)) rc = SL_EKEY_NOT_FILE;
     else if ((st.st_mode & 077) != 0) rc = SL_EKEY_PERMISSIONS;
+    else rc = check_owner(st.st_uid, false, SL_EKEY_OWNER, &notes);
     while (rc == SL_OK && len < sizeof buf) {
         ssize_t n = read(fd, buf + len, sizeof buf - len);
         if (n < 0 && errno == EINTR) continue;
@@ -112,6 +166,7 @@ int load_key(const char *path, uint8_t key[kKeyLen]) noexcept {
     }
     wipe(buf, sizeof buf);
     if (rc != SL_OK) wipe(key, kKeyLen);
+    else if (warnings != nullptr) *warnings = notes;
     return rc;
 }
 
@@ -120,8 +175,14 @@ int generate_key(const char *path, uint8_t key_out[kKeyLen]) noexcept {
     char text[64];  // 44 base64 characters, a newline, a NUL
     int rc = make_parents(path);
     if (rc != SL_OK) return rc;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return errno == EEXIST ? SL_EKEY_EXISTS : SL_EIO;
+    // Never write a key where the loader would refuse it, nor where someone else could swap it.
+    const char *base = nullptr;
+    int dirfd = -1;
+    if ((rc = open_key_dir(path, &dirfd, &base, nullptr)) != SL_OK) return rc == SL_EKEY_NOT_FOUND ? SL_EIO : rc;
+    int fd = openat(dirfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    const int open_errno = errno;
+    close(dirfd);
+    if (fd < 0) return open_errno == EEXIST ? SL_EKEY_EXISTS : SL_EIO;
     rc = random_bytes(key, kKeyLen);
     size_t len = 0;
     if (rc == SL_OK) {

@@ -10,7 +10,8 @@
 namespace seclink::detail {
 
 int decode_key(const char *text, size_t len, uint8_t key[kKeyLen]) noexcept;
-int load_key(const char *path, uint8_t key[kKeyLen]) noexcept;
+// *warnings (if not NULL) receives SL_KEY_WARN_* bits on success.
+int load_key(const char *path, uint8_t key[kKeyLen], unsigned *warnings = nullptr) noexcept;
 int generate_key(const char *path, uint8_t key_out[kKeyLen]) noexcept;
 std::string config_dir();                       // empty if no home directory can be found
 std::string key_path(const char *explicit_path);  // likewise

@@ -117,7 +117,7 @@ int SymmetricState::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen]) noexcept {
 }
 
 void SymmetricState::clear() noexcept {
-    wipe(ck_, sizeof ck_);
+    wipe(ck_, kHashLen);
     cipher_.clear();
 }
 
@@ -183,7 +183,7 @@ int Handshake::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLe
 void Handshake::clear() noexcept {
     ss_.clear();
     e_.clear();
-    wipe(psk_, sizeof psk_);
+    wipe(psk_, kKeyLen);
     wipe(re_, sizeof re_);
 }
 

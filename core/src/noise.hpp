@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "crypto.hpp"
+#include "secure_mem.hpp"
 
 namespace seclink::detail {
 
@@ -42,7 +43,7 @@ public:
     void clear() noexcept;
 
 private:
-    uint8_t ck_[kHashLen] = {};
+    Secret<kHashLen> ck_;
     uint8_t h_[kHashLen] = {};
     HandshakeCipher cipher_;
 };
@@ -79,7 +80,7 @@ private:
     SymmetricState ss_;
     X25519 e_;
     uint8_t re_[kDhLen] = {};
-    uint8_t psk_[kKeyLen] = {};
+    Secret<kKeyLen> psk_;
     bool initiator_ = false;
     int step_ = 0;  // messages processed: 0, 1, 2
 };

@@ -55,11 +55,12 @@ void apply_server_defaults(sl_server_config &c) noexcept {
 // ------------------------------------------------------------------------------------ Policy
 
 Policy::Policy(const sl_server_config &c) : cfg(c) {
-    if (c.psk != nullptr) std::memcpy(psk, c.psk, SL_KEY_BYTES);
+    if (c.psk != nullptr) std::memcpy(psk.data(), c.psk, SL_KEY_BYTES);
     cfg.psk = nullptr;  // the copy above is the only one kept
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
+    if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
 }
 
 void Policy::log(int level, const std::string &line) noexcept {

@@ -14,6 +14,7 @@
 #include "crypto.hpp"
 #include "engine.hpp"
 #include "seclink/seclink.h"
+#include "secure_mem.hpp"
 
 namespace seclink::detail {
 
@@ -30,7 +31,7 @@ class Policy {
 public:
     // cfg.psk is copied into `psk` and the copy in `cfg` cleared.
     explicit Policy(const sl_server_config &cfg);
-    ~Policy() { wipe(psk, sizeof psk); }
+    ~Policy() = default;
     Policy(const Policy &) = delete;
     Policy &operator=(const Policy &) = delete;
 
@@ -51,7 +52,7 @@ public:
     bool charge(int64_t delta, size_t limit) noexcept;
 
     sl_server_config cfg{};
-    uint8_t psk[SL_KEY_BYTES] = {};
+    Secret<SL_KEY_BYTES> psk;  // dump-proof memory (secure_mem.hpp), wiped when the policy goes
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot

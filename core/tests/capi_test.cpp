@@ -61,10 +61,12 @@ TEST(CApiTest, EveryErrorHasADistinctNameAndAMessage) {
         EXPECT_TRUE(names.insert(name).second) << name;
         EXPECT_STRNE(sl_strerror(e), "unknown error") << name;
     }
-    EXPECT_EQ(known, 44);
+    EXPECT_EQ(known, 46);
     EXPECT_STREQ(sl_errname(SL_EAUTH), "AUTH");
     EXPECT_STREQ(sl_errname(-1), "UNKNOWN");
     EXPECT_EQ(SL_EKEY_NOT_FILE, 36);  // explicit, never renumbered
+    EXPECT_EQ(SL_EKEY_OWNER, 37);
+    EXPECT_EQ(SL_EKEY_DIR, 38);
 }
 
 TEST(CApiTest, ConstantFunctionsMatchTheMacros) {

@@ -1,8 +1,10 @@
 // Pre-shared key files (docs/PROTOCOL.md section 6).
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -180,4 +182,153 @@ TEST_F(KeyFileTest, NullArgumentsAreInvalid) {
     EXPECT_EQ(sl_key_load("x", nullptr), SL_EINVAL);
     EXPECT_EQ(sl_key_generate(nullptr, key), SL_EINVAL);
     EXPECT_EQ(sl_key_generate("", key), SL_EINVAL);
+}
+
+// ---- who may own a key file and its directory (docs/PROTOCOL.md section 6) -------------------
+
+namespace {
+
+constexpr uid_t kOtherUid = 12345, kThirdUid = 23456;
+
+// Runs `fn` in a child process as kOtherUid (we run as root in CI); its return is the exit code.
+template <class Fn>
+int as_other_user(Fn fn) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(setresgid(kOtherUid, kOtherUid, kOtherUid) == 0 && setresuid(kOtherUid, kOtherUid, kOtherUid) == 0
+                            ? fn()
+                            : 99);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int load_ex(const std::string &path, unsigned *warnings) {
+    uint8_t key[32];
+    *warnings = 0xFFFF;
+    return sl_key_load_ex(path.c_str(), key, warnings);
+}
+
+}  // namespace
+
+TEST_F(KeyFileTest, RootLoadsAnotherUsersKeyButIsWarned) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+    std::string path = write("psk", kB64);
+    unsigned warnings = 0;
+    ASSERT_EQ(load_ex(path, &warnings), SL_OK);
+    EXPECT_EQ(warnings, 0u) << "our own key: nothing to say";
+    ASSERT_EQ(chown(path.c_str(), kOtherUid, kOtherUid), 0);
+    ASSERT_EQ(load_ex(path, &warnings), SL_OK);
+    EXPECT_EQ(warnings, SL_KEY_WARN_OTHER_OWNER);
+    EXPECT_EQ(load(path), SL_OK) << "sl_key_load loads it too, silently";
+}
+
+TEST_F(KeyFileTest, RootIsWarnedAboutADirectoryOfAnotherUserToo) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+    std::string path = write("psk", kB64);
+    ASSERT_EQ(chown(dir_.c_str(), kOtherUid, kOtherUid), 0);
+    unsigned warnings = 0;
+    ASSERT_EQ(load_ex(path, &warnings), SL_OK);
+    EXPECT_EQ(warnings, SL_KEY_WARN_OTHER_OWNER);
+}
+
+TEST_F(KeyFileTest, AnotherUsersKeyIsRefused) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another user";
+    ASSERT_EQ(chmod(dir_.c_str(), 0711), 0);  // the child may pass through
+    std::string sub = dir_ + "/mine";
+    ASSERT_EQ(mkdir(sub.c_str(), 0700), 0);
+    ASSERT_EQ(chown(sub.c_str(), kOtherUid, kOtherUid), 0);
+    std::string path = sub + "/psk";
+    std::ofstream(path) << kB64;
+    ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+    ASSERT_EQ(chown(path.c_str(), kOtherUid, kOtherUid), 0);
+    EXPECT_EQ(as_other_user([&] { return sl_key_load(path.c_str(), std::array<uint8_t, 32>{}.data()); }), SL_OK)
+        << "the owner loads it";
+    ASSERT_EQ(chown(path.c_str(), kThirdUid, kThirdUid), 0);
+    EXPECT_EQ(as_other_user([&] {
+                  uint8_t key[32];
+                  return sl_key_load(path.c_str(), key);
+              }),
+              SL_EKEY_OWNER);
+}
+
+TEST_F(KeyFileTest, ADirectoryOfAnotherUserIsRefused) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another user";
+    ASSERT_EQ(chmod(dir_.c_str(), 0711), 0);
+    std::string sub = dir_ + "/theirs";
+    ASSERT_EQ(mkdir(sub.c_str(), 0711), 0);
+    ASSERT_EQ(chown(sub.c_str(), kThirdUid, kThirdUid), 0);
+    std::string path = sub + "/psk";
+    std::ofstream(path) << kB64;
+    ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+    ASSERT_EQ(chown(path.c_str(), kOtherUid, kOtherUid), 0);
+    EXPECT_EQ(as_other_user([&] {
+                  uint8_t key[32];
+                  return sl_key_load(path.c_str(), key);
+              }),
+              SL_EKEY_DIR)
+        << "the owner of the directory could swap the key";
+    ASSERT_EQ(chown(sub.c_str(), 0, 0), 0);
+    EXPECT_EQ(as_other_user([&] {
+                  uint8_t key[32];
+                  return sl_key_load(path.c_str(), key);
+              }),
+              SL_OK)
+        << "a directory of root's is fine (as /etc is)";
+}
+
+TEST_F(KeyFileTest, ADirectoryWritableByGroupOrOthersIsRefusedStickyOrNot) {
+    std::string path = write("psk", kB64);
+    for (mode_t mode : {0770, 0730, 0707, 0703, 0777, 01777, 01770}) {
+        ASSERT_EQ(chmod(dir_.c_str(), mode), 0);
+        EXPECT_EQ(load(path), SL_EKEY_DIR) << std::oct << mode;
+    }
+    for (mode_t mode : {0700, 0750, 0755, 0711}) {
+        ASSERT_EQ(chmod(dir_.c_str(), mode), 0);
+        EXPECT_EQ(load(path), SL_OK) << std::oct << mode;
+    }
+}
+
+TEST_F(KeyFileTest, AMissingKeyInAnUnsafeDirectoryIsStillNotFound) {
+    ASSERT_EQ(chmod(dir_.c_str(), 0777), 0);
+    EXPECT_EQ(load(dir_ + "/nope"), SL_EKEY_NOT_FOUND);
+}
+
+TEST_F(KeyFileTest, ASymlinkedDirectoryIsJudgedByTheDirectoryItLeadsTo) {
+    std::string real = dir_ + "/real", link = dir_ + "/link";
+    ASSERT_EQ(mkdir(real.c_str(), 0700), 0);
+    ASSERT_EQ(symlink(real.c_str(), link.c_str()), 0);
+    write("real/psk", kB64);
+    EXPECT_EQ(load(link + "/psk"), SL_OK);
+    ASSERT_EQ(chmod(real.c_str(), 0777), 0);
+    EXPECT_EQ(load(link + "/psk"), SL_EKEY_DIR) << "the real directory is checked, not the link";
+    EXPECT_EQ(load(real + "/psk"), SL_EKEY_DIR);
+}
+
+TEST_F(KeyFileTest, RelativePathsAreCheckedInTheirDirectory) {
+    write("psk", kB64);
+    char cwd[4096];
+    ASSERT_NE(getcwd(cwd, sizeof cwd), nullptr);
+    ASSERT_EQ(chdir(dir_.c_str()), 0);
+    EXPECT_EQ(load("psk"), SL_OK);
+    ASSERT_EQ(chmod(dir_.c_str(), 0777), 0);
+    EXPECT_EQ(load("psk"), SL_EKEY_DIR);
+    EXPECT_EQ(load("./psk"), SL_EKEY_DIR);
+    ASSERT_EQ(chdir(cwd), 0);
+}
+
+TEST_F(KeyFileTest, GenerateRefusesADirectoryTheLoaderWouldRefuse) {
+    ASSERT_EQ(chmod(dir_.c_str(), 0777), 0);
+    EXPECT_EQ(sl_key_generate((dir_ + "/psk").c_str(), nullptr), SL_EKEY_DIR);
+    EXPECT_FALSE(fs::exists(dir_ + "/psk"));
+}
+
+TEST_F(KeyFileTest, NewKeyErrorsKeepTheirNumbersAndSayWhatToDo) {
+    EXPECT_EQ(SL_EKEY_OWNER, 37);
+    EXPECT_EQ(SL_EKEY_DIR, 38);
+    EXPECT_STREQ(sl_errname(SL_EKEY_OWNER), "KEY_OWNER");
+    EXPECT_STREQ(sl_errname(SL_EKEY_DIR), "KEY_DIR");
+    EXPECT_NE(std::string(sl_strerror(SL_EKEY_DIR)).find("chmod go-w"), std::string::npos);
+    unsigned warnings = 7;
+    EXPECT_EQ(sl_key_load_ex(nullptr, nullptr, &warnings), SL_EINVAL);
+    EXPECT_EQ(warnings, 0u);
 }

@@ -10,15 +10,14 @@ import os
 import signal
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import LANGS, WAIT, RawPeer, Server
-from interop_tests.reference.seclink_ref import DATA, Connection, HandshakeDone
+from cpp_apps.tests.conftest import LANGS, WAIT, RawPeer, Server
+from interop_tests.reference.seclink_ref import DATA, Connection
 
 FLAVORS = {
     "cpp": LANGS["cpp"][0],

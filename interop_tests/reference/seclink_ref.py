@@ -487,6 +487,13 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
         raise KeyFileError("KEY_SYMLINK", f"{path} is a symbolic link: point at the real file")
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError("KEY_NOT_FILE", f"{path} is not a regular file: point at a key file")
+    euid = os.geteuid()  # root may read anyone's key (the library warns; the reference just reads)
+    if st.st_uid != euid and euid != 0:
+        raise KeyFileError("KEY_OWNER", f"{path} belongs to another user: use a key file of your own")
+    folder = os.stat(os.path.dirname(os.fspath(path)) or ".")  # where a symlinked directory leads
+    if folder.st_mode & 0o022 or (folder.st_uid not in (euid, 0) and euid != 0):
+        raise KeyFileError("KEY_DIR", f"the directory of {path} can be changed by another user: "
+                           "run chmod go-w on it, or move the key to a directory of your own")
     if st.st_mode & 0o077:
         raise KeyFileError("KEY_PERMISSIONS", f"{path} is accessible by group or others "
                            f"(mode {stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")

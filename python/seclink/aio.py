@@ -41,7 +41,7 @@ from typing import Any, TypeVar, Union
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
 from .errors import ConnectionClosed, Error, ProtocolError, as_handshake_error, from_code
-from .keys import config_dir, ensure_self_signed_certificate, resolve_psk
+from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
 
@@ -71,6 +71,11 @@ def _os_code(exc: OSError) -> int:
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return 45                                                   # PEER_CLOSED
     return _ERRNO_CODES.get(exc.errno or 0, 46)                     # else SOCKET
+
+
+def _shown(data: bytes) -> str:
+    """Text as every seclink log shows it (escaped, <binary> or <empty>, cut at 200 bytes)."""
+    return _seclink.format_message(data)
 
 
 def _peer_name(addr: object) -> str:
@@ -218,7 +223,7 @@ class AioServer:
     log lines) is the core's session layer, shared with the native server.
     """
 
-    def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytes, echo: bool, max_clients: int,
+    def __init__(self, handler: Handler | None, host: str, port: int, *, psk: bytearray, echo: bool, max_clients: int,
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
@@ -503,11 +508,15 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
     """
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(1, f"cannot listen on {host}:{port}")
-    server = AioServer(handler, host, int(port), psk=resolve_psk(psk, psk_file), echo=echo, max_clients=max_clients,
-                       handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
-                       log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
-                       max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
-                       handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+    key = resolve_psk(psk, psk_file)
+    try:
+        server = AioServer(handler, host, int(port), psk=key, echo=echo, max_clients=max_clients,
+                           handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
+                           log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
+                           max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
+                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+    finally:
+        wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
     return server
 
@@ -617,7 +626,7 @@ class AioClient:
                 await self._flush("recv", self.peer)  # its PONG
             elif isinstance(event, Closed):
                 self._closed = True
-                why = event.reason or "no reason given"
+                why = _shown(event.reason.encode()) if event.reason else "no reason given"  # made safe to show
                 raise ConnectionClosed(f"{self.peer}: the server closed the session: {why}", reason=event.reason,
                                        code=5, name="CLOSED", peer=self.peer)
             elif isinstance(event, Pong) and want_pong:
@@ -705,6 +714,8 @@ async def connect(host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | Non
         raise
     except asyncio.TimeoutError:
         raise from_code(44, "cannot connect", where) from None
+    finally:
+        wipe(key)  # the connection has its own copy
 
 
 async def _connect_tcp(host: str, port: int, where: str) -> _Stream:

@@ -9,6 +9,8 @@ the same cases against both.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import os
 import signal
 import sys
@@ -20,7 +22,7 @@ from typing import Any, NoReturn, overload
 from . import _seclink
 from .client import Client
 from .errors import ConnectionClosed, Error, KeyFileError, MessageTooLarge, Timeout
-from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate
+from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, wipe
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md).
@@ -61,6 +63,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default server_logs.txt;
                            '-' for none)
   --quiet                  print only warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3
   --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
@@ -95,6 +99,8 @@ options:
   --log-file PATH          append log lines with timestamps here (default client_logs.txt;
                            '-' for none)
   --quiet                  print only replies, warnings and errors
+  --redact                 never show message content (messages, replies, CLOSE reasons):
+                           "<redacted>" with sizes and counters, on screen and in the log
   --trace                  print every frame as annotated hex next to its plaintext
   --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
   --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
@@ -186,8 +192,19 @@ def parse_number(what: str, v: str, lo: int, hi: int) -> int:
     return int(v)
 
 
+def no_core_dumps() -> None:
+    """No core dumps of this process (they would hold the key and messages), and no ptrace attach
+    by other processes of the same user: prctl(PR_SET_DUMPABLE, 0), as the C++ programs do."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE (linux/prctl.h)
+    except (OSError, AttributeError):  # not Linux: nothing equivalent to do here
+        pass
+
+
 class Logger:
-    """Log lines on the screen and, with a timestamp, appended to the log file."""
+    """Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
+    message text: it is created 0600 and never opened through a symbolic link."""
 
     def __init__(self, path: str, quiet: bool) -> None:
         self.quiet = quiet
@@ -195,10 +212,17 @@ class Logger:
         self._lock = threading.Lock()
         if path and path != "-":
             try:
-                self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the program
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise Exit(USAGE, f"log file '{path}' is a symbolic link, which is never followed (give the "
+                                      "real file with --log-file PATH, or remove the link)") from None
                 raise Exit(USAGE, f"cannot open log file '{path}': {e.strerror} "
                                   "(choose another with --log-file PATH, or --log-file - for none)") from None
+            self._file = os.fdopen(fd, "ab")
+            if os.fstat(fd).st_mode & 0o077:
+                self.line(LOG_WARN, f"[WARN] log file {path} is accessible by group or others: "
+                                    f"run 'chmod 600 {path}'")
 
     def line(self, level: int, text: str, always: bool = False) -> None:
         """Lines above LOG_WARN are hidden by --quiet unless `always`."""
@@ -206,13 +230,13 @@ class Logger:
             return
         raw = text.encode("utf-8", "surrogateescape")
         with self._lock:
-            sys.stdout.buffer.write(raw + b"\n")
-            sys.stdout.buffer.flush()
-            if self._file is not None:
+            if self._file is not None:  # first: whoever sees a line on screen finds it in the file
                 t = time.time()
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
                 self._file.write(stamp.encode() + b" " + raw + b"\n")
                 self._file.flush()
+            sys.stdout.buffer.write(raw + b"\n")
+            sys.stdout.buffer.flush()
 
     def callback(self, level: int, text: str) -> None:
         self.line(level, text)
@@ -247,15 +271,16 @@ def keygen(path: str) -> NoReturn:
     raise SystemExit(OK)
 
 
-def load_key(path: str, is_default: bool, log: Logger) -> bytes:
-    """The key at `path`; at the default location a missing key is created (and said so)."""
+def load_key(path: str, is_default: bool, log: Logger) -> bytearray:
+    """The key at `path`; at the default location a missing key is created (and said so). A
+    bytearray, wiped once the library has its own copy (as the C++ programs do)."""
     try:
-        return _seclink.key_load(path)
+        return _loaded(path, log)
     except KeyFileError as e:
         if e.name != "KEY_NOT_FOUND" or not is_default:
             raise Exit(KEY, f"key file {path}: {describe(e)}") from None
     try:
-        key = _seclink.key_generate(path)
+        key = bytearray(_seclink.key_generate(path))
         log.line(LOG_INFO, f"[INFO] No key found: created a new pre-shared key at {path} "
                            "(copy it to the other side to talk across machines)")
         return key
@@ -263,9 +288,17 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytes:
         if e.name != "KEY_EXISTS":  # else another program was faster: use its key
             raise Exit(KEY, f"key file {path}: {describe(e)}") from None
     try:
-        return _seclink.key_load(path)
+        return _loaded(path, log)
     except KeyFileError as e:
         raise Exit(KEY, f"key file {path}: {describe(e)}") from None
+
+
+def _loaded(path: str, log: Logger) -> bytearray:
+    key, warnings = _seclink.key_load_ex(path)
+    if warnings & _seclink.KEY_WARN_OTHER_OWNER:
+        log.line(LOG_WARN, f"[WARN] key file {path} (or its directory) belongs to another user: loaded only because "
+                           "root may read any key (run the program as the key's owner instead)")
+    return key
 
 
 # ------------------------------------------------------------------------------------------ server
@@ -274,7 +307,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
                        "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
                        "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"],
-                ["keygen", "echo", "quiet", "trace", "tls", "asyncio", "help", "version"])
+                ["keygen", "echo", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
     if args.has("help"):
         sys.stdout.write(SERVER_HELP.format(prog=prog))
         return OK
@@ -307,8 +340,10 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
                 max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
-                echo=args.has("echo"),
+                echo=args.has("echo"), redact=args.has("redact"),
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
+    if args.has("redact") and args.has("trace"):
+        raise Exit(USAGE, "--trace shows message content: not with --redact")
 
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
     opts["log"] = log.callback
@@ -375,7 +410,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         server = Server(host, port, psk=psk, threads=threads, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
-    del psk
+    finally:
+        wipe(psk)  # the server keeps its own copy
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
     stop_set = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
@@ -402,6 +438,8 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
         server = await aio.serve(None, host, port, psk=psk, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
+    finally:
+        wipe(psk)  # the server keeps its own copy
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -467,8 +505,9 @@ class _AioSession:
 class Session:
     """Sends messages and prints their replies; failures become Exit."""
 
-    def __init__(self, client, log: Logger, timeout: int) -> None:
+    def __init__(self, client, log: Logger, timeout: int, redact: bool = False) -> None:
         self.client, self.log, self.timeout, self.seq = client, log, timeout, 0
+        self.shown = (lambda data: "<redacted>") if redact else shown
 
     def exchange(self, msg: bytes) -> None:
         try:
@@ -481,7 +520,7 @@ class Session:
         except Error as e:
             raise Exit(SESSION, f"sending failed: {describe(e)}") from None
         self.seq += 1
-        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {shown(msg)} ({len(msg)} bytes)")
+        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({len(msg)} bytes)")
         try:
             reply = self.client.recv(self.timeout)
         except Timeout:
@@ -489,11 +528,11 @@ class Session:
         except ConnectionClosed as e:
             if e.reason is None:
                 raise Exit(SESSION, "the server closed the connection without a reply") from None
-            why = shown(e.reason.encode()) if e.reason else "no reason given"
+            why = self.shown(e.reason.encode()) if e.reason else "no reason given"
             raise Exit(SESSION, f"the server closed the session: {why}") from None
         except Error as e:
             raise Exit(SESSION, f"session failed: {describe(e)}") from None
-        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {shown(reply)} ({len(reply)} bytes)")
+        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {self.shown(reply)} ({len(reply)} bytes)")
 
     def close(self) -> None:
         try:
@@ -506,7 +545,7 @@ class Session:
 def _client(prog: str, argv: Sequence[str]) -> int:
     args = Args(argv, ["host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
                        "tls-ca", "tls-pin"],
-                ["keygen", "quiet", "trace", "tls", "asyncio", "help", "version"])
+                ["keygen", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
     if args.has("help"):
         sys.stdout.write(CLIENT_HELP.format(prog=prog))
         return OK
@@ -545,6 +584,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             raise Exit(USAGE, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
                               "(colons allowed), as the server prints it")
 
+    if args.has("redact") and args.has("trace"):
+        raise Exit(USAGE, "--trace shows message content: not with --redact")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"))
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
@@ -558,10 +599,12 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             client = _AioSession(loop, **kw) if loop else Client(**kw)
         except Error as e:
             raise connect_error(e, where) from None
-        del psk, kw
+        finally:
+            wipe(psk)  # the client keeps its own copy
+        del kw
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
-        session = Session(client, log, timeout)
+        session = Session(client, log, timeout, args.has("redact"))
         if messages:
             for m in messages:
                 session.exchange(m)
@@ -597,6 +640,7 @@ def _interactive(session: Session, log: Logger) -> None:
 
 def _main(role: str, run, argv: Sequence[str] | None) -> int:
     prog = os.path.basename(sys.argv[0]) or role
+    no_core_dumps()
     try:
         return run(prog, list(sys.argv[1:] if argv is None else argv))
     except Exit as e:

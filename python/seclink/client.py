@@ -9,7 +9,7 @@ from collections import deque
 from . import _seclink
 from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
 from .errors import ConnectionClosed, ProtocolError, as_handshake_error
-from .keys import resolve_psk
+from .keys import resolve_psk, wipe
 
 __all__ = ["Client"]
 
@@ -68,6 +68,8 @@ class Client:
             if err is e:
                 raise
             raise err from None
+        finally:
+            wipe(key)  # the native client keeps its own copy
 
     @property
     def peer(self) -> str:
@@ -134,7 +136,8 @@ class Client:
         if msg_type == CLOSE:
             self._closed = True
             reason = data.decode("utf-8", errors="replace")
-            raise ConnectionClosed(f"{self.peer}: the server closed the session: {reason or 'no reason given'}",
+            why = _seclink.format_message(data) if data else "no reason given"  # the server's text, made safe
+            raise ConnectionClosed(f"{self.peer}: the server closed the session: {why}",
                                    reason=reason, code=5, name="CLOSED", peer=self.peer)
         return msg_type, data
 

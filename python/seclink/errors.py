@@ -90,7 +90,7 @@ _CLASSES: dict[int, type[Error]] = {
     44: Timeout,
     40: NetworkError, 41: NetworkError, 42: NetworkError, 43: NetworkError, 46: NetworkError,
 }
-_CLASSES.update({c: KeyFileError for c in range(30, 37)})
+_CLASSES.update({c: KeyFileError for c in range(30, 39)})
 _CLASSES.update({c: TLSError for c in range(47, 55)})
 
 

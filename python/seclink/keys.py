@@ -1,7 +1,9 @@
 """Pre-shared key files and TLS certificates (docs/PROTOCOL.md section 6).
 
 A key file holds one line of standard padded base64 of exactly 32 bytes. Loading refuses files
-readable by group or others, symlinks, and anything of the wrong size or format; generating
+readable by group or others, files of another user, files in a directory another user can change,
+symlinks, and anything of the wrong size or format (the core's rules, so the same as the C++
+programs'); run as root it loads another user's key with a :class:`KeyOwnerWarning`. Generating
 creates the file with mode 0600 and never overwrites one. The default location is
 ``$XDG_CONFIG_HOME/seclink/psk`` (else ``~/.config/seclink/psk``), overridden by the environment
 variable ``SECLINK_PSK_FILE``, overridden by an explicit path.
@@ -10,12 +12,16 @@ variable ``SECLINK_PSK_FILE``, overridden by an explicit path.
 from __future__ import annotations
 
 import os
+import warnings
 
 from . import _seclink
 
-__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk",
+__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "wipe", "KeyOwnerWarning",
            "ensure_self_signed_certificate", "certificate_fingerprint"]
 
+
+class KeyOwnerWarning(UserWarning):
+    """Running as root, a key file (or its directory) that belongs to another user was loaded."""
 
 
 def key_path(path: str | os.PathLike[str] | None = None) -> str:
@@ -24,8 +30,26 @@ def key_path(path: str | os.PathLike[str] | None = None) -> str:
 
 
 def load_key(path: str | os.PathLike[str] | None = None) -> bytes:
-    """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it."""
-    return _seclink.key_load(key_path(path))
+    """Reads the 32-byte key at :func:`key_path` (`path`); raises KeyFileError saying how to fix it.
+    The result is immutable bytes, which Python cannot wipe (docs/DESIGN.md section 4)."""
+    key = _load(key_path(path), stacklevel=3)
+    try:
+        return bytes(key)
+    finally:
+        wipe(key)
+
+
+def _load(where: str, stacklevel: int) -> bytearray:
+    key, notes = _seclink.key_load_ex(where)
+    if notes & _seclink.KEY_WARN_OTHER_OWNER:
+        warnings.warn(f"{where}: the key file (or its directory) belongs to another user; loaded because root "
+                      "may read any key", KeyOwnerWarning, stacklevel=stacklevel)
+    return key
+
+
+def wipe(key: bytearray) -> None:
+    """Overwrites a key held in a bytearray (as :func:`resolve_psk` returns it) with zeros, in place."""
+    key[:] = bytes(len(key))
 
 
 def generate_key(path: str | os.PathLike[str] | None = None) -> bytes:
@@ -39,16 +63,17 @@ def config_dir() -> str:
     return _seclink.config_dir()
 
 
-def resolve_psk(psk: bytes | None, psk_file: str | os.PathLike[str] | None) -> bytes:
-    """The key given directly, else loaded from `psk_file`, else from the default location."""
+def resolve_psk(psk: bytes | bytearray | None, psk_file: str | os.PathLike[str] | None) -> bytearray:
+    """A new copy of the key given directly, else loaded from `psk_file`, else from the default
+    location, as a bytearray the caller wipes (:func:`wipe`) once the core has its own copy."""
     if psk is not None and psk_file is not None:
         raise ValueError("give psk or psk_file, not both")
     if psk is not None:
         with memoryview(psk) as view:  # its bytes, whatever its item size or strides
             if view.nbytes != _seclink.KEY_BYTES:
                 raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {view.nbytes}")
-            return view.tobytes()
-    return load_key(psk_file)
+            return bytearray(view)  # a copy this package can wipe
+    return _load(key_path(psk_file), stacklevel=4)
 
 
 def ensure_self_signed_certificate(cert: str | None = None, key: str | None = None) -> tuple[str, str, bool]:

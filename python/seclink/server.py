@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 
 from . import _seclink
-from .keys import ensure_self_signed_certificate, resolve_psk
+from .keys import ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["Server", "Handler", "LogFn"]
 
@@ -67,22 +67,26 @@ class Server:
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> None:
         key = resolve_psk(psk, psk_file)
-        self.host = host
-        self.tls_cert_created = False
-        if tls and not (tls_cert and tls_key):
-            if tls_cert or tls_key:
-                raise ValueError("tls_cert and tls_key go together")
-            tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
-        self.tls_cert = tls_cert if tls else None
-        native_handler = _wrap(handler) if handler is not None else None
-        self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
-                                  _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
-                                  tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
-                                  max_handshakes_per_addr=max_handshakes_per_address, handshake_rate=handshake_rate,
-                                  frame_timeout_ms=_ms(frame_timeout), max_memory=max_memory, redact=redact)
-        self._state = "bound"
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        try:
+            self.host = host
+            self.tls_cert_created = False
+            if tls and not (tls_cert and tls_key):
+                if tls_cert or tls_key:
+                    raise ValueError("tls_cert and tls_key go together")
+                tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
+            self.tls_cert = tls_cert if tls else None
+            native_handler = _wrap(handler) if handler is not None else None
+            self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
+                                      _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
+                                      tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
+                                      max_handshakes_per_addr=max_handshakes_per_address,
+                                      handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
+                                      max_memory=max_memory, redact=redact)
+            self._state = "bound"
+            self._stopping = threading.Event()
+            self._lock = threading.Lock()
+        finally:
+            wipe(key)  # the native server keeps its own copy, in dump-proof memory
 
     @property
     def port(self) -> int:

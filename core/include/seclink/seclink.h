@@ -71,6 +71,9 @@ typedef enum sl_err {
     SL_EKEY_FORMAT = 34,      /* key file is not one line of standard padded base64 */
     SL_EKEY_EXISTS = 35,      /* refusing to overwrite an existing key file */
     SL_EKEY_NOT_FILE = 36,    /* key file path is not a regular file */
+    SL_EKEY_OWNER = 37,       /* key file belongs to another user */
+    SL_EKEY_DIR = 38,         /* key file's directory is writable by group or others, or belongs to
+                                 another user (other than root) */
 
     SL_EADDRINUSE = 40,       /* the server's port is already in use */
     SL_ERESOLVE = 41,         /* host name not found / bad address */
@@ -137,15 +140,24 @@ SL_API unsigned sl_protocol_version(void);
 
 /* ---- pre-shared key files (docs/PROTOCOL.md section 6) -------------------------------------- */
 
-/** Loads the 32-byte key in the file at `path` into `key`.
+/** Loads the 32-byte key in the file at `path` into `key` (the rules: docs/PROTOCOL.md 6).
  *  Returns SL_OK, SL_EINVAL, SL_EKEY_NOT_FOUND, SL_EKEY_SYMLINK, SL_EKEY_NOT_FILE,
- *  SL_EKEY_PERMISSIONS, SL_EKEY_FORMAT, SL_EKEY_SIZE, SL_EIO. On error `key` is zeroed.
- *  The file's content is untrusted; it is read with a small bound and wiped from memory. */
+ *  SL_EKEY_PERMISSIONS, SL_EKEY_OWNER, SL_EKEY_DIR, SL_EKEY_FORMAT, SL_EKEY_SIZE, SL_EIO. On
+ *  error `key` is zeroed. The file's content is untrusted; it is read with a small bound and
+ *  wiped from memory. Run as root it also loads other users' keys: see sl_key_load_ex. */
 SL_API int sl_key_load(const char *path, uint8_t key[SL_KEY_BYTES]);
 
+/* sl_key_load_ex warnings: things allowed, but worth telling the user. */
+#define SL_KEY_WARN_OTHER_OWNER 1u /* running as root, loaded a key file (or from a directory)
+                                      that belongs to another user */
+
+/** sl_key_load, and sets `*warnings` (if not NULL) to SL_KEY_WARN_* bits: 0 when there is
+ *  nothing to say or on error. A program should show each bit as a warning. */
+SL_API int sl_key_load_ex(const char *path, uint8_t key[SL_KEY_BYTES], unsigned *warnings);
+
 /** Creates a new random key at `path` (mode 0600, O_EXCL, parent directories 0700 as needed)
- *  and, if `key_out` is not NULL, copies the key there.
- *  Returns SL_OK, SL_EINVAL, SL_EKEY_EXISTS, SL_ECRYPTO, SL_EIO. */
+ *  and, if `key_out` is not NULL, copies the key there. Refuses a directory sl_key_load would.
+ *  Returns SL_OK, SL_EINVAL, SL_EKEY_EXISTS, SL_EKEY_DIR, SL_EKEY_NOT_FILE, SL_ECRYPTO, SL_EIO. */
 SL_API int sl_key_generate(const char *path, uint8_t key_out[SL_KEY_BYTES]);
 
 /** Writes into `buf` (capacity `cap`, NUL-terminated) the key file path to use: `explicit_path`
@@ -308,8 +320,13 @@ typedef enum sl_log_level {
  *  one call at a time. */
 typedef void (*sl_log_fn)(void *ud, int level, const char *line);
 
-/** How a message is shown in logs: its text if it is printable UTF-8 (long text cut with
- *  "..."), "<empty>", or "<binary>". Writes at most cap-1 bytes and a NUL; returns the length. */
+/** How a message is shown in logs: "<empty>"; "<binary>" if it is not valid UTF-8 or holds a
+ *  control character other than tab (C0, DEL, C1); else its text, in which every character that
+ *  could split or disguise a log line (line/paragraph separators, format characters such as bidi
+ *  controls, zero-width characters and the BOM, spaces other than U+0020, private-use characters,
+ *  noncharacters) is written as \uXXXX or \UXXXXXXXX (lower-case hex), cut after at most 200
+ *  bytes with "...". The result is one line whichever way it is split, at most 203 bytes.
+ *  Writes at most cap-1 bytes and a NUL; returns the length. The input is untrusted. */
 SL_API size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap);
 
 /* ---- native I/O: the server ----------------------------------------------------------------
@@ -356,7 +373,8 @@ typedef struct sl_server_config {
                                        same number); more wait for their turn */
     unsigned frame_timeout_ms;      /* a frame once started must be complete within this */
     size_t max_memory;              /* budget for every session's buffered input and output */
-    int redact;                     /* logs show sizes and counters, never message content */
+    int redact;                     /* log sizes and counters only: message content and CLOSE
+                                       reasons become "<redacted>", and no trace entries */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
