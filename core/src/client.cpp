@@ -173,7 +173,7 @@ int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
     int rc = make_client_tls(ca, &c->tls_ctx);  // no CA: only the pin is checked
     if (rc != SL_OK) return rc;
     c->io.ssl.reset(SSL_new(c->tls_ctx.get()));
-    if (!c->io.ssl || SSL_set_fd(c->io.ssl.get(), c->io.fd) != 1) return SL_ETLS;
+    if (!c->io.ssl || attach_socket(c->io.ssl.get(), c->io.fd) != SL_OK) return SL_ETLS;
     SSL_set_connect_state(c->io.ssl.get());
     if (ca != nullptr) {  // the host name (or address) must match the certificate
         X509_VERIFY_PARAM *param = SSL_get0_param(c->io.ssl.get());
