@@ -109,7 +109,7 @@ SL_API const char *sl_errname(int err);
 #define SL_MAX_HANDSHAKE_BYTES 1024u /* largest handshake body a receiver accepts */
 #define SL_MAX_PING 64u            /* largest PING/PONG content */
 #define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
-#define SL_MAX_MESSAGE_LIMIT (0xFFFFFFFFu - 30u) /* largest max message: body stays below 2^32-1 */
+#define SL_MAX_MESSAGE_LIMIT 0x7FFFFFFEu /* largest max message (2^31-2): type + content are one AEAD call */
 #define SL_HASH_BYTES 32u          /* handshake hash */
 #define SL_PROTOCOL_VERSION 1u
 
