@@ -72,8 +72,9 @@ fuzz: deps
 	@grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz.log
 	@echo "fuzz: no crash, leak or sanitizer report in $(FUZZ_SECONDS) s"
 
+# -m "": every test, the slow `install` ones too (a plain `pytest` leaves those out).
 test-py: build
-	$(PYTHON) -m pytest
+	SECLINK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -m ""
 
 # Engine micro-benchmarks, then our server against three baselines through one load generator.
 bench: deps
