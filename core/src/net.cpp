@@ -107,9 +107,14 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
 }
 
 // OpenSSL's socket BIO writes with write(2), which raises SIGPIPE when the peer has gone; a
-// library must never do that to its host process (Linux has no SO_NOSIGPIPE). This BIO is the
-// same socket BIO with send(MSG_NOSIGNAL): EPIPE comes back as an error instead.
+// library must never do that to its host process. This BIO is the same socket BIO with
+// send(MSG_NOSIGNAL): EPIPE comes back as an error instead. (Where MSG_NOSIGNAL does not exist,
+// attach_socket() sets SO_NOSIGPIPE on the socket, which does the same.)
 namespace {
+
+#ifndef MSG_NOSIGNAL
+constexpr int MSG_NOSIGNAL = 0;
+#endif
 
 int fd_of(BIO *b) noexcept { return static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b))); }
 
@@ -174,6 +179,10 @@ int attach_socket(SSL *ssl, int fd) noexcept {
     const BIO_METHOD *m = nosig_socket_method();
     BIO *b = m != nullptr ? BIO_new(m) : nullptr;
     if (b == nullptr) return SL_ENOMEM;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
     BIO_set_data(b, reinterpret_cast<void *>(intptr_t{fd}));
     BIO_set_init(b, 1);
     SSL_set_bio(ssl, b, b);  // one BIO both ways; the SSL owns it now
