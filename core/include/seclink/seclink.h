@@ -358,6 +358,8 @@ SL_API size_t sl_server_sessions(const sl_server *server);
 SL_API void sl_server_free(sl_server *server);
 
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
+/* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
+ * server that goes away shows as SL_EPEER_CLOSED. */
 
 typedef struct sl_client_config {
     const char *host;           /* name or address of the server */
