@@ -90,8 +90,9 @@ fuzz: deps
 	  echo "fuzz: fuzz_$$name: no crash, leak, sanitizer report or broken invariant in $$secs s"; \
 	done
 
+# -m "": every test, the slow `install` ones too (a plain `pytest` leaves those out).
 test-py: build
-	$(PYTHON) -m pytest
+	SECLINK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -m ""
 
 # The Python package tests (python/tests, but for test_install.py, which pip-installs a plain
 # build of its own) with the extension built under ASan+UBSan in build-pyasan. The package is

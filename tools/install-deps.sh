@@ -31,8 +31,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python packages: import name -> PyPI name.
-declare -A pips=([pytest]=pytest [cryptography]=cryptography [pybind11]=pybind11)
+# Python packages: import name -> PyPI name. (`build` makes the sdist and wheel in make test.)
+# build.__main__, because the CMake build directory build/ would pass for a package `build`.
+declare -A pips=([pytest]=pytest [cryptography]=cryptography [pybind11]=pybind11 [build.__main__]=build)
 need=()
 for mod in "${!pips[@]}"; do
   "$PYTHON" -c "import $mod" 2>/dev/null || need+=("${pips[$mod]}")

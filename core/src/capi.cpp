@@ -1,16 +1,17 @@
 // capi.cpp - the extern "C" boundary. Each function validates its pointers, and no C++
-// exception crosses it: the engine is noexcept, and the few calls that allocate std::string
-// are wrapped in guard().
+// exception crosses it: the engine is noexcept, and the calls that allocate are wrapped in
+// guard() (guard.hpp).
 #include <cstring>
-#include <exception>
 #include <new>
 #include <string>
 
 #include "engine.hpp"
+#include "guard.hpp"
 #include "keyfile.hpp"
 #include "seclink/seclink.h"
 
 using seclink::detail::Connection;
+using seclink::detail::guard;
 
 struct sl_conn {
     Connection impl;
@@ -23,17 +24,6 @@ namespace {
 #define SL_STR(x) SL_STR2(x)
 constexpr const char kVersion[] =
     SL_STR(SL_VERSION_MAJOR) "." SL_STR(SL_VERSION_MINOR) "." SL_STR(SL_VERSION_PATCH);
-
-template <class F>
-int guard(F &&f) noexcept {
-    try {
-        return f();
-    } catch (const std::bad_alloc &) {
-        return SL_ENOMEM;
-    } catch (...) {
-        return SL_EINTERNAL;
-    }
-}
 
 int copy_out(const std::string &s, char *buf, size_t cap, size_t *needed) noexcept {
     if (s.empty()) return SL_EINVAL;

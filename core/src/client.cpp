@@ -20,6 +20,7 @@
 #include <string>
 
 #include "engine.hpp"
+#include "guard.hpp"
 #include "keyfile.hpp"
 #include "net.hpp"
 #include "seclink/seclink.h"
@@ -42,11 +43,12 @@ struct sl_client {
 
 namespace {
 
-void trace_frame(void *ud, const sl_frame_info *f) {
+// Called from inside the (noexcept) engine: allocates nothing, so it cannot throw.
+void trace_frame(void *ud, const sl_frame_info *f) noexcept {
     auto *c = static_cast<sl_client *>(ud);
-    std::string buf(8192, '\0');
-    buf.resize(sl_format_frame(f, c->peer.c_str(), buf.data(), buf.size()));
-    c->log(c->log_ud, SL_LOG_TRACE, buf.c_str());
+    char buf[8192];
+    sl_format_frame(f, c->peer.c_str(), buf, sizeof buf);
+    c->log(c->log_ud, SL_LOG_TRACE, buf);
 }
 
 int wait_fd(int fd, short events, int64_t deadline) {
@@ -173,7 +175,7 @@ int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
     int rc = make_client_tls(ca, &c->tls_ctx);  // no CA: only the pin is checked
     if (rc != SL_OK) return rc;
     c->io.ssl.reset(SSL_new(c->tls_ctx.get()));
-    if (!c->io.ssl || SSL_set_fd(c->io.ssl.get(), c->io.fd) != 1) return SL_ETLS;
+    if (!c->io.ssl || attach_socket(c->io.ssl.get(), c->io.fd) != SL_OK) return SL_ETLS;
     SSL_set_connect_state(c->io.ssl.get());
     if (ca != nullptr) {  // the host name (or address) must match the certificate
         X509_VERIFY_PARAM *param = SSL_get0_param(c->io.ssl.get());
@@ -231,14 +233,7 @@ int sl_client_connect(sl_client **out, const sl_client_config *cfg) {
     c->log = cfg->log;
     c->log_ud = cfg->log_ud;
     c->io_timeout_ms = cfg->timeout_ms ? static_cast<int>(cfg->timeout_ms) : 10000;
-    int rc;
-    try {
-        rc = connect_client(c.get(), cfg);
-    } catch (const std::bad_alloc &) {
-        rc = SL_ENOMEM;
-    } catch (...) {
-        rc = SL_EINTERNAL;
-    }
+    const int rc = guard([&] { return connect_client(c.get(), cfg); });
     ERR_clear_error();
     if (rc == SL_OK) *out = c.release();
     return rc;

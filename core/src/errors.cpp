@@ -1,4 +1,6 @@
-// errors.cpp - names and messages for sl_err. The messages say what to do where there is a fix.
+// errors.cpp - names and messages for sl_err. The messages say what is wrong, and what to do
+// where there is a fix, in the library's terms: they reach C and Python API users, who have no
+// command-line flags. The programs add their flag hints where they print them.
 #include "seclink/seclink.h"
 
 namespace {
@@ -34,37 +36,39 @@ constexpr ErrorInfo kErrors[] = {
     {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
     {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
     {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
-    {SL_EKEY_NOT_FOUND, "KEY_NOT_FOUND", "key file not found: create one with --keygen, or name one with --psk-file"},
+    {SL_EKEY_NOT_FOUND, "KEY_NOT_FOUND", "key file not found: generate a key, or name an existing key file"},
     {SL_EKEY_PERMISSIONS, "KEY_PERMISSIONS",
      "key file is accessible by group or others: run 'chmod 600' on it"},
     {SL_EKEY_SYMLINK, "KEY_SYMLINK", "key file is a symbolic link: point at the real file instead"},
-    {SL_EKEY_SIZE, "KEY_SIZE", "key file does not hold exactly 32 bytes: generate a new one with --keygen"},
+    {SL_EKEY_SIZE, "KEY_SIZE", "key file does not hold exactly 32 bytes: generate a new key"},
     {SL_EKEY_FORMAT, "KEY_FORMAT",
-     "key file is not one line of base64: generate a new one with --keygen"},
+     "key file is not one line of base64: generate a new key"},
     {SL_EKEY_EXISTS, "KEY_EXISTS", "key file already exists: refusing to overwrite it (remove it first)"},
     {SL_EKEY_NOT_FILE, "KEY_NOT_FILE", "key file path is not a regular file: point at a key file"},
     {SL_EKEY_OWNER, "KEY_OWNER", "key file belongs to another user: use a key file of your own (or 'chown' it to you)"},
     {SL_EKEY_DIR, "KEY_DIR",
      "key file's directory can be changed by another user: run 'chmod go-w' on it, or move the key to a "
      "directory of your own"},
-    {SL_EADDRINUSE, "ADDRINUSE", "address already in use: another program listens on that port; choose another with --port"},
+    {SL_EADDRINUSE, "ADDRINUSE", "address already in use: another program listens on that port"},
     {SL_ERESOLVE, "RESOLVE", "host not found: check the host name or address"},
-    {SL_ECONNREFUSED, "CONNREFUSED", "connection refused: no server listens on that host and port; start one or check --port"},
+    {SL_ECONNREFUSED, "CONNREFUSED", "connection refused: no server listens on that host and port"},
     {SL_EUNREACHABLE, "UNREACHABLE", "host unreachable: check the address and the network"},
     {SL_ETIMEDOUT, "TIMEDOUT", "timed out: the server did not answer in time"},
     {SL_EPEER_CLOSED, "PEER_CLOSED", "the peer closed the connection without saying goodbye (CLOSE)"},
     {SL_ESOCKET, "SOCKET", "socket error (see errno)"},
     {SL_ETLS, "TLS", "TLS failed"},
-    {SL_ETLS_VERIFY, "TLS_VERIFY", "the server's TLS certificate is not signed by a trusted CA: check --tls-ca (or use --tls-pin)"},
+    {SL_ETLS_VERIFY, "TLS_VERIFY", "the server's TLS certificate is not signed by the trusted CA"},
     {SL_ETLS_TRUST, "TLS_TRUST",
-     "nothing to verify the server's TLS certificate with: give --tls-ca FILE or --tls-pin SHA256 "
-     "(by default a client trusts the certificate a --tls server on this machine created)"},
+     "nothing to verify the server's TLS certificate with: the CA file cannot be read and no "
+     "certificate fingerprint is pinned (without either, a client trusts the certificate a local "
+     "TLS server created in the seclink config directory)"},
     {SL_ETLS_HOSTNAME, "TLS_HOSTNAME",
      "the server's TLS certificate is for another host name: connect with a name it was issued for"},
-    {SL_ETLS_PIN, "TLS_PIN", "the server's TLS certificate does not match --tls-pin"},
-    {SL_ETLS_EXPECTED, "TLS_EXPECTED", "the server does not speak TLS: drop --tls, or start the server with --tls"},
-    {SL_ETLS_UNEXPECTED, "TLS_UNEXPECTED", "the server speaks TLS: add --tls"},
-    {SL_ETLS_CERT, "TLS_CERT", "the TLS certificate or key file cannot be used: check --tls-cert and --tls-key"},
+    {SL_ETLS_PIN, "TLS_PIN", "the server's TLS certificate does not match the pinned SHA-256 fingerprint"},
+    {SL_ETLS_EXPECTED, "TLS_EXPECTED", "TLS was asked for, but the server does not speak TLS"},
+    {SL_ETLS_UNEXPECTED, "TLS_UNEXPECTED", "the server speaks TLS, but TLS was not asked for"},
+    {SL_ETLS_CERT, "TLS_CERT", "the TLS certificate or key file cannot be used (unreadable, not PEM, or a key that does not "
+     "match the certificate)"},
 };
 
 const ErrorInfo *find(int err) noexcept {

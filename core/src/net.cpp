@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -17,6 +18,7 @@
 
 #include <cctype>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -102,6 +104,89 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
     }
     freeaddrinfo(res);
     return rc;
+}
+
+// OpenSSL's socket BIO writes with write(2), which raises SIGPIPE when the peer has gone; a
+// library must never do that to its host process. This BIO is the same socket BIO with
+// send(MSG_NOSIGNAL): EPIPE comes back as an error instead. (Where MSG_NOSIGNAL does not exist,
+// attach_socket() sets SO_NOSIGPIPE on the socket, which does the same.)
+namespace {
+
+#ifndef MSG_NOSIGNAL
+constexpr int MSG_NOSIGNAL = 0;
+#endif
+
+int fd_of(BIO *b) noexcept { return static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b))); }
+
+bool should_retry(int e) noexcept { return e == EINTR || e == EAGAIN || e == EWOULDBLOCK; }
+
+int nosig_write(BIO *b, const char *buf, int len) {
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    ssize_t r = ::send(fd_of(b), buf, static_cast<size_t>(len), MSG_NOSIGNAL);
+    if (r < 0 && should_retry(errno)) BIO_set_retry_write(b);
+    return static_cast<int>(r);
+}
+
+int nosig_read(BIO *b, char *buf, int len) {
+    BIO_clear_retry_flags(b);
+    if (buf == nullptr || len <= 0) return 0;
+    ssize_t r = ::recv(fd_of(b), buf, static_cast<size_t>(len), 0);
+    if (r < 0 && should_retry(errno)) BIO_set_retry_read(b);
+    else if (r == 0) BIO_set_flags(b, BIO_FLAGS_IN_EOF);  // what SSL reports as an unexpected EOF
+    return static_cast<int>(r);
+}
+
+int nosig_puts(BIO *b, const char *s) { return nosig_write(b, s, static_cast<int>(std::strlen(s))); }
+
+long nosig_ctrl(BIO *b, int cmd, long, void *ptr) {
+    switch (cmd) {
+    case BIO_C_GET_FD:  // SSL_get_fd()
+        if (ptr != nullptr) *static_cast<int *>(ptr) = fd_of(b);
+        return fd_of(b);
+    case BIO_CTRL_EOF: return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_GET_CLOSE: return BIO_NOCLOSE;  // the Stream owns and closes the socket
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_DUP: return 1;
+    default: return 0;
+    }
+}
+
+int nosig_create(BIO *b) {
+    BIO_set_data(b, reinterpret_cast<void *>(intptr_t{-1}));
+    return 1;
+}
+
+const BIO_METHOD *nosig_socket_method() noexcept {
+    static BIO_METHOD *m = [] {
+        BIO_METHOD *bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                      "seclink socket (MSG_NOSIGNAL)");
+        if (bm != nullptr &&
+            (BIO_meth_set_write(bm, nosig_write) != 1 || BIO_meth_set_read(bm, nosig_read) != 1 ||
+             BIO_meth_set_puts(bm, nosig_puts) != 1 || BIO_meth_set_ctrl(bm, nosig_ctrl) != 1 ||
+             BIO_meth_set_create(bm, nosig_create) != 1)) {
+            BIO_meth_free(bm);
+            bm = nullptr;
+        }
+        return bm;
+    }();
+    return m;
+}
+
+}  // namespace
+
+int attach_socket(SSL *ssl, int fd) noexcept {
+    const BIO_METHOD *m = nosig_socket_method();
+    BIO *b = m != nullptr ? BIO_new(m) : nullptr;
+    if (b == nullptr) return SL_ENOMEM;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    BIO_set_data(b, reinterpret_cast<void *>(intptr_t{fd}));
+    BIO_set_init(b, 1);
+    SSL_set_bio(ssl, b, b);  // one BIO both ways; the SSL owns it now
+    return SL_OK;
 }
 
 Stream::~Stream() {

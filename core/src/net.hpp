@@ -49,6 +49,11 @@ struct Stream {
     Io tls_handshake() noexcept;
 };
 
+// Makes `fd` the SSL's transport through a socket BIO that sends with MSG_NOSIGNAL, so that no
+// TLS write (SSL_write, SSL_shutdown) raises SIGPIPE. Use it instead of SSL_set_fd().
+// SL_OK or SL_ENOMEM.
+int attach_socket(SSL *ssl, int fd) noexcept;
+
 // TLS 1.3-only contexts.
 int make_server_tls(const char *cert, const char *key, SslCtxPtr *out) noexcept;  // SL_ETLS_CERT
 // ca: verify the chain against this CA file (the caller sets the host check); NULL: the chain

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "guard.hpp"
 #include "seclink/seclink.h"
 
 namespace {
@@ -74,7 +75,7 @@ extern "C" int sl_tls_ensure_self_signed(const char *cert_path, const char *key_
     if (created != nullptr) *created = 0;
     if (cert_path == nullptr || key_path == nullptr) return SL_EINVAL;
     if (exists(cert_path) && exists(key_path)) return SL_OK;
-    try {
+    return seclink::detail::guard([&]() -> int {
         if (make_parents(cert_path) != SL_OK || make_parents(key_path) != SL_OK) return SL_EIO;
         std::unique_ptr<EVP_PKEY, PkeyFree> key(EVP_EC_gen("P-256"));
         std::unique_ptr<X509, X509Free> cert(X509_new());
@@ -106,9 +107,7 @@ extern "C" int sl_tls_ensure_self_signed(const char *cert_path, const char *key_
         if (rc == SL_OK) rc = write_pem(cert_path, 0644, [&](FILE *f) { return PEM_write_X509(f, cert.get()); });
         if (rc == SL_OK && created != nullptr) *created = 1;
         return rc;
-    } catch (...) {
-        return SL_ENOMEM;
-    }
+    });
 }
 
 extern "C" int sl_tls_fingerprint(const char *cert_path, char *buf, size_t cap) {

@@ -69,6 +69,13 @@ TEST(CApiTest, EveryErrorHasADistinctNameAndAMessage) {
     EXPECT_EQ(SL_EKEY_DIR, 38);
 }
 
+// The messages reach C and Python API users, who have no command-line flags: no message names
+// one (the programs add their own hints).
+TEST(CApiTest, ErrorMessagesNameNoProgramFlags) {
+    for (int e = 0; e < 64; ++e)
+        EXPECT_EQ(std::string(sl_strerror(e)).find("--"), std::string::npos) << sl_errname(e) << ": " << sl_strerror(e);
+}
+
 TEST(CApiTest, ConstantFunctionsMatchTheMacros) {
     EXPECT_EQ(sl_key_bytes(), SL_KEY_BYTES);
     EXPECT_EQ(sl_prefix_bytes(), SL_PREFIX_BYTES);

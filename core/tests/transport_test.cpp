@@ -1,4 +1,8 @@
 // Transport frames and messages (docs/PROTOCOL.md sections 4 and 5).
+#include <sys/mman.h>
+
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "engine.hpp"
@@ -260,6 +264,37 @@ TEST(TransportTest, MaxMessageAboveTheWireLimitIsInvalid) {
     Pair p;
     EXPECT_EQ(sl_conn_set_max_message(p.client, size_t{SL_MAX_MESSAGE_LIMIT} + 1), SL_EINVAL);
     EXPECT_EQ(sl_conn_set_max_message(p.client, SL_MAX_MESSAGE_LIMIT), SL_OK);
+}
+
+// PROTOCOL.md 2: a message's type and content are sealed by one AES-GCM call, whose length is
+// an int; the limit keeps every max_message a sender can be given inside that.
+TEST(TransportTest, MaxMessageLimitFitsOneAeadCall) {
+    EXPECT_LE(uint64_t{SL_MAX_MESSAGE_LIMIT} + SL_TYPE_BYTES, uint64_t{INT_MAX});
+    Pair p;
+    EXPECT_EQ(sl_conn_set_max_message(p.client, size_t{INT_MAX}), SL_EINVAL);
+    EXPECT_EQ(sl_conn_set_max_message(p.client, size_t{1} << 31), SL_EINVAL);
+    EXPECT_EQ(sl_conn_set_max_send(p.client, size_t{INT_MAX}), SL_EINVAL);
+}
+
+// Just past the limit, and past what one AEAD call takes: the sender refuses (MSG_TOO_LARGE),
+// queues nothing, and the connection stays usable (PROTOCOL.md 7). The content is an
+// inaccessible mapping: the refusal must come before a single byte of it is read, and costs no
+// memory.
+TEST(TransportTest, SendPastTheLimitIsRefusedAndTheConnectionStaysUsable) {
+    Pair p;
+    ASSERT_EQ(sl_conn_set_max_message(p.client, SL_MAX_MESSAGE_LIMIT), SL_OK);
+    p.handshake();
+    for (size_t len : {size_t{SL_MAX_MESSAGE_LIMIT} + 1, size_t{INT_MAX} + 1}) {
+        void *m = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        ASSERT_NE(m, MAP_FAILED);
+        EXPECT_EQ(sl_conn_send(p.client, SL_MSG_DATA, static_cast<const uint8_t *>(m), len), SL_EMSG_TOO_LARGE) << len;
+        munmap(m, len);
+        EXPECT_EQ(sl_conn_pending_size(p.client), 0u);
+    }
+    const Bytes hello = bytes("still usable");
+    FeedResult r = feed_all(p.server, Pair::frame(p.client, SL_MSG_DATA, hello));
+    ASSERT_EQ(r.rc, SL_OK);
+    EXPECT_EQ(r.msgs.at(0).content, hello);
 }
 
 TEST(TransportTest, SendCounterNeverWraps) {

@@ -124,9 +124,30 @@ class Exit(Exception):
         self.code = code
 
 
+# What these programs' flags can do about a library error (the library's own messages name no
+# flags; cpp_apps/common.hpp has the same hints).
+FLAG_HINTS = {
+    "KEY_NOT_FOUND": "create one with --keygen, or name one with --psk-file",
+    "KEY_SIZE": "generate a new one with --keygen",
+    "KEY_FORMAT": "generate a new one with --keygen",
+    "ADDRINUSE": "choose another with --port",
+    "CONNREFUSED": "start one or check --port",
+    "TLS_VERIFY": "check --tls-ca (or use --tls-pin)",
+    "TLS_TRUST": "give --tls-ca FILE or --tls-pin SHA256 (by default a client trusts the certificate a --tls "
+                 "server on this machine created)",
+    "TLS_PIN": "check --tls-pin",
+    "TLS_EXPECTED": "drop --tls, or start the server with --tls",
+    "TLS_UNEXPECTED": "add --tls",
+    "TLS_CERT": "check --tls-cert and --tls-key",
+}
+
+
 def describe(e: Error) -> str:
-    """The library's description and name, as the C++ programs print them."""
-    return f"{e.detail} [{e.name}]" if e.name else str(e)
+    """The library's description, the flag hint and the name, as the C++ programs print them."""
+    if not e.name:
+        return str(e)
+    hint = FLAG_HINTS.get(e.name)
+    return f"{e.detail}; {hint} [{e.name}]" if hint else f"{e.detail} [{e.name}]"
 
 
 def shown(data: bytes) -> str:

@@ -114,7 +114,7 @@ SL_API const char *sl_errname(int err);
 #define SL_MAX_FIRST_FRAME_BYTES 1024u /* largest transport body a server accepts before the
                                           client's first frame verified (key confirmation) */
 #define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
-#define SL_MAX_MESSAGE_LIMIT (0xFFFFFFFFu - 30u) /* largest max message: body stays below 2^32-1 */
+#define SL_MAX_MESSAGE_LIMIT 0x7FFFFFFEu /* largest max message (2^31-2): type + content are one AEAD call */
 #define SL_HASH_BYTES 32u          /* handshake hash */
 
 /* Defaults of the server's limits (sl_server_config_init), read by every layer and language. */
@@ -518,6 +518,8 @@ SL_API void sl_session_close(sl_session *session);
 SL_API const char *sl_session_peer(const sl_session *session);
 
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
+/* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
+ * server that goes away shows as SL_EPEER_CLOSED. */
 
 typedef struct sl_client_config {
     const char *host;           /* name or address of the server */
