@@ -16,6 +16,8 @@
 #include "crypto.hpp"
 #include "keyfile.hpp"
 
+#include "guard.hpp"
+
 namespace seclink::detail {
 namespace {
 
@@ -37,7 +39,7 @@ int from_errno(int e) noexcept {
 }
 
 // Creates each missing parent directory of `path` with mode 0700.
-int make_parents(const std::string &path) noexcept {
+int make_parents(const std::string &path) {  // may throw bad_alloc: generate_key guards it
     for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
         std::string dir = path.substr(0, i);
         if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return SL_EIO;
@@ -173,7 +175,7 @@ int load_key(const char *path, uint8_t key[kKeyLen], unsigned *warnings) noexcep
 int generate_key(const char *path, uint8_t key_out[kKeyLen]) noexcept {
     uint8_t key[kKeyLen];
     char text[64];  // 44 base64 characters, a newline, a NUL
-    int rc = make_parents(path);
+    int rc = guard([&] { return make_parents(path); });  // builds strings: out of memory is ENOMEM
     if (rc != SL_OK) return rc;
     // Never write a key where the loader would refuse it, nor where someone else could swap it.
     const char *base = nullptr;

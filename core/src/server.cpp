@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "guard.hpp"
 #include "net.hpp"
 #include "session.hpp"
 #include "seclink/seclink.h"
@@ -42,12 +43,10 @@ struct sl_buf {
 extern "C" int sl_buf_append(sl_buf *buf, const uint8_t *data, size_t len) {
     if (buf == nullptr || (data == nullptr && len != 0)) return SL_EINVAL;
     if (len > buf->max - buf->data.size()) return SL_EMSG_TOO_LARGE;
-    try {
+    return seclink::detail::guard([&] {
         buf->data.insert(buf->data.end(), data, data + len);
-    } catch (...) {
-        return SL_ENOMEM;
-    }
-    return SL_OK;
+        return SL_OK;
+    });
 }
 
 namespace seclink::detail {
@@ -176,9 +175,10 @@ private:
     // worker: no exception leaves this thread.
     template <class F>
     void guarded(Conn &c, F &&f) noexcept {
-        try {
-            f();
-        } catch (...) {
+        if (guard([&] {
+                f();
+                return SL_OK;
+            }) != SL_OK) {
             c.s->fail();
             kill(c);
         }
@@ -205,11 +205,11 @@ private:
         int fd = accept(sh_.listen_fd, nullptr, nullptr);
         if (fd >= 0) close(fd);
         sh_.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        try {
+        guard([&] {
             p_.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
                                 "--max-clients)");
-        } catch (...) {
-        }
+            return SL_OK;
+        });
     }
 
     void take_incoming() {
@@ -223,18 +223,17 @@ private:
             return;
         }
         c->io.fd = fd;
-        try {
-            c->s = std::make_unique<Session>(p_, peer_name(fd), now_ms());
-        } catch (...) {
+        if (guard([&] {
+                c->s = std::make_unique<Session>(p_, peer_name(fd), now_ms());
+                return SL_OK;
+            }) != SL_OK || !c->s->ok())
             return;  // ~Conn closes fd
-        }
-        if (!c->s->ok()) return;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         bool ok = true;
         if (sh_.tls) {
             c->io.ssl.reset(SSL_new(sh_.tls.get()));
-            ok = c->io.ssl && SSL_set_fd(c->io.ssl.get(), fd) == 1;
+            ok = c->io.ssl && attach_socket(c->io.ssl.get(), fd) == SL_OK;  // sends never raise SIGPIPE
             if (ok) SSL_set_accept_state(c->io.ssl.get());
         }
         epoll_event ev{};
@@ -245,22 +244,22 @@ private:
             return;  // ~Conn logs and closes
         }
         Conn *raw = c.get();
-        try {
-            conns_.emplace(raw, std::move(c));
-        } catch (...) {
+        if (guard([&] {
+                conns_.emplace(raw, std::move(c));
+                return SL_OK;
+            }) != SL_OK)
             return;
-        }
         guarded(*raw, [&] { update(*raw); });
     }
 
     void kill(Conn &c) noexcept {
         if (c.dead) return;
         c.dead = true;
-        try {
-            dead_.push_back(&c);
-        } catch (...) {
+        if (guard([&] {
+                dead_.push_back(&c);
+                return SL_OK;
+            }) != SL_OK)
             reap_one(c);  // (the vector could not grow) close it now, not later
-        }
     }
 
     void reap_one(Conn &c) noexcept {
@@ -481,7 +480,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    try {
+    return seclink::detail::guard([&]() -> int {
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
@@ -496,11 +495,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
         s->sh.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         *out = s.release();
         return SL_OK;
-    } catch (const std::bad_alloc &) {
-        return SL_ENOMEM;
-    } catch (...) {
-        return SL_EINTERNAL;
-    }
+    });
 }
 
 uint16_t sl_server_port(const sl_server *server) { return server != nullptr ? server->port : 0; }
@@ -512,7 +507,7 @@ int sl_server_start(sl_server *server) {
     if (server->started) return SL_ESTATE;
     struct sigaction sa {};
     if (sigaction(SIGPIPE, nullptr, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
-    try {
+    return seclink::detail::guard([&]() -> int {
         for (unsigned i = 0; i < server->threads; ++i) {
             auto w = std::make_unique<Worker>(server->sh);
             int rc = w->init(i == 0);  // worker 0 is also the acceptor
@@ -523,11 +518,7 @@ int sl_server_start(sl_server *server) {
         for (auto &w : server->workers) w->start();
         server->started = true;
         return SL_OK;
-    } catch (const std::bad_alloc &) {
-        return SL_ENOMEM;
-    } catch (...) {
-        return SL_EINTERNAL;
-    }
+    });
 }
 
 int sl_server_stop(sl_server *server) {

@@ -2,6 +2,8 @@
 // replies and every log line of a server session, written once for every I/O driver.
 #include "session.hpp"
 
+#include "guard.hpp"
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -485,10 +487,10 @@ void Session::fail() noexcept {
     status_ = SL_SESSION_CLOSED;
     awaiting_reply_ = false;
     level_ = SL_LOG_WARN;
-    try {
+    guard([&] {
         reason_ = "out of memory";
-    } catch (...) {
-    }
+        return SL_OK;
+    });
 }
 
 void Session::close() noexcept {
@@ -503,10 +505,10 @@ void Session::close() noexcept {
     p_.charge(-static_cast<int64_t>(charged_), SIZE_MAX);
     charged_ = 0;
     if (reason_.empty()) reason_ = "connection closed";
-    try {
+    guard([&] {  // out of memory for the line: the session still ends
         p_.log(level_, std::string(level_ == SL_LOG_WARN ? "[WARN] " : "[INFO] ") + peer_ + " disconnected: " + reason_);
-    } catch (...) {  // out of memory for the line: the session still ends
-    }
+        return SL_OK;
+    });
 }
 
 }  // namespace seclink::detail
@@ -527,22 +529,11 @@ struct sl_session {
 
 namespace {
 
-template <class F>
-int guarded(F &&f) noexcept {
-    try {
-        return f();
-    } catch (const std::bad_alloc &) {
-        return SL_ENOMEM;
-    } catch (...) {
-        return SL_EINTERNAL;
-    }
-}
-
 // A call that cannot report an error: out of memory closes the session rather than the process.
 template <class F>
 void or_drop(sl_session *s, F &&f) noexcept {
     if (s == nullptr) return;
-    if (guarded([&] {
+    if (seclink::detail::guard([&] {
             f();
             return SL_OK;
         }) != SL_OK) {
@@ -558,7 +549,7 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    return guarded([&] {
+    return seclink::detail::guard([&] {
         *out = new sl_policy(*cfg);
         return SL_OK;
     });
@@ -573,7 +564,7 @@ size_t sl_policy_memory(const sl_policy *p) { return p != nullptr ? p->impl.memo
 
 void sl_policy_out_of_fds(sl_policy *p) {
     if (p == nullptr) return;
-    guarded([&] {
+    seclink::detail::guard([&] {
         p->impl.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
                                  "--max-clients)");
         return SL_OK;
@@ -584,7 +575,7 @@ int sl_session_new(sl_session **out, sl_policy *policy, const char *peer, int64_
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (policy == nullptr || peer == nullptr) return SL_EINVAL;
-    return guarded([&] {
+    return seclink::detail::guard([&] {
         auto s = std::make_unique<sl_session>(policy->impl, peer, now_ms);
         if (!s->impl.ok()) return SL_ECRYPTO;
         *out = s.release();
@@ -598,7 +589,7 @@ int sl_session_feed(sl_session *s, const uint8_t *data, size_t len, int64_t now_
                     const uint8_t **msg, size_t *msg_len) {
     if (s == nullptr || consumed == nullptr || msg == nullptr || msg_len == nullptr || (data == nullptr && len != 0))
         return SL_EINVAL;
-    int rc = guarded([&] { return s->impl.feed(data, len, now_ms, consumed, msg, msg_len); });
+    int rc = seclink::detail::guard([&] { return s->impl.feed(data, len, now_ms, consumed, msg, msg_len); });
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) {
         *consumed = len;
         s->impl.fail();
@@ -610,14 +601,14 @@ void sl_session_feed_eof(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->im
 
 int sl_session_reply(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms) {
     if (s == nullptr || (data == nullptr && len != 0)) return SL_EINVAL;
-    int rc = guarded([&] { return s->impl.reply(data, len, now_ms); });
+    int rc = seclink::detail::guard([&] { return s->impl.reply(data, len, now_ms); });
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
     return rc;
 }
 
 int sl_session_reply_failed(sl_session *s, const char *why, int64_t now_ms) {
     if (s == nullptr) return SL_EINVAL;
-    int rc = guarded([&] { return s->impl.reply_failed(why != nullptr ? why : "", now_ms); });
+    int rc = seclink::detail::guard([&] { return s->impl.reply_failed(why != nullptr ? why : "", now_ms); });
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
     return rc;
 }
