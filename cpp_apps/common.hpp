@@ -156,7 +156,7 @@ inline void no_core_dumps() { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 // plant a link in the working directory must not make us append to, or create, another file).
 class Logger {
 public:
-    Logger(const char *prog, const std::string &path, bool quiet) : quiet_(quiet) {
+    Logger(const char *prog, const std::string &path, bool quiet) : quiet_(quiet), prog_(prog), path_(path) {
         if (path == "-" || path.empty()) return;
         int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno == ELOOP)
@@ -177,8 +177,11 @@ public:
         if (quiet_ && level > SL_LOG_WARN && !always) return;
         std::lock_guard<std::mutex> lock(mu_);
         if (file_ != nullptr) {  // first: whoever sees a line on screen finds it in the file
-            std::fprintf(file_, "%s %s\n", timestamp().c_str(), text.c_str());
-            std::fflush(file_);
+            const bool ok = std::fprintf(file_, "%s %s\n", timestamp().c_str(), text.c_str()) >= 0 &&
+                            std::fflush(file_) == 0;
+            const int err = errno;
+            if (!ok) std::clearerr(file_);
+            file_status(ok, err);
         }
         std::fputs(text.c_str(), stdout);
         std::fputc('\n', stdout);
@@ -187,6 +190,20 @@ public:
     static void callback(void *ud, int level, const char *line) { static_cast<Logger *>(ud)->line(level, line); }
 
 private:
+    // A log file that cannot be written (a full disk, /dev/full) never stops the program: the
+    // failure is said on stderr once per episode, and so is the recovery.
+    void file_status(bool ok, int err) {
+        if (!ok) {
+            ++lost_;
+            if (lost_ == 1)
+                std::fprintf(stderr, "%s: warning: cannot write the log file %s: %s (serving goes on; lines are lost "
+                                     "until it can be written again)\n", prog_, path_.c_str(), std::strerror(err));
+        } else if (lost_ != 0) {
+            std::fprintf(stderr, "%s: the log file %s is written again (%lu lines were lost)\n", prog_, path_.c_str(),
+                         lost_);
+            lost_ = 0;
+        }
+    }
     static std::string timestamp() {
         timeval tv;
         gettimeofday(&tv, nullptr);
@@ -198,6 +215,9 @@ private:
         return buf;
     }
     bool quiet_;
+    const char *prog_;
+    std::string path_;
+    unsigned long lost_ = 0;  // lines not written to the file since the last one that was
     FILE *file_ = nullptr;
     std::mutex mu_;
 };

@@ -245,3 +245,15 @@ def settled_fds(pid: int) -> int:
         same = same + 1 if now == last else 0
         last = now
     return last
+
+
+def test_a_log_file_that_cannot_be_written_never_stops_the_server(workdir, env, psk_file, psk, serve):
+    srv = serve("--log-file", "/dev/full")  # every write fails with ENOSPC
+    for _ in range(3):
+        with RawPeer(srv.port, psk) as p:
+            assert p.request(b"still serving") == b"ACK: received 13 bytes"
+    srv.wait_for(r"disconnected: connection lost", count=3)
+    assert srv.stop() == 0
+    warnings = [line for line in srv.err.lines if "log file" in line]
+    assert warnings == ["server: warning: cannot write the log file /dev/full: No space left on device (serving goes "
+                        "on; lines are lost until it can be written again)"], srv.err.lines

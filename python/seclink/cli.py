@@ -227,9 +227,10 @@ class Logger:
     """Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
     message text: it is created 0600 and never opened through a symbolic link."""
 
-    def __init__(self, path: str, quiet: bool) -> None:
+    def __init__(self, path: str, quiet: bool, role: str = "server") -> None:
         self.quiet = quiet
-        self._file = None
+        self._fd: int | None = None
+        self._path, self._role, self._lost = path, role, 0
         self._lock = threading.Lock()
         if path and path != "-":
             try:
@@ -240,7 +241,7 @@ class Logger:
                                       "real file with --log-file PATH, or remove the link)") from None
                 raise Exit(USAGE, f"cannot open log file '{path}': {e.strerror} "
                                   "(choose another with --log-file PATH, or --log-file - for none)") from None
-            self._file = os.fdopen(fd, "ab")
+            self._fd = fd
             if os.fstat(fd).st_mode & 0o077:
                 self.line(LOG_WARN, f"[WARN] log file {path} is accessible by group or others: "
                                     f"run 'chmod 600 {path}'")
@@ -251,20 +252,41 @@ class Logger:
             return
         raw = text.encode("utf-8", "surrogateescape")
         with self._lock:
-            if self._file is not None:  # first: whoever sees a line on screen finds it in the file
+            if self._fd is not None:  # first: whoever sees a line on screen finds it in the file
                 t = time.time()
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-                self._file.write(stamp.encode() + b" " + raw + b"\n")
-                self._file.flush()
+                self._write_file(stamp.encode() + b" " + raw + b"\n")
             sys.stdout.buffer.write(raw + b"\n")
             sys.stdout.buffer.flush()
+
+    def _write_file(self, data: bytes) -> None:
+        """One write per line (O_APPEND). A log file that cannot be written (a full disk,
+        /dev/full) never stops the program: the failure is said on stderr once per episode, and
+        so is the recovery."""
+        assert self._fd is not None
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as e:
+            self._lost += 1
+            if self._lost == 1:
+                sys.stderr.write(f"{self._role}: warning: cannot write the log file {self._path}: {e.strerror} "
+                                 "(serving goes on; lines are lost until it can be written again)\n")
+                sys.stderr.flush()
+            return
+        if self._lost:
+            sys.stderr.write(f"{self._role}: the log file {self._path} is written again "
+                             f"({self._lost} lines were lost)\n")
+            sys.stderr.flush()
+            self._lost = 0
 
     def callback(self, level: int, text: str) -> None:
         self.line(level, text)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -607,7 +629,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
 
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
-    log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"))
+    log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"), "client")
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
