@@ -128,6 +128,7 @@ bench: deps
 	$(CMAKE) --build build-bench -j $(JOBS)
 	build-bench/bench/engine_bench --benchmark_color=false
 	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
+	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
 
 # The instructor's targets: one server, one interactive client, or both at once.
 demo: build

@@ -353,6 +353,16 @@ uint8_t *Connection::append_frame(size_t n) noexcept {
     return p + SL_PREFIX_BYTES;
 }
 
+bool Connection::reserve_incoming() noexcept {
+    if (prefix_have_ != SL_PREFIX_BYTES || state_ != State::Open) return true;
+    if (trace_ == nullptr) {  // streamed: the plaintext buffer is what grows
+        const size_t done = body_have_ > SL_IV_BYTES ? std::min(body_have_, body_len_ - SL_TAG_BYTES) - SL_IV_BYTES : 0;
+        const size_t want = body_len_ - SL_IV_BYTES - SL_TAG_BYTES;
+        return plain_.reserve(want, done, want);
+    }
+    return body_.reserve(body_len_, body_have_, body_len_);
+}
+
 void Connection::trim() noexcept {
     if (prefix_have_ != SL_PREFIX_BYTES) {  // not mid-frame (then body_ or plain_ holds part of it)
         body_.release();

@@ -56,6 +56,9 @@ public:
     size_t incoming_frame_remaining() const noexcept {
         return prefix_have_ == SL_PREFIX_BYTES ? body_len_ - body_have_ : 0;
     }
+    // Allocates, once and exactly, the buffer for the rest of the frame being received (for a
+    // caller that has budgeted the announced size; otherwise buffers grow with what arrives).
+    bool reserve_incoming() noexcept;
     // Bytes of heap this connection holds for messages (input, plaintext, output).
     size_t buffered_bytes() const noexcept { return body_.capacity() + plain_.capacity() + out_.capacity(); }
 

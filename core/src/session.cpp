@@ -295,6 +295,9 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
                                       ") is in use");
             } else {
                 charged_ += rest;
+                // Charged in full: allocate it once, exactly, rather than growing (and copying,
+                // and leaving freed blocks behind) as the bytes arrive.
+                if (incoming > kSmallFrame && !conn_.reserve_incoming()) drop(SL_LOG_WARN, "out of memory");
             }
         }
     }
