@@ -205,11 +205,7 @@ private:
         int fd = accept(sh_.listen_fd, nullptr, nullptr);
         if (fd >= 0) close(fd);
         sh_.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        guard([&] {
-            p_.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
-                                "--max-clients)");
-            return SL_OK;
-        });
+        p_.out_of_fds();
     }
 
     void take_incoming() {

@@ -71,6 +71,14 @@ void Policy::log(int level, const std::string &line) noexcept {
     cfg.log(cfg.log_ud, level, line.c_str());
 }
 
+void Policy::out_of_fds() noexcept {
+    guard([&] {
+        log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise the open-files limit, or "
+                         "serve fewer clients)");
+        return SL_OK;
+    });
+}
+
 bool Policy::admit(const std::string &addr, int64_t now, int64_t *retry_at, bool queued, bool *full) {
     std::lock_guard<std::mutex> lock(mu_);
     if (addrs_.size() > 4096) {  // forget addresses with nothing held and a full bucket
@@ -249,7 +257,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         first_bytes_ = false;
         if (p_.cfg.tls == 0 && len >= 2 && data[0] == 0x16 && data[1] == 0x03) {
             *consumed = len;
-            drop(SL_LOG_WARN, "client is speaking TLS but this server runs without --tls");
+            drop(SL_LOG_WARN, "client is speaking TLS but this server does not use TLS");
             return SL_OK;
         }
     }
@@ -471,7 +479,7 @@ bool Session::tls_check(const uint8_t *data, size_t len, int64_t now) {
     first_bytes_ = false;
     raw_.assign(kTlsAlert, sizeof kTlsAlert - 1);
     raw_pos_ = 0;
-    finish(SL_LOG_WARN, "client is not using TLS (plain seclink/1?) but this server runs with --tls", nullptr, now);
+    finish(SL_LOG_WARN, "client is not using TLS (plain seclink/1?) but this server requires TLS", nullptr, now);
     return true;
 }
 
@@ -566,12 +574,7 @@ size_t sl_policy_handshakes(const sl_policy *p) { return p != nullptr ? p->impl.
 size_t sl_policy_memory(const sl_policy *p) { return p != nullptr ? p->impl.memory.load() : 0; }
 
 void sl_policy_out_of_fds(sl_policy *p) {
-    if (p == nullptr) return;
-    seclink::detail::guard([&] {
-        p->impl.log(SL_LOG_WARN, "[WARN] out of file descriptors: refused a connection (raise 'ulimit -n' or lower "
-                                 "--max-clients)");
-        return SL_OK;
-    });
+    if (p != nullptr) p->impl.out_of_fds();
 }
 
 int sl_session_new(sl_session **out, sl_policy *policy, const char *peer, int64_t now_ms) {

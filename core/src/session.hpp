@@ -37,6 +37,8 @@ public:
 
     bool logs(int level) const noexcept { return cfg.log != nullptr && level <= cfg.log_level; }
     void log(int level, const std::string &line) noexcept;
+    // The acceptor ran out of file descriptors and closed a connection at once.
+    void out_of_fds() noexcept;
 
     // Admission of a pre-authentication session from `addr`: true once it holds a handshake
     // slot; else *retry_at says when to ask again.

@@ -347,14 +347,14 @@ TEST(SessionTest, TlsMismatchesAreNamedBothWays) {
     EXPECT_EQ(plain.status(), SL_SESSION_CLOSING);
     EXPECT_EQ(hex(plain.output()), "15030300020246") << "a fatal TLS alert, raw";
     sl_session_close(plain.s);
-    EXPECT_TRUE(tls.logs.has("client is not using TLS (plain seclink/1?) but this server runs with --tls"));
+    EXPECT_TRUE(tls.logs.has("client is not using TLS (plain seclink/1?) but this server requires TLS"));
 
     Server srv;
     Session hello(srv, "10.0.8.2:1", 0);
     hello.feed({0x16, 0x03, 0x01, 0x00, 0x10}, 0);
     EXPECT_EQ(hello.status(), SL_SESSION_CLOSED);
     sl_session_close(hello.s);
-    EXPECT_TRUE(srv.logs.has("client is speaking TLS but this server runs without --tls"));
+    EXPECT_TRUE(srv.logs.has("client is speaking TLS but this server does not use TLS"));
 }
 
 TEST(SessionTest, ShutdownSaysGoodbyeToAuthenticatedSessionsAndDropsTheOthers) {

@@ -175,7 +175,7 @@ def test_tls_client_meeting_a_plain_server(start_server, run_client, tmp_path, t
     _, _, ca = make_ca(tmp_path, "ca")
     r = run_client("127.0.0.1", srv.port, "x", "--tls", *(["--tls-pin", "ab" * 32] if trust == "pin" else ["--tls-ca", ca]))
     tls_error(r, "TLS_EXPECTED")
-    srv.wait_for(r"^\[WARN\] 127\.0\.0\.1:\d+ disconnected: client is speaking TLS but this server runs without --tls$")
+    srv.wait_for(r"^\[WARN\] 127\.0\.0\.1:\d+ disconnected: client is speaking TLS but this server does not use TLS$")
     assert srv.out.matching(r"^\[RECV\]") == []
     assert run_client("127.0.0.1", srv.port, "plain").returncode == 0
 

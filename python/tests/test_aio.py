@@ -674,8 +674,8 @@ def test_plain_client_meeting_a_tls_server(psk):
             assert exc.value.name == "TLS_UNEXPECTED"
             level, line = await lines.until("disconnected")
             assert level == seclink.LOG_WARN
-            assert line.endswith(" disconnected: client is not using TLS (plain seclink/1?) but this server runs "
-                                 "with --tls")
+            assert line.endswith(" disconnected: client is not using TLS (plain seclink/1?) but this server "
+                                 "requires TLS")
 
     run(scenario())
 
@@ -690,7 +690,7 @@ def test_tls_client_meeting_a_plain_server(psk):
             assert exc.value.name == "TLS_EXPECTED"
             level, line = await lines.until("disconnected")
             assert level == seclink.LOG_WARN
-            assert line.endswith(" disconnected: client is speaking TLS but this server runs without --tls")
+            assert line.endswith(" disconnected: client is speaking TLS but this server does not use TLS")
 
     run(scenario())
 
