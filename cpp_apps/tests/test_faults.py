@@ -386,3 +386,18 @@ def test_bad_and_good_clients_at_once_every_good_reply_is_correct(serve, psk):
         t.join(60)
     assert not failures, failures
     assert len(srv.out.matching(r"disconnected: protocol error: AUTH")) >= 4
+
+
+def test_half_open_and_silent_peers_are_closed_by_their_deadlines(serve, psk):
+    srv = serve("--idle-timeout", "1", "--handshake-timeout", "1")
+    silent = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT)  # never says a word
+    with RawPeer(srv.port, psk) as gone, RawPeer(srv.port, psk) as half:
+        assert gone.request(b"then silence") == b"ACK: received 12 bytes"  # a peer whose machine vanished
+        assert half.request(b"then FIN") == b"ACK: received 8 bytes"
+        half.sock.shutdown(socket.SHUT_WR)  # half-closed: it may still read
+        srv.wait_for(rf"^\[INFO\] {half.name} disconnected: connection lost \(no CLOSE from the client\)$")
+        gone.expect_close("idle timeout")
+        srv.wait_for(rf"^\[INFO\] {gone.name} disconnected: idle for 1 s$")
+        srv.wait_for(rf"^\[WARN\] {peer_of(silent)} disconnected: handshake timed out after 1 s$")
+        assert closed_by_server(silent)
+    silent.close()
