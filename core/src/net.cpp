@@ -94,7 +94,8 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+        // 4096 pending connections, as seclink.aio (the system caps it at net.core.somaxconn).
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0) {
             *fd_out = fd;
             rc = SL_OK;
             break;
