@@ -44,7 +44,9 @@ EXPLAIN = {
                          "proves the PSK and the shared X25519 secret. Both sides now split the chaining key "
                          "into two AES-256-GCM keys, one per direction, and erase the ephemeral keys.",
     "transport frame": "AES-256-GCM under this direction's key. The IV is the frame counter (0, 1, 2, ...): "
-                       "the receiver accepts only the next one. The tag covers IV and ciphertext.",
+                       "the receiver accepts only the next one. The tag covers IV and ciphertext. The "
+                       "client's first one is an empty PING: a replayed frame 1 gets an answer too, so only "
+                       "this frame proves to the server that the client holds the key (PROTOCOL.md 4.1).",
 }
 
 
