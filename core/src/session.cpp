@@ -239,6 +239,7 @@ void Session::set_deadline(int64_t now) noexcept {
 // raw output. Only the announcement of a frame can be refused (`limit`); the rest is a fact.
 void Session::account() noexcept {
     const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size();
+    if (now_held == charged_) return;  // the usual case: no shared counter touched per message
     p_.charge(static_cast<int64_t>(now_held) - static_cast<int64_t>(charged_), SIZE_MAX);
     charged_ = now_held;
 }
