@@ -13,7 +13,7 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-tsan test-py test-py-asan fuzz bench demo attacks run run-server run-client \
+.PHONY: all build deps test test-cpp test-asan test-tsan test-poll test-py test-py-asan fuzz bench demo attacks run run-server run-client \
         run-py-server run-py-client clean help
 
 all: build
@@ -33,6 +33,8 @@ help:
 	@echo "make run        a server in the background, then an interactive client; the server stops"
 	@echo "                when the client ends"
 	@echo "make test-tsan  the native server and its tests under ThreadSanitizer (part of make test)"
+	@echo "make test-poll  GoogleTest and the C++ programs' end-to-end tests on the portable poll()"
+	@echo "                backend (what macOS and the BSDs build), in build-poll (part of make test)"
 	@echo "make fuzz       run the libFuzzer targets (engine FUZZ_SECONDS, session half that, key files 10 s)"
 	@echo "make clean      remove build output, logs and caches (never your keys)"
 
@@ -52,7 +54,7 @@ build: deps
 	rm -f python/seclink/_seclink.*.so
 	ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
 
-test: test-cpp test-asan test-tsan fuzz test-py test-py-asan
+test: test-cpp test-asan test-tsan test-poll fuzz test-py test-py-asan
 
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -71,7 +73,20 @@ test-tsan: deps
 	  -DSECLINK_TSAN=ON
 	$(CMAKE) --build build-tsan -j $(JOBS) --target seclink_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  build-tsan/core/tests/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*' --gtest_brief=1
+	  build-tsan/core/tests/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*:PollerTest.*' --gtest_brief=1
+
+# The portable I/O build (SECLINK_POLLER=poll: poll() and a self-pipe, socket()/accept() + fcntl(),
+# the I/O that macOS and the BSDs compile) proven on Linux: every ctest test (NativeIoTest,
+# SessionTest, PollerTest...), then the C++ programs' end-to-end tests (cpp_apps/tests, the [cpp...]
+# half, slow ones included; the Python programs do not use this build) against build-poll's
+# ./server and ./client. It needs `make build` for the Python extension that conftest checks for.
+test-poll: build
+	$(CONFIGURE) -B build-poll -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON \
+	  -DSECLINK_POLLER=poll
+	$(CMAKE) --build build-poll -j $(JOBS)
+	ctest --test-dir build-poll --output-on-failure -j $(JOBS)
+	SECLINK_SERVER=$(abspath build-poll/cpp_apps/server) SECLINK_CLIENT=$(abspath build-poll/cpp_apps/client) \
+	  $(PYTHON) -m pytest cpp_apps/tests -k "[cpp" -q
 
 # libFuzzer (clang) with ASan+UBSan, bounded in time; each target starts from its committed seed
 # corpus: the engine for FUZZ_SECONDS, the session layer for half that, the key-file loader for 10 s.
@@ -163,6 +178,6 @@ run: build
 	./client 127.0.0.1 $(PORT)
 
 clean:
-	rm -rf $(BUILD) build-asan build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt \
+	rm -rf $(BUILD) build-asan build-tsan build-poll build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt \
 	  client_logs.txt python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -73,7 +73,7 @@ int connect_tcp(const char *host, uint16_t port, int64_t deadline, int *fd_out, 
     if (getaddrinfo(host, service.c_str(), &hints, &res) != 0 || res == nullptr) return SL_ERESOLVE;
     int rc = SL_ECONNREFUSED;
     for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        int fd = open_socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) {
             rc = SL_ESOCKET;
             continue;

@@ -64,6 +64,33 @@ int set_nonblocking(int fd) noexcept {
     return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 ? SL_OK : SL_ESOCKET;
 }
 
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC) && !defined(SECLINK_POSIX_IO)
+int open_socket(int family, int type, int protocol) noexcept {
+    return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+}
+
+int accept_socket(int listen_fd) noexcept { return accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+#else
+static int nonblocking_cloexec(int fd) noexcept {
+    if (fd < 0) return -1;
+    if (set_nonblocking(fd) != SL_OK || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return fd;
+}
+
+int open_socket(int family, int type, int protocol) noexcept { return nonblocking_cloexec(socket(family, type, protocol)); }
+
+int accept_socket(int listen_fd) noexcept { return nonblocking_cloexec(accept(listen_fd, nullptr, nullptr)); }
+#endif
+
 int errno_to_sl(int e) noexcept {
     switch (e) {
     case ECONNREFUSED: return SL_ECONNREFUSED;
@@ -90,7 +117,7 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
     if (getaddrinfo(host, service.c_str(), &hints, &res) != 0 || res == nullptr) return SL_ERESOLVE;
     int rc = SL_ESOCKET;
     for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        int fd = open_socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -113,10 +140,6 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
 // attach_socket() sets SO_NOSIGPIPE on the socket, which does the same.)
 namespace {
 
-#ifndef MSG_NOSIGNAL
-constexpr int MSG_NOSIGNAL = 0;
-#endif
-
 int fd_of(BIO *b) noexcept { return static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b))); }
 
 bool should_retry(int e) noexcept { return e == EINTR || e == EAGAIN || e == EWOULDBLOCK; }
@@ -124,7 +147,7 @@ bool should_retry(int e) noexcept { return e == EINTR || e == EAGAIN || e == EWO
 int nosig_write(BIO *b, const char *buf, int len) {
     BIO_clear_retry_flags(b);
     if (len <= 0) return 0;
-    ssize_t r = ::send(fd_of(b), buf, static_cast<size_t>(len), MSG_NOSIGNAL);
+    ssize_t r = ::send(fd_of(b), buf, static_cast<size_t>(len), kNoSigPipe);
     if (r < 0 && should_retry(errno)) BIO_set_retry_write(b);
     return static_cast<int>(r);
 }
@@ -260,7 +283,7 @@ Io Stream::write(const uint8_t *buf, size_t len, size_t *n) noexcept {
         return ssl_io(*this, ret);
     }
     for (;;) {
-        ssize_t r = ::send(fd, buf, len, MSG_NOSIGNAL);
+        ssize_t r = ::send(fd, buf, len, kNoSigPipe);
         if (r >= 0) {
             *n = static_cast<size_t>(r);
             return Io::Done;

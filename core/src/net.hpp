@@ -2,6 +2,8 @@
 // non-blocking TCP socket or TLS 1.3 over one, and the helpers around it.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <openssl/ssl.h>
 
 #include <cstddef>
@@ -27,6 +29,20 @@ std::string peer_name(int fd);               // "ip:port" of the other end
 std::string sock_name(int fd);               // "ip:port" of this end
 int set_nonblocking(int fd) noexcept;
 int errno_to_sl(int e) noexcept;             // ECONNREFUSED -> SL_ECONNREFUSED, ...
+
+// A non-blocking, close-on-exec socket / accepted connection, or -1 with errno set. One call on
+// Linux (SOCK_NONBLOCK, accept4); socket()/accept() and fcntl() with SECLINK_POSIX_IO or where
+// those do not exist (macOS).
+int open_socket(int family, int type, int protocol) noexcept;
+int accept_socket(int listen_fd) noexcept;
+
+// send() flag that turns SIGPIPE into EPIPE; where it does not exist (older macOS), the socket
+// has SO_NOSIGPIPE instead (attach_socket(), open_socket(), accept_socket()).
+#ifdef MSG_NOSIGNAL
+constexpr int kNoSigPipe = MSG_NOSIGNAL;
+#else
+constexpr int kNoSigPipe = 0;
+#endif
 
 // Binds and listens; *fd_out is the listening socket. SL_OK, SL_ERESOLVE, SL_EADDRINUSE, SL_ESOCKET.
 int listen_on(const char *host, uint16_t port, int *fd_out) noexcept;

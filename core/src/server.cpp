@@ -1,18 +1,16 @@
 // server.cpp - the native server: an I/O driver of the session layer (session.hpp). A fixed pool
-// of worker threads, each running its own epoll loop over non-blocking sockets; each connection
-// is one sl_session, which decides everything about it (admission, limits, deadlines, replies,
-// log lines). This file only moves bytes and time: it reads, feeds, writes what the session has
-// pending, ticks it at its deadline and closes the socket when the session says so. No thread
-// per client; one acceptor spreads new connections round-robin over the workers and runs inside
-// worker 0's loop, so a connection that stays on worker 0 costs no thread hand-off.
+// of worker threads, each running its own event loop (poller.hpp: epoll on Linux, poll()
+// elsewhere) over non-blocking sockets; each connection is one sl_session, which decides
+// everything about it (admission, limits, deadlines, replies, log lines). This file only moves
+// bytes and time: it reads, feeds, writes what the session has pending, ticks it at its deadline
+// and closes the socket when the session says so. No thread per client; one acceptor spreads new
+// connections round-robin over the workers and runs inside worker 0's loop, so a connection that
+// stays on worker 0 costs no thread hand-off.
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 
 #include "guard.hpp"
 #include "net.hpp"
+#include "poller.hpp"
 #include "session.hpp"
 #include "seclink/seclink.h"
 
@@ -54,7 +53,7 @@ namespace {
 
 constexpr size_t kReadBuf = 256 * 1024;  // one per worker, shared by its sessions
 constexpr int kReadsPerEvent = 16;       // fairness: then let other sessions run
-char kListenTag;                         // epoll tag of the listening socket
+char kListenTag;                         // poller tag of the listening socket
 
 }  // namespace
 
@@ -88,22 +87,14 @@ public:
     explicit Worker(Shared &sh) : sh_(sh), p_(sh.policy) {}
     ~Worker() {
         if (th_.joinable()) th_.join();
-        if (epfd_ >= 0) close(epfd_);
-        if (evfd_ >= 0) close(evfd_);
         for (int fd : incoming_fds()) close(fd);
     }
 
     int init(bool acceptor) {
-        epfd_ = epoll_create1(EPOLL_CLOEXEC);
-        evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (epfd_ < 0 || evfd_ < 0) return SL_ESOCKET;
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.ptr = nullptr;  // the wake-up eventfd
-        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev) != 0) return SL_ESOCKET;
+        int rc = poller_.init();
+        if (rc != SL_OK) return rc;
         if (acceptor) {
-            ev.data.ptr = &kListenTag;
-            if (epoll_ctl(epfd_, EPOLL_CTL_ADD, sh_.listen_fd, &ev) != 0) return SL_ESOCKET;
+            if (!poller_.add(sh_.listen_fd, kReadable, &kListenTag)) return SL_ESOCKET;
             acceptor_ = true;
         }
         rbuf_.reset(new (std::nothrow) uint8_t[kReadBuf]);
@@ -113,11 +104,7 @@ public:
     void join() {
         if (th_.joinable()) th_.join();
     }
-    void wake() noexcept {
-        uint64_t one = 1;
-        ssize_t r = write(evfd_, &one, sizeof one);
-        (void)r;  // a full counter already means "wake up"
-    }
+    void wake() noexcept { poller_.wake(); }
     void post(int fd) {
         {
             std::lock_guard<std::mutex> lock(mu_);
@@ -142,22 +129,19 @@ private:
     }
 
     void run() {
-        epoll_event evs[256];
+        PollEvent evs[256];
         const int interval = sweep_interval();
         next_sweep_ = now_ms() + interval;
         while (!sh_.stopping.load()) {
             const int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_sweep_ - now_ms(), interval));
-            int n = epoll_wait(epfd_, evs, 256, static_cast<int>(wait));
+            int n = poller_.wait(evs, 256, static_cast<int>(wait));
             for (int i = 0; i < n; ++i) {
-                if (evs[i].data.ptr == nullptr) {
-                    uint64_t v;
-                    while (read(evfd_, &v, sizeof v) > 0) {
-                    }
+                if (evs[i].tag == nullptr) {  // woken (the poller has drained its wake-up)
                     take_incoming();
-                } else if (evs[i].data.ptr == &kListenTag) {
+                } else if (evs[i].tag == &kListenTag) {
                     accept_burst();
                 } else {
-                    Conn &c = *static_cast<Conn *>(evs[i].data.ptr);
+                    Conn &c = *static_cast<Conn *>(evs[i].tag);
                     guarded(c, [&] { on_event(c, evs[i].events); });
                 }
             }
@@ -187,7 +171,7 @@ private:
     // The acceptor: takes what the listening socket has queued and spreads it round-robin.
     void accept_burst() {
         for (int burst = 0; burst < 64; ++burst) {
-            int fd = accept4(sh_.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            int fd = accept_socket(sh_.listen_fd);
             if (fd < 0) {
                 if (errno == EMFILE || errno == ENFILE) refuse_without_fds();
                 return;  // EAGAIN and transient errors: wait for the next readiness
@@ -199,7 +183,7 @@ private:
     }
 
     // Out of file descriptors: free the spare, accept and close at once, so the pending
-    // connection leaves the queue instead of waking epoll forever.
+    // connection leaves the queue instead of waking the poller forever.
     void refuse_without_fds() {
         if (sh_.spare_fd >= 0) close(sh_.spare_fd);
         int fd = accept(sh_.listen_fd, nullptr, nullptr);
@@ -232,10 +216,8 @@ private:
             ok = c->io.ssl && attach_socket(c->io.ssl.get(), fd) == SL_OK;  // sends never raise SIGPIPE
             if (ok) SSL_set_accept_state(c->io.ssl.get());
         }
-        epoll_event ev{};
-        ev.events = c->events = EPOLLIN;
-        ev.data.ptr = c.get();
-        if (!ok || epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        c->events = kReadable;
+        if (!ok || !poller_.add(fd, c->events, c.get())) {
             c->s->io_error(SL_ESOCKET, false, now_ms());
             return;  // ~Conn logs and closes
         }
@@ -243,8 +225,10 @@ private:
         if (guard([&] {
                 conns_.emplace(raw, std::move(c));
                 return SL_OK;
-            }) != SL_OK)
+            }) != SL_OK) {
+            poller_.remove(fd);  // closing it is enough for epoll, not for poll()
             return;
+        }
         guarded(*raw, [&] { update(*raw); });
     }
 
@@ -259,7 +243,7 @@ private:
     }
 
     void reap_one(Conn &c) noexcept {
-        epoll_ctl(epfd_, EPOLL_CTL_DEL, c.io.fd, nullptr);
+        poller_.remove(c.io.fd);
         c.s->close();  // logs "disconnected", returns the slots
         conns_.erase(&c);
     }
@@ -295,9 +279,9 @@ private:
             }
             return update(c);
         }
-        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (events & (kReadable | kHangup | kError)) {
             if (c.s->wants_read()) do_read(c, now);
-            else if (events & (EPOLLHUP | EPOLLERR)) c.s->feed_eof(now);  // gone while not being read
+            else if (events & (kHangup | kError)) c.s->feed_eof(now);  // gone while not being read
         }
         update(c);
     }
@@ -311,7 +295,7 @@ private:
             if (r == Io::Eof) return c.s->feed_eof(now);
             if (r == Io::Error) return c.s->io_error(c.io.last_error, false, now);
             feed(c, rbuf_.get(), n, now);
-            // A short plain read means the socket is drained; level-triggered epoll reports
+            // A short plain read means the socket is drained; the level-triggered poller reports
             // anything that arrives later, so skip the recv() that would only say EAGAIN.
             // (TLS may hold decrypted records internally: keep reading until it says so.)
             if (!c.io.ssl && n < kReadBuf) break;
@@ -342,7 +326,7 @@ private:
     }
 
     // After anything happened to a connection: writes what is pending, closes it if the session
-    // says so, and asks epoll for what the session wants next.
+    // says so, and asks the poller for what the session wants next.
     void update(Conn &c) {
         if (c.dead) return;
         const int64_t now = now_ms();
@@ -351,7 +335,7 @@ private:
             size_t n = 0;
             Io r;
             if (c.io.ssl && !c.io.tls_connected) {  // raw bytes before TLS (an alert)
-                ssize_t w = send(c.io.fd, c.s->pending(), c.s->pending_size(), MSG_NOSIGNAL);
+                ssize_t w = send(c.io.fd, c.s->pending(), c.s->pending_size(), kNoSigPipe);
                 r = w >= 0 ? Io::Done : (errno == EAGAIN || errno == EWOULDBLOCK) ? Io::WantWrite : Io::Error;
                 n = w > 0 ? static_cast<size_t>(w) : 0;
             } else {
@@ -378,13 +362,10 @@ private:
     }
 
     void interest(Conn &c, bool write) {
-        uint32_t ev = (c.s->wants_read() ? uint32_t{EPOLLIN} : 0u) | (write ? uint32_t{EPOLLOUT} : 0u);
+        uint32_t ev = (c.s->wants_read() ? uint32_t{kReadable} : 0u) | (write ? uint32_t{kWritable} : 0u);
         if (ev == c.events) return;
-        c.events = ev;  // 0: only hang-ups and errors (epoll always reports those)
-        epoll_event e{};
-        e.events = ev;
-        e.data.ptr = &c;
-        epoll_ctl(epfd_, EPOLL_CTL_MOD, c.io.fd, &e);
+        c.events = ev;  // 0: only hang-ups and errors (every backend reports those)
+        poller_.modify(c.io.fd, ev, &c);
     }
 
     void sweep(int64_t now, int interval) {
@@ -405,7 +386,7 @@ private:
 
     // Every session gets a CLOSE and a short grace period to receive it.
     void shutdown_all() {
-        if (acceptor_) epoll_ctl(epfd_, EPOLL_CTL_DEL, sh_.listen_fd, nullptr);
+        if (acceptor_) poller_.remove(sh_.listen_fd);
         take_incoming();
         for (auto &[raw, cp] : conns_) {
             Conn &c = *cp;
@@ -416,11 +397,11 @@ private:
         }
         reap();
         const int64_t end = now_ms() + kCloseGraceMs;
-        epoll_event evs[256];
+        PollEvent evs[256];
         while (!conns_.empty() && now_ms() < end) {
-            int n = epoll_wait(epfd_, evs, 256, 50);
+            int n = poller_.wait(evs, 256, 50);
             for (int i = 0; i < n; ++i) {
-                void *tag = evs[i].data.ptr;
+                void *tag = evs[i].tag;
                 if (tag == nullptr || tag == &kListenTag) continue;  // only sessions are flushed now
                 Conn &c = *static_cast<Conn *>(tag);
                 guarded(c, [&] { update(c); });
@@ -436,7 +417,7 @@ private:
 
     Shared &sh_;
     Policy &p_;
-    int epfd_ = -1, evfd_ = -1;
+    Poller poller_;
     bool acceptor_ = false;
     int64_t next_sweep_ = 0;
     std::mutex mu_;
@@ -520,7 +501,7 @@ int sl_server_start(sl_server *server) {
 int sl_server_stop(sl_server *server) {
     if (server == nullptr) return SL_EINVAL;
     server->sh.stopping.store(true);
-    for (auto &w : server->workers) w->wake();  // only touches eventfds: async-signal-safe
+    for (auto &w : server->workers) w->wake();  // one write(2) each: async-signal-safe
     return SL_OK;
 }
 

@@ -36,8 +36,9 @@ from interop_tests.reference.seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, PING
                                                  Message, generate_key, load_key)
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER = REPO / "server"
-CLIENT = REPO / "client"
+# SECLINK_SERVER / SECLINK_CLIENT: other builds of the programs (make test-poll).
+SERVER = Path(os.environ.get("SECLINK_SERVER", REPO / "server"))
+CLIENT = Path(os.environ.get("SECLINK_CLIENT", REPO / "client"))
 PY_SERVER = REPO / "python" / "server.py"
 PY_CLIENT = REPO / "python" / "client.py"
 

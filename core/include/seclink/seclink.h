@@ -330,8 +330,9 @@ typedef void (*sl_log_fn)(void *ud, int level, const char *line);
 SL_API size_t sl_format_message(const uint8_t *data, size_t len, char *buf, size_t cap);
 
 /* ---- native I/O: the server ----------------------------------------------------------------
- * A fixed pool of worker threads, each running its own epoll loop over non-blocking sockets and
- * driving one sl_conn per connection; worker 0's loop also accepts and spreads new connections. */
+ * A fixed pool of worker threads, each running its own event loop (epoll on Linux, poll() elsewhere:
+ * CMake SECLINK_POLLER) over non-blocking sockets and driving one sl_conn per connection; worker
+ * 0's loop also accepts and spreads new connections. */
 
 /** A reply being built by a handler. */
 typedef struct sl_buf sl_buf;
