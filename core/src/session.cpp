@@ -153,7 +153,7 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
     }
     p_.connections.fetch_add(1);
     counted_ = true;
-    p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " connected");
+    if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " connected");
     try_admit(now);
 }
 
@@ -208,7 +208,7 @@ void Session::authenticate(int64_t now) {
     }
     holds_session_ = true;
     phase_ = Phase::Open;
-    p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
+    if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
 }
 
 bool Session::wants_read() const noexcept {
@@ -518,7 +518,8 @@ void Session::close() noexcept {
     charged_ = 0;
     if (reason_.empty()) reason_ = "connection closed";
     guard([&] {  // out of memory for the line: the session still ends
-        p_.log(level_, std::string(level_ == SL_LOG_WARN ? "[WARN] " : "[INFO] ") + peer_ + " disconnected: " + reason_);
+        if (p_.logs(level_))
+            p_.log(level_, std::string(level_ == SL_LOG_WARN ? "[WARN] " : "[INFO] ") + peer_ + " disconnected: " + reason_);
         return SL_OK;
     });
 }
