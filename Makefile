@@ -13,7 +13,8 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-tsan test-poll test-py test-py-asan fuzz bench demo attacks run run-server run-client \
+.PHONY: all build deps test test-cpp test-asan test-tsan test-poll test-py test-py-asan fuzz mutants bench demo attacks run \
+        run-server run-client \
         run-py-server run-py-client clean help
 
 all: build
@@ -35,6 +36,8 @@ help:
 	@echo "make test-tsan  the native server and its tests under ThreadSanitizer (part of make test)"
 	@echo "make test-poll  GoogleTest and the C++ programs' end-to-end tests on the portable poll()"
 	@echo "                backend (what macOS and the BSDs build), in build-poll (part of make test)"
+	@echo "make mutants    break the code on purpose (mutants/*.patch, one behaviour each) in a scratch copy"
+	@echo "                (build-mutants/) and check that the tests named in each patch catch it (CI runs it)"
 	@echo "make fuzz       run the libFuzzer targets (engine FUZZ_SECONDS, session half that, key files 10 s)"
 	@echo "make clean      remove build output, logs and caches (never your keys)"
 
@@ -104,6 +107,12 @@ fuzz: deps
 	  grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" build-fuzz/fuzz-$$name.log; \
 	  echo "fuzz: fuzz_$$name: no crash, leak, sanitizer report or broken invariant in $$secs s"; \
 	done
+
+# Mutation testing: each patch in mutants/ breaks one behaviour; its tests must catch it. The tree
+# is copied to build-mutants/src (its build is kept, so a run after the first is incremental).
+# Not part of `make test` (minutes); .ci/run runs it after `make test`.
+mutants: deps
+	$(PYTHON) tools/mutants.py --jobs $(JOBS)
 
 # -m "": every test, the slow `install` ones too (a plain `pytest` leaves those out).
 test-py: build
@@ -178,6 +187,7 @@ run: build
 	./client 127.0.0.1 $(PORT)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-poll build-pyasan build-fuzz build-bench .pytest_cache server client server_logs.txt \
+	rm -rf $(BUILD) build-asan build-tsan build-poll build-pyasan build-fuzz build-bench build-mutants .pytest_cache server client \
+	  server_logs.txt \
 	  client_logs.txt python/server_logs.txt python/client_logs.txt python/seclink/_seclink.*.so _skbuild dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

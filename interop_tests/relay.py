@@ -3,6 +3,7 @@ seclink/1 frames unchanged, except that it flips one bit of, or replays, the `in
 travelling in one direction.
 
     relay = Relay(server_port, "up", 1, "flip")   # "up": client to server; "down": server to client
+    relay = Relay(server_port, "up", 1, "flip", flip_at=-1)   # the tag's last byte instead
     ... connect the client to relay.port ...
     relay.close()                                   # relay.done is set once it acted
 
@@ -19,13 +20,14 @@ WAIT = 10.0
 
 class Relay:
     def __init__(self, upstream_port: int, direction: str, index: int, action: str = "flip",
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", flip_at: int = 4 + 12) -> None:
         if direction not in ("up", "down") or action not in ("flip", "replay"):
             raise ValueError("direction is 'up' or 'down', action 'flip' or 'replay'")
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.upstream = (host, upstream_port)
         self.direction, self.index, self.action = direction, index, action
+        self.flip_at = flip_at  # the byte of the frame flipped (negative: from its end)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -60,7 +62,7 @@ class Relay:
                     out = bytes(frame)
                     if frame_no == self.index:
                         if self.action == "flip":
-                            frame[4 + 12] ^= 0x01  # the first ciphertext byte, after the 12-byte IV
+                            frame[self.flip_at] ^= 0x01  # by default the first ciphertext byte, after the IV
                             out = bytes(frame)
                         else:
                             out = bytes(frame) * 2  # the same frame, counter and all, a second time

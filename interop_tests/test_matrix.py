@@ -45,6 +45,7 @@ TLS_PAIRS = [(s, c) for s, c in PAIRS if s != "ref" and c != "ref"]
 # Exit codes for the same failure: ours share the README's table; the reference client has its own.
 TOO_LARGE = {"ref": 3}
 HANDSHAKE = {"ref": 2}
+PROTOCOL = {"ref": 1}  # a protocol error (tampered, replayed): README's 7 for ours
 LIMIT = 65536
 
 LISTENING = re.compile(r"\[INFO\] Listening on (\S+):(\d+)")
@@ -252,9 +253,66 @@ def test_every_client_rejects_a_frame_tampered_in_flight(start_server, run_clien
     finally:
         relay.close()
     assert relay.done.is_set()
-    assert r.returncode != 0 and replies(r.stdout) == [], str(r)
+    assert r.returncode == PROTOCOL.get(client, 7) and replies(r.stdout) == [], str(r)
     assert "AUTH" in r.stderr and len(r.stderr.splitlines()) == 1, str(r)
     srv.wait_for(r"^\[INFO\] \S+ disconnected: ")
+
+
+# A frame far larger than any read arrives in pieces, and is decrypted as the pieces arrive: the
+# IV (counter) check and the tag check must hold there too. Tampered in the middle of its
+# ciphertext or in its tag, or replayed whole, it must deliver nothing, in both directions.
+LARGE = 300_000
+LARGE_ACTIONS = {"flip-middle": ("flip", 4 + 12 + LARGE // 2), "flip-tag": ("flip", -1), "replay": ("replay", 16)}
+
+
+@pytest.mark.parametrize("action", list(LARGE_ACTIONS))
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_every_server_refuses_a_large_frame_tampered_or_replayed_in_flight(start_server, run_client, tmp_path: Path,
+                                                                            server: str, action: str) -> None:
+    srv = start_server(server)
+    big, small = tmp_path / "large", tmp_path / "small"
+    big.write_bytes(b"L" * LARGE)
+    small.write_bytes(b"then this")
+    what, at = LARGE_ACTIONS[action]
+    relay = Relay(srv.port, "up", 2, what, flip_at=at)  # 0: frame 1, 1: the key-confirmation PING, 2: the large one
+    try:
+        r = run_client("cpp", relay.port, "--message-file", str(big), "--message-file", str(small))
+    finally:
+        relay.close()
+    assert relay.done.is_set()
+    assert r.returncode == 7, str(r)
+    error = "BAD_COUNTER" if what == "replay" else "AUTH"
+    if server == "ref":
+        srv.wait_for(rf"^\[WARN\] \S+: {error}: ")
+    else:
+        srv.wait_for(rf"^\[WARN\] \S+ disconnected: protocol error: {error}: ")
+        assert len(received(srv)) == (1 if what == "replay" else 0), received(srv)
+    assert replies(r.stdout) == ([f"ACK: received {LARGE} bytes"] if what == "replay" else []), str(r)
+
+
+@pytest.mark.parametrize("action", list(LARGE_ACTIONS))
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_every_client_refuses_a_large_frame_tampered_or_replayed_in_flight(start_server, run_client, tmp_path: Path,
+                                                                            client: str, action: str) -> None:
+    srv = start_server("cpp", "--echo")
+    big, small = tmp_path / "large", tmp_path / "small"
+    big.write_bytes(b"L" * LARGE)
+    small.write_bytes(b"then this")
+    what, at = LARGE_ACTIONS[action]
+    relay = Relay(srv.port, "down", 2, what, flip_at=at)  # 0: frame 2, 1: the PONG, 2: the large echo
+    try:
+        r = run_client(client, relay.port, "--message-file", str(big), "--message-file", str(small))
+    finally:
+        relay.close()
+    assert relay.done.is_set()
+    assert r.returncode == PROTOCOL.get(client, 7), str(r)
+    error = "BAD_COUNTER" if what == "replay" else "AUTH"
+    assert len(replies(r.stdout)) == (1 if what == "replay" else 0), r.stdout[:300]
+    if client == "aio" and what == "replay" and "[CLOSED]" in r.stderr:
+        # Known: the asyncio client, failing on the replayed copy while it has a message left to
+        # send, reports the send as CLOSED rather than the BAD_COUNTER that ended the session.
+        pytest.xfail("the asyncio client names CLOSED, not BAD_COUNTER, when its next send fails")
+    assert error in r.stderr, str(r)
 
 
 def normalized_log(path: Path) -> list[str]:

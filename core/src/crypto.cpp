@@ -123,23 +123,30 @@ int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
     return ok ? SL_OK : SL_ECRYPTO;
 }
 
-int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t *out,
-         size_t n) noexcept {
+int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
+                size_t info_len, uint8_t *out, size_t out_len) noexcept {
     EVP_KDF *kdf = hkdf_kdf();
-    if (kdf == nullptr || (n != 2 && n != 3)) return SL_ECRYPTO;
+    if (kdf == nullptr || out_len == 0 || out_len > 255 * kHashLen) return SL_ECRYPTO;  // RFC 5869 2.3
     std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> c(EVP_KDF_CTX_new(kdf));
     if (!c) return SL_ENOMEM;
     // OSSL_PARAM takes non-const pointers; OpenSSL only reads these buffers.
     static char digest[] = "SHA256";
     uint8_t empty = 0;
+    auto bytes = [&](const uint8_t *p, size_t n) { return n ? const_cast<uint8_t *>(p) : &empty; };
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t *>(ck), kHashLen),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
-                                          ikm_len ? const_cast<uint8_t *>(ikm) : &empty, ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, bytes(salt, salt_len), salt_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, bytes(ikm, ikm_len), ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, bytes(info, info_len), info_len),
         OSSL_PARAM_construct_end(),
     };
-    return EVP_KDF_derive(c.get(), out, n * kHashLen, params) == 1 ? SL_OK : SL_ECRYPTO;
+    return EVP_KDF_derive(c.get(), out, out_len, params) == 1 ? SL_OK : SL_ECRYPTO;
+}
+
+int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t *out,
+         size_t n) noexcept {
+    if (n != 2 && n != 3) return SL_ECRYPTO;
+    return hkdf_sha256(ck, kHashLen, ikm, ikm_len, nullptr, 0, out, n * kHashLen);
 }
 
 int X25519::generate() noexcept {

@@ -69,6 +69,11 @@ private:
 int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
            uint8_t out[kHashLen]) noexcept;
 
+// RFC 5869 HKDF-SHA-256 (extract, then expand to out_len bytes, at most 255 * 32). Returns SL_OK
+// or SL_ECRYPTO.
+int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
+                size_t info_len, uint8_t *out, size_t out_len) noexcept;
+
 // Noise HKDF: RFC 5869 HKDF-SHA-256, salt = ck, IKM = ikm, empty info; writes n * 32 bytes
 // (n = 2 or 3). Returns SL_OK or SL_ECRYPTO.
 int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t *out,

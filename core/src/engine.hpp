@@ -64,6 +64,8 @@ public:
 
     // Tests only: jump the send counter (to reach the 2^64-1 limit without 2^64 messages).
     void set_send_counter_for_testing(uint64_t n) noexcept { send_n_ = n; }
+    // Tests only: jump the receive counter (the receiver side of the same limit).
+    void set_recv_counter_for_testing(uint64_t n) noexcept { recv_n_ = n; }
 
 private:
     enum class State { New, AwaitFrame1, AwaitFrame2, Open, PeerClosed, Failed };

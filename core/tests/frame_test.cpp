@@ -1,8 +1,10 @@
 // The length-prefix codec: bounds are checked per state before anything is allocated, and
 // frames may arrive in any fragmentation.
+#include "engine.hpp"
 #include "test_util.hpp"
 
 using namespace sltest;
+namespace d = seclink::detail;
 
 namespace {
 
@@ -72,15 +74,61 @@ TEST(FrameTest, ShortBodyWaitsThenIsTruncatedAtEof) {
     EXPECT_EQ(feed_new_server(in, true), SL_ETRUNCATED);
 }
 
-TEST(FrameTest, TooLargeLengthAllocatesNothing) {
-    // The check happens on the 4 prefix bytes alone: no body byte is needed to reject.
-    Pair p;
-    p.handshake();
+// An established pair of engines, the key confirmed (the server then accepts full-size frames).
+struct Engines {
+    d::Connection client{SL_CLIENT, key_of(3).data()}, server{SL_SERVER, key_of(3).data()};
+    Engines() {
+        EXPECT_EQ(client.start(), SL_OK);
+        EXPECT_EQ(server.start(), SL_OK);
+        move(client, server);
+        move(server, client);
+        move(client, server);  // the key-confirmation PING
+        move(server, client);  // its PONG
+        EXPECT_TRUE(server.peer_confirmed());
+    }
+    static void move(d::Connection &from, d::Connection &to) {
+        size_t used = 0;
+        sl_event ev{};
+        EXPECT_EQ(to.feed(from.pending(), from.pending_size(), &used, &ev), SL_OK);
+        EXPECT_EQ(used, from.pending_size());
+        from.consume(used);
+    }
+};
+
+TEST(FrameTest, TooLargeLengthIsRefusedOnThePrefixAlone) {
+    // The check happens on the 4 prefix bytes alone: no body byte is needed to reject, and
+    // nothing is kept for the frame.
+    Engines e;
+    e.server.trim();
+    const size_t before = e.server.buffered_bytes();
     Bytes in = prefix(SL_DEFAULT_MAX_MESSAGE + 30);
     size_t used = 0;
     sl_event ev{};
-    EXPECT_EQ(sl_conn_feed(p.server, in.data(), in.size(), &used, &ev), SL_EFRAME_TOO_LARGE);
+    EXPECT_EQ(e.server.feed(in.data(), in.size(), &used, &ev), SL_EFRAME_TOO_LARGE);
     EXPECT_EQ(ev.type, SL_EVENT_NONE);
+    EXPECT_LE(e.server.buffered_bytes(), before);
+}
+
+TEST(FrameTest, AnAnnouncedLengthCostsOnlyTheBytesThatArrived) {
+    // A peer that announces the largest frame and sends 10 bytes of it holds 10 bytes (plus
+    // slack), not 16 MiB; the memory grows with what arrives.
+    for (bool traced : {false, true}) {  // traced: the body is buffered whole; else decrypted as it comes
+        Engines e;
+        if (traced) e.server.set_trace([](void *, const sl_frame_info *) {}, nullptr);
+        e.server.trim();
+        Bytes in = prefix(SL_DEFAULT_MAX_MESSAGE + 29);
+        in.resize(in.size() + 10, 0);
+        size_t used = 0;
+        sl_event ev{};
+        ASSERT_EQ(e.server.feed(in.data(), in.size(), &used, &ev), SL_OK);
+        EXPECT_EQ(used, in.size());
+        EXPECT_LT(e.server.buffered_bytes(), 4096u) << (traced ? "traced" : "streamed");
+        Bytes more(100000, 0);
+        more[1] = 1;  // the IV ends here: counter 1 (the key-confirmation PING had 0)
+        ASSERT_EQ(e.server.feed(more.data(), more.size(), &used, &ev), SL_OK);
+        EXPECT_LT(e.server.buffered_bytes(), 4 * 100010u) << "geometric growth with what arrived";
+        EXPECT_GT(e.server.buffered_bytes(), 100000u - 4096u);
+    }
 }
 
 TEST(FrameTest, ErrorIsStickyAndLaterCallsReportClosed) {

@@ -123,6 +123,7 @@ TEST_P(MalformedTest, EveryCaseGivesItsError) {
             if (::testing::Test::HasFatalFailure()) return;
         }
         sl_conn *to = m["to"] == "client" ? s.client : s.server;
+        const size_t queued = sl_conn_pending_size(to);
         FeedResult r = feed_all(to, unhex(m["bytes"]), GetParam());
         int rc = r.rc;
         if (m.value("eof", false)) {
@@ -131,6 +132,7 @@ TEST_P(MalformedTest, EveryCaseGivesItsError) {
         }
         EXPECT_STREQ(sl_errname(rc), m["error"].get<std::string>().c_str());
         EXPECT_TRUE(r.msgs.empty()) << "plaintext released from a malformed frame";
+        EXPECT_EQ(sl_conn_pending_size(to), queued) << "nothing is queued in answer to a malformed frame";
     }
 }
 

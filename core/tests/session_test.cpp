@@ -408,3 +408,22 @@ TEST(SessionTest, ABadFrameAfterGoodOnesStillSendsTheirRepliesFirst) {
     sl_session_close(s.s);
     EXPECT_TRUE(srv.logs.has("[WARN] 10.0.11.1:1 disconnected: protocol error: AUTH"));
 }
+
+TEST(SessionTest, AClientThatDoesNotReadItsRepliesIsNotReadFromPastOneMiB) {
+    Server srv([](sl_server_config &c) { c.echo = 1; });
+    Session s(srv, "10.0.12.1:1", 0);
+    Client cl;
+    connect(cl, s, 0);
+    const std::string big(600 * 1024, 'e');
+    s.feed(cl.frame(SL_MSG_DATA, big), 1);  // its echo, not read by the client
+    EXPECT_TRUE(sl_session_wants_read(s.s)) << "600 KiB queued is under the high-water mark";
+    s.feed(cl.frame(SL_MSG_DATA, big), 2);
+    const uint8_t *p = nullptr;
+    size_t queued = 0;
+    ASSERT_EQ(sl_session_pending(s.s, &p, &queued), SL_OK);
+    ASSERT_GT(queued, size_t{1} << 20);
+    EXPECT_FALSE(sl_session_wants_read(s.s)) << "over 1 MiB of replies queued: the server stops reading";
+    EXPECT_EQ(s.status(), SL_SESSION_OPEN);
+    ASSERT_EQ(sl_session_consume(s.s, queued - 1000, 3), SL_OK);  // the client reads most of it
+    EXPECT_TRUE(sl_session_wants_read(s.s));
+}

@@ -1,6 +1,7 @@
 // Transport frames and messages (docs/PROTOCOL.md sections 4 and 5).
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -311,6 +312,62 @@ TEST(TransportTest, SendCounterNeverWraps) {
     client.set_send_counter_for_testing(UINT64_MAX - 1);
     EXPECT_EQ(client.send(SL_MSG_DATA, nullptr, 0), SL_OK);
     EXPECT_EQ(client.send(SL_MSG_DATA, nullptr, 0), SL_ENONCE_EXHAUSTED);
+}
+
+// 2^64-1 is never sent (PROTOCOL.md 4): a receiver that has accepted 2^64-1 frames refuses the
+// next one with BAD_COUNTER, whether it arrives at once or in pieces.
+TEST(TransportTest, ReceiveCounterStopsAtTheLimit) {
+    const auto psk = key_of(4);
+    for (size_t chunk : {size_t{0}, size_t{1}, size_t{9}}) {
+        SCOPED_TRACE(chunk);
+        d::Connection server(SL_SERVER, psk.data());
+        ASSERT_EQ(server.start(), SL_OK);
+        d::Handshake hs;  // a hand-driven client: it can seal any counter
+        ASSERT_EQ(hs.init(true, d::kPrologue, sizeof d::kPrologue, psk.data()), SL_OK);
+        uint8_t msg[64], payload[64], k1[32], k2[32], h[32];
+        size_t len = 0, used = 0;
+        ASSERT_EQ(hs.write_message(nullptr, 0, msg, &len), SL_OK);
+        Bytes f1 = {0, 0, 0, static_cast<uint8_t>(5 + len), 'S', 'L', 'N', 'K', 1};
+        f1.insert(f1.end(), msg, msg + len);
+        sl_event ev{};
+        ASSERT_EQ(server.feed(f1.data(), f1.size(), &used, &ev), SL_OK);
+        ASSERT_EQ(ev.type, SL_EVENT_HANDSHAKE_DONE);
+        ASSERT_EQ(hs.read_message(server.pending() + 4, server.pending_size() - 4, payload, &len), SL_OK);
+        server.consume(server.pending_size());
+        ASSERT_EQ(hs.split(k1, k2, h), SL_OK);
+        d::Aead aead;
+        ASSERT_EQ(aead.init(k1, true), SL_OK);
+        auto frame = [&](uint64_t n, uint8_t c) {
+            const Bytes pt = {SL_MSG_DATA, c};
+            Bytes f(4 + 12 + pt.size() + 16);
+            f[3] = static_cast<uint8_t>(f.size() - 4);
+            d::make_nonce(n, f.data() + 4);
+            EXPECT_EQ(aead.seal(f.data() + 4, nullptr, 0, pt.data(), pt.size(), nullptr, 0, f.data() + 16,
+                                f.data() + 16 + pt.size()),
+                      SL_OK);
+            return f;
+        };
+        // Feeds a frame (in chunks); returns the error, or the message's byte (-1: none).
+        auto deliver = [&](const Bytes &f, int *got) -> int {
+            *got = -1;
+            const size_t step = chunk == 0 ? f.size() : chunk;
+            for (size_t off = 0; off < f.size();) {
+                const size_t n = std::min(step, f.size() - off);
+                size_t u = 0;
+                int rc = server.feed(f.data() + off, n, &u, &ev);
+                if (rc != SL_OK) return rc;
+                if (ev.type == SL_EVENT_MESSAGE) *got = ev.data[0];
+                off += u;
+            }
+            return SL_OK;
+        };
+        server.set_recv_counter_for_testing(UINT64_MAX - 1);
+        int got = 0;
+        EXPECT_EQ(deliver(frame(UINT64_MAX - 1, 'a'), &got), SL_OK);
+        EXPECT_EQ(got, 'a') << "the last counter a sender may use";
+        EXPECT_EQ(deliver(frame(UINT64_MAX, 'b'), &got), SL_EBAD_COUNTER);
+        EXPECT_EQ(got, -1);
+    }
 }
 
 TEST(TransportTest, InvalidSendArgumentsAreRejected) {

@@ -1,5 +1,9 @@
 // Project Wycheproof vectors: AES-256-GCM (96-bit IV, 128-bit tag) through the engine's AEAD,
-// and every low-order X25519 public key (ZeroSharedSecret) through the handshake.
+// every low-order X25519 public key (ZeroSharedSecret) through the handshake, HKDF-SHA256 and
+// HMAC-SHA256 through the key derivation the Noise handshake uses.
+#include <openssl/evp.h>
+
+#include "crypto.hpp"
 #include "engine.hpp"
 #include "noise.hpp"
 #include "test_util.hpp"
@@ -112,4 +116,66 @@ TEST(WycheproofX25519Test, EveryZeroSharedSecretKeyAbortsTheClientHandshake) {
         EXPECT_EQ(r.rc, SL_EWEAK_KEY) << hex(pub);
         EXPECT_FALSE(sl_conn_is_established(p.client));
     }
+}
+
+TEST(WycheproofHkdfTest, EveryCaseDerivesItsOutputOrIsRefused) {
+    const nlohmann::json all = public_vectors("wycheproof_hkdf_sha256_test.json");
+    size_t valid = 0, invalid = 0;
+    for (const auto &g : all["testGroups"]) {
+        for (const auto &t : g["tests"]) {
+            SCOPED_TRACE(t["tcId"].get<int>());
+            const Bytes ikm = unhex(t["ikm"]), salt = unhex(t["salt"]), info = unhex(t["info"]);
+            const size_t size = t["size"];
+            Bytes out(size);
+            const int rc = d::hkdf_sha256(salt.data(), salt.size(), ikm.data(), ikm.size(), info.data(), info.size(),
+                                          out.data(), out.size());
+            if (t["result"] == "valid") {
+                ASSERT_EQ(rc, SL_OK);
+                EXPECT_EQ(hex(out), t["okm"].get<std::string>());
+                ++valid;
+            } else {
+                EXPECT_NE(rc, SL_OK) << "an output over 255 hash lengths is refused (RFC 5869)";
+                ++invalid;
+            }
+        }
+    }
+    EXPECT_EQ(valid + invalid, all["numberOfTests"].get<size_t>());
+    EXPECT_GE(invalid, 1u);
+}
+
+// The Noise key derivation is HKDF whose extract step is HMAC-SHA256(salt, ikm): the Wycheproof
+// HMAC cases (full 256-bit tags) checked through it. With an empty info, the first 32 output bytes
+// are HMAC(PRK, 0x01) with PRK = HMAC(key, msg), the case's tag when the case is valid.
+TEST(WycheproofHmacTest, TheHkdfExtractStepIsHmacSha256) {
+    const nlohmann::json all = public_vectors("wycheproof_hmac_sha256_test.json");
+    size_t checked = 0;
+    for (const auto &g : all["testGroups"]) {
+        if (g["tagSize"] != 256) continue;  // truncated tags say nothing about the full PRK
+        for (const auto &t : g["tests"]) {
+            SCOPED_TRACE(t["tcId"].get<int>());
+            const Bytes key = unhex(t["key"]), msg = unhex(t["msg"]), tag = unhex(t["tag"]);
+            uint8_t out[32], expect[32];
+            size_t expect_len = 0;
+            ASSERT_EQ(d::hkdf_sha256(key.data(), key.size(), msg.data(), msg.size(), nullptr, 0, out, sizeof out), SL_OK);
+            const uint8_t one = 1;
+            ASSERT_NE(EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, tag.data(), tag.size(), &one, 1, expect,
+                                sizeof expect, &expect_len),
+                      nullptr);
+            ASSERT_EQ(expect_len, 32u);
+            EXPECT_EQ(hex(out, 32) == hex(expect, 32), t["result"] == "valid") << t["comment"];
+            ++checked;
+        }
+    }
+    EXPECT_GE(checked, 80u);
+}
+
+TEST(WycheproofHkdfTest, TheNoiseHkdfIsHkdfSha256WithTheChainingKeyAsSalt) {
+    uint8_t ck[32], ikm[40], two[64], three[96], plain[96];
+    for (size_t i = 0; i < sizeof ck; ++i) ck[i] = static_cast<uint8_t>(i * 7);
+    for (size_t i = 0; i < sizeof ikm; ++i) ikm[i] = static_cast<uint8_t>(200 - i);
+    ASSERT_EQ(d::hkdf_sha256(ck, sizeof ck, ikm, sizeof ikm, nullptr, 0, plain, sizeof plain), SL_OK);
+    ASSERT_EQ(d::hkdf(ck, ikm, sizeof ikm, two, 2), SL_OK);
+    ASSERT_EQ(d::hkdf(ck, ikm, sizeof ikm, three, 3), SL_OK);
+    EXPECT_EQ(hex(two, 64), hex(plain, 64));
+    EXPECT_EQ(hex(three, 96), hex(plain, 96));
 }

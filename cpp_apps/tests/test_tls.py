@@ -273,7 +273,7 @@ def test_pin_is_not_ignored_when_a_ca_is_also_given(tls_server, run_client, else
     wrong = "ab" * 32
     r = run_client("127.0.0.1", tls_server.port, "x", "--tls", "--tls-ca", tls_server.cert, "--tls-pin", wrong,
                    env=elsewhere)
-    assert r.returncode != 0, str(r)
+    assert r.returncode == 6, str(r)  # README: 6, pin mismatch
     assert tls_server.srv.out.matching(r"^\[RECV\]") == []
 
 

@@ -279,6 +279,49 @@ def test_ping_returns_the_pong_and_keeps_messages_for_recv(psk):
     assert any(re.fullmatch(r"\[SEND\] 127\.0\.0\.1:\d+ PONG \(13 bytes\)", line) for line in lines.lines())
 
 
+def test_the_client_answers_a_ping_from_the_server_while_it_waits_for_a_reply(psk):
+    """PROTOCOL.md 5: a PING is answered with a PONG carrying its content. The server below pings
+    the client before it replies, and replies only once the PONG has arrived."""
+    pongs: list[bytes] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = seclink.Connection("server", psk)
+        conn.start()
+
+        async def until(kind: type) -> bool:
+            while True:
+                data = await within(reader.read(65536))
+                if not data:
+                    return False
+                events = conn.receive_data(data)
+                writer.write(conn.data_to_send())
+                for e in events:
+                    if isinstance(e, kind):
+                        if isinstance(e, seclink.Pong):
+                            pongs.append(e.data)
+                        return True
+
+        try:
+            if await until(seclink.Data):
+                conn.send_ping(b"are you there")
+                writer.write(conn.data_to_send())
+                if await until(seclink.Pong):
+                    conn.send(b"reply after the pong")
+                    writer.write(conn.data_to_send())
+                    await within(writer.drain())
+        finally:
+            writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(on_connection, HOST, 0)
+        async with server:
+            async with await aio.connect(HOST, server.sockets[0].getsockname()[1], psk=psk, timeout=WAIT) as client:
+                assert await client.request(b"hi") == b"reply after the pong"
+
+    run(scenario(), timeout=3 * WAIT)
+    assert pongs == [b"are you there"]
+
+
 @pytest.mark.parametrize("log_level", [seclink.LOG_WARN, seclink.LOG_INFO, seclink.LOG_MSG])
 def test_only_lines_up_to_the_log_level_are_passed(psk, log_level):
     lines = Lines()
