@@ -76,6 +76,10 @@ int errno_to_sl(int e) noexcept {
     case EPIPE: return SL_EPEER_CLOSED;
     case ENOMEM:
     case ENOBUFS: return SL_ENOMEM;
+    case EADDRNOTAVAIL: return SL_EADDRNOTAVAIL;
+    case EACCES:
+    case EPERM: return SL_EACCES;
+    case EAFNOSUPPORT: return SL_EAFNOSUPPORT;
     default: return SL_ESOCKET;
     }
 }
@@ -91,7 +95,10 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
     int rc = SL_ESOCKET;
     for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0) continue;
+        if (fd < 0) {
+            rc = errno_to_sl(errno);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
@@ -99,7 +106,7 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
             rc = SL_OK;
             break;
         }
-        rc = errno == EADDRINUSE ? SL_EADDRINUSE : SL_ESOCKET;
+        rc = errno_to_sl(errno);
         close(fd);
     }
     freeaddrinfo(res);
@@ -328,15 +335,7 @@ int make_client_tls(const char *ca, SslCtxPtr *out) noexcept {
 
 int check_pin(SSL *ssl, const char *pin) noexcept {
     uint8_t want[32], got[32];
-    size_t n = 0;
-    for (const char *p = pin; *p != '\0'; ++p) {
-        if (*p == ':') continue;
-        if (!std::isxdigit(static_cast<unsigned char>(*p)) || n >= 64) return SL_EINVAL;
-        int v = std::isdigit(static_cast<unsigned char>(*p)) ? *p - '0' : std::tolower(*p) - 'a' + 10;
-        want[n / 2] = static_cast<uint8_t>(n % 2 == 0 ? v << 4 : want[n / 2] | v);
-        ++n;
-    }
-    if (n != 64) return SL_EINVAL;
+    if (sl_tls_pin_parse(pin, want) != SL_OK) return SL_EINVAL;
     X509 *cert = SSL_get1_peer_certificate(ssl);
     unsigned int len = 0;
     bool ok = cert != nullptr && X509_digest(cert, EVP_sha256(), got, &len) == 1 && len == 32 &&
