@@ -478,7 +478,7 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
         loop.add_signal_handler(s, _resolve, got, s)
     from . import aio
     try:
-        server = await aio.serve(None, host, port, psk=psk, **opts)
+        server = await aio.serve(host, port, psk=psk, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:

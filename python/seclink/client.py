@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 from collections import deque
 
 from . import _seclink
@@ -13,7 +14,14 @@ from .keys import resolve_psk, wipe
 
 __all__ = ["Client"]
 
-_DEFAULT = object()
+class _Default:
+    """The default of a per-call timeout: the client's own (readable in help())."""
+
+    def __repr__(self) -> str:
+        return "<the client's timeout>"
+
+
+_DEFAULT: Any = _Default()
 
 
 class Client:
