@@ -522,6 +522,7 @@ PYBIND11_MODULE(_seclink, m) {
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
     m.def("err_category", &sl_err_category, py::arg("code"));
+    m.def("last_os_error", &sl_last_os_error);
     // Every sl_err by name, read from the core's table: seclink.errors makes the Err IntEnum of it.
     py::dict errors;
     for (int code = 0; code < 256; ++code)

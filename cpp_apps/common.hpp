@@ -60,7 +60,9 @@ inline const char *flag_hint(int rc) {
 
 inline std::string describe(int rc) {
     const char *hint = flag_hint(rc);
-    return std::string(sl_strerror(rc)) + (hint != nullptr ? std::string("; ") + hint : "") + " [" + sl_errname(rc) + "]";
+    std::string what = sl_strerror(rc);
+    if (rc == SL_ESOCKET && sl_last_os_error() != 0) what += std::string(" (") + std::strerror(sl_last_os_error()) + ")";
+    return what + (hint != nullptr ? std::string("; ") + hint : "") + " [" + sl_errname(rc) + "]";
 }
 
 // "1 byte", "2 bytes".

@@ -109,6 +109,8 @@ int main(int argc, char **argv) {
                                            ": the port is in use by another program (choose another with --port)");
     if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
+    if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
+        app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
     if (rc != SL_OK) app::die(kProg, sl_err_category(rc), "cannot start: " + app::describe(rc));
 
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());

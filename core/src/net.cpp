@@ -64,6 +64,12 @@ int set_nonblocking(int fd) noexcept {
     return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 ? SL_OK : SL_ESOCKET;
 }
 
+namespace {
+thread_local int t_last_os_error = 0;  // behind the last SL_ESOCKET of this thread
+}  // namespace
+
+int last_os_error() noexcept { return t_last_os_error; }
+
 int errno_to_sl(int e) noexcept {
     switch (e) {
     case ECONNREFUSED: return SL_ECONNREFUSED;
@@ -80,7 +86,9 @@ int errno_to_sl(int e) noexcept {
     case EACCES:
     case EPERM: return SL_EACCES;
     case EAFNOSUPPORT: return SL_EAFNOSUPPORT;
-    default: return SL_ESOCKET;
+    default:
+        t_last_os_error = e;
+        return SL_ESOCKET;
     }
 }
 
@@ -356,3 +364,5 @@ int classify_tls_failure(SSL *ssl, bool saw_eof) noexcept {
 }
 
 }  // namespace seclink::detail
+
+extern "C" int sl_last_os_error(void) { return seclink::detail::last_os_error(); }

@@ -27,6 +27,7 @@ std::string peer_name(int fd);               // "ip:port" of the other end
 std::string sock_name(int fd);               // "ip:port" of this end
 int set_nonblocking(int fd) noexcept;
 int errno_to_sl(int e) noexcept;             // ECONNREFUSED -> SL_ECONNREFUSED, ...
+int last_os_error() noexcept;                // the errno behind this thread's last SL_ESOCKET
 
 // Binds and listens; *fd_out is the listening socket. SL_OK, SL_ERESOLVE, SL_EADDRINUSE, SL_ESOCKET.
 int listen_on(const char *host, uint16_t port, int *fd_out) noexcept;

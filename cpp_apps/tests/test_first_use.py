@@ -96,6 +96,16 @@ def test_listening_on_an_address_of_another_machine_says_so(run_server):
     assert "not an address of this machine" in one_error_line(r, "server")
 
 
+def test_any_other_socket_error_gives_the_systems_words(run_server):
+    """A link-local IPv6 address without its interface: no error of ours fits, so the operating
+    system's description is given (not "see errno", which a user cannot see)."""
+    r = run_server("--host", "fe80::1", "--port", "0")
+    assert r.returncode == 4, str(r)
+    line = one_error_line(r, "server")
+    assert "cannot listen on [fe80::1]:0: " in line and "errno" not in line, line
+    assert "(Invalid argument)" in line or "[ADDRNOTAVAIL]" in line, line
+
+
 # --------------------------------------------------------------------------- how things are written
 
 def test_sizes_are_written_in_words_with_plurals(start_server, run_client):

@@ -399,6 +399,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
             return Exit(NETWORK, f"cannot listen on '{host}': not a local address (check --host)")
         if code == "TLS_CERT":
             return Exit(TLS, f"TLS certificate/key unusable: {cert}, {key} (check --tls-cert and --tls-key)")
+        if isinstance(e, Error) and e.code and _seclink.err_category(e.code) == Category.NETWORK:
+            return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: {describe(e)}")
         if isinstance(e, Error):
             return Exit(_seclink.err_category(e.code) if e.code else INTERNAL, f"cannot start: {describe(e)}")
         return Exit(INTERNAL, f"cannot start: {e}")

@@ -20,6 +20,7 @@ bindings use :func:`from_code` to build every exception they raise.
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 from . import _seclink
@@ -118,6 +119,8 @@ def as_handshake_error(e: Error, where: str) -> Error:
 def from_code(code: int, context: str = "", peer: str = "") -> Error:
     """The exception for library error `code`, its message naming the peer and the cause."""
     detail = _seclink.strerror(code)
+    if code == Err.SOCKET and _seclink.last_os_error():  # the operating system's words for the cause
+        detail += f" ({os.strerror(_seclink.last_os_error())})"
     name = _seclink.errname(code)
     parts = [p for p in (peer, context) if p]
     message = f"{': '.join(parts)}: {detail} [{name}]" if parts else f"{detail} [{name}]"

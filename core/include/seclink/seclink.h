@@ -113,6 +113,10 @@ typedef enum sl_category {
 /** The sl_category of `err`; SL_CAT_INTERNAL for values not listed. */
 SL_API int sl_err_category(int err);
 
+/** The errno behind the last SL_ESOCKET this thread was given (0 if none), so that a program
+ *  can name the cause of a socket error no other code describes (strerror()). */
+SL_API int sl_last_os_error(void);
+
 /** A static, one-line English description of `err`, saying what to do where there is a fix.
  *  Never NULL; unknown values give "unknown error". */
 SL_API const char *sl_strerror(int err);
