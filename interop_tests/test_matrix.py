@@ -48,7 +48,7 @@ HANDSHAKE = {"ref": 2}
 LIMIT = 65536
 
 LISTENING = re.compile(r"\[INFO\] Listening on (\S+):(\d+)")
-RECV = re.compile(r"^\[RECV\] (?:#\d+ )?(.*?)(?: \(\d+ bytes\))?$")
+RECV = re.compile(r"^\[RECV\] (?:#\d+ )?(.*?)(?: \((?:a reply of )?\d+ bytes?\))?$")
 
 
 @pytest.fixture
