@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     if (args.has("keygen")) app::keygen(kProg, psk_path);
 
     std::string host = "127.0.0.1";
-    unsigned long port = 5000;
+    unsigned long port = SL_DEFAULT_PORT;
     std::vector<std::string> messages;
     if (!args.positional.empty()) host = args.positional[0];
     if (args.positional.size() > 1) port = args.parse_number("PORT", args.positional[1], 1, 65535);
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
             app::die(kProg, app::kTooLarge, "message " + std::to_string(i + 1) + " is " + std::to_string(messages[i].size()) +
                                                 " bytes, over the limit of " + std::to_string(max_message) +
                                                 " bytes (--max-message); nothing was sent");
-    const int timeout_ms = static_cast<int>(args.number("timeout", 10, 1, 3600) * 1000);
+    const int timeout_ms = static_cast<int>(args.number("timeout", SL_DEFAULT_TIMEOUT_MS / 1000, 1, 3600) * 1000);
     if (!args.has("tls") && (args.has("tls-ca") || args.has("tls-pin")))
         app::die(kProg, app::kUsage, "--tls-ca and --tls-pin need --tls");
     if (auto pin = args.get("tls-pin")) {

@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
         return app::kOk;
     }
     if (args.positional.size() > 1) app::die(kProg, app::kUsage, "too many arguments (see --help)");
-    unsigned long port = 5000;
+    unsigned long port = SL_DEFAULT_PORT;
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 

@@ -490,10 +490,10 @@ class AioServer:
         s.reply_failed(why, self._now())
 
 
-async def serve(host: str = "0.0.0.0", port: int = 5000, _old_port: int | None = None, *,
+async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_port: int | None = None, *,
                 handler: Handler | None = None, psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
-                max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = 10.0,
-                idle_timeout: float = 300.0, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
+                max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
+                idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
                 log_level: int = LOG_MSG, tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
                 redact: bool = False, max_handshakes: int = _seclink.DEFAULT_MAX_HANDSHAKES,
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
@@ -519,7 +519,7 @@ async def serve(host: str = "0.0.0.0", port: int = 5000, _old_port: int | None =
     if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
         warnings.warn("aio.serve(handler, host, port) is deprecated: use serve(host, port, handler=handler), "
                       "the order of seclink.Server", DeprecationWarning, stacklevel=2)
-        handler, host, port = host, port if isinstance(port, str) else "0.0.0.0", 5000 if _old_port is None else _old_port
+        handler, host, port = host, port if isinstance(port, str) else "0.0.0.0", _seclink.DEFAULT_PORT if _old_port is None else _old_port
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(Err.INVAL, f"cannot listen on {host}:{port}")
     key = resolve_psk(psk, psk_file)
@@ -686,8 +686,8 @@ class AioClient:
             raise from_code(_os_code(exc), context, peer) from None
 
 
-async def connect(host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | None = None,
-                  psk_file: str | os.PathLike[str] | None = None, timeout: float = 10.0,
+async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
+                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
                   trace: Callable[[str], None] | None = None) -> AioClient:

@@ -336,7 +336,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         return OK
     if len(args.positional) > 1:
         raise Exit(USAGE, "too many arguments (see --help)")
-    port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else 5000
+    port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
     psk_path, is_default = key_location(prog, args.get("psk-file"))
@@ -580,7 +580,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
 
     pos = args.positional
     host = pos[0] if pos else "127.0.0.1"
-    port = parse_number("PORT", pos[1], 1, 65535) if len(pos) > 1 else 5000
+    port = parse_number("PORT", pos[1], 1, 65535) if len(pos) > 1 else _seclink.DEFAULT_PORT
     messages = [os.fsencode(m) for m in pos[2:]]
     host = args.get("host", host)
     port = args.number("port", port, 1, 65535)
@@ -596,7 +596,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         if len(m) > max_message:
             raise Exit(TOO_LARGE, f"message {i} is {len(m)} bytes, over the limit of {max_message} bytes "
                                   "(--max-message); nothing was sent")
-    timeout = args.number("timeout", 10, 1, 3600)
+    timeout = args.number("timeout", _seclink.DEFAULT_TIMEOUT_MS // 1000, 1, 3600)
     if not args.has("tls") and (args.has("tls-ca") or args.has("tls-pin")):
         raise Exit(USAGE, "--tls-ca and --tls-pin need --tls")
     pin = args.get("tls-pin")

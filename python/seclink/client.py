@@ -56,8 +56,8 @@ class Client:
     KeyFileError; later ConnectionClosed, ProtocolError, AuthenticationError, MessageTooLarge.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | None = None,
-                 psk_file: str | os.PathLike[str] | None = None, timeout: float = 10.0,
+    def __init__(self, host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
+                 psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
         key = resolve_psk(psk, psk_file)
