@@ -167,7 +167,11 @@ def test_another_users_key_is_refused(tmp_path):
             pytest.skip(f"no {python} another user may run")
         r = subprocess.run([python, "-c", code, str(key)], user=OTHER_UID, group=OTHER_UID, extra_groups=[],
                            capture_output=True, text=True, timeout=WAIT,
-                           env={"PYTHONPATH": str(Path(seclink.__file__).parents[1])}, cwd=base)
+                           env={"PYTHONPATH": str(Path(seclink.__file__).parents[1]),
+                                # under `make test-py-asan` the sanitized module needs its runtime first
+                                **{k: v for k, v in os.environ.items()
+                                   if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")}},
+                           cwd=base)
         assert r.stdout.strip() == "KEY_OWNER", r
     finally:
         shutil.rmtree(base)
