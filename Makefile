@@ -13,14 +13,15 @@ SHELL := /bin/bash
 
 PORT         ?= 5000
 
-.PHONY: all build deps test test-cpp test-asan test-tsan test-poll test-py test-py-asan fuzz mutants bench demo attacks run \
-        run-server run-client \
+.PHONY: all build programs deps test test-cpp test-asan test-tsan test-poll test-py test-py-asan fuzz mutants bench demo \
+        attacks run run-server run-client \
         run-py-server run-py-client clean help
 
 all: build
 
 help:
 	@echo "make            install missing dependencies, build library, tests and programs"
+	@echo "make programs   only ./server, ./client and the Python extension, quietly (what demo and run* build)"
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
 	@echo "                for FUZZ_SECONDS (default 60), the pytest suites, and the Python"
 	@echo "                package tests again with the extension under ASan+UBSan"
@@ -49,13 +50,23 @@ deps:
 PYBIND11_DIR = $(shell $(PYTHON) -m pybind11 --cmakedir 2>/dev/null)
 PY_CONFIG = -DSECLINK_BUILD_PYTHON=ON -DPython_EXECUTABLE=$(shell command -v $(PYTHON)) -Dpybind11_DIR=$(PYBIND11_DIR)
 
+BUILD_CONFIG = -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON $(PY_CONFIG)
+LINK_PROGRAMS = ln -sf $(BUILD)/cpp_apps/server server && ln -sf $(BUILD)/cpp_apps/client client && \
+  rm -f python/seclink/_seclink.*.so && ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
+
 build: deps
-	$(CONFIGURE) -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=ON -DSECLINK_WERROR=ON $(PY_CONFIG)
+	$(CONFIGURE) -B $(BUILD) $(BUILD_CONFIG)
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
-	ln -sf $(BUILD)/cpp_apps/server server
-	ln -sf $(BUILD)/cpp_apps/client client
-	rm -f python/seclink/_seclink.*.so
-	ln -sf $(abspath $(BUILD))/bindings/_seclink.*.so python/seclink/
+	$(LINK_PROGRAMS)
+
+# Only what the demo and `make run*` need (./server, ./client, the Python extension; not the
+# GoogleTest suite), quietly: the output goes to $(BUILD)/programs.log, shown only on failure.
+# The build tree is configured as `make build` configures it, so the two never rebuild each other.
+programs: deps
+	@mkdir -p $(BUILD); \
+	{ $(CONFIGURE) -B $(BUILD) $(BUILD_CONFIG) && \
+	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target server client _seclink && $(LINK_PROGRAMS); } \
+	  > $(BUILD)/programs.log 2>&1 || { cat $(BUILD)/programs.log; echo "make: building the programs failed"; exit 1; }
 
 test: test-cpp test-asan test-tsan test-poll fuzz test-py test-py-asan
 
@@ -155,26 +166,26 @@ bench: deps
 	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
 
 # The instructor's targets: one server, one interactive client, or both at once.
-demo: build
+demo: programs
 	$(PYTHON) tools/demo.py $(if $(STEP),--step) $(if $(ONLY),--only $(ONLY))
 
-attacks: build
+attacks: programs
 	$(PYTHON) -m tools.attacks
 
-run-server: build
+run-server: programs
 	./server $(PORT)
 
-run-client: build
+run-client: programs
 	./client 127.0.0.1 $(PORT)
 
-run-py-server: build
+run-py-server: programs
 	cd python && $(PYTHON) server.py --port $(PORT)
 
-run-py-client: build
+run-py-client: programs
 	$(PYTHON) python/client.py --host 127.0.0.1 --port $(PORT)
 
 # The server's screen output goes to $(BUILD)/run-server.out (its log to server_logs.txt as usual).
-run: build
+run: programs
 	@./server $(PORT) > $(BUILD)/run-server.out 2>&1 & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid; echo "[make run] server stopped"' EXIT; \
 	for i in $$(seq 100); do \

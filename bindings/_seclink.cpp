@@ -521,6 +521,20 @@ PYBIND11_MODULE(_seclink, m) {
     m.def("version", &sl_version);
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
+    m.def("err_category", &sl_err_category, py::arg("code"));
+    m.def("last_os_error", &sl_last_os_error);
+    // Every sl_err by name, read from the core's table: seclink.errors makes the Err IntEnum of it.
+    py::dict errors;
+    for (int code = 0; code < 256; ++code)
+        if (std::string(sl_errname(code)) != "UNKNOWN") errors[sl_errname(code)] = code;
+    m.attr("ERRORS") = errors;
+    m.attr("CATEGORIES") = py::dict(py::arg("OK") = int{SL_CAT_OK}, py::arg("INTERNAL") = int{SL_CAT_INTERNAL},
+                                    py::arg("USAGE") = int{SL_CAT_USAGE}, py::arg("KEY") = int{SL_CAT_KEY},
+                                    py::arg("NETWORK") = int{SL_CAT_NETWORK}, py::arg("HANDSHAKE") = int{SL_CAT_HANDSHAKE},
+                                    py::arg("TLS") = int{SL_CAT_TLS}, py::arg("SESSION") = int{SL_CAT_SESSION},
+                                    py::arg("TOO_LARGE") = int{SL_CAT_TOO_LARGE});
+    m.attr("MESSAGE_TYPES") = py::dict(py::arg("DATA") = int{SL_MSG_DATA}, py::arg("CLOSE") = int{SL_MSG_CLOSE},
+                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG});
 
     m.attr("KEY_BYTES") = SL_KEY_BYTES;
     m.attr("PREFIX_BYTES") = SL_PREFIX_BYTES;
@@ -529,6 +543,7 @@ PYBIND11_MODULE(_seclink, m) {
     m.attr("OVERHEAD_BYTES") = SL_OVERHEAD_BYTES;
     m.attr("MAX_PING") = SL_MAX_PING;
     m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
+    m.attr("DEFAULT_TIMEOUT_MS") = SL_DEFAULT_TIMEOUT_MS;
     m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
     m.attr("PROTOCOL_VERSION") = SL_PROTOCOL_VERSION;
     m.attr("LOG_ERROR") = static_cast<int>(SL_LOG_ERROR);
@@ -577,6 +592,11 @@ PYBIND11_MODULE(_seclink, m) {
         check(sl_tls_fingerprint(cert.c_str(), fp, sizeof fp), cert);
         return std::string(fp);
     }, py::arg("cert_path"));
+    m.def("tls_pin_parse", [](const std::string &pin) {
+        uint8_t out[32];
+        check(sl_tls_pin_parse(pin.c_str(), out), "tls_pin is not a SHA-256 fingerprint (64 hex digits)");
+        return to_bytes(out, sizeof out);
+    }, py::arg("pin"));
     m.def("format_message", [](const py::buffer &data) {
         Bytes b(data);
         char buf[256];

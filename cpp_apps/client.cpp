@@ -1,7 +1,6 @@
 // client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
 #include <unistd.h>
 
-#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -15,41 +14,6 @@ namespace {
 
 const char *kProg = "client";
 
-const char *kHelp = R"(usage: client [HOST [PORT [MESSAGE...]]] [options]
-
-Connects to a seclink/1 server, sends each MESSAGE and prints each reply, then closes.
-With no message it is interactive: each line typed is sent and its reply printed;
-'exit', 'quit', '!DISCONNECT' or end of input (Ctrl-D) close the session.
-
-options:
-  --host HOST              server name or address (default 127.0.0.1)
-  --port N                 server port (default 5000)
-  --message TEXT           a message to send (repeatable; after the positional ones)
-  --message-file PATH      send the bytes of a file as one message (repeatable)
-  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
-                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
-                           created on first use if missing)
-  --keygen                 write a new key file (at --psk-file or the default) and exit
-  --timeout SEC            limit for connecting + handshake and for each reply (default 10)
-  --max-message BYTES      largest message sent or accepted (default 16777216 = 16 MiB)
-  --log-file PATH          append log lines with timestamps here (default client_logs.txt;
-                           '-' for none)
-  --quiet                  print only replies, warnings and errors
-  --redact                 never show message content (messages, replies, CLOSE reasons):
-                           "<redacted>" with sizes and counters, on screen and in the log
-  --trace                  print every frame as annotated hex next to its plaintext
-  --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
-  --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
-  --tls-pin SHA256         or: trust exactly the certificate with this SHA-256 fingerprint
-                           (without either: the certificate a server on this machine created)
-  --version                print the version and exit
-  --help                   print this help and exit
-
-exit codes: 0 done, 2 bad option, 3 key file problem, 4 cannot connect (refused,
-unreachable, unknown host, timeout), 5 handshake failed (different keys), 6 TLS problem,
-7 session broken off (server closed it, connection lost), 8 message too large, 1 other.
-)";
-
 struct Outcome {
     int code;
     std::string text;
@@ -59,10 +23,6 @@ struct Outcome {
 Outcome connect_error(int rc, const std::string &where) {
     const std::string at = "cannot connect to " + where + ": ";
     switch (rc) {
-    case SL_ECONNREFUSED:
-    case SL_EUNREACHABLE:
-    case SL_ERESOLVE:
-    case SL_ESOCKET: return {app::kNetwork, at + app::describe(rc)};
     case SL_ETIMEDOUT: return {app::kNetwork, at + "no answer in time (is the host right, and a server running? see --timeout)"};
     case SL_EHANDSHAKE_AUTH:
         return {app::kHandshake, "handshake with " + where + " failed: the server uses a different pre-shared key "
@@ -71,19 +31,15 @@ Outcome connect_error(int rc, const std::string &where) {
     case SL_ETRUNCATED:
         return {app::kHandshake, "the server at " + where + " closed the connection during the handshake: it most likely "
                                  "uses a different pre-shared key (or it runs with --tls: then add --tls)"};
-    case SL_EWEAK_KEY:
-    case SL_EBAD_MAGIC:
-    case SL_EBAD_VERSION:
-    case SL_EFRAME_TOO_LARGE:
-    case SL_EFRAME_TOO_SHORT: return {app::kHandshake, "handshake with " + where + " failed: " + app::describe(rc)};
-    case SL_ETLS_VERIFY:
-    case SL_ETLS_HOSTNAME:
-    case SL_ETLS_PIN:
-    case SL_ETLS_EXPECTED:
-    case SL_ETLS_UNEXPECTED:
-    case SL_ETLS_CERT:
-    case SL_ETLS_TRUST:
-    case SL_ETLS: return {app::kTls, "TLS with " + where + " failed: " + app::describe(rc)};
+    default: break;
+    }
+    // The core's category says which exit code; before the session is up, a broken session is a
+    // failed handshake.
+    switch (sl_err_category(rc)) {
+    case SL_CAT_NETWORK: return {app::kNetwork, at + app::describe(rc)};
+    case SL_CAT_HANDSHAKE:
+    case SL_CAT_SESSION: return {app::kHandshake, "handshake with " + where + " failed: " + app::describe(rc)};
+    case SL_CAT_TLS: return {app::kTls, "TLS with " + where + " failed: " + app::describe(rc)};
     default: return {app::kInternal, at + app::describe(rc)};
     }
 }
@@ -111,7 +67,7 @@ public:
         if (rc != SL_OK) fail(app::kSession, "sending failed: " + app::describe(rc));
         ++seq_;
         log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + content(data, msg.size()) + " (" +
-                                  std::to_string(msg.size()) + " bytes)");
+                                  app::count(msg.size(), "byte") + ")");
         int type = 0;
         const uint8_t *reply = nullptr;
         size_t len = 0;
@@ -123,7 +79,8 @@ public:
             if (type == SL_MSG_CLOSE) fail(app::kSession, "the server closed the session: " + (len ? content(reply, len) : "no reason given"));
             if (type == SL_MSG_DATA) break;
         }
-        log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + content(reply, len) + " (" + std::to_string(len) + " bytes)");
+        log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + content(reply, len) + " (a reply of " +
+                                   app::count(len, "byte") + ")");
     }
 
     void close() {
@@ -147,13 +104,10 @@ private:
 }  // namespace
 
 int main(int argc, char **argv) {
-    app::Args args(argc, argv, kProg,
-                   {"host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
-                    "tls-ca", "tls-pin"},
-                   {"keygen", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::Args args(argc, argv, kProg, app::spec::k_client);
     app::no_core_dumps();
     if (args.has("help")) {
-        std::fputs(kHelp, stdout);
+        std::fputs(app::help_text(kProg, app::spec::k_client).c_str(), stdout);
         return app::kOk;
     }
     if (args.has("version")) {
@@ -165,7 +119,7 @@ int main(int argc, char **argv) {
     if (args.has("keygen")) app::keygen(kProg, psk_path);
 
     std::string host = "127.0.0.1";
-    unsigned long port = 5000;
+    unsigned long port = SL_DEFAULT_PORT;
     std::vector<std::string> messages;
     if (!args.positional.empty()) host = args.positional[0];
     if (args.positional.size() > 1) port = args.parse_number("PORT", args.positional[1], 1, 65535);
@@ -184,18 +138,11 @@ int main(int argc, char **argv) {
             app::die(kProg, app::kTooLarge, "message " + std::to_string(i + 1) + " is " + std::to_string(messages[i].size()) +
                                                 " bytes, over the limit of " + std::to_string(max_message) +
                                                 " bytes (--max-message); nothing was sent");
-    const int timeout_ms = static_cast<int>(args.number("timeout", 10, 1, 3600) * 1000);
+    const int timeout_ms = static_cast<int>(args.number("timeout", SL_DEFAULT_TIMEOUT_MS / 1000, 1, 3600) * 1000);
     if (!args.has("tls") && (args.has("tls-ca") || args.has("tls-pin")))
         app::die(kProg, app::kUsage, "--tls-ca and --tls-pin need --tls");
     if (auto pin = args.get("tls-pin")) {
-        size_t digits = 0;
-        bool hex = true;
-        for (char ch : *pin) {
-            if (ch == ':') continue;
-            hex = hex && std::isxdigit(static_cast<unsigned char>(ch));
-            ++digits;
-        }
-        if (!hex || digits != 64)
+        if (sl_tls_pin_parse(pin->c_str(), nullptr) != SL_OK)
             app::die(kProg, app::kUsage, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
                                          "(colons allowed), as the server prints it");
     }
@@ -220,7 +167,7 @@ int main(int argc, char **argv) {
     cfg.tls_ca = ca.empty() ? nullptr : ca.c_str();
     cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
 
-    const std::string where = host + ":" + std::to_string(port);
+    const std::string where = app::host_port(host, port);
     sl_client *c = nullptr;
     int rc = sl_client_connect(&c, &cfg);
     explicit_bzero(psk, sizeof psk);
@@ -245,7 +192,14 @@ int main(int argc, char **argv) {
             if (!std::getline(std::cin, line)) break;
             if (!line.empty() && line.back() == '\r') line.pop_back();
             if (line == "exit" || line == "quit" || line == "!DISCONNECT") break;
-            if (line.empty()) continue;
+            if (line.empty()) {
+                log.line(SL_LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several lines, "
+                                      "use --message-file)");
+                continue;
+            }
+            if (tty && line.size() >= app::kTerminalLine)
+                log.line(SL_LOG_WARN, "[WARN] the line is " + app::count(line.size(), "byte") + ", the most a terminal "
+                                      "passes on: anything longer was cut (send long text with --message-file)");
             session.exchange(line);
         }
     }

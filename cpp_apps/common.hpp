@@ -18,21 +18,23 @@
 #include <string>
 #include <vector>
 
+#include "flags.hpp"
 #include "seclink/seclink.h"
 
 namespace app {
 
-// Exit codes, the same for both programs (and for the Python scripts). See README.md.
+// Exit codes, the same for both programs (and for the Python scripts): the core's error
+// categories (sl_category in seclink.h). See README.md.
 enum Exit {
-    kOk = 0,
-    kInternal = 1,   // unexpected failure
-    kUsage = 2,      // bad flag or argument
-    kKey = 3,        // pre-shared key file missing or unusable
-    kNetwork = 4,    // cannot listen / connect: port in use, refused, unreachable, unknown host, timeout
-    kHandshake = 5,  // seclink handshake failed: different keys, not a seclink peer
-    kTls = 6,        // TLS: verification failed, pin mismatch, TLS on one side only, bad certificate
-    kSession = 7,    // the session broke off: server closed it, connection lost, protocol error
-    kTooLarge = 8,   // a message over the size limit was refused (nothing was sent)
+    kOk = SL_CAT_OK,
+    kInternal = SL_CAT_INTERNAL,
+    kUsage = SL_CAT_USAGE,
+    kKey = SL_CAT_KEY,
+    kNetwork = SL_CAT_NETWORK,
+    kHandshake = SL_CAT_HANDSHAKE,
+    kTls = SL_CAT_TLS,
+    kSession = SL_CAT_SESSION,
+    kTooLarge = SL_CAT_TOO_LARGE,
 };
 
 // What these programs' flags can do about a library error (the library's own messages name no
@@ -58,8 +60,23 @@ inline const char *flag_hint(int rc) {
 
 inline std::string describe(int rc) {
     const char *hint = flag_hint(rc);
-    return std::string(sl_strerror(rc)) + (hint != nullptr ? std::string("; ") + hint : "") + " [" + sl_errname(rc) + "]";
+    std::string what = sl_strerror(rc);
+    if (rc == SL_ESOCKET && sl_last_os_error() != 0) what += std::string(" (") + std::strerror(sl_last_os_error()) + ")";
+    return what + (hint != nullptr ? std::string("; ") + hint : "") + " [" + sl_errname(rc) + "]";
 }
+
+// "1 byte", "2 bytes".
+inline std::string count(unsigned long long n, const char *thing) {
+    return std::to_string(n) + " " + thing + (n == 1 ? "" : "s");
+}
+
+// "127.0.0.1:5000", "[::1]:5000": an IPv6 address in brackets, as in a URL.
+inline std::string host_port(const std::string &host, unsigned long port) {
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+// The terminal's line limit (Linux N_TTY): a longer line typed or pasted is cut to this.
+constexpr size_t kTerminalLine = 4095;
 
 // A fatal error: one line on stderr, then exit with `code`.
 [[noreturn]] inline void die(const char *prog, int code, const std::string &msg) {
@@ -68,21 +85,92 @@ inline std::string describe(int rc) {
     std::exit(code);
 }
 
-// Minimal GNU-style flag parser: --name value, --name=value, bare --switch, positionals.
+// The help text, made from the flag table (flags.hpp, generated from python/seclink/flags.json,
+// which cli.py formats the same way). {DEFAULT_X} in it is SL_DEFAULT_X of seclink.h; ":s" gives a
+// time in milliseconds in seconds, ":MiB" bytes in MiB.
+inline std::string expand_defaults(const std::string &text) {
+    static const std::pair<const char *, unsigned long> kDefaults[] = {
+        {"DEFAULT_PORT", SL_DEFAULT_PORT},
+        {"DEFAULT_MAX_CLIENTS", SL_DEFAULT_MAX_CLIENTS},
+        {"DEFAULT_MAX_HANDSHAKES", SL_DEFAULT_MAX_HANDSHAKES},
+        {"DEFAULT_MAX_HANDSHAKES_PER_ADDR", SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR},
+        {"DEFAULT_HANDSHAKE_RATE", SL_DEFAULT_HANDSHAKE_RATE},
+        {"DEFAULT_HANDSHAKE_TIMEOUT_MS", SL_DEFAULT_HANDSHAKE_TIMEOUT_MS},
+        {"DEFAULT_IDLE_TIMEOUT_MS", SL_DEFAULT_IDLE_TIMEOUT_MS},
+        {"DEFAULT_FRAME_TIMEOUT_MS", SL_DEFAULT_FRAME_TIMEOUT_MS},
+        {"DEFAULT_MAX_MEMORY", SL_DEFAULT_MAX_MEMORY},
+        {"DEFAULT_MAX_MESSAGE", SL_DEFAULT_MAX_MESSAGE},
+        {"DEFAULT_TIMEOUT_MS", SL_DEFAULT_TIMEOUT_MS},
+    };
+    std::string out;
+    size_t i = 0;
+    while (i < text.size()) {
+        size_t open = text.find('{', i), close = open == std::string::npos ? open : text.find('}', open);
+        if (close == std::string::npos) break;
+        std::string name = text.substr(open + 1, close - open - 1), unit;
+        if (size_t colon = name.find(':'); colon != std::string::npos) {
+            unit = name.substr(colon + 1);
+            name.resize(colon);
+        }
+        out += text.substr(i, open - i);
+        bool found = false;
+        for (const auto &d : kDefaults)
+            if (name == d.first) {
+                out += std::to_string(unit == "s" ? d.second / 1000 : unit == "MiB" ? d.second >> 20 : d.second);
+                found = true;
+            }
+        if (!found) out += text.substr(open, close - open + 1);
+        i = close + 1;
+    }
+    return out + text.substr(i);
+}
+
+inline std::string help_text(const char *prog, const spec::Program &p) {
+    std::string out = std::string("usage: ") + prog + " " + p.usage + "\n\n" + p.about + "\n\noptions:\n";
+    for (size_t i = 0; i < p.n_flags; ++i) {
+        const spec::Flag &f = p.flags[i];
+        if (f.python_only) continue;
+        std::string head = std::string(*f.short_name ? std::string("-") + f.short_name + ", " : "") + "--" + f.name +
+                           (*f.value ? std::string(" ") + f.value : "");
+        std::string help = expand_defaults(f.help), indent(27, ' ');
+        for (size_t nl = help.find('\n'); nl != std::string::npos; nl = help.find('\n', nl + 1 + indent.size()))
+            help.insert(nl + 1, indent);
+        if (head.size() <= 23)
+            out += "  " + head + std::string(25 - head.size(), ' ') + help + "\n";
+        else
+            out += "  " + head + "\n" + indent + help + "\n";
+    }
+    return out + "\n" + p.epilog + "\n";
+}
+
+// Minimal GNU-style flag parser over the flag table: --name value, --name=value, bare --switch,
+// the table's short names (-h), positionals. Anything else that starts with '-' is an unknown
+// option, named (a positional that starts with '-' goes after '--').
 class Args {
 public:
-    Args(int argc, char **argv, const char *prog, std::vector<std::string> with_value,
-         std::vector<std::string> switches)
-        : prog_(prog) {
+    Args(int argc, char **argv, const char *prog, const spec::Program &program) : prog_(prog) {
+        for (size_t k = 0; k < program.n_flags; ++k) {
+            const spec::Flag &f = program.flags[k];
+            if (f.python_only) continue;
+            (*f.value ? with_value_ : switches_).push_back(f.name);
+            if (*f.short_name) shorts_.push_back({f.short_name, f.name});
+        }
         for (int i = 1; i < argc; ++i) {
             std::string a = argv[i];
             if (a == "--") {
                 for (++i; i < argc; ++i) positional.push_back(argv[i]);
                 break;
             }
-            if (a.rfind("--", 0) != 0 || a.size() == 2) {
+            if (a.size() < 2 || a[0] != '-') {  // "-" alone is a positional too
                 positional.push_back(a);
                 continue;
+            }
+            if (a[1] != '-') {
+                std::string full;
+                for (const auto &s : shorts_)
+                    if (a.substr(1) == s.first) full = s.second;
+                if (full.empty()) die(prog_, kUsage, "unknown option '" + a + "'" + suggestion(a.substr(1, 1)) + " (see --help)");
+                a = "--" + full;
             }
             std::string name = a.substr(2), value;
             size_t eq = name.find('=');
@@ -91,10 +179,10 @@ public:
                 value = name.substr(eq + 1);
                 name = name.substr(0, eq);
             }
-            if (contains(switches, name)) {
+            if (contains(switches_, name)) {
                 if (has_value) die(prog_, kUsage, "--" + name + " takes no value (see --help)");
                 flags_.push_back({name, ""});
-            } else if (contains(with_value, name)) {
+            } else if (contains(with_value_, name)) {
                 if (!has_value) {
                     if (i + 1 >= argc) die(prog_, kUsage, "--" + name + " needs a value (see --help)");
                     value = argv[++i];
@@ -138,12 +226,25 @@ public:
     std::vector<std::string> positional;
 
 private:
+    // "; did you mean --port or --psk-file?" for "-p": the long options that start with its letter.
+    std::string suggestion(const std::string &letter) const {
+        std::vector<std::string> names;
+        for (const auto *list : {&with_value_, &switches_})
+            for (const auto &n : *list)
+                if (n.rfind(letter, 0) == 0) names.push_back("--" + n);
+        std::string out;
+        for (size_t i = 0; i < names.size(); ++i)
+            out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+        return names.empty() ? "" : ": options have long names; did you mean " + out + "?";
+    }
     static bool contains(const std::vector<std::string> &v, const std::string &s) {
         for (const auto &x : v)
             if (x == s) return true;
         return false;
     }
     const char *prog_;
+    std::vector<std::string> with_value_, switches_;
+    std::vector<std::pair<std::string, std::string>> shorts_;  // (short name, long name)
     std::vector<std::pair<std::string, std::string>> flags_;
 };
 

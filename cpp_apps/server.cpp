@@ -13,62 +13,13 @@ namespace {
 
 const char *kProg = "server";
 
-const char *kHelp = R"(usage: server [PORT] [options]
-
-Serves seclink/1 clients (Noise NNpsk0 handshake + AES-256-GCM) until Ctrl-C or SIGTERM,
-then closes every session cleanly. Replies to each message with "ACK: received N bytes".
-
-options:
-  --port N                 port to listen on (default 5000; 0 picks a free one)
-  --host ADDR              address to listen on (default 0.0.0.0: every interface)
-  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
-                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
-                           created on first use if missing)
-  --keygen                 write a new key file (at --psk-file or the default) and exit
-  --echo                   reply with the message itself instead of the ACK
-  --threads N              worker threads (default: one per core)
-  --max-clients N          authenticated sessions at once; more are told "server full"
-                           (default 10000)
-  --max-handshakes N       clients still proving they hold the key, at once; more wait
-                           for a slot (default 256)
-  --max-handshakes-per-address N
-                           of those, from one address (default 64)
-  --handshake-rate N       new connections a second from one address; more wait their
-                           turn (default 200)
-  --handshake-timeout SEC  time a client has to finish the handshake (default 10)
-  --idle-timeout SEC       close sessions idle this long (default 300)
-  --frame-timeout SEC      a message once started must arrive within this (default 60)
-  --max-memory MIB         budget for every session's buffered messages, in MiB; frames
-                           that cannot fit are refused (default 256)
-  --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
-  --log-file PATH          append log lines with timestamps here (default server_logs.txt;
-                           '-' for none)
-  --quiet                  print only warnings and errors
-  --redact                 never show message content (messages, replies, CLOSE reasons):
-                           "<redacted>" with sizes and counters, on screen and in the log
-  --trace                  print every frame as annotated hex next to its plaintext
-  --tls                    run seclink/1 inside TLS 1.3
-  --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
-                           created in the config directory, its fingerprint printed)
-  --tls-key FILE           PEM private key for --tls-cert
-  --version                print the version and exit
-  --help                   print this help and exit
-
-exit codes: 0 stopped cleanly, 2 bad option, 3 key file problem, 4 cannot listen
-(port in use, bad address), 6 TLS certificate problem, 1 anything else.
-)";
-
 }  // namespace
 
 int main(int argc, char **argv) {
-    app::Args args(argc, argv, kProg,
-                   {"port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
-                    "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
-                    "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"},
-                   {"keygen", "echo", "quiet", "redact", "trace", "tls", "help", "version"});
+    app::Args args(argc, argv, kProg, app::spec::k_server);
     app::no_core_dumps();
     if (args.has("help")) {
-        std::fputs(kHelp, stdout);
+        std::fputs(app::help_text(kProg, app::spec::k_server).c_str(), stdout);
         return app::kOk;
     }
     if (args.has("version")) {
@@ -76,7 +27,7 @@ int main(int argc, char **argv) {
         return app::kOk;
     }
     if (args.positional.size() > 1) app::die(kProg, app::kUsage, "too many arguments (see --help)");
-    unsigned long port = 5000;
+    unsigned long port = SL_DEFAULT_PORT;
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 
@@ -154,11 +105,13 @@ int main(int argc, char **argv) {
     int rc = sl_server_new(&server, &cfg);
     explicit_bzero(psk, sizeof psk);  // the server keeps its own copy
     if (rc == SL_EADDRINUSE)
-        app::die(kProg, app::kNetwork, "cannot listen on " + host + ":" + std::to_string(port) +
+        app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
     if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
-    if (rc != SL_OK) app::die(kProg, rc == SL_ESOCKET ? app::kNetwork : app::kInternal, "cannot start: " + app::describe(rc));
+    if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
+        app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
+    if (rc != SL_OK) app::die(kProg, sl_err_category(rc), "cannot start: " + app::describe(rc));
 
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
@@ -166,12 +119,12 @@ int main(int argc, char **argv) {
                               std::to_string(cfg.max_clients) + " clients, key " + psk_path);
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
     // Only now, with every worker ready, does "Listening on" tell scripts the server is up.
-    log.line(SL_LOG_INFO, "[INFO] Listening on " + host + ":" + std::to_string(sl_server_port(server)), true);
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + app::host_port(host, sl_server_port(server)), true);
 
     int sig = 0;
     sigwait(&stop_signals, &sig);
     log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
-                              std::to_string(sl_server_sessions(server)) + " sessions");
+                              app::count(sl_server_sessions(server), "session"));
     sl_server_stop(server);
     sl_server_wait(server);
     sl_server_free(server);

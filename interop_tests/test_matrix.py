@@ -49,7 +49,7 @@ PROTOCOL = {"ref": 1}  # a protocol error (tampered, replayed): README's 7 for o
 LIMIT = 65536
 
 LISTENING = re.compile(r"\[INFO\] Listening on (\S+):(\d+)")
-RECV = re.compile(r"^\[RECV\] (?:#\d+ )?(.*?)(?: \(\d+ bytes\))?$")
+RECV = re.compile(r"^\[RECV\] (?:#\d+ )?(.*?)(?: \((?:a reply of )?\d+ bytes?\))?$")
 
 
 @pytest.fixture

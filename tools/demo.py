@@ -197,7 +197,7 @@ def start_relay(server: Server, action: str) -> Relay:
 def ack_line(number: int, message: str) -> str:
     """The line a client prints for the server's reply to its message `number`."""
     reply = f"ACK: received {len(message.encode())} bytes"
-    return f"[RECV] #{number} {reply} ({len(reply)} bytes)"
+    return f"[RECV] #{number} {reply} (a reply of {len(reply)} bytes)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ struct sl_client {
     std::string peer;
     sl_log_fn log = nullptr;
     void *log_ud = nullptr;
-    int io_timeout_ms = 10000;  // how long a send may wait for the server to read
+    int io_timeout_ms = SL_DEFAULT_TIMEOUT_MS;  // how long a send may wait for the server to read
     bool received_any = false;
     bool closed = false;
     uint8_t rbuf[64 * 1024];
@@ -75,7 +75,7 @@ int connect_tcp(const char *host, uint16_t port, int64_t deadline, int *fd_out, 
     for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
         int fd = open_socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd < 0) {
-            rc = SL_ESOCKET;
+            rc = errno_to_sl(errno);
             continue;
         }
         int err = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
@@ -153,21 +153,11 @@ int next_event(sl_client *c, int64_t deadline, sl_event *ev) {
     }
 }
 
-bool valid_pin(const char *pin) {
-    size_t digits = 0;
-    for (const char *p = pin; *p != '\0'; ++p) {
-        if (*p == ':') continue;
-        if (!std::isxdigit(static_cast<unsigned char>(*p))) return false;
-        ++digits;
-    }
-    return digits == 64;
-}
-
 int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
     std::string trust;
     const char *ca = cfg->tls_ca;
     const bool pinned = cfg->tls_pin != nullptr && cfg->tls_pin[0] != '\0';
-    if (pinned && !valid_pin(cfg->tls_pin)) return SL_EINVAL;
+    if (pinned && sl_tls_pin_parse(cfg->tls_pin, nullptr) != SL_OK) return SL_EINVAL;
     if (ca == nullptr && !pinned) {  // trust the certificate a local server generated
         trust = (cfg->tls_trust_dir ? std::string(cfg->tls_trust_dir) : config_dir()) + "/tls/cert.pem";
         ca = trust.c_str();
@@ -196,7 +186,7 @@ int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
 }
 
 int connect_client(sl_client *c, const sl_client_config *cfg) {
-    const int64_t deadline = now_ms() + (cfg->timeout_ms ? cfg->timeout_ms : 10000);
+    const int64_t deadline = now_ms() + (cfg->timeout_ms ? cfg->timeout_ms : SL_DEFAULT_TIMEOUT_MS);
     int rc = connect_tcp(cfg->host, cfg->port, deadline, &c->io.fd, &c->peer);
     if (rc != SL_OK) return rc;
     if (cfg->tls && (rc = start_tls(c, cfg, deadline)) != SL_OK) return rc;
@@ -219,7 +209,7 @@ void sl_client_config_init(sl_client_config *cfg) {
     *cfg = sl_client_config{};
     cfg->host = "127.0.0.1";
     cfg->port = 5000;
-    cfg->timeout_ms = 10000;
+    cfg->timeout_ms = SL_DEFAULT_TIMEOUT_MS;
     cfg->max_message = SL_DEFAULT_MAX_MESSAGE;
 }
 
@@ -232,7 +222,7 @@ int sl_client_connect(sl_client **out, const sl_client_config *cfg) {
     if (!c) return SL_ENOMEM;
     c->log = cfg->log;
     c->log_ud = cfg->log_ud;
-    c->io_timeout_ms = cfg->timeout_ms ? static_cast<int>(cfg->timeout_ms) : 10000;
+    c->io_timeout_ms = cfg->timeout_ms ? static_cast<int>(cfg->timeout_ms) : static_cast<int>(SL_DEFAULT_TIMEOUT_MS);
     const int rc = guard([&] { return connect_client(c.get(), cfg); });
     ERR_clear_error();
     if (rc == SL_OK) *out = c.release();

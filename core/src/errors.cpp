@@ -55,7 +55,7 @@ constexpr ErrorInfo kErrors[] = {
     {SL_EUNREACHABLE, "UNREACHABLE", "host unreachable: check the address and the network"},
     {SL_ETIMEDOUT, "TIMEDOUT", "timed out: the server did not answer in time"},
     {SL_EPEER_CLOSED, "PEER_CLOSED", "the peer closed the connection without saying goodbye (CLOSE)"},
-    {SL_ESOCKET, "SOCKET", "socket error (see errno)"},
+    {SL_ESOCKET, "SOCKET", "unexpected socket error from the operating system"},
     {SL_ETLS, "TLS", "TLS failed"},
     {SL_ETLS_VERIFY, "TLS_VERIFY", "the server's TLS certificate is not signed by the trusted CA"},
     {SL_ETLS_TRUST, "TLS_TRUST",
@@ -69,6 +69,12 @@ constexpr ErrorInfo kErrors[] = {
     {SL_ETLS_UNEXPECTED, "TLS_UNEXPECTED", "the server speaks TLS, but TLS was not asked for"},
     {SL_ETLS_CERT, "TLS_CERT", "the TLS certificate or key file cannot be used (unreadable, not PEM, or a key that does not "
      "match the certificate)"},
+    {SL_EADDRNOTAVAIL, "ADDRNOTAVAIL",
+     "not an address of this machine: listen on one of its addresses, or on 0.0.0.0 (or ::) for all of them"},
+    {SL_EACCES, "ACCES",
+     "permission denied by the system: ports below 1024 need privileges (choose a higher port), or a firewall "
+     "refused the connection"},
+    {SL_EAFNOSUPPORT, "AFNOSUPPORT", "that kind of address (IPv6 or IPv4) is turned off on this machine"},
 };
 
 const ErrorInfo *find(int err) noexcept {
@@ -87,4 +93,38 @@ extern "C" const char *sl_strerror(int err) {
 extern "C" const char *sl_errname(int err) {
     const ErrorInfo *e = find(err);
     return e != nullptr ? e->name : "UNKNOWN";
+}
+
+extern "C" int sl_err_category(int err) {
+    switch (err) {
+    case SL_OK: return SL_CAT_OK;
+    case SL_EMSG_TOO_LARGE: return SL_CAT_TOO_LARGE;
+    case SL_EBAD_MAGIC:
+    case SL_EBAD_VERSION:
+    case SL_EHANDSHAKE_AUTH:
+    case SL_EWEAK_KEY: return SL_CAT_HANDSHAKE;
+    case SL_ECLOSED:
+    case SL_EFRAME_TOO_SHORT:
+    case SL_EFRAME_TOO_LARGE:
+    case SL_EBAD_COUNTER:
+    case SL_EAUTH:
+    case SL_EBAD_TYPE:
+    case SL_EBAD_PING:
+    case SL_ENONCE_EXHAUSTED:
+    case SL_ETRUNCATED:
+    case SL_EPEER_CLOSED: return SL_CAT_SESSION;
+    case SL_EADDRINUSE:
+    case SL_ERESOLVE:
+    case SL_ECONNREFUSED:
+    case SL_EUNREACHABLE:
+    case SL_ETIMEDOUT:
+    case SL_ESOCKET:
+    case SL_EADDRNOTAVAIL:
+    case SL_EACCES:
+    case SL_EAFNOSUPPORT: return SL_CAT_NETWORK;
+    default: break;
+    }
+    if (err >= SL_EKEY_NOT_FOUND && err <= SL_EKEY_DIR) return SL_CAT_KEY;
+    if (err >= SL_ETLS && err <= SL_ETLS_TRUST) return SL_CAT_TLS;
+    return SL_CAT_INTERNAL;
 }

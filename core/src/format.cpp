@@ -78,21 +78,28 @@ std::string hex(const uint8_t *p, size_t n, size_t max = SIZE_MAX) {
 }
 
 // At most kMaxShown bytes of text (then "..."), each escaped() character written as \uXXXX
-// (\UXXXXXXXX above U+FFFF) and never cut inside; "<binary>" for anything that is not
-// printable UTF-8, so a log line is always exactly one line whatever the peer sent.
+// (\UXXXXXXXX above U+FFFF) and never cut inside, line breaks as \n and \r; "<binary>" for
+// anything else that is not printable UTF-8, so a log line is always exactly one line whatever
+// the peer sent.
 std::string message_text(const uint8_t *data, size_t len) {
     if (len == 0) return "<empty>";
     std::string s;
     bool cut = false;
     for (size_t i = 0; i < len;) {
         uint32_t cp = 0;
-        const size_t c = utf8_char(data + i, len - i, &cp);
+        // A text file's line breaks (LF, CRLF) are text, written \n and \r so that the log line stays
+        // one line; a lone CR (which would overwrite the line on a terminal) is not.
+        const bool line_break = data[i] == '\n' || (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n');
+        const size_t c = line_break ? 1 : utf8_char(data + i, len - i, &cp);
         if (c == 0) return "<binary>";
         if (!cut) {
             char esc[16];
             const char *piece = reinterpret_cast<const char *>(data + i);
             size_t n = c;
-            if (escaped(cp)) {
+            if (line_break) {
+                piece = data[i] == '\n' ? "\\n" : "\\r";
+                n = 2;
+            } else if (escaped(cp)) {
                 n = static_cast<size_t>(std::snprintf(esc, sizeof esc, cp > 0xFFFF ? "\\U%08x" : "\\u%04x", cp));
                 piece = esc;
             }

@@ -91,6 +91,12 @@ int open_socket(int family, int type, int protocol) noexcept { return nonblockin
 int accept_socket(int listen_fd) noexcept { return nonblocking_cloexec(accept(listen_fd, nullptr, nullptr)); }
 #endif
 
+namespace {
+thread_local int t_last_os_error = 0;  // behind the last SL_ESOCKET of this thread
+}  // namespace
+
+int last_os_error() noexcept { return t_last_os_error; }
+
 int errno_to_sl(int e) noexcept {
     switch (e) {
     case ECONNREFUSED: return SL_ECONNREFUSED;
@@ -103,7 +109,13 @@ int errno_to_sl(int e) noexcept {
     case EPIPE: return SL_EPEER_CLOSED;
     case ENOMEM:
     case ENOBUFS: return SL_ENOMEM;
-    default: return SL_ESOCKET;
+    case EADDRNOTAVAIL: return SL_EADDRNOTAVAIL;
+    case EACCES:
+    case EPERM: return SL_EACCES;
+    case EAFNOSUPPORT: return SL_EAFNOSUPPORT;
+    default:
+        t_last_os_error = e;
+        return SL_ESOCKET;
     }
 }
 
@@ -118,7 +130,10 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
     int rc = SL_ESOCKET;
     for (addrinfo *ai = res; ai != nullptr; ai = ai->ai_next) {
         int fd = open_socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-        if (fd < 0) continue;
+        if (fd < 0) {
+            rc = errno_to_sl(errno);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         // 4096 pending connections, as seclink.aio (the system caps it at net.core.somaxconn).
@@ -127,7 +142,7 @@ int listen_on(const char *host, uint16_t port, int *fd_out) noexcept {
             rc = SL_OK;
             break;
         }
-        rc = errno == EADDRINUSE ? SL_EADDRINUSE : SL_ESOCKET;
+        rc = errno_to_sl(errno);
         close(fd);
     }
     freeaddrinfo(res);
@@ -352,15 +367,7 @@ int make_client_tls(const char *ca, SslCtxPtr *out) noexcept {
 
 int check_pin(SSL *ssl, const char *pin) noexcept {
     uint8_t want[32], got[32];
-    size_t n = 0;
-    for (const char *p = pin; *p != '\0'; ++p) {
-        if (*p == ':') continue;
-        if (!std::isxdigit(static_cast<unsigned char>(*p)) || n >= 64) return SL_EINVAL;
-        int v = std::isdigit(static_cast<unsigned char>(*p)) ? *p - '0' : std::tolower(*p) - 'a' + 10;
-        want[n / 2] = static_cast<uint8_t>(n % 2 == 0 ? v << 4 : want[n / 2] | v);
-        ++n;
-    }
-    if (n != 64) return SL_EINVAL;
+    if (sl_tls_pin_parse(pin, want) != SL_OK) return SL_EINVAL;
     X509 *cert = SSL_get1_peer_certificate(ssl);
     unsigned int len = 0;
     bool ok = cert != nullptr && X509_digest(cert, EVP_sha256(), got, &len) == 1 && len == 32 &&
@@ -381,3 +388,5 @@ int classify_tls_failure(SSL *ssl, bool saw_eof) noexcept {
 }
 
 }  // namespace seclink::detail
+
+extern "C" int sl_last_os_error(void) { return seclink::detail::last_os_error(); }

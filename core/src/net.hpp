@@ -29,6 +29,7 @@ std::string peer_name(int fd);               // "ip:port" of the other end
 std::string sock_name(int fd);               // "ip:port" of this end
 int set_nonblocking(int fd) noexcept;
 int errno_to_sl(int e) noexcept;             // ECONNREFUSED -> SL_ECONNREFUSED, ...
+int last_os_error() noexcept;                // the errno behind this thread's last SL_ESOCKET
 
 // A non-blocking, close-on-exec socket / accepted connection, or -1 with errno set. One call on
 // Linux (SOCK_NONBLOCK, accept4); socket()/accept() and fcntl() with SECLINK_POSIX_IO or where

@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -108,6 +109,23 @@ extern "C" int sl_tls_ensure_self_signed(const char *cert_path, const char *key_
         if (rc == SL_OK && created != nullptr) *created = 1;
         return rc;
     });
+}
+
+extern "C" int sl_tls_pin_parse(const char *pin, uint8_t out[32]) {
+    if (pin == nullptr) return SL_EINVAL;
+    uint8_t want[32] = {};
+    size_t n = 0;
+    for (const char *p = pin; *p != '\0'; ++p) {
+        if (*p == ':') continue;
+        const char c = *p;
+        const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (v < 0 || n >= 64) return SL_EINVAL;
+        want[n / 2] = static_cast<uint8_t>(n % 2 == 0 ? v << 4 : want[n / 2] | v);
+        ++n;
+    }
+    if (n != 64) return SL_EINVAL;
+    if (out != nullptr) std::memcpy(out, want, sizeof want);
+    return SL_OK;
 }
 
 extern "C" int sl_tls_fingerprint(const char *cert_path, char *buf, size_t cap) {

@@ -67,6 +67,8 @@ int main(void) {
     CHECK(deliver(server, client, msg, sizeof msg, &type) == SL_OK);
     CHECK(type == SL_MSG_CLOSE && strcmp(msg, "bye") == 0 && sl_conn_is_closed(client));
     CHECK(strcmp(sl_errname(SL_EAUTH), "AUTH") == 0);
+    CHECK(sl_err_category(SL_EADDRNOTAVAIL) == SL_CAT_NETWORK && sl_err_category(SL_ETLS_PIN) == SL_CAT_TLS);
+    CHECK(sl_err_category(SL_EKEY_DIR) == SL_CAT_KEY && sl_err_category(SL_EAUTH) == SL_CAT_SESSION);
     CHECK(sl_version() != NULL && sl_strerror(SL_EWEAK_KEY) != NULL);
 
     sl_conn_free(client);

@@ -97,10 +97,40 @@ TEST(CApiTest, EveryErrorOfTheHeaderHasItsNameAndAMessage) {
         EXPECT_STRNE(sl_strerror(e), "unknown error") << it->second;
     }
     EXPECT_STREQ(sl_errname(SL_OK), "OK");
+    EXPECT_STREQ(sl_errname(SL_EAUTH), "AUTH");
     EXPECT_STREQ(sl_errname(-1), "UNKNOWN");
     EXPECT_EQ(SL_EKEY_NOT_FILE, 36);  // explicit, never renumbered
     EXPECT_EQ(SL_EKEY_OWNER, 37);
     EXPECT_EQ(SL_EKEY_DIR, 38);
+    EXPECT_EQ(SL_EADDRNOTAVAIL, 55);  // appended, never renumbered
+    EXPECT_EQ(SL_EAFNOSUPPORT, 57);
+}
+
+TEST(CApiTest, EveryErrorHasACategoryTheProgramsExitWith) {
+    EXPECT_EQ(sl_err_category(SL_OK), SL_CAT_OK);
+    EXPECT_EQ(sl_err_category(SL_EADDRNOTAVAIL), SL_CAT_NETWORK);
+    EXPECT_EQ(sl_err_category(SL_ETIMEDOUT), SL_CAT_NETWORK);
+    EXPECT_EQ(sl_err_category(SL_EHANDSHAKE_AUTH), SL_CAT_HANDSHAKE);
+    EXPECT_EQ(sl_err_category(SL_ETLS_TRUST), SL_CAT_TLS);
+    EXPECT_EQ(sl_err_category(SL_EKEY_NOT_FOUND), SL_CAT_KEY);
+    EXPECT_EQ(sl_err_category(SL_EBAD_COUNTER), SL_CAT_SESSION);
+    EXPECT_EQ(sl_err_category(SL_EMSG_TOO_LARGE), SL_CAT_TOO_LARGE);
+    EXPECT_EQ(sl_err_category(SL_ENOMEM), SL_CAT_INTERNAL);
+    EXPECT_EQ(sl_err_category(-1), SL_CAT_INTERNAL);
+}
+
+TEST(CApiTest, ThePinParserTakesWhatTheFingerprintWrites) {
+    const std::string hex(64, 'a');
+    uint8_t out[32] = {};
+    EXPECT_EQ(sl_tls_pin_parse(hex.c_str(), out), SL_OK);
+    EXPECT_EQ(out[0], 0xaa);
+    EXPECT_EQ(sl_tls_pin_parse(("AA:" + std::string(62, 'B')).c_str(), out), SL_OK);
+    EXPECT_EQ(out[0], 0xaa);
+    EXPECT_EQ(out[31], 0xbb);
+    EXPECT_EQ(sl_tls_pin_parse(std::string(63, 'a').c_str(), nullptr), SL_EINVAL);
+    EXPECT_EQ(sl_tls_pin_parse(std::string(65, 'a').c_str(), nullptr), SL_EINVAL);
+    EXPECT_EQ(sl_tls_pin_parse((std::string(63, 'a') + "g").c_str(), nullptr), SL_EINVAL);
+    EXPECT_EQ(sl_tls_pin_parse(nullptr, nullptr), SL_EINVAL);
 }
 
 // The messages reach C and Python API users, who have no command-line flags: no message names

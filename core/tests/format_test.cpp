@@ -90,6 +90,11 @@ TEST(FormatTest, OrdinaryTextOfEveryScriptIsShownAsItIs) {
     EXPECT_EQ(show(utf8(0x1F600) + utf8(0x0301) + utf8(0xFFFD)), utf8(0x1F600) + utf8(0x0301) + utf8(0xFFFD));
 }
 
+TEST(FormatTest, TheLineBreaksOfATextFileAreWrittenAsEscapes) {
+    EXPECT_EQ(show("one\ntwo\n"), "one\\ntwo\\n");
+    EXPECT_EQ(show("h\xc3\xa9llo\r\nworld"), "h\xc3\xa9llo\\r\\nworld");
+}
+
 TEST(FormatTest, ControlCharactersStillMakeTheMessageBinary) {
     EXPECT_EQ(show("a\rb"), "<binary>");
     EXPECT_EQ(show("a\x1b[2Jb"), "<binary>");

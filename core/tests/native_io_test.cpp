@@ -236,6 +236,7 @@ TEST(FormatTest, MessagesShowTextEmptyOrBinary) {
     EXPECT_EQ(show(""), "<empty>");
     EXPECT_EQ(show(std::string("a\0b", 3)), "<binary>");
     EXPECT_EQ(show("bad \xff utf8"), "<binary>");
-    EXPECT_EQ(show("line\nbreak"), "<binary>") << "control characters would forge log lines";
+    EXPECT_EQ(show("line\nbreak"), "line\\nbreak") << "a line break is written \\n: it cannot forge a log line";
+    EXPECT_EQ(show("a\x1b[2Jb"), "<binary>") << "other control characters could forge log lines";
     EXPECT_EQ(show(std::string(500, 'x')), std::string(200, 'x') + "...");
 }

@@ -70,8 +70,9 @@ def test_clients_escape_what_they_show(start_server, run_client, workdir):
     for text in (r.stdout, log):
         assert forged_lines(text) == [], text
         assert RLO not in text and SEP not in text
-    shown = f"\\u202etxt.exe\\u2028{FORGED} ({len(message.encode())} bytes)"
-    assert f"[SEND] #1 {shown}" in r.stdout and f"[RECV] #1 {shown}" in r.stdout, r.stdout
+    shown = f"\\u202etxt.exe\\u2028{FORGED}"
+    n = len(message.encode())
+    assert f"[SEND] #1 {shown} ({n} bytes)" in r.stdout and f"[RECV] #1 {shown} (a reply of {n} bytes)" in r.stdout, r.stdout
 
 
 # --------------------------------------------------------------------------- the log file
@@ -141,7 +142,7 @@ def test_redact_keeps_content_out_of_every_client_log(start_server, run_client, 
     assert r.returncode == 0, str(r)
     for text in (r.stdout, (workdir / "client_logs.txt").read_text()):
         assert "secret" not in text, text
-        assert "[SEND] #1 <redacted> (14 bytes)" in text and "[RECV] #1 <redacted> (14 bytes)" in text, text
+        assert "[SEND] #1 <redacted> (14 bytes)" in text and "[RECV] #1 <redacted> (a reply of 14 bytes)" in text, text
 
 
 @pytest.mark.parametrize("program", ["server", "client"])

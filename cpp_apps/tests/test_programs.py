@@ -23,6 +23,12 @@ CONNECTED = r"^\[INFO\] (127\.0\.0\.1:\d+) connected$"
 def ack(n: int) -> str:
     """How a client shows the server's ACK of an n-byte message."""
     text = f"ACK: received {n} bytes"
+    return f"{text} (a reply of {len(text)} bytes)"
+
+
+def ack_sent(n: int) -> str:
+    """How the server shows the ACK it sends for an n-byte message."""
+    text = f"ACK: received {n} bytes"
     return f"{text} ({len(text)} bytes)"
 
 
@@ -56,11 +62,11 @@ def test_one_shot_session_sends_every_message_in_order_and_prints_each_ack(start
     session = [line for line in srv.out.lines if peer in line]
     assert session == [
         f"[INFO] {peer} connected", f"[INFO] {peer} handshake complete",
-        f"[RECV] {peer} #1 hello (5 bytes)", f"[SEND] {peer} #1 {ack(5)}",
-        f"[RECV] {peer} #2 <empty> (0 bytes)", f"[SEND] {peer} #2 {ack(0)}",
-        f"[RECV] {peer} #3 héllo wörld (13 bytes)", f"[SEND] {peer} #3 {ack(13)}",
-        f"[RECV] {peer} #4 --looks-like-a-flag (19 bytes)", f"[SEND] {peer} #4 {ack(19)}",
-        f"[RECV] {peer} #5 from a file (11 bytes)", f"[SEND] {peer} #5 {ack(11)}",
+        f"[RECV] {peer} #1 hello (5 bytes)", f"[SEND] {peer} #1 {ack_sent(5)}",
+        f"[RECV] {peer} #2 <empty> (0 bytes)", f"[SEND] {peer} #2 {ack_sent(0)}",
+        f"[RECV] {peer} #3 héllo wörld (13 bytes)", f"[SEND] {peer} #3 {ack_sent(13)}",
+        f"[RECV] {peer} #4 --looks-like-a-flag (19 bytes)", f"[SEND] {peer} #4 {ack_sent(19)}",
+        f"[RECV] {peer} #5 from a file (11 bytes)", f"[SEND] {peer} #5 {ack_sent(11)}",
         f"[INFO] {peer} disconnected: client closed the session",
     ]
 
@@ -90,7 +96,7 @@ def test_interactive_session_ends_at_a_keyword_or_end_of_input(start_server, run
     r = run_client("127.0.0.1", srv.port, "--log-file", "-", input=text)
     assert r.returncode == 0, str(r)
     sent = [line for line in r.stdout.splitlines() if line.startswith("[SEND]")]
-    expected = ["[SEND] #1 a (1 bytes)", "[SEND] #2 bb (2 bytes)"]
+    expected = ["[SEND] #1 a (1 byte)", "[SEND] #2 bb (2 bytes)"]
     if end is None:
         expected.append("[SEND] #3 no newline at the end (21 bytes)")
     assert sent == expected
@@ -112,7 +118,7 @@ def test_fifty_concurrent_clients_each_get_their_own_hundred_replies(start_serve
         assert len(lines) == 2 + 2 * len(msgs), lines[:5]
         for j, m in enumerate(msgs):  # every reply is the echo of this client's own message
             assert lines[1 + 2 * j] == f"[SEND] #{j + 1} {m} ({len(m)} bytes)"
-            assert lines[2 + 2 * j] == f"[RECV] #{j + 1} {m} ({len(m)} bytes)"
+            assert lines[2 + 2 * j] == f"[RECV] #{j + 1} {m} (a reply of {len(m)} bytes)"
     srv.wait_for(r"disconnected: client closed the session$", count=50, timeout=CEILING)
     assert len(srv.out.matching(r"^\[RECV\] \S+ #\d+ client")) == 5000
     assert len(srv.out.matching(r"^\[SEND\] \S+ #100 client")) == 50
@@ -152,8 +158,9 @@ def test_echo_of_each_message_size_and_kind(start_server, run_client, tmp_path, 
     r = run_client("127.0.0.1", srv.port, "--message-file", path, "--log-file", "-", timeout=CEILING)
     assert r.returncode == 0, str(r)
     n = len(content)
-    assert r.stdout.splitlines()[1:3] == [f"[SEND] #1 {shown(content)} ({n} bytes)",
-                                         f"[RECV] #1 {shown(content)} ({n} bytes)"]
+    size = f"{n} byte" + ("" if n == 1 else "s")
+    assert r.stdout.splitlines()[1:3] == [f"[SEND] #1 {shown(content)} ({size})",
+                                         f"[RECV] #1 {shown(content)} (a reply of {size})"]
     peer = srv.wait_for(CONNECTED).group(1)
     srv.wait_for(rf"^\[INFO\] {peer} disconnected: client closed the session$")
     assert [line for line in srv.out.lines if line.startswith(("[RECV]", "[SEND]"))] == [
@@ -393,7 +400,7 @@ def test_ipv6_loopback(start_server, run_client):
     except OSError:
         pytest.skip("no IPv6 loopback here")
     srv = start_server(host="::1")
-    assert srv.host == "::1"
+    assert srv.host == "[::1]"
     r = run_client("::1", srv.port, "over IPv6")
     assert r.returncode == 0, str(r)
     srv.wait_for(r"^\[RECV\] \[::1\]:\d+ #1 over IPv6 \(9 bytes\)$")

@@ -28,7 +28,7 @@ def still_serving(srv, witness: RawPeer, run_client) -> None:
     assert witness.request(b"still here?") == b"ACK: received 11 bytes"
     r = run_client("127.0.0.1", srv.port, "after the attack")
     assert r.returncode == 0, str(r)
-    assert "[RECV] #1 ACK: received 16 bytes (22 bytes)" in r.stdout
+    assert "[RECV] #1 ACK: received 16 bytes (a reply of 22 bytes)" in r.stdout
 
 
 def warned(srv, peer: str, reason: str) -> None:
@@ -326,7 +326,7 @@ def test_client_answers_a_ping_while_waiting_for_its_reply(raw_server, run_clien
 
     r = run_against(raw_server, run_client, handler, "hello")
     assert r.returncode == 0, str(r)
-    assert "[RECV] #1 the reply (9 bytes)" in r.stdout
+    assert "[RECV] #1 the reply (a reply of 9 bytes)" in r.stdout
 
 
 def test_client_reports_the_servers_close_reason(raw_server, run_client, psk):

@@ -116,7 +116,7 @@ def test_self_signed_certificate_is_created_and_trusted_by_default(start_server,
         assert r.returncode == 0, str(r)
         assert r.stdout.splitlines()[:3] == [
             f"[INFO] Connected to {host}:{ts.port} (seclink/1: Noise NNpsk0 + AES-256-GCM, inside TLS 1.3)",
-            "[SEND] #1 over TLS (8 bytes)", "[RECV] #1 ACK: received 8 bytes (21 bytes)"]
+            "[SEND] #1 over TLS (8 bytes)", "[RECV] #1 ACK: received 8 bytes (a reply of 21 bytes)"]
     srv.wait_for(r"disconnected: client closed the session$", count=2)
     # A second server reuses the certificate (clients that trust it keep working).
     again = TlsServer(start_server("--tls"))
@@ -221,10 +221,10 @@ def test_tls_traffic_large_messages_and_concurrent_clients(start_server, run_cli
     r = run_client("127.0.0.1", srv.port, "--tls", "--message-file", tmp_path / "big", "--message", "small",
                    "--log-file", "-", timeout=CEILING)
     assert r.returncode == 0, str(r)
-    assert "[RECV] #1 small (5 bytes)" in r.stdout and "[RECV] #2 <binary> (16777216 bytes)" in r.stdout
+    assert "[RECV] #1 small (a reply of 5 bytes)" in r.stdout and "[RECV] #2 <binary> (a reply of 16777216 bytes)" in r.stdout
     for i, c in enumerate(clients):
         assert c.wait(CEILING) == 0, c.err.text
-        assert c.out.lines == [f"[RECV] #{j + 1} tls-{i}-{j} ({len(f'tls-{i}-{j}')} bytes)" for j in range(50)]
+        assert c.out.lines == [f"[RECV] #{j + 1} tls-{i}-{j} (a reply of {len(f'tls-{i}-{j}')} bytes)" for j in range(50)]
 
 
 def test_raw_peer_inside_tls_ping_and_tampering(start_server, run_client, raw_peers, psk):

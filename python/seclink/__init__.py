@@ -11,12 +11,19 @@ every part of the project speaks exactly the same wire protocol (docs/PROTOCOL.m
 - :mod:`seclink.errors`: the exceptions, all subclasses of :class:`Error`.
 """
 
+try:
+    from ._seclink import version as _native_version
+except ModuleNotFoundError as e:  # a clone where nothing was built yet
+    if e.name != f"{__name__}._seclink":
+        raise
+    raise ModuleNotFoundError(f"the native module {e.name} is not built: run `make` first (or `pip install .`)",
+                              name=e.name) from None
 from ._seclink import (DEFAULT_MAX_MESSAGE, KEY_BYTES, LOG_ERROR, LOG_INFO, LOG_MSG, LOG_TRACE, LOG_WARN, MAX_PING,
                        OVERHEAD_BYTES, PROTOCOL_VERSION)
 from ._seclink import version as _native_version
 from .client import Client
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import (AuthenticationError, ConnectionClosed, Error, HandshakeError, KeyFileError, MessageTooLarge,
+from .errors import (AuthenticationError, Category, ConnectionClosed, Err, Error, MsgType, HandshakeError, KeyFileError, MessageTooLarge,
                      NetworkError, ProtocolError, Timeout, TLSError)
 from .keys import generate_key, key_path, load_key
 from .server import Server
@@ -24,7 +31,7 @@ from .server import Server
 __version__ = _native_version()
 
 __all__ = ["Client", "Server", "Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
-           "Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
+           "Err", "Category", "MsgType", "Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
            "AuthenticationError", "ConnectionClosed", "MessageTooLarge", "load_key", "generate_key", "key_path",
            "DEFAULT_MAX_MESSAGE", "KEY_BYTES", "MAX_PING", "OVERHEAD_BYTES", "PROTOCOL_VERSION",
            "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_MSG", "LOG_TRACE", "__version__"]

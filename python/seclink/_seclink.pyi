@@ -17,6 +17,14 @@ TAG_BYTES: int
 OVERHEAD_BYTES: int
 MAX_PING: int
 DEFAULT_MAX_MESSAGE: int
+DEFAULT_TIMEOUT_MS: int
+ERRORS: dict[str, int]
+CATEGORIES: dict[str, int]
+MESSAGE_TYPES: dict[str, int]
+
+def err_category(code: int) -> int: ...
+def last_os_error() -> int: ...
+def tls_pin_parse(pin: str) -> bytes: ...
 MAX_MESSAGE_LIMIT: int
 PROTOCOL_VERSION: int
 LOG_ERROR: int

@@ -10,7 +10,7 @@ runs the protocol, and TLS 1.3 (when asked for) is an :class:`ssl.SSLObject` ove
         return data.upper()
 
     async def main() -> None:
-        async with await aio.serve(shout, "127.0.0.1", 0) as server:
+        async with await aio.serve("127.0.0.1", 0, handler=shout) as server:
             async with await aio.connect("127.0.0.1", server.port) as client:
                 print(await client.request(b"hello"))        # b'HELLO'
 
@@ -32,7 +32,7 @@ import inspect
 import os
 import socket
 import ssl
-import string
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from typing import Any, TypeVar, Union
 
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import ConnectionClosed, Error, ProtocolError, as_handshake_error, from_code
+from .errors import ConnectionClosed, Err, Error, ProtocolError, as_handshake_error, from_code
 from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
@@ -57,9 +57,18 @@ _CHUNK = 64 * 1024     # bytes read at a time; the stream reader pauses the sock
 _CLOSE_GRACE = 2.0     # seconds to flush a CLOSE (or finish closing) before dropping the connection
 _BACKLOG = 4096        # listen backlog (the system caps it): a burst of clients is not made to wait
 _HOSTNAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_DEFAULT: Any = object()
-_ERRNO_CODES = {errno.ECONNREFUSED: 42, errno.ENETUNREACH: 43, errno.EHOSTUNREACH: 43, errno.ENETDOWN: 43,
-                errno.ETIMEDOUT: 44, errno.EADDRINUSE: 40}
+class _Default:
+    """The default of a per-call timeout: the connection's own (readable in help())."""
+
+    def __repr__(self) -> str:
+        return "<the connection's timeout>"
+
+
+_DEFAULT: Any = _Default()
+_ERRNO_CODES = {errno.ECONNREFUSED: Err.CONNREFUSED, errno.ENETUNREACH: Err.UNREACHABLE,
+                errno.EHOSTUNREACH: Err.UNREACHABLE, errno.ENETDOWN: Err.UNREACHABLE, errno.ETIMEDOUT: Err.TIMEDOUT,
+                errno.EADDRINUSE: Err.ADDRINUSE, errno.EADDRNOTAVAIL: Err.ADDRNOTAVAIL, errno.EACCES: Err.ACCES,
+                errno.EPERM: Err.ACCES, errno.EAFNOSUPPORT: Err.AFNOSUPPORT}
 
 
 # ------------------------------------------------------------------------------ shared pieces
@@ -67,10 +76,10 @@ _ERRNO_CODES = {errno.ECONNREFUSED: 42, errno.ENETUNREACH: 43, errno.EHOSTUNREAC
 def _os_code(exc: OSError) -> int:
     """The library error code for a socket or TLS error (as errno_to_sl() in core/src/net.cpp)."""
     if isinstance(exc, ssl.SSLError):
-        return 47                                                   # TLS
+        return Err.TLS
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-        return 45                                                   # PEER_CLOSED
-    return _ERRNO_CODES.get(exc.errno or 0, 46)                     # else SOCKET
+        return Err.PEER_CLOSED
+    return _ERRNO_CODES.get(exc.errno or 0, Err.SOCKET)
 
 
 def _shown(data: bytes) -> str:
@@ -243,7 +252,7 @@ class AioServer:
             try:
                 self._tls_ctx.load_cert_chain(tls_cert, tls_key)
             except OSError:
-                raise from_code(52, f"cannot listen on {host}:{port}") from None
+                raise from_code(Err.TLS_CERT, f"cannot listen on {host}:{port}") from None
         self.tls_cert = tls_cert if tls else None
         self._policy = _seclink.Policy(
             psk, max_clients=max_clients, max_handshakes=max_handshakes,
@@ -299,8 +308,8 @@ class AioServer:
         try:
             infos = await _resolve(self.host, self.port, socket.AI_PASSIVE)
         except socket.gaierror:
-            raise from_code(41, where) from None
-        code = 46
+            raise from_code(Err.RESOLVE, where) from None
+        code = Err.SOCKET
         for family, kind, proto, _, addr in infos:
             sock = socket.socket(family, kind, proto)
             try:
@@ -416,7 +425,7 @@ class AioServer:
                 await c.stream.write(data)
             return True
         except OSError:
-            c.session.io_error(45, True, self._now())  # PEER_CLOSED
+            c.session.io_error(Err.PEER_CLOSED, True, self._now())
             return False
 
     async def _read(self, c: _Conn) -> bytes:
@@ -481,10 +490,10 @@ class AioServer:
         s.reply_failed(why, self._now())
 
 
-async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int = 5000, *,
-                psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
-                max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = 10.0,
-                idle_timeout: float = 300.0, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
+async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_port: int | None = None, *,
+                handler: Handler | None = None, psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
+                idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
                 log_level: int = LOG_MSG, tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
                 redact: bool = False, max_handshakes: int = _seclink.DEFAULT_MAX_HANDSHAKES,
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
@@ -493,6 +502,7 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
+    The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
     ``handler(data, peer)``, a function or a coroutine function, returns the reply (bytes, str as
     UTF-8, or None for an empty reply); if it raises, that session alone is closed (the client
     gets CLOSE "server error") and the exception is logged. It runs on the event loop, as does
@@ -506,8 +516,12 @@ async def serve(handler: Handler | None = None, host: str = "0.0.0.0", port: int
     and the memory budget ``max_memory`` (bytes) are the core session layer's. Serve with
     :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
     """
+    if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
+        warnings.warn("aio.serve(handler, host, port) is deprecated: use serve(host, port, handler=handler), "
+                      "the order of seclink.Server", DeprecationWarning, stacklevel=2)
+        handler, host, port = host, port if isinstance(port, str) else "0.0.0.0", _seclink.DEFAULT_PORT if _old_port is None else _old_port
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
-        raise from_code(1, f"cannot listen on {host}:{port}")
+        raise from_code(Err.INVAL, f"cannot listen on {host}:{port}")
     key = resolve_psk(psk, psk_file)
     try:
         server = AioServer(handler, host, int(port), psk=key, echo=echo, max_clients=max_clients,
@@ -614,12 +628,12 @@ class AioClient:
         except Error:
             raise
         except asyncio.TimeoutError:
-            raise from_code(44, context, self.peer) from None
+            raise from_code(Err.TIMEDOUT, context, self.peer) from None
 
     async def _next_message(self, want_pong: bool) -> bytes:
         """The next DATA (or, for ping(), PONG); PINGs are answered on the way, CLOSE raises."""
         if self._closed:
-            raise from_code(5, "recv", self.peer)
+            raise from_code(Err.CLOSED, "recv", self.peer)
         while True:
             event = await self._next_event("recv", self.peer)
             if isinstance(event, Ping):
@@ -654,14 +668,14 @@ class AioClient:
         except OSError as exc:
             raise from_code(_os_code(exc), context, peer) from None
         if not data:
-            code = 45  # PEER_CLOSED
+            code = Err.PEER_CLOSED
             try:
                 self._conn.receive_eof()
             except ProtocolError:
-                code = 22  # TRUNCATED
+                code = Err.TRUNCATED
             raise from_code(code, context, peer)
         if not self._received_any and self._stream.tls is None and data[:2] in (b"\x15\x03", b"\x16\x03"):
-            raise from_code(51, context, peer)  # a TLS record (alert or handshake) where seclink was expected
+            raise from_code(Err.TLS_UNEXPECTED, context, peer)  # a TLS record (alert or handshake) where seclink was expected
         self._received_any = True
         return data
 
@@ -672,8 +686,8 @@ class AioClient:
             raise from_code(_os_code(exc), context, peer) from None
 
 
-async def connect(host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | None = None,
-                  psk_file: str | os.PathLike[str] | None = None, timeout: float = 10.0,
+async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
+                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
                   trace: Callable[[str], None] | None = None) -> AioClient:
@@ -713,7 +727,7 @@ async def connect(host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | Non
     except Error:
         raise
     except asyncio.TimeoutError:
-        raise from_code(44, "cannot connect", where) from None
+        raise from_code(Err.TIMEDOUT, "cannot connect", where) from None
     finally:
         wipe(key)  # the connection has its own copy
 
@@ -724,8 +738,8 @@ async def _connect_tcp(host: str, port: int, where: str) -> _Stream:
     try:
         infos = await _resolve(host, port)
     except socket.gaierror:
-        raise from_code(41, "cannot connect", where) from None
-    code = 42
+        raise from_code(Err.RESOLVE, "cannot connect", where) from None
+    code = Err.CONNREFUSED
     for family, kind, proto, _, addr in infos:
         sock = socket.socket(family, kind, proto)
         try:
@@ -737,7 +751,7 @@ async def _connect_tcp(host: str, port: int, where: str) -> _Stream:
             if not isinstance(exc, OSError):
                 raise
             code = _os_code(exc)
-            if code == 44:
+            if code == Err.TIMEDOUT:
                 break
     raise from_code(code, "cannot connect", where)
 
@@ -755,26 +769,27 @@ async def _start_client_tls(stream: _Stream, host: str, ca: str | None, pin: byt
         try:
             ctx.load_verify_locations(ca)
         except OSError:
-            raise from_code(54, "cannot connect", where) from None
+            raise from_code(Err.TLS_TRUST, "cannot connect", where) from None
     try:
         await stream.start_tls(ctx, server_side=False, server_hostname=host if ca is not None else None)
     except ssl.SSLCertVerificationError as exc:
-        code = 53 if exc.verify_code in _HOSTNAME_MISMATCH else 48
+        code = Err.TLS_HOSTNAME if exc.verify_code in _HOSTNAME_MISMATCH else Err.TLS_VERIFY
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
-        code = 50  # the server hung up on our ClientHello: it does not speak TLS
+        code = Err.TLS_EXPECTED  # the server hung up on our ClientHello: it does not speak TLS
     except ssl.SSLError as exc:
-        code = 50 if exc.reason in ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG") else 47
+        code = Err.TLS_EXPECTED if exc.reason in ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG") else Err.TLS
     else:
         assert stream.tls is not None
         der = stream.tls.getpeercert(binary_form=True) or b""
         if pin is None or hmac.compare_digest(hashlib.sha256(der).digest(), pin):
             return
-        code = 49
+        code = Err.TLS_PIN
     raise from_code(code, "cannot connect", where)
 
 
 def _parse_pin(pin: str, where: str) -> bytes:
-    digits = pin.replace(":", "")
-    if len(digits) != 64 or not all(c in string.hexdigits for c in digits):
-        raise from_code(1, "cannot connect: tls_pin is not a SHA-256 fingerprint (64 hex digits)", where)
-    return bytes.fromhex(digits)
+    try:
+        return _seclink.tls_pin_parse(pin)  # the core's parser, as the native client's
+    except Error:
+        raise from_code(Err.INVAL, "cannot connect: tls_pin is not a SHA-256 fingerprint (64 hex digits)",
+                        where) from None

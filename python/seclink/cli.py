@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,99 +23,49 @@ from typing import Any, NoReturn, overload
 
 from . import _seclink
 from .client import Client
-from .errors import ConnectionClosed, Error, KeyFileError, MessageTooLarge, Timeout
+from .errors import Category, ConnectionClosed, Err, Error, KeyFileError, MessageTooLarge, Timeout
 from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, wipe
 from .server import Server
 
-# Exit codes, the same as the C++ programs' (README.md).
-OK, INTERNAL, USAGE, KEY, NETWORK, HANDSHAKE, TLS, SESSION, TOO_LARGE = 0, 1, 2, 3, 4, 5, 6, 7, 8
+# Exit codes, the same as the C++ programs' (README.md): the core's error categories (sl_category).
+OK, INTERNAL, USAGE, KEY, NETWORK, HANDSHAKE, TLS, SESSION, TOO_LARGE = (
+    Category.OK, Category.INTERNAL, Category.USAGE, Category.KEY, Category.NETWORK, Category.HANDSHAKE, Category.TLS,
+    Category.SESSION, Category.TOO_LARGE)
 
 LOG_ERROR, LOG_WARN, LOG_INFO, LOG_MSG, LOG_TRACE = (_seclink.LOG_ERROR, _seclink.LOG_WARN, _seclink.LOG_INFO,
                                                      _seclink.LOG_MSG, _seclink.LOG_TRACE)
 MAX_MESSAGE_LIMIT = _seclink.MAX_MESSAGE_LIMIT
 
-SERVER_HELP = """usage: {prog} [PORT] [options]
+# The flag table and help text, shared with the C++ programs (cpp_apps/flags_header.cmake makes a
+# header of the same file). {DEFAULT_X} is _seclink.DEFAULT_X (SL_DEFAULT_X of seclink.h).
+with open(os.path.join(os.path.dirname(__file__), "flags.json"), encoding="utf-8") as _f:
+    PROGRAMS: dict[str, Any] = json.load(_f)
 
-Serves seclink/1 clients (Noise NNpsk0 handshake + AES-256-GCM) until Ctrl-C or SIGTERM,
-then closes every session cleanly. Replies to each message with "ACK: received N bytes".
 
-options:
-  --port N                 port to listen on (default 5000; 0 picks a free one)
-  --host ADDR              address to listen on (default 0.0.0.0: every interface)
-  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
-                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
-                           created on first use if missing)
-  --keygen                 write a new key file (at --psk-file or the default) and exit
-  --echo                   reply with the message itself instead of the ACK
-  --threads N              worker threads (default: one per core)
-  --max-clients N          authenticated sessions at once; more are told "server full"
-                           (default 10000)
-  --max-handshakes N       clients still proving they hold the key, at once; more wait
-                           for a slot (default 256)
-  --max-handshakes-per-address N
-                           of those, from one address (default 64)
-  --handshake-rate N       new connections a second from one address; more wait their
-                           turn (default 200)
-  --handshake-timeout SEC  time a client has to finish the handshake (default 10)
-  --idle-timeout SEC       close sessions idle this long (default 300)
-  --frame-timeout SEC      a message once started must arrive within this (default 60)
-  --max-memory MIB         budget for every session's buffered messages, in MiB; frames
-                           that cannot fit are refused (default 256)
-  --max-message BYTES      largest message accepted (default 16777216 = 16 MiB)
-  --log-file PATH          append log lines with timestamps here (default server_logs.txt;
-                           '-' for none)
-  --quiet                  print only warnings and errors
-  --redact                 never show message content (messages, replies, CLOSE reasons):
-                           "<redacted>" with sizes and counters, on screen and in the log
-  --trace                  print every frame as annotated hex next to its plaintext
-  --tls                    run seclink/1 inside TLS 1.3
-  --tls-cert FILE          PEM certificate chain for --tls (default: a self-signed one
-                           created in the config directory, its fingerprint printed)
-  --tls-key FILE           PEM private key for --tls-cert
-  --asyncio                serve from one asyncio event loop (seclink.aio) instead of the
-                           native worker threads (not with --threads)
-  --version                print the version and exit
-  --help                   print this help and exit
+def expand_defaults(text: str) -> str:
+    """{DEFAULT_X} -> _seclink.DEFAULT_X; ":s" gives milliseconds in seconds, ":MiB" bytes in MiB."""
+    def value(m: re.Match[str]) -> str:
+        n = getattr(_seclink, m.group(1), None)
+        if n is None:
+            return m.group(0)
+        return str(n // 1000 if m.group(2) == "s" else n >> 20 if m.group(2) == "MiB" else n)
+    return re.sub(r"\{(DEFAULT_\w+)(?::(s|MiB))?\}", value, text)
 
-exit codes: 0 stopped cleanly, 2 bad option, 3 key file problem, 4 cannot listen
-(port in use, bad address), 6 TLS certificate problem, 1 anything else.
-"""
 
-CLIENT_HELP = """usage: {prog} [HOST [PORT [MESSAGE...]]] [options]
-
-Connects to a seclink/1 server, sends each MESSAGE and prints each reply, then closes.
-With no message it is interactive: each line typed is sent and its reply printed;
-'exit', 'quit', '!DISCONNECT' or end of input (Ctrl-D) close the session.
-
-options:
-  --host HOST              server name or address (default 127.0.0.1)
-  --port N                 server port (default 5000)
-  --message TEXT           a message to send (repeatable; after the positional ones)
-  --message-file PATH      send the bytes of a file as one message (repeatable)
-  --psk-file PATH          pre-shared key file (default: $SECLINK_PSK_FILE, else
-                           $XDG_CONFIG_HOME/seclink/psk or ~/.config/seclink/psk,
-                           created on first use if missing)
-  --keygen                 write a new key file (at --psk-file or the default) and exit
-  --timeout SEC            limit for connecting + handshake and for each reply (default 10)
-  --max-message BYTES      largest message sent or accepted (default 16777216 = 16 MiB)
-  --log-file PATH          append log lines with timestamps here (default client_logs.txt;
-                           '-' for none)
-  --quiet                  print only replies, warnings and errors
-  --redact                 never show message content (messages, replies, CLOSE reasons):
-                           "<redacted>" with sizes and counters, on screen and in the log
-  --trace                  print every frame as annotated hex next to its plaintext
-  --tls                    run seclink/1 inside TLS 1.3 (the certificate is always verified)
-  --tls-ca FILE            trust this CA (PEM); the host name must match the certificate
-  --tls-pin SHA256         or: trust exactly the certificate with this SHA-256 fingerprint
-                           (without either: the certificate a server on this machine created)
-  --asyncio                use the asyncio client (seclink.aio) instead of the native one
-  --version                print the version and exit
-  --help                   print this help and exit
-
-exit codes: 0 done, 2 bad option, 3 key file problem, 4 cannot connect (refused,
-unreachable, unknown host, timeout), 5 handshake failed (different keys), 6 TLS problem,
-7 session broken off (server closed it, connection lost), 8 message too large, 1 other.
-"""
+def help_text(prog: str, role: str) -> str:
+    """--help, formatted as the C++ programs' app::help_text() formats it."""
+    p = PROGRAMS[role]
+    out = [f"usage: {prog} {p['usage']}", "", *p["about"], "", "options:"]
+    for f in p["flags"]:
+        head = (f"-{f['short']}, " if "short" in f else "") + f"--{f['name']}" + (f" {f['value']}" if "value" in f else "")
+        lines = [expand_defaults(h) for h in f["help"]]
+        if len(head) <= 23:
+            out.append(f"  {head:<23}  {lines[0]}")
+            lines = lines[1:]
+        else:
+            out.append(f"  {head}")
+        out += [" " * 27 + line for line in lines]
+    return "\n".join([*out, "", *p["epilog"]]) + "\n"
 
 
 class Exit(Exception):
@@ -150,15 +102,34 @@ def describe(e: Error) -> str:
     return f"{e.detail}; {hint} [{e.name}]" if hint else f"{e.detail} [{e.name}]"
 
 
+def count(n: int, thing: str) -> str:
+    """"1 byte", "2 bytes"."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
+def host_port(host: str, port: int) -> str:
+    """"127.0.0.1:5000", "[::1]:5000": an IPv6 address in brackets, as in a URL."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# The terminal's line limit (Linux N_TTY): a longer line typed or pasted is cut to this.
+TERMINAL_LINE = 4095
+
+
 def shown(data: bytes) -> str:
     return _seclink.format_message(data)
 
 
 class Args:
-    """Minimal GNU-style flag parser, the same rules as the C++ programs': --name value,
-    --name=value, bare --switch, positionals, '--' ends the options."""
+    """Minimal GNU-style flag parser over the flag table, the same rules as the C++ programs':
+    --name value, --name=value, bare --switch, the table's short names (-h), positionals, '--'
+    ends the options. Anything else that starts with '-' is an unknown option, named."""
 
-    def __init__(self, argv: Sequence[str], with_value: Sequence[str], switches: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], role: str) -> None:
+        flags = PROGRAMS[role]["flags"]
+        with_value = [f["name"] for f in flags if "value" in f]
+        switches = [f["name"] for f in flags if "value" not in f]
+        shorts = {f["short"]: f["name"] for f in flags if "short" in f}
         self.positional: list[str] = []
         self._flags: list[tuple[str, str]] = []
         i = 0
@@ -168,9 +139,18 @@ class Args:
             if a == "--":
                 self.positional += argv[i:]
                 break
-            if not a.startswith("--") or len(a) == 2:
+            if len(a) < 2 or not a.startswith("-"):  # "-" alone is a positional too
                 self.positional.append(a)
                 continue
+            if not a.startswith("--"):
+                if a[1:] not in shorts:
+                    names = [f"--{n}" for n in [*with_value, *switches] if n.startswith(a[1])]
+                    hint = ""
+                    if names:
+                        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+                        hint = f": options have long names; did you mean {listed}?"
+                    raise Exit(USAGE, f"unknown option '{a}'{hint} (see --help)")
+                a = "--" + shorts[a[1:]]
             name, eq, value = a[2:].partition("=")
             if name in switches:
                 if eq:
@@ -347,19 +327,16 @@ def _loaded(path: str, log: Logger) -> bytearray:
 # ------------------------------------------------------------------------------------------ server
 
 def _server(prog: str, argv: Sequence[str]) -> int:
-    args = Args(argv, ["port", "host", "psk-file", "threads", "max-clients", "max-handshakes",
-                       "max-handshakes-per-address", "handshake-rate", "handshake-timeout", "idle-timeout",
-                       "frame-timeout", "max-memory", "max-message", "log-file", "tls-cert", "tls-key"],
-                ["keygen", "echo", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
+    args = Args(argv, "server")
     if args.has("help"):
-        sys.stdout.write(SERVER_HELP.format(prog=prog))
+        sys.stdout.write(help_text(prog, "server"))
         return OK
     if args.has("version"):
         print(f"seclink server {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
         return OK
     if len(args.positional) > 1:
         raise Exit(USAGE, "too many arguments (see --help)")
-    port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else 5000
+    port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
     psk_path, is_default = key_location(prog, args.get("psk-file"))
@@ -416,24 +393,26 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     def listen_error(e: Exception) -> Exit:
         code = getattr(e, "name", "")
         if code == "ADDRINUSE":
-            return Exit(NETWORK, f"cannot listen on {host}:{port}: the port is in use by another program "
+            return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: the port is in use by another program "
                                  "(choose another with --port)")
         if code == "RESOLVE":
             return Exit(NETWORK, f"cannot listen on '{host}': not a local address (check --host)")
         if code == "TLS_CERT":
             return Exit(TLS, f"TLS certificate/key unusable: {cert}, {key} (check --tls-cert and --tls-key)")
+        if isinstance(e, Error) and e.code and _seclink.err_category(e.code) == Category.NETWORK:
+            return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: {describe(e)}")
         if isinstance(e, Error):
-            return Exit(NETWORK if code == "SOCKET" else INTERNAL, f"cannot start: {describe(e)}")
+            return Exit(_seclink.err_category(e.code) if e.code else INTERNAL, f"cannot start: {describe(e)}")
         return Exit(INTERNAL, f"cannot start: {e}")
 
     def started(workers: int, bound_port: int, tag: str) -> None:
         log.line(LOG_INFO, f"[INFO] seclink server {_seclink.version()} ({tag}): {workers} worker "
                            f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, key {psk_path}")
-        log.line(LOG_INFO, f"[INFO] Listening on {host}:{bound_port}", always=True)
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound_port)}", always=True)
 
     def stopping(signum: int, sessions: int) -> None:
         what = "Interrupted" if signum == signal.SIGINT else "Terminated"
-        log.line(LOG_INFO, f"[INFO] {what}: closing {sessions} sessions")
+        log.line(LOG_INFO, f"[INFO] {what}: closing {count(sessions, 'session')}")
 
     if use_asyncio:
         return asyncio.run(_serve_asyncio(host, port, psk, opts, listen_error, started, stopping, log))
@@ -478,7 +457,7 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
         loop.add_signal_handler(s, _resolve, got, s)
     from . import aio
     try:
-        server = await aio.serve(None, host, port, psk=psk, **opts)
+        server = await aio.serve(host, port, psk=psk, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:
@@ -509,20 +488,22 @@ def _tls_dir() -> str:
 def connect_error(e: Error, where: str) -> Exit:
     """The exit code and sentence for a failure to connect (as the C++ client's)."""
     at = f"cannot connect to {where}: "
-    n = e.name
-    if n in ("CONNREFUSED", "UNREACHABLE", "RESOLVE", "SOCKET"):
-        return Exit(NETWORK, at + describe(e))
-    if n == "TIMEDOUT":
+    if e.code == Err.TIMEDOUT:
         return Exit(NETWORK, at + "no answer in time (is the host right, and a server running? see --timeout)")
-    if n == "HANDSHAKE_AUTH":
+    if e.code == Err.HANDSHAKE_AUTH:
         return Exit(HANDSHAKE, f"handshake with {where} failed: the server uses a different pre-shared key "
                                "(copy the server's key file here, or point --psk-file at it)")
-    if n in ("PEER_CLOSED", "TRUNCATED"):
+    if e.code in (Err.PEER_CLOSED, Err.TRUNCATED):
         return Exit(HANDSHAKE, f"the server at {where} closed the connection during the handshake: it most likely "
                                "uses a different pre-shared key (or it runs with --tls: then add --tls)")
-    if n in ("WEAK_KEY", "BAD_MAGIC", "BAD_VERSION", "FRAME_TOO_LARGE", "FRAME_TOO_SHORT"):
+    # The core's category says which exit code; before the session is up, a broken session is a
+    # failed handshake.
+    category = _seclink.err_category(e.code) if e.code else Category.INTERNAL
+    if category == Category.NETWORK:
+        return Exit(NETWORK, at + describe(e))
+    if category in (Category.HANDSHAKE, Category.SESSION):
         return Exit(HANDSHAKE, f"handshake with {where} failed: {describe(e)}")
-    if n.startswith("TLS"):
+    if category == Category.TLS:
         return Exit(TLS, f"TLS with {where} failed: {describe(e)}")
     return Exit(INTERNAL, at + describe(e))
 
@@ -563,7 +544,7 @@ class Session:
         except Error as e:
             raise Exit(SESSION, f"sending failed: {describe(e)}") from None
         self.seq += 1
-        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({len(msg)} bytes)")
+        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({count(len(msg), 'byte')})")
         try:
             reply = self.client.recv(self.timeout)
         except Timeout:
@@ -575,7 +556,7 @@ class Session:
             raise Exit(SESSION, f"the server closed the session: {why}") from None
         except Error as e:
             raise Exit(SESSION, f"session failed: {describe(e)}") from None
-        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {self.shown(reply)} ({len(reply)} bytes)")
+        self.log.line(LOG_WARN, f"[RECV] #{self.seq} {self.shown(reply)} (a reply of {count(len(reply), 'byte')})")
 
     def close(self) -> None:
         try:
@@ -586,11 +567,9 @@ class Session:
 
 
 def _client(prog: str, argv: Sequence[str]) -> int:
-    args = Args(argv, ["host", "port", "message", "message-file", "psk-file", "timeout", "max-message", "log-file",
-                       "tls-ca", "tls-pin"],
-                ["keygen", "quiet", "redact", "trace", "tls", "asyncio", "help", "version"])
+    args = Args(argv, "client")
     if args.has("help"):
-        sys.stdout.write(CLIENT_HELP.format(prog=prog))
+        sys.stdout.write(help_text(prog, "client"))
         return OK
     if args.has("version"):
         print(f"seclink client {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
@@ -601,7 +580,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
 
     pos = args.positional
     host = pos[0] if pos else "127.0.0.1"
-    port = parse_number("PORT", pos[1], 1, 65535) if len(pos) > 1 else 5000
+    port = parse_number("PORT", pos[1], 1, 65535) if len(pos) > 1 else _seclink.DEFAULT_PORT
     messages = [os.fsencode(m) for m in pos[2:]]
     host = args.get("host", host)
     port = args.number("port", port, 1, 65535)
@@ -617,15 +596,16 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         if len(m) > max_message:
             raise Exit(TOO_LARGE, f"message {i} is {len(m)} bytes, over the limit of {max_message} bytes "
                                   "(--max-message); nothing was sent")
-    timeout = args.number("timeout", 10, 1, 3600)
+    timeout = args.number("timeout", _seclink.DEFAULT_TIMEOUT_MS // 1000, 1, 3600)
     if not args.has("tls") and (args.has("tls-ca") or args.has("tls-pin")):
         raise Exit(USAGE, "--tls-ca and --tls-pin need --tls")
     pin = args.get("tls-pin")
     if pin is not None:
-        digits = pin.replace(":", "")
-        if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        try:
+            _seclink.tls_pin_parse(pin)
+        except Error:
             raise Exit(USAGE, "--tls-pin takes the certificate's SHA-256 fingerprint: 64 hex digits "
-                              "(colons allowed), as the server prints it")
+                              "(colons allowed), as the server prints it") from None
 
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
@@ -635,7 +615,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
@@ -675,8 +655,14 @@ def _interactive(session: Session, log: Logger) -> None:
         line = line.removesuffix(b"\n").removesuffix(b"\r")
         if line in (b"exit", b"quit", b"!DISCONNECT"):
             break
-        if line:
-            session.exchange(line)
+        if not line:
+            log.line(LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several lines, "
+                               "use --message-file)")
+            continue
+        if tty and len(line) >= TERMINAL_LINE:
+            log.line(LOG_WARN, f"[WARN] the line is {count(len(line), 'byte')}, the most a terminal passes on: "
+                               "anything longer was cut (send long text with --message-file)")
+        session.exchange(line)
 
 
 # ------------------------------------------------------------------------------------------ entry points

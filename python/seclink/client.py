@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 from collections import deque
 
 from . import _seclink
@@ -13,7 +14,14 @@ from .keys import resolve_psk, wipe
 
 __all__ = ["Client"]
 
-_DEFAULT = object()
+class _Default:
+    """The default of a per-call timeout: the client's own (readable in help())."""
+
+    def __repr__(self) -> str:
+        return "<the client's timeout>"
+
+
+_DEFAULT: Any = _Default()
 
 
 class Client:
@@ -48,8 +56,8 @@ class Client:
     KeyFileError; later ConnectionClosed, ProtocolError, AuthenticationError, MessageTooLarge.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000, *, psk: bytes | None = None,
-                 psk_file: str | os.PathLike[str] | None = None, timeout: float = 10.0,
+    def __init__(self, host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
+                 psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
         key = resolve_psk(psk, psk_file)

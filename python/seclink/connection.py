@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from . import _seclink
-from .errors import Error, from_code
+from .errors import Error, MsgType, from_code
 
 Message = Union[bytes, bytearray, memoryview, str]
 
 __all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
            "DATA", "CLOSE", "PING", "PONG"]
 
-DATA, CLOSE, PING, PONG = 1, 2, 3, 4
+DATA, CLOSE, PING, PONG = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgType.PONG
 _HANDSHAKE_DONE, _MESSAGE = 1, 2
 
 

@@ -14,13 +14,25 @@ Every failure the library reports is a :class:`seclink.Error`; the subclasses sa
     └── MessageTooLarge       a message over the size limit was refused; nothing was sent
 
 Each exception carries ``code`` (the library's numeric error, as in docs/PROTOCOL.md), ``name``
-(its stable name, e.g. ``"AUTH"``) and ``peer`` (``"host:port"`` where known). This module is
-plain Python: the native bindings use :func:`from_code` to build every exception they raise.
+(its stable name, e.g. ``"AUTH"``) and ``peer`` (``"host:port"`` where known). The native
+bindings use :func:`from_code` to build every exception they raise.
 """
 
 from __future__ import annotations
 
-__all__ = ["Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
+import os
+from enum import IntEnum
+
+from . import _seclink
+
+# The library's numbers, read from the core (never copied here): Err is sl_err (Err.AUTH == 17,
+# names as in docs/PROTOCOL.md section 7), Category is sl_category (the programs' exit codes),
+# MsgType is sl_msg_type.
+Err = IntEnum("Err", _seclink.ERRORS, module=__name__)
+Category = IntEnum("Category", _seclink.CATEGORIES, module=__name__)
+MsgType = IntEnum("MsgType", _seclink.MESSAGE_TYPES, module=__name__)
+
+__all__ = ["Err", "Category", "MsgType", "Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
            "AuthenticationError", "ConnectionClosed", "MessageTooLarge", "from_code"]
 
 
@@ -81,17 +93,16 @@ class MessageTooLarge(Error, ValueError):
 
 # Library error codes (seclink.h, docs/PROTOCOL.md section 7) -> exception class.
 _CLASSES: dict[int, type[Error]] = {
-    5: ConnectionClosed, 45: ConnectionClosed,                       # CLOSED, PEER_CLOSED
-    10: ProtocolError, 11: ProtocolError, 16: ProtocolError,         # FRAME_TOO_SHORT/LARGE, BAD_COUNTER
-    18: ProtocolError, 19: ProtocolError, 22: ProtocolError,         # BAD_TYPE, BAD_PING, TRUNCATED
-    17: AuthenticationError,                                         # AUTH
-    12: HandshakeError, 13: HandshakeError, 14: HandshakeError, 15: HandshakeError,
-    20: MessageTooLarge,
-    44: Timeout,
-    40: NetworkError, 41: NetworkError, 42: NetworkError, 43: NetworkError, 46: NetworkError,
+    Err.CLOSED: ConnectionClosed, Err.PEER_CLOSED: ConnectionClosed,
+    Err.AUTH: AuthenticationError,
+    Err.TIMEDOUT: Timeout,
+    Err.NONCE_EXHAUSTED: Error,  # our own counter ran out: the peer broke nothing
 }
-_CLASSES.update({c: KeyFileError for c in range(30, 39)})
-_CLASSES.update({c: TLSError for c in range(47, 55)})
+# Else by the core's category.
+_BY_CATEGORY: dict[int, type[Error]] = {
+    Category.KEY: KeyFileError, Category.NETWORK: NetworkError, Category.TLS: TLSError,
+    Category.HANDSHAKE: HandshakeError, Category.SESSION: ProtocolError, Category.TOO_LARGE: MessageTooLarge,
+}
 
 
 def as_handshake_error(e: Error, where: str) -> Error:
@@ -107,10 +118,11 @@ def as_handshake_error(e: Error, where: str) -> Error:
 
 def from_code(code: int, context: str = "", peer: str = "") -> Error:
     """The exception for library error `code`, its message naming the peer and the cause."""
-    from . import _seclink  # the extension; imported here so that this module stays importable alone
-
     detail = _seclink.strerror(code)
+    if code == Err.SOCKET and _seclink.last_os_error():  # the operating system's words for the cause
+        detail += f" ({os.strerror(_seclink.last_os_error())})"
     name = _seclink.errname(code)
     parts = [p for p in (peer, context) if p]
     message = f"{': '.join(parts)}: {detail} [{name}]" if parts else f"{detail} [{name}]"
-    return _CLASSES.get(code, Error)(message, code=code, name=name, peer=peer, detail=detail)
+    cls = _CLASSES.get(code) or _BY_CATEGORY.get(_seclink.err_category(code), Error)
+    return cls(message, code=code, name=name, peer=peer, detail=detail)

@@ -55,10 +55,10 @@ class Server:
     ``max_memory`` (bytes) are the core session layer's, as in :func:`seclink.aio.serve`.
     """
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 5000, *, handler: Handler | None = None,
+    def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
                  psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
-                 threads: int = 0, max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = 10.0,
-                 idle_timeout: float = 300.0, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
+                 threads: int = 0, max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
+                 idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
                  log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
                  tls_cert: str | None = None, tls_key: str | None = None, redact: bool = False,
                  max_handshakes: int = _seclink.DEFAULT_MAX_HANDSHAKES,

@@ -180,7 +180,7 @@ def test_handler_reply(psk, handler):
     lines = Lines()
 
     async def scenario() -> None:
-        async with await aio.serve(handler, HOST, 0, psk=psk, log=lines) as srv:
+        async with await aio.serve(HOST, 0, handler=handler, psk=psk, log=lines) as srv:
             async with await aio.connect(HOST, srv.port, psk=psk) as client:
                 assert await client.request("shout") == b"SHOUT"
                 assert await client.request(b"") == b""
@@ -189,9 +189,33 @@ def test_handler_reply(psk, handler):
     assert any(line.endswith("#2 <empty> (0 bytes)") and line.startswith("[SEND]") for line in lines.lines())
 
 
+def test_serve_takes_the_arguments_of_server_and_still_the_old_order(psk):
+    """aio.serve(host, port, handler=...) like seclink.Server(host, port, handler=...); the old
+    serve(handler, host, port) still works, with a DeprecationWarning."""
+    async def scenario() -> None:
+        async with await aio.serve(HOST, 0, handler=_upper, psk=psk) as srv:
+            async with await aio.connect(HOST, srv.port, psk=psk) as client:
+                assert await client.request("new") == b"NEW"
+        with pytest.warns(DeprecationWarning, match="serve\\(host, port, handler=handler\\)"):
+            old = await aio.serve(_upper, HOST, 0, psk=psk)
+        async with old as srv:
+            async with await aio.connect(HOST, srv.port, psk=psk) as client:
+                assert await client.request("old") == b"OLD"
+
+    run(scenario())
+
+
+def test_defaults_read_well_in_help():
+    import inspect
+    for fn in (seclink.Client.recv, seclink.Client.request, aio.AioClient.recv if hasattr(aio, "AioClient") else None):
+        if fn is not None:
+            assert "object at 0x" not in str(inspect.signature(fn)), inspect.signature(fn)
+    assert "= <the client's timeout>" in str(inspect.signature(seclink.Client.recv))
+
+
 def test_handler_returning_none_sends_an_empty_reply(psk):
     async def scenario() -> None:
-        async with await aio.serve(lambda data, peer: None, HOST, 0, psk=psk) as srv:
+        async with await aio.serve(HOST, 0, handler=lambda data, peer: None, psk=psk) as srv:
             async with await aio.connect(HOST, srv.port, psk=psk) as client:
                 assert await client.request(b"anything") == b""
 
@@ -214,7 +238,7 @@ def test_failing_handler_closes_only_its_own_session(psk, handler):
     lines = Lines()
 
     async def scenario() -> None:
-        async with await aio.serve(handler, HOST, 0, psk=psk, log=lines) as srv:
+        async with await aio.serve(HOST, 0, handler=handler, psk=psk, log=lines) as srv:
             async with await aio.connect(HOST, srv.port, psk=psk) as other, \
                     await aio.connect(HOST, srv.port, psk=psk) as victim:
                 with pytest.raises(seclink.ConnectionClosed) as exc:
@@ -478,7 +502,7 @@ def test_native_client_with_the_aio_server(psk):
         return exc.type
 
     async def scenario() -> None:
-        async with await aio.serve(_upper, HOST, 0, psk=psk) as srv:
+        async with await aio.serve(HOST, 0, handler=_upper, psk=psk) as srv:
             assert await within(asyncio.to_thread(native_session, srv.port)) == (b"FROM C++", b"p")
             assert await within(asyncio.to_thread(native_wrong_key, srv.port)) is seclink.HandshakeError
 

@@ -821,3 +821,18 @@ def test_a_client_called_from_its_own_trace_callback_raises_rather_than_wait_for
     t.join(WAIT)
     assert not t.is_alive() and errors == []
     assert seen == ["a seclink Client was called from its own trace callback"]
+
+
+def test_the_library_numbers_are_int_enums_read_from_the_core():
+    from seclink.errors import from_code
+    assert seclink.Err.AUTH == 17 and seclink.Err(55) is seclink.Err.ADDRNOTAVAIL
+    assert [m.name for m in seclink.MsgType] == ["DATA", "CLOSE", "PING", "PONG"]
+    assert seclink.MsgType.DATA == 1 and seclink.Connection is not None
+    assert seclink.Category.NETWORK == 4 and seclink.Category.TOO_LARGE == 8
+    e = from_code(seclink.Err.ADDRNOTAVAIL, "cannot listen")
+    assert isinstance(e, seclink.NetworkError) and "not an address of this machine" in str(e)
+    assert isinstance(from_code(seclink.Err.TIMEDOUT), seclink.Timeout)
+    assert isinstance(from_code(seclink.Err.TLS_PIN), seclink.TLSError)
+    assert isinstance(from_code(seclink.Err.AUTH), seclink.AuthenticationError)
+    assert isinstance(from_code(seclink.Err.TRUNCATED), seclink.ProtocolError)
+    assert type(from_code(seclink.Err.NOMEM)) is seclink.Error

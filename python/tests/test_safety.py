@@ -99,7 +99,7 @@ def test_aio_server_redacts_content():
     psk, log = os.urandom(32), Log()
 
     async def scenario() -> None:
-        srv = await aio.serve(None, "127.0.0.1", 0, psk=psk, log=log, redact=True, log_level=seclink.LOG_TRACE)
+        srv = await aio.serve("127.0.0.1", 0, psk=psk, log=log, redact=True, log_level=seclink.LOG_TRACE)
         async with srv:
             await asyncio.to_thread(_redacted_session, srv.port, psk)
             await asyncio.to_thread(log.wait, "disconnected")
@@ -201,7 +201,7 @@ def test_the_package_wipes_the_key_copies_it_holds(monkeypatch):
     assert len(wiped) == 2
 
     async def scenario() -> None:
-        srv = await aio.serve(None, "127.0.0.1", 0, psk=psk)
+        srv = await aio.serve("127.0.0.1", 0, psk=psk)
         async with srv:
             c = await aio.connect("127.0.0.1", srv.port, psk=psk)
             await c.close()

@@ -68,3 +68,15 @@ def test_help_lists_the_options_and_the_steps():
     assert result.returncode == 0
     for word in ("--step", "--only N", "--width", "The attack lab", "An eavesdropper's view"):
         assert word in result.stdout
+
+
+def test_make_demo_and_run_build_only_the_programs_quietly():
+    """`make demo` and `make run*` build ./server, ./client and the Python extension, not the
+    GoogleTest suite, and show the build's output only when it fails."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for target in ("demo", "run", "run-server", "run-client", "run-py-server", "run-py-client"):
+        out = subprocess.run(["make", "-n", target], cwd=repo, capture_output=True, text=True, timeout=60).stdout
+        builds = [line for line in out.splitlines() if "--build" in line]
+        assert builds, out
+        assert all("--target server client _seclink" in line for line in builds), out
+        assert "> build/programs.log 2>&1 ||" in out, out

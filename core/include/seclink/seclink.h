@@ -89,8 +89,33 @@ typedef enum sl_err {
     SL_ETLS_UNEXPECTED = 51,  /* the peer speaks TLS, but plain seclink was asked for */
     SL_ETLS_CERT = 52,        /* the TLS certificate or key file cannot be used */
     SL_ETLS_HOSTNAME = 53,    /* the server's certificate is valid but issued for another host */
-    SL_ETLS_TRUST = 54        /* nothing to verify the server with: no readable CA file, no pin */
+    SL_ETLS_TRUST = 54,       /* nothing to verify the server with: no readable CA file, no pin */
+    SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
+    SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
+    SL_EAFNOSUPPORT = 57      /* the address family (IPv6 or IPv4) is turned off on this machine */
 } sl_err;
+
+/* What kind of failure an error is, for programs that report failures by kind. The values are
+ * the exit codes of the seclink programs (README.md), so every language's programs take them
+ * from here. USAGE is never returned: only a program knows its flags. */
+typedef enum sl_category {
+    SL_CAT_OK = 0,
+    SL_CAT_INTERNAL = 1,  /* a bug, out of memory, a file-system error */
+    SL_CAT_USAGE = 2,     /* a bad flag or argument */
+    SL_CAT_KEY = 3,       /* the pre-shared key file is missing or unusable */
+    SL_CAT_NETWORK = 4,   /* cannot listen or connect: in use, refused, unreachable, unknown host, timeout */
+    SL_CAT_HANDSHAKE = 5, /* the seclink handshake failed: different keys, not a seclink peer */
+    SL_CAT_TLS = 6,       /* TLS: verification, pin, TLS on one side only, certificate */
+    SL_CAT_SESSION = 7,   /* the session broke off: closed, lost, a protocol error */
+    SL_CAT_TOO_LARGE = 8  /* a message over the size limit was refused (nothing was sent) */
+} sl_category;
+
+/** The sl_category of `err`; SL_CAT_INTERNAL for values not listed. */
+SL_API int sl_err_category(int err);
+
+/** The errno behind the last SL_ESOCKET this thread was given (0 if none), so that a program
+ *  can name the cause of a socket error no other code describes (strerror()). */
+SL_API int sl_last_os_error(void);
 
 /** A static, one-line English description of `err`, saying what to do where there is a fix.
  *  Never NULL; unknown values give "unknown error". */
@@ -116,6 +141,7 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_MAX_MESSAGE (16u * 1024u * 1024u) /* default largest message content */
 #define SL_MAX_MESSAGE_LIMIT 0x7FFFFFFEu /* largest max message (2^31-2): type + content are one AEAD call */
 #define SL_HASH_BYTES 32u          /* handshake hash */
+#define SL_DEFAULT_TIMEOUT_MS 10000u /* a client's connect + handshake limit, and each send's */
 
 /* Defaults of the server's limits (sl_server_config_init), read by every layer and language. */
 #define SL_DEFAULT_PORT 5000u
@@ -526,7 +552,7 @@ typedef struct sl_client_config {
     const char *host;           /* name or address of the server */
     uint16_t port;
     const uint8_t *psk;         /* SL_KEY_BYTES bytes, required; copied */
-    unsigned timeout_ms;        /* connect + handshake limit; default 10000 */
+    unsigned timeout_ms;        /* connect + handshake limit; default SL_DEFAULT_TIMEOUT_MS */
     size_t max_message;         /* default SL_DEFAULT_MAX_MESSAGE */
     sl_log_fn log;              /* receives trace entries when trace is set; may be NULL */
     void *log_ud;
@@ -577,6 +603,11 @@ SL_API int sl_tls_ensure_self_signed(const char *cert_path, const char *key_path
 /** Writes the SHA-256 fingerprint of the first certificate in `cert_path` as 64 hex digits
  *  (cap >= 65). Returns SL_OK, SL_EINVAL, SL_ETLS_CERT. */
 SL_API int sl_tls_fingerprint(const char *cert_path, char *buf, size_t cap);
+
+/** Parses a certificate pin, as sl_tls_fingerprint() writes it and sl_client_config.tls_pin
+ *  takes it: 64 hex digits, either case, ':' anywhere ignored. The one parser of pins, for every
+ *  layer and language. `out` may be NULL (only check). Returns SL_OK, SL_EINVAL (not a pin). */
+SL_API int sl_tls_pin_parse(const char *pin, uint8_t out[32]);
 
 #ifdef __cplusplus
 } /* extern "C" */
