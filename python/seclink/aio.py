@@ -618,8 +618,8 @@ class AioClient:
     async def _transmit(self, queue: Callable[[], None]) -> None:
         try:
             queue()
-        except Error as exc:
-            raise from_code(exc.code, "send", self.peer) from None
+        except Error as exc:  # a receive that already failed says why the session ended, as the native client
+            raise from_code(self._failure or exc.code, "send", self.peer) from None
         await self._within(self._flush("send", self.peer), _DEFAULT, "send")
 
     async def _within(self, step: Coroutine[Any, Any, T], timeout: float | None, context: str) -> T:
