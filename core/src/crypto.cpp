@@ -2,10 +2,11 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 
 namespace seclink::detail {
 namespace {
@@ -20,14 +21,26 @@ const EVP_MD *sha256_md() noexcept {
     static EVP_MD *md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
     return md;
 }
-EVP_KDF *hkdf_kdf() noexcept {
-    static EVP_KDF *k = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-    return k;
-}
-
-struct KdfCtxFree {
-    void operator()(EVP_KDF_CTX *c) const noexcept { EVP_KDF_CTX_free(c); }
+struct MacCtxFree {
+    void operator()(EVP_MAC_CTX *c) const noexcept { EVP_MAC_CTX_free(c); }
 };
+// An HMAC context with SHA-256 bound, never keyed: the contexts that compute are copies of it.
+const EVP_MAC_CTX *hmac_sha256_template() noexcept {
+    static EVP_MAC_CTX *t = []() -> EVP_MAC_CTX * {
+        EVP_MAC *mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+        EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+        EVP_MAC_free(mac);  // the context holds its own reference
+        static char digest[] = "SHA256";
+        OSSL_PARAM p[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                          OSSL_PARAM_construct_end()};
+        if (c != nullptr && EVP_MAC_CTX_set_params(c, p) != 1) {
+            EVP_MAC_CTX_free(c);
+            c = nullptr;
+        }
+        return c;
+    }();
+    return t;
+}
 struct PkeyCtxFree {
     void operator()(EVP_PKEY_CTX *c) const noexcept { EVP_PKEY_CTX_free(c); }
 };
@@ -123,24 +136,41 @@ int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
     return ok ? SL_OK : SL_ECRYPTO;
 }
 
+// RFC 5869 on HMAC-SHA-256, written out because OpenSSL 3.0's HKDF provider fetches HMAC and
+// SHA-256 by name on every derive (a lock and a name lookup each, about 10% of a server's CPU per
+// new session). Each call starts from the template context, so nothing is fetched here.
 int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len, const uint8_t *info,
                 size_t info_len, uint8_t *out, size_t out_len) noexcept {
-    EVP_KDF *kdf = hkdf_kdf();
-    if (kdf == nullptr || out_len == 0 || out_len > 255 * kHashLen) return SL_ECRYPTO;  // RFC 5869 2.3
-    std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> c(EVP_KDF_CTX_new(kdf));
+    const EVP_MAC_CTX *tmpl = hmac_sha256_template();
+    if (tmpl == nullptr || out_len == 0 || out_len > 255 * kHashLen) return SL_ECRYPTO;  // RFC 5869 2.3
+    std::unique_ptr<EVP_MAC_CTX, MacCtxFree> c(EVP_MAC_CTX_dup(tmpl));
     if (!c) return SL_ENOMEM;
-    // OSSL_PARAM takes non-const pointers; OpenSSL only reads these buffers.
-    static char digest[] = "SHA256";
-    uint8_t empty = 0;
-    auto bytes = [&](const uint8_t *p, size_t n) { return n ? const_cast<uint8_t *>(p) : &empty; };
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, bytes(salt, salt_len), salt_len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, bytes(ikm, ikm_len), ikm_len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, bytes(info, info_len), info_len),
-        OSSL_PARAM_construct_end(),
-    };
-    return EVP_KDF_derive(c.get(), out, out_len, params) == 1 ? SL_OK : SL_ECRYPTO;
+    static const uint8_t empty = 0;
+    auto bytes = [](const uint8_t *p, size_t n) { return n ? p : &empty; };  // a key may be empty, not NULL
+    uint8_t prk[kHashLen], t[kHashLen];
+    size_t n = 0;
+    // Extract: PRK = HMAC(salt, IKM).
+    bool ok = EVP_MAC_init(c.get(), bytes(salt, salt_len), salt_len, nullptr) == 1 &&
+              (ikm_len == 0 || EVP_MAC_update(c.get(), ikm, ikm_len) == 1) &&
+              EVP_MAC_final(c.get(), prk, &n, sizeof prk) == 1 && n == kHashLen;
+    // Expand: T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty; out = T(1) || T(2) || ...
+    for (size_t done = 0, i = 1; ok && done < out_len; ++i) {
+        const uint8_t counter = static_cast<uint8_t>(i);
+        ok = EVP_MAC_init(c.get(), prk, sizeof prk, nullptr) == 1 &&
+             (i == 1 || EVP_MAC_update(c.get(), t, sizeof t) == 1) &&
+             (info_len == 0 || EVP_MAC_update(c.get(), info, info_len) == 1) &&
+             EVP_MAC_update(c.get(), &counter, 1) == 1 && EVP_MAC_final(c.get(), t, &n, sizeof t) == 1 &&
+             n == kHashLen;
+        if (ok) {
+            const size_t take = std::min(out_len - done, sizeof t);
+            std::memcpy(out + done, t, take);
+            done += take;
+        }
+    }
+    wipe(prk, sizeof prk);
+    wipe(t, sizeof t);
+    if (!ok) wipe(out, out_len);
+    return ok ? SL_OK : SL_ECRYPTO;
 }
 
 int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t *out,
@@ -176,8 +206,16 @@ int X25519::load_public() noexcept {
 int X25519::derive(const uint8_t peer_pub[kDhLen], uint8_t out[kDhLen]) const noexcept {
     static const uint8_t zeros[kDhLen] = {};
     if (!key_) return SL_ECRYPTO;
-    PkeyPtr peer(EVP_PKEY_new_raw_public_key_ex(nullptr, "X25519", nullptr, peer_pub, kDhLen));
-    if (!peer) return SL_ECRYPTO;
+    // The peer's key goes into one EVP_PKEY per thread, set anew each time: making an EVP_PKEY
+    // costs OpenSSL 3.0 a fetch and a walk over every algorithm name, a tenth of a server's
+    // handshake. The derive context below holds it only until this function returns.
+    thread_local PkeyPtr peer;
+    if (!peer) {
+        peer.reset(EVP_PKEY_new_raw_public_key_ex(nullptr, "X25519", nullptr, peer_pub, kDhLen));
+        if (!peer) return SL_ECRYPTO;
+    } else if (EVP_PKEY_set1_encoded_public_key(peer.get(), peer_pub, kDhLen) != 1) {
+        return SL_ECRYPTO;
+    }
     std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
     size_t len = kDhLen;
     if (!c || EVP_PKEY_derive_init(c.get()) != 1 || EVP_PKEY_derive_set_peer_ex(c.get(), peer.get(), 0) != 1)

@@ -26,6 +26,7 @@ using SslPtr = std::unique_ptr<SSL, SslFree>;
 
 int64_t now_ms() noexcept;                   // monotonic clock
 std::string peer_name(int fd);               // "ip:port" of the other end
+std::string addr_name(const sockaddr_storage &ss);  // "ip:port", IPv6 in brackets
 std::string sock_name(int fd);               // "ip:port" of this end
 int set_nonblocking(int fd) noexcept;
 int errno_to_sl(int e) noexcept;             // ECONNREFUSED -> SL_ECONNREFUSED, ...
@@ -35,7 +36,8 @@ int last_os_error() noexcept;                // the errno behind this thread's l
 // Linux (SOCK_NONBLOCK, accept4); socket()/accept() and fcntl() with SECLINK_POSIX_IO or where
 // those do not exist (macOS).
 int open_socket(int family, int type, int protocol) noexcept;
-int accept_socket(int listen_fd) noexcept;
+// accept_socket() stores the peer's address in *peer (no getpeername() needed).
+int accept_socket(int listen_fd, sockaddr_storage *peer) noexcept;
 
 // send() flag that turns SIGPIPE into EPIPE; where it does not exist (older macOS), the socket
 // has SO_NOSIGPIPE instead (attach_socket(), open_socket(), accept_socket()).

@@ -47,8 +47,11 @@ public:
     // only); its events come back with `tag`, which must not be nullptr. false on failure.
     bool add(int fd, uint32_t interest, void *tag) noexcept;
     bool modify(int fd, uint32_t interest, void *tag) noexcept;
-    // Before `fd` is closed.
+    // Stops watching `fd`, which stays open.
     void remove(int fd) noexcept;
+    // Right before `fd` is closed: epoll drops a closed descriptor by itself (no system call),
+    // poll() needs it out of its array.
+    void forget(int fd) noexcept;
 
     // Waits up to timeout_ms (-1: no limit) and stores at most `cap` events in `out`; returns
     // how many (0 on timeout or EINTR). A wake() comes back as one event with tag nullptr.

@@ -52,6 +52,7 @@ bool Poller::modify(int fd, uint32_t interest, void *tag) noexcept {
 }
 
 void Poller::remove(int fd) noexcept { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+void Poller::forget(int) noexcept {}  // closing the (never duplicated) descriptor removes it
 
 int Poller::wait(PollEvent *out, int cap, int timeout_ms) noexcept {
     epoll_event evs[kMaxEvents];

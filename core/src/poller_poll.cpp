@@ -88,6 +88,8 @@ bool Poller::modify(int fd, uint32_t interest, void *tag) noexcept {
     return true;
 }
 
+void Poller::forget(int fd) noexcept { remove(fd); }
+
 void Poller::remove(int fd) noexcept {
     const auto ufd = static_cast<size_t>(fd);
     if (fd < 0 || ufd >= slot_.size() || slot_[ufd] < 0) return;

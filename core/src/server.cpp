@@ -73,6 +73,12 @@ struct Shared {
     std::vector<class Worker *> workers;
 };
 
+// A connection the acceptor took, on its way to the worker that will serve it.
+struct Accepted {
+    int fd = -1;
+    sockaddr_storage addr{};  // the peer, from accept()
+};
+
 // One connection: its socket (and TLS) and its session.
 struct Conn {
     Stream io;
@@ -87,7 +93,7 @@ public:
     explicit Worker(Shared &sh) : sh_(sh), p_(sh.policy) {}
     ~Worker() {
         if (th_.joinable()) th_.join();
-        for (int fd : incoming_fds()) close(fd);
+        for (const Accepted &a : incoming()) close(a.fd);
     }
 
     int init(bool acceptor) {
@@ -105,20 +111,20 @@ public:
         if (th_.joinable()) th_.join();
     }
     void wake() noexcept { poller_.wake(); }
-    void post(int fd) {
+    void post(const Accepted &a) {
         {
             std::lock_guard<std::mutex> lock(mu_);
-            incoming_.push_back(fd);
+            incoming_.push_back(a);
         }
         wake();
     }
 
 private:
-    std::vector<int> incoming_fds() {
+    std::vector<Accepted> incoming() {
         std::lock_guard<std::mutex> lock(mu_);
-        std::vector<int> fds;
-        fds.swap(incoming_);
-        return fds;
+        std::vector<Accepted> got;
+        got.swap(incoming_);
+        return got;
     }
 
     // The longest a worker sleeps: sessions' deadlines are looked at (at least) this often.
@@ -171,14 +177,15 @@ private:
     // The acceptor: takes what the listening socket has queued and spreads it round-robin.
     void accept_burst() {
         for (int burst = 0; burst < 64; ++burst) {
-            int fd = accept_socket(sh_.listen_fd);
-            if (fd < 0) {
+            Accepted a;
+            a.fd = accept_socket(sh_.listen_fd, &a.addr);
+            if (a.fd < 0) {
                 if (errno == EMFILE || errno == ENFILE) refuse_without_fds();
                 return;  // EAGAIN and transient errors: wait for the next readiness
             }
             Worker *w = sh_.workers[sh_.next_worker++ % sh_.workers.size()];
-            if (w == this) add_conn(fd);
-            else w->post(fd);
+            if (w == this) add_conn(a);
+            else w->post(a);
         }
     }
 
@@ -193,10 +200,11 @@ private:
     }
 
     void take_incoming() {
-        for (int fd : incoming_fds()) add_conn(fd);
+        for (const Accepted &a : incoming()) add_conn(a);
     }
 
-    void add_conn(int fd) noexcept {
+    void add_conn(const Accepted &a) noexcept {
+        const int fd = a.fd;
         std::unique_ptr<Conn> c(new (std::nothrow) Conn);
         if (!c) {
             close(fd);
@@ -204,12 +212,10 @@ private:
         }
         c->io.fd = fd;
         if (guard([&] {
-                c->s = std::make_unique<Session>(p_, peer_name(fd), now_ms());
+                c->s = std::make_unique<Session>(p_, addr_name(a.addr), now_ms());
                 return SL_OK;
             }) != SL_OK || !c->s->ok())
             return;  // ~Conn closes fd
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         bool ok = true;
         if (sh_.tls) {
             c->io.ssl.reset(SSL_new(sh_.tls.get()));
@@ -226,7 +232,7 @@ private:
                 conns_.emplace(raw, std::move(c));
                 return SL_OK;
             }) != SL_OK) {
-            poller_.remove(fd);  // closing it is enough for epoll, not for poll()
+            poller_.forget(fd);
             return;
         }
         guarded(*raw, [&] { update(*raw); });
@@ -243,7 +249,7 @@ private:
     }
 
     void reap_one(Conn &c) noexcept {
-        poller_.remove(c.io.fd);
+        poller_.forget(c.io.fd);
         c.s->close();  // logs "disconnected", returns the slots
         conns_.erase(&c);
     }
@@ -421,7 +427,7 @@ private:
     bool acceptor_ = false;
     int64_t next_sweep_ = 0;
     std::mutex mu_;
-    std::vector<int> incoming_;
+    std::vector<Accepted> incoming_;
     std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
     std::vector<Conn *> dead_;
     std::unique_ptr<uint8_t[]> rbuf_;
