@@ -10,6 +10,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <openssl/crypto.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -56,7 +58,7 @@ public:
         }
     }
     ~Bytes() {
-        if (!copy_.empty()) explicit_bzero(copy_.data(), copy_.size());  // it may hold a key
+        if (!copy_.empty()) OPENSSL_cleanse(copy_.data(), copy_.size());  // it may hold a key
         PyBuffer_Release(&view_);
     }
     Bytes(const Bytes &) = delete;
@@ -84,7 +86,7 @@ std::array<uint8_t, SL_KEY_BYTES> key_from(const py::buffer &psk) {
     return k;
 }
 
-void wipe(std::array<uint8_t, SL_KEY_BYTES> &k) { explicit_bzero(k.data(), k.size()); }
+void wipe(std::array<uint8_t, SL_KEY_BYTES> &k) { OPENSSL_cleanse(k.data(), k.size()); }
 
 std::string format_frame(const sl_frame_info *f, const char *peer) {
     std::string out(64 * 1024, '\0');

@@ -170,7 +170,7 @@ int main(int argc, char **argv) {
     const std::string where = app::host_port(host, port);
     sl_client *c = nullptr;
     int rc = sl_client_connect(&c, &cfg);
-    explicit_bzero(psk, sizeof psk);
+    app::wipe(psk, sizeof psk);
     if (rc != SL_OK) {
         Outcome o = connect_error(rc, where);
         app::die(kProg, o.code, o.text);

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <fcntl.h>
+#ifdef __linux__
 #include <sys/prctl.h>
+#endif
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -17,6 +20,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <openssl/crypto.h>
 
 #include "flags.hpp"
 #include "seclink/seclink.h"
@@ -248,9 +253,18 @@ private:
     std::vector<std::pair<std::string, std::string>> flags_;
 };
 
-// No core dumps of this process (they would hold the key and messages), and no ptrace attach
-// or /proc/PID/mem reading by other processes of the same user. Called first thing in main().
-inline void no_core_dumps() { prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+// No core dumps of this process (they would hold the key and messages) and, on Linux, no ptrace
+// attach or /proc/PID/mem reading by other processes of the same user. Called first thing in main().
+inline void no_core_dumps() {
+#ifdef __linux__
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#else
+    const rlimit none{0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+#endif
+}
+// Wipes a buffer that held a key (OpenSSL's cleanse: explicit_bzero is not on every system).
+inline void wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
 
 // Log lines on the screen and, with a timestamp, appended to the log file. The file may hold
 // message text: it is created 0600 and never opened through a symbolic link (someone who can

@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
 
     sl_server *server = nullptr;
     int rc = sl_server_new(&server, &cfg);
-    explicit_bzero(psk, sizeof psk);  // the server keeps its own copy
+    app::wipe(psk, sizeof psk);  // the server keeps its own copy
     if (rc == SL_EADDRINUSE)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");

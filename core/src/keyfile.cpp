@@ -73,7 +73,11 @@ int open_key_dir(const char *path, int *dirfd, const char **base, unsigned *warn
         std::memcpy(dir, path, len);
         dir[len] = '\0';
     }
+#ifdef O_PATH
     int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);  // search permission is enough
+#else
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // (no O_PATH: read permission too)
+#endif
     if (fd < 0) return from_errno(errno);
     struct stat st;
     int rc = fstat(fd, &st) != 0 ? SL_EIO : check_owner(st.st_uid, true, SL_EKEY_DIR, warnings);

@@ -48,7 +48,7 @@ public:
         free_ = f;
     }
 
-    // Whether every mapping so far could also be locked in RAM (MADV_DONTDUMP always holds).
+    // Whether every mapping so far could also be locked in RAM (MADV_DONTDUMP or MADV_NOCORE always holds where the system has it).
     bool all_locked() noexcept {
         std::lock_guard<std::mutex> lock(mu_);
         return all_locked_;
@@ -62,10 +62,17 @@ private:
     bool grow() noexcept {
         void *m = mmap(nullptr, kMapping, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) return false;
-        if (madvise(m, kMapping, MADV_DONTDUMP) != 0) {  // then it is no place for keys
+#if defined(MADV_DONTDUMP) || defined(MADV_NOCORE)
+#ifdef MADV_DONTDUMP
+        const int no_dump = MADV_DONTDUMP;
+#else
+        const int no_dump = MADV_NOCORE;  // FreeBSD's name for it
+#endif
+        if (madvise(m, kMapping, no_dump) != 0) {  // then it is no place for keys
             munmap(m, kMapping);
             return false;
         }
+#endif  // (macOS has neither: the programs turn core dumps off for the whole process)
         if (mlock(m, kMapping) != 0) all_locked_ = false;  // RLIMIT_MEMLOCK: dump-proof, not swap-proof
         auto *base = static_cast<uint8_t *>(m);
         for (size_t off = kMapping; off >= kSlot; off -= kSlot) {
