@@ -114,7 +114,7 @@ def replies(stdout: str) -> list[str]:
 
 def received(srv: MatrixServer) -> list[str]:
     """What the server logged as received ([RECV] <peer> #n <text> (N bytes)) in arrival order."""
-    return [m.group(1) for m in srv.out.matching(r"^\[RECV\] \S+ #\d+ (.*) \(\d+ bytes\)$")]
+    return [m.group(1) for m in srv.out.matching(r"^\[RECV\] \S+ #\d+ (.*) \(\d+ bytes?\)$")]
 
 
 # ------------------------------------------------------------------------------ every pair

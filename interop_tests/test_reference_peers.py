@@ -117,7 +117,7 @@ def test_client_sends_several_messages_and_prints_each_ack(tmp_path: Path, serve
                                           "[RECV] ACK: received 10 bytes"]
     peer = server.wait_for(r"^\[INFO\] Client connected: (127\.0\.0\.1:\d+)$").group(1)
     server.wait_for(rf"^\[RECV\] {peer} #1 hello \(5 bytes\)$")
-    server.wait_for(rf"^\[SEND\] {peer} #1 ACK: received 5 bytes \(21 bytes\)$")
+    server.wait_for(rf"^\[SEND\] {peer} #1 ACK: received 5 bytes \(a reply of 21 bytes\)$")
     server.wait_for(rf"^\[RECV\] {peer} #3 héllo ✓ \(10 bytes\)$")
     server.wait_for(rf"^\[INFO\] Client disconnected: {peer} \(.*CLOSE.*\)$")
 

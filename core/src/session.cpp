@@ -27,7 +27,7 @@ std::string mib(size_t n) {
     return n % (1024 * 1024) == 0 ? std::to_string(n / (1024 * 1024)) + " MiB" : std::to_string(n) + " bytes";
 }
 
-std::string bytes(size_t n) { return std::to_string(n) + " bytes"; }
+std::string bytes(size_t n) { return std::to_string(n) + (n == 1 ? " byte" : " bytes"); }
 
 // The source address of "host:port" or "[v6]:port".
 std::string address_of(const std::string &peer) {
@@ -375,7 +375,7 @@ int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
     ++send_seq_;
     if (msg_log)
         p_.log(SL_LOG_MSG,
-               "[SEND] " + peer_ + " #" + std::to_string(send_seq_) + " " + reply_shown + " (" + bytes(len) + ")");
+               "[SEND] " + peer_ + " #" + std::to_string(send_seq_) + " " + reply_shown + " (a reply of " + bytes(len) + ")");
     account();
     return SL_OK;
 }

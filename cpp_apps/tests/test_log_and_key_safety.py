@@ -132,7 +132,7 @@ def test_redact_keeps_content_out_of_every_server_log(start_server, raw_peers, p
         assert "secret" not in text and "ACK" not in text, text
     logged = strip_timestamps(log)
     assert f"[RECV] {peer.name} #1 <redacted> (14 bytes)" in logged
-    assert f"[SEND] {peer.name} #1 <redacted> (22 bytes)" in logged
+    assert f"[SEND] {peer.name} #1 <redacted> (a reply of 22 bytes)" in logged
     assert f"[INFO] {peer.name} disconnected: client closed the session (<redacted>)" in logged
 
 

@@ -21,15 +21,9 @@ CONNECTED = r"^\[INFO\] (127\.0\.0\.1:\d+) connected$"
 
 
 def ack(n: int) -> str:
-    """How a client shows the server's ACK of an n-byte message."""
+    """How the ACK of an n-byte message is shown: by the client that gets it, the server that sends it."""
     text = f"ACK: received {n} bytes"
     return f"{text} (a reply of {len(text)} bytes)"
-
-
-def ack_sent(n: int) -> str:
-    """How the server shows the ACK it sends for an n-byte message."""
-    text = f"ACK: received {n} bytes"
-    return f"{text} ({len(text)} bytes)"
 
 
 def one_error_line(result, prog: str = "client") -> str:
@@ -62,11 +56,11 @@ def test_one_shot_session_sends_every_message_in_order_and_prints_each_ack(start
     session = [line for line in srv.out.lines if peer in line]
     assert session == [
         f"[INFO] {peer} connected", f"[INFO] {peer} handshake complete",
-        f"[RECV] {peer} #1 hello (5 bytes)", f"[SEND] {peer} #1 {ack_sent(5)}",
-        f"[RECV] {peer} #2 <empty> (0 bytes)", f"[SEND] {peer} #2 {ack_sent(0)}",
-        f"[RECV] {peer} #3 héllo wörld (13 bytes)", f"[SEND] {peer} #3 {ack_sent(13)}",
-        f"[RECV] {peer} #4 --looks-like-a-flag (19 bytes)", f"[SEND] {peer} #4 {ack_sent(19)}",
-        f"[RECV] {peer} #5 from a file (11 bytes)", f"[SEND] {peer} #5 {ack_sent(11)}",
+        f"[RECV] {peer} #1 hello (5 bytes)", f"[SEND] {peer} #1 {ack(5)}",
+        f"[RECV] {peer} #2 <empty> (0 bytes)", f"[SEND] {peer} #2 {ack(0)}",
+        f"[RECV] {peer} #3 héllo wörld (13 bytes)", f"[SEND] {peer} #3 {ack(13)}",
+        f"[RECV] {peer} #4 --looks-like-a-flag (19 bytes)", f"[SEND] {peer} #4 {ack(19)}",
+        f"[RECV] {peer} #5 from a file (11 bytes)", f"[SEND] {peer} #5 {ack(11)}",
         f"[INFO] {peer} disconnected: client closed the session",
     ]
 
@@ -164,7 +158,7 @@ def test_echo_of_each_message_size_and_kind(start_server, run_client, tmp_path, 
     peer = srv.wait_for(CONNECTED).group(1)
     srv.wait_for(rf"^\[INFO\] {peer} disconnected: client closed the session$")
     assert [line for line in srv.out.lines if line.startswith(("[RECV]", "[SEND]"))] == [
-        f"[RECV] {peer} #1 {shown(content)} ({n} bytes)", f"[SEND] {peer} #1 {shown(content)} ({n} bytes)"]
+        f"[RECV] {peer} #1 {shown(content)} ({size})", f"[SEND] {peer} #1 {shown(content)} (a reply of {size})"]
 
 
 def test_acks_report_the_size_of_every_message(start_server, run_client, tmp_path):

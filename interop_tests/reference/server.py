@@ -28,6 +28,11 @@ def log(line: str) -> None:
         print(line, flush=True)
 
 
+def size(content: bytes) -> str:
+    """"1 byte", "5 bytes"."""
+    return f"{len(content)} byte" + ("" if len(content) == 1 else "s")
+
+
 def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
@@ -48,13 +53,13 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                         log(f"[INFO] {peer}: handshake done")
                     elif isinstance(event, Message) and event.type == DATA:
                         received += 1
-                        log(f"[RECV] {peer} #{received} {describe(event.content)} ({len(event.content)} bytes)")
+                        log(f"[RECV] {peer} #{received} {describe(event.content)} ({size(event.content)})")
                         reply = event.content if echo else f"ACK: received {len(event.content)} bytes".encode()
                         conn.send(DATA, reply)
                         sent += 1
-                        log(f"[SEND] {peer} #{sent} {describe(reply)} ({len(reply)} bytes)")
+                        log(f"[SEND] {peer} #{sent} {describe(reply)} (a reply of {size(reply)})")
                     elif isinstance(event, Message) and event.type == PING:
-                        log(f"[INFO] {peer}: PING ({len(event.content)} bytes), answered with PONG")
+                        log(f"[INFO] {peer}: PING ({size(event.content)}), answered with PONG")
                     elif isinstance(event, Closed):
                         done = True
                         if event.reason is not None:

@@ -149,7 +149,7 @@ def test_request_reply_and_its_log_lines(psk):
         (seclink.LOG_INFO, f"[INFO] {peer} connected"),
         (seclink.LOG_INFO, f"[INFO] {peer} handshake complete"),
         (seclink.LOG_MSG, f"[RECV] {peer} #1 hello (5 bytes)"),
-        (seclink.LOG_MSG, f"[SEND] {peer} #1 ACK: received 5 bytes (21 bytes)"),
+        (seclink.LOG_MSG, f"[SEND] {peer} #1 ACK: received 5 bytes (a reply of 21 bytes)"),
         (seclink.LOG_INFO, f"[INFO] {peer} disconnected: client closed the session"),
     ]
 
