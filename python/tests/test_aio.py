@@ -186,7 +186,7 @@ def test_handler_reply(psk, handler):
                 assert await client.request(b"") == b""
 
     run(scenario())
-    assert any(line.endswith("#2 <empty> (0 bytes)") and line.startswith("[SEND]") for line in lines.lines())
+    assert any(line.endswith("#2 <empty> (a reply of 0 bytes)") and line.startswith("[SEND]") for line in lines.lines())
 
 
 def test_serve_takes_the_arguments_of_server_and_still_the_old_order(psk):
