@@ -82,7 +82,7 @@ def _redacted_session(port: int, psk: bytes) -> None:
         c.close("secret reason")
 
 
-EXPECTED = ["<redacted> (14 bytes)", "<redacted> (22 bytes)", "client closed the session (<redacted>)"]
+EXPECTED = ["<redacted> (14 bytes)", "<redacted> (a reply of 22 bytes)", "client closed the session (<redacted>)"]
 
 
 def test_native_server_redacts_content():
