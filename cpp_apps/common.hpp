@@ -43,24 +43,11 @@ enum Exit {
 };
 
 // What these programs' flags can do about a library error (the library's own messages name no
-// flags; python/seclink/cli.py has the same hints).
+// flags): the "hints" of python/seclink/flags.json, which cli.py reads too.
 inline const char *flag_hint(int rc) {
-    switch (rc) {
-    case SL_EKEY_NOT_FOUND: return "create one with --keygen, or name one with --psk-file";
-    case SL_EKEY_SIZE:
-    case SL_EKEY_FORMAT: return "generate a new one with --keygen";
-    case SL_EADDRINUSE: return "choose another with --port";
-    case SL_ECONNREFUSED: return "start one or check --port";
-    case SL_ETLS_VERIFY: return "check --tls-ca (or use --tls-pin)";
-    case SL_ETLS_TRUST:
-        return "give --tls-ca FILE or --tls-pin SHA256 (by default a client trusts the certificate a --tls server "
-               "on this machine created)";
-    case SL_ETLS_PIN: return "check --tls-pin";
-    case SL_ETLS_EXPECTED: return "drop --tls, or start the server with --tls";
-    case SL_ETLS_UNEXPECTED: return "add --tls";
-    case SL_ETLS_CERT: return "check --tls-cert and --tls-key";
-    default: return nullptr;
-    }
+    for (const auto &h : spec::k_hints)
+        if (std::strcmp(h.error, sl_errname(rc)) == 0) return h.hint;
+    return nullptr;
 }
 
 inline std::string describe(int rc) {

@@ -174,7 +174,8 @@ def test_acks_report_the_size_of_every_message(start_server, run_client, tmp_pat
     peer = srv.wait_for(CONNECTED).group(1)
     srv.wait_for(rf"disconnected: client closed the session$")
     for i, content in enumerate(MESSAGES.values(), 1):
-        assert srv.out.matching(rf"^\[RECV\] {peer} #{i} .* \({len(content)} bytes\)$")
+        n = len(content)
+        assert srv.out.matching(rf"^\[RECV\] {peer} #{i} .* \({n} byte{'' if n == 1 else 's'}\)$")
 
 
 def test_echo_returns_exactly_the_bytes_sent(start_server, raw_peers, psk):

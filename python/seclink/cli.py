@@ -76,22 +76,9 @@ class Exit(Exception):
         self.code = code
 
 
-# What these programs' flags can do about a library error (the library's own messages name no
-# flags; cpp_apps/common.hpp has the same hints).
-FLAG_HINTS = {
-    "KEY_NOT_FOUND": "create one with --keygen, or name one with --psk-file",
-    "KEY_SIZE": "generate a new one with --keygen",
-    "KEY_FORMAT": "generate a new one with --keygen",
-    "ADDRINUSE": "choose another with --port",
-    "CONNREFUSED": "start one or check --port",
-    "TLS_VERIFY": "check --tls-ca (or use --tls-pin)",
-    "TLS_TRUST": "give --tls-ca FILE or --tls-pin SHA256 (by default a client trusts the certificate a --tls "
-                 "server on this machine created)",
-    "TLS_PIN": "check --tls-pin",
-    "TLS_EXPECTED": "drop --tls, or start the server with --tls",
-    "TLS_UNEXPECTED": "add --tls",
-    "TLS_CERT": "check --tls-cert and --tls-key",
-}
+# What these programs' flags can do about a library error, by error name (flags.json "hints",
+# which the C++ programs are built with too).
+FLAG_HINTS: dict[str, str] = {k: v for k, v in PROGRAMS["hints"].items() if k != "//"}
 
 
 def describe(e: Error) -> str:
