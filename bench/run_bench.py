@@ -5,7 +5,9 @@
 
 Columns: our server (plain seclink/1, and inside TLS 1.3 with --tls), (a) the C++ epoll echo
 server (plain TCP, no crypto), (b) the thread-per-client Python AES-CBC + HMAC server (the
-design seclink replaces) and (c) a Python asyncio TLS 1.3 echo server. Each measurement gets a
+design seclink replaces) and (c) a Python asyncio TLS 1.3 echo server; then ours beside (z),
+ZeroMQ with CURVE security (bench/baselines/zmq_curve.cpp, its own closed-loop client), the
+library users would pick instead, at 1, 16 and 128 connections. Each measurement gets a
 fresh server on 127.0.0.1, port 0: the port is read from its "[INFO] Listening on HOST:PORT"
 line, the loadgen runs, the server is stopped with SIGTERM. If --server does not exist yet, its
 columns read n/a. Then the project's targets are checked for our server as ratios.
@@ -40,6 +42,7 @@ LISTENING = re.compile(rb"\[INFO\] Listening on ([0-9.]+):([0-9]+)")
 MIB = 1024 * 1024
 PY_SERVER = HERE.parent / "python" / "server.py"
 PY_ROWS = ("rr16", "rr128")  # what the Python servers are measured on
+ZMQ_ROWS = ("rr1", "rr16", "rr128", "mib1", "mib16", "mib128")  # ours beside ZeroMQ CURVE
 OTHER_CPU_WARN = 20.0  # % of one core used by other processes during a window: flag the figure
 
 
@@ -171,6 +174,7 @@ class Column:
     echo_flag: list[str] = field(default_factory=list)  # how to make it echo, if it can
     max_idle: int = 10000
     rows: tuple[str, ...] | None = None  # the only rows it runs (None: all)
+    load: list[str] | None = None  # its own load program (None: loadgen)
 
 
 @dataclass
@@ -180,6 +184,7 @@ class Row:
     mode: str
     args: list[str]
     echo: bool  # ask every server for the echo (the 64-byte rows: like for like with (a))
+    cols: tuple[str, ...] | None = None  # the only columns that run it (None: all)
 
 
 def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, build: Path,
@@ -193,6 +198,7 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
     ours_common = plain + ["--threads", str(args.server_threads)]
     ours = [str(server)] + ours_common if server else None
     ours_tls = ours + ["--tls", "--tls-cert", str(cert), "--tls-key", str(key)] if ours else None
+    zmq, zmq_key = build / "bench" / "zmq_curve", psk.parent / "zmq-server.key"
     return [
         Column("ours", "ours", "seclink", False, ours, ["--echo"], args.idle_conns),
         Column("ours_tls", "ours --tls", "seclink-tls", False, ours_tls, ["--echo"], args.idle_conns),
@@ -212,16 +218,24 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
                 "--threads", str(args.server_threads)], [], rows=PY_ROWS),
         Column("py_aio", "py --asyncio", "seclink", False,
                [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
+        # ZeroMQ with CURVE: server and client are one program, the server's key goes through a file.
+        Column("z", "(z) 0MQ CURVE", "zmq", False,
+               [str(zmq), "server", "--port", "0", "--key-file", str(zmq_key), "--threads", str(args.server_threads)]
+               if zmq.exists() else None, ["--echo"], rows=ZMQ_ROWS,
+               load=[str(zmq), "client", "--key-file", str(zmq_key)]),
     ]
 
 
 def build_rows(args: argparse.Namespace) -> list[Row]:
     t = ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     return [
+        Row("rr1", "64 B round trips, 1 conn", "rr", ["--conns", "1", "--size", "64"] + t, True, ("ours", "z")),
         Row("rr16", "64 B round trips, 16 conns", "rr", ["--conns", "16", "--size", "64"] + t, True),
         Row("rr128", "64 B round trips, 128 conns", "rr", ["--conns", "128", "--size", "64"] + t, True),
         Row("mib1", "1 MiB in, ACK back, 1 conn", "rr", ["--conns", "1", "--size", str(MIB)] + t, False),
         Row("mib16", "1 MiB in, ACK back, 16 conns", "rr", ["--conns", "16", "--size", str(MIB)] + t, False),
+        Row("mib128", "1 MiB in, ACK back, 128 conns", "rr", ["--conns", "128", "--size", str(MIB)] + t, False,
+            ("ours", "z")),
         Row("idle", "idle sessions", "idle", ["--hold", "1"], False),
         Row("sess", "new sessions, 16 in parallel", "sessions", ["--parallel", "16", "--size", "64"] + t, False),
     ]
@@ -240,9 +254,13 @@ def run_one(args: argparse.Namespace, loadgen: Path, col: Column, row: Row, psk:
     conns: list[str] = []
     if row.mode == "idle":
         conns = ["--conns", str(col.max_idle)]
-    lg = [str(loadgen), "--host", "127.0.0.1", "--port", str(server.port), "--proto", col.proto, "--mode", row.mode,
-          "--threads", str(args.loadgen_threads), "--server-pid", str(server.proc.pid),
-          "--timeout", str(args.timeout)] + row.args + conns
+    if col.load is not None:  # a program of its own (rr rows only): same flags as loadgen's for those
+        lg = col.load + ["--port", str(server.port), "--server-pid", str(server.proc.pid), "--timeout",
+                         str(args.timeout), "--expect", expect] + row.args
+    else:
+        lg = [str(loadgen), "--host", "127.0.0.1", "--port", str(server.port), "--proto", col.proto, "--mode",
+              row.mode, "--threads", str(args.loadgen_threads), "--server-pid", str(server.proc.pid),
+              "--timeout", str(args.timeout)] + row.args + conns
     if col.proto in ("seclink", "seclink-tls", "cbc"):
         lg += ["--psk-file", str(psk), "--expect", expect]
     if col.proto in ("seclink-tls", "tls-raw"):
@@ -291,7 +309,30 @@ def fmt(value: float | None, kind: str) -> str:
     return str(value)
 
 
-def table(results: dict, columns: list[Column], rows: list[Row]) -> list[str]:
+# The ZeroMQ comparison shows latency and MB/s too.
+ZMQ_SPEC = {
+    **{k: [("msgs/s", "msgs_per_s", "rate"), ("p50 us", "lat_p50_us", "us"), ("p99 us", "lat_p99_us", "us"),
+           ("server CPU us/msg", "server_cpu_us_per_msg", "us")] for k in ("rr1", "rr16", "rr128")},
+    **{k: [("MB/s", "mb_per_s", "rate"), ("p50 us", "lat_p50_us", "us"), ("p99 us", "lat_p99_us", "us"),
+           ("server CPU us/MiB", "server_cpu_us_per_msg", "us")] for k in ("mib1", "mib16", "mib128")},
+}
+
+
+def zmq_ratios(results: dict, rows: list[Row]) -> list[str]:
+    """Ours over (z), row by row: throughput (higher is better) and server CPU (lower is better)."""
+    out = []
+    for row in rows:
+        ours, z = results.get(row.key, {}).get("ours"), results.get(row.key, {}).get("z")
+        if not ours or not z or "error" in ours or "error" in z:
+            continue
+        rate = "mb_per_s" if row.key.startswith("mib") else "msgs_per_s"
+        cpu_o, cpu_z = ours.get("server_cpu_us_per_msg"), z.get("server_cpu_us_per_msg")
+        cpu = f", server CPU {cpu_o / cpu_z:.2f}x (ours / z)" if cpu_o and cpu_z else ""
+        out.append(f"  {row.title:<34} ours {ours[rate] / z[rate]:.2f}x the throughput of (z){cpu}")
+    return out
+
+
+def table(results: dict, columns: list[Column], rows: list[Row], spec: dict | None = None) -> list[str]:
     def cell(col: Column, row: Row, metric: str, kind: str, note_echo: bool = False) -> str:
         r = results.get(row.key, {}).get(col.key)
         if col.cmd is None:
@@ -312,11 +353,13 @@ def table(results: dict, columns: list[Column], rows: list[Row]) -> list[str]:
     lines = []
     w0, w = 51, 13
     lines.append("".ljust(w0) + "".join(c.title.rjust(w) for c in columns))
-    spec = {
+    spec = spec or {
+        "rr1": [("msgs/s", "msgs_per_s", "rate"), ("server CPU us/msg", "server_cpu_us_per_msg", "us")],
         "rr16": [("msgs/s", "msgs_per_s", "rate"), ("server CPU us/msg", "server_cpu_us_per_msg", "us")],
         "rr128": [("msgs/s", "msgs_per_s", "rate"), ("server CPU us/msg", "server_cpu_us_per_msg", "us")],
         "mib1": [("GB/s", "gb_per_s", "gbs")],
         "mib16": [("GB/s", "gb_per_s", "gbs")],
+        "mib128": [("GB/s", "gb_per_s", "gbs")],
         "idle": [("server RSS KiB/session", "rss_per_session_kib", "kib")],
         "sess": [("sessions/s", "sessions_per_s", "rate"), ("server CPU us/session", "server_cpu_us_per_session", "us")],
     }
@@ -349,7 +392,24 @@ def footnotes(args: argparse.Namespace, rows: set[str], results: dict) -> list[s
     return notes
 
 
-def target_checks(results: dict) -> list[str]:
+def x25519_work_us(build: Path) -> float | None:
+    """A server's X25519 work per session, measured now: one key pair generated plus one DH
+    (engine_bench's BM_X25519Keygen + BM_X25519Derive, CPU time), or None without engine_bench."""
+    bench = build / "bench" / "engine_bench"
+    if not os.access(bench, os.X_OK):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        done = subprocess.run([str(bench), "--benchmark_filter=BM_X25519(Keygen|Derive)$", f"--benchmark_out={out.name}",
+                               "--benchmark_out_format=json"], capture_output=True, timeout=120)
+        if done.returncode != 0:
+            return None
+        ns = {b["name"]: b["cpu_time"] for b in json.load(open(out.name))["benchmarks"] if b.get("time_unit") == "ns"}
+    if set(ns) != {"BM_X25519Keygen", "BM_X25519Derive"}:
+        return None
+    return (ns["BM_X25519Keygen"] + ns["BM_X25519Derive"]) / 1e3
+
+
+def target_checks(results: dict, x25519_us: float | None = None) -> list[str]:
     """The project's targets for our plain server, as ratios of the measured figures."""
     def get(row: str, col: str, metric: str) -> float | None:
         r = results.get(row, {}).get(col)
@@ -386,8 +446,12 @@ def target_checks(results: dict) -> list[str]:
     n = get("idle", "ours", "conns")
     check(f"idle: server RSS per session ({n or '?'} sessions)", "idle", (),
           get("idle", "ours", "rss_per_session_kib"), "{:.2f} KiB", lambda k: k <= 8, "<= 8 KiB")
-    check("new sessions: server CPU/session", "sess", ("ours",), get("sess", "ours", "server_cpu_us_per_session"),
-          "{:.1f} us", lambda us: us < 160, "< 2 x 80 us")
+    per_session = get("sess", "ours", "server_cpu_us_per_session")
+    if x25519_us is None:
+        check("new sessions: server CPU/session (X25519 work: n/a)", "sess", ("ours",), None, "", None, "<= 2x")
+    else:
+        check(f"new sessions: server CPU/session vs its X25519 work ({x25519_us:.0f} us)", "sess", ("ours",),
+              ratio(per_session, x25519_us), "{:.2f}x", lambda r: r <= 2, "<= 2x")
     check("server.py, 64 B, 16 conns: msgs/s vs ours", "rr16", ("ours", "py"),
           ratio(get("rr16", "py", "msgs_per_s"), get("rr16", "ours", "msgs_per_s")), "{:.0%}", lambda r: r >= 0.8,
           ">= 80%")
@@ -433,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-idle-conns", type=int, default=None,
                    help="idle sessions held on the baselines (default: --idle-conns)")
     p.add_argument("--timeout", type=float, default=60.0, help="loadgen's setup/drain limit (default 60 s)")
-    p.add_argument("--only", default="", help="comma-separated rows (rr16,rr128,mib1,mib16,idle,sess) and/or "
-                   "columns (ours,ours_tls,a,b,c) to run; default all")
+    p.add_argument("--only", default="", help="comma-separated rows (rr1,rr16,rr128,mib1,mib16,mib128,idle,sess) "
+                   "and/or columns (ours,ours_tls,a,b,c,py,py_handler,py_aio,z) to run; default all")
     p.add_argument("--retries", type=int, default=1,
                    help="measure a figure again (at most this often) if other processes disturbed it (default 1)")
     p.add_argument("--cbc-reseal", action="store_true",
@@ -487,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
               f"server threads {args.server_threads} (ours, (a)), loadgen threads {args.loadgen_threads}", flush=True)
         results: dict = {}
         failures: list[str] = []
-        todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None and (c.rows is None or r.key in c.rows)]
+        todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None and (c.rows is None or r.key in c.rows)
+                and (r.cols is None or c.key in r.cols)]
         started = time.monotonic()
         for i, (row, col) in enumerate(todo, 1):
             r = run_one(args, loadgen, col, row, psk, cert, tmp)
@@ -512,13 +577,20 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"Results ({elapsed:.0f} s; 127.0.0.1; CPU = server user+system time over the window, "
               "RSS = growth of the server's VmRSS):")
-        for line in table(results, [c for c in sel_cols if c.rows is None], sel_rows):
+        for line in table(results, [c for c in sel_cols if c.rows is None], [r for r in sel_rows if r.cols is None]):
             print(line)
-        py_cols = [c for c in sel_cols if c.rows is not None]
+        py_cols = [c for c in sel_cols if c.rows == PY_ROWS]
         py_rows = [r for r in sel_rows if r.key in PY_ROWS]
         if py_cols and py_rows:
             print("\nThe Python servers (python/server.py; --threads 1 like ours), next to ours and (c):")
             for line in table(results, [c for c in columns if c.key in ("ours", "c")] + py_cols, py_rows):
+                print(line)
+        z_rows = [r for r in sel_rows if r.key in ZMQ_ROWS]
+        if z_rows and any(c.key in ("ours", "z") for c in sel_cols):
+            print("\nBeside ZeroMQ CURVE (z), the library users compare with (each with its own closed-loop client):")
+            for line in table(results, [c for c in columns if c.key in ("ours", "z")], z_rows, ZMQ_SPEC):
+                print(line)
+            for line in zmq_ratios(results, z_rows):
                 print(line)
         for line in footnotes(args, {r.key for r in sel_rows}, results):
             print(line)
@@ -527,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print()
             print("Targets for our server (plain seclink/1 column):")
-            for line in target_checks(results):
+            x25519 = x25519_work_us(build) if "sess" in results else None
+            for line in target_checks(results, x25519):
                 print(line)
         if failures:
             print()

@@ -11,6 +11,7 @@ debs=(
   libssl-dev                                   # OpenSSL 3 headers and libcrypto
   libgtest-dev nlohmann-json3-dev              # GoogleTest, JSON test vectors
   libbenchmark-dev                             # Google Benchmark (make bench)
+  libzmq3-dev                                  # ZeroMQ with CURVE: the baseline users compare with (make bench)
   clang libclang-rt-dev                        # libFuzzer and its sanitizer runtimes
   python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
   chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
