@@ -43,6 +43,7 @@ MIB = 1024 * 1024
 PY_SERVER = HERE.parent / "python" / "server.py"
 PY_ROWS = ("rr16", "rr128")  # what the Python servers are measured on
 ZMQ_ROWS = ("rr1", "rr16", "rr128", "mib1", "mib16", "mib128")  # ours beside ZeroMQ CURVE
+LAT_ROWS = ("rr16", "rr128")  # ours with its default worker count, for tail latency
 OTHER_CPU_WARN = 20.0  # % of one core used by other processes during a window: flag the figure
 
 
@@ -218,6 +219,9 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
                 "--threads", str(args.server_threads)], [], rows=PY_ROWS),
         Column("py_aio", "py --asyncio", "seclink", False,
                [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
+        # Ours as started without --threads (one worker per core), beside --threads 1: tail latency.
+        Column("ours_cores", "ours 1/core", "seclink", False, [str(server)] + plain if server else None, ["--echo"],
+               rows=LAT_ROWS),
         # ZeroMQ with CURVE: server and client are one program, the server's key goes through a file.
         Column("z", "(z) 0MQ CURVE", "zmq", False,
                [str(zmq), "server", "--port", "0", "--key-file", str(zmq_key), "--threads", str(args.server_threads)]
@@ -316,6 +320,10 @@ ZMQ_SPEC = {
     **{k: [("MB/s", "mb_per_s", "rate"), ("p50 us", "lat_p50_us", "us"), ("p99 us", "lat_p99_us", "us"),
            ("server CPU us/MiB", "server_cpu_us_per_msg", "us")] for k in ("mib1", "mib16", "mib128")},
 }
+
+
+LAT_SPEC = {k: [("msgs/s", "msgs_per_s", "rate"), ("p50 us", "lat_p50_us", "us"), ("p99 us", "lat_p99_us", "us")]
+            for k in LAT_ROWS}
 
 
 def zmq_ratios(results: dict, rows: list[Row]) -> list[str]:
@@ -498,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle sessions held on the baselines (default: --idle-conns)")
     p.add_argument("--timeout", type=float, default=60.0, help="loadgen's setup/drain limit (default 60 s)")
     p.add_argument("--only", default="", help="comma-separated rows (rr1,rr16,rr128,mib1,mib16,mib128,idle,sess) "
-                   "and/or columns (ours,ours_tls,a,b,c,py,py_handler,py_aio,z) to run; default all")
+                   "and/or columns (ours,ours_tls,a,b,c,py,py_handler,py_aio,ours_cores,z) to run; default all")
     p.add_argument("--retries", type=int, default=1,
                    help="measure a figure again (at most this often) if other processes disturbed it (default 1)")
     p.add_argument("--cbc-reseal", action="store_true",
@@ -584,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         if py_cols and py_rows:
             print("\nThe Python servers (python/server.py; --threads 1 like ours), next to ours and (c):")
             for line in table(results, [c for c in columns if c.key in ("ours", "c")] + py_cols, py_rows):
+                print(line)
+        lat_rows = [r for r in sel_rows if r.key in LAT_ROWS]
+        if lat_rows and any(c.key == "ours_cores" for c in sel_cols):
+            print(f"\nTail latency: ours with --threads {args.server_threads} and with its default, one worker per core "
+                  f"({os.cpu_count()}), the load generator on the same machine:")
+            for line in table(results, [c for c in columns if c.key in ("ours", "ours_cores")], lat_rows, LAT_SPEC):
                 print(line)
         z_rows = [r for r in sel_rows if r.key in ZMQ_ROWS]
         if z_rows and any(c.key in ("ours", "z") for c in sel_cols):
