@@ -101,6 +101,34 @@ void prepare(Config &cfg) {
     }
 }
 
+// rr and sessions: starts a timed window after the warm-up, samples it, waits for the threads.
+void run_window(const Config &cfg, Shared &sh, double setup_s, const std::vector<std::unique_ptr<Worker>> &workers,
+                std::vector<std::thread> &threads) {
+    const Options &o = cfg.opt;
+    const auto pid = static_cast<pid_t>(o.server_pid);
+    const uint64_t start = now_ns();
+    const uint64_t t0 = start + seconds_to_ns(o.warmup), t1 = t0 + seconds_to_ns(o.seconds);
+    sh.t0.store(t0);
+    sh.t1.store(t1);
+    sh.go.store(true, std::memory_order_release);
+    WindowSamples w;
+    sleep_until_ns(t0);
+    w.server0 = sample_proc(pid);
+    w.self0 = self_cpu_s(), w.machine0 = machine_busy_s();
+    sleep_until_ns(t1);
+    w.server1 = sample_proc(pid);
+    w.self1 = self_cpu_s(), w.machine1 = machine_busy_s();
+    for (auto &t : threads) t.join();
+
+    Histogram lat;
+    uint64_t n = 0;
+    for (auto &wk : workers) {
+        lat.merge(wk->latency());
+        n += wk->counted();
+    }
+    report_window(cfg, setup_s, lat, n, w);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -148,31 +176,9 @@ int main(int argc, char **argv) {
         sleep_until_ns(now_ns() + seconds_to_ns(0.5));
         const ProcSample after = sample_proc(pid);
         report_idle(cfg, setup_s, before, held1, held2, after);
-        return 0;
+    } else {
+        run_window(cfg, sh, setup_s, workers, threads);
     }
-
-    // rr and sessions: a timed window after the warm-up.
-    const uint64_t start = now_ns();
-    const uint64_t t0 = start + seconds_to_ns(o.warmup), t1 = t0 + seconds_to_ns(o.seconds);
-    sh.t0.store(t0);
-    sh.t1.store(t1);
-    sh.go.store(true, std::memory_order_release);
-    WindowSamples w;
-    sleep_until_ns(t0);
-    w.server0 = sample_proc(pid);
-    w.self0 = self_cpu_s(), w.machine0 = machine_busy_s();
-    sleep_until_ns(t1);
-    w.server1 = sample_proc(pid);
-    w.self1 = self_cpu_s(), w.machine1 = machine_busy_s();
-    for (auto &t : threads) t.join();
-
-    Histogram lat;
-    uint64_t n = 0;
-    for (auto &wk : workers) {
-        lat.merge(wk->latency());
-        n += wk->counted();
-    }
-    report_window(cfg, setup_s, lat, n, w);
     if (cfg.tls) SSL_CTX_free(cfg.tls);
     OPENSSL_cleanse(cfg.psk, sizeof cfg.psk);
     return 0;
