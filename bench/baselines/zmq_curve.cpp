@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "../loadgen/stats.hpp"  // the latency histogram and the /proc samples loadgen uses
+
 namespace {
 
 [[noreturn]] void fatal(const std::string &what) {
@@ -41,40 +43,6 @@ double now_s() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-// CPU time (user + system, every thread) of a process, or of this one with pid 0.
-double cpu_seconds(long pid) {
-    std::ifstream f(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : std::string("/proc/self/stat"));
-    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    const size_t close = text.rfind(')');  // the command name may hold spaces
-    if (close == std::string::npos) return NAN;
-    std::istringstream rest(text.substr(close + 2));
-    std::string field;
-    double ticks = 0;
-    for (int i = 3; i <= 15 && rest >> field; ++i)
-        if (i == 14 || i == 15) ticks += std::strtod(field.c_str(), nullptr);  // utime, stime
-    return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-long rss_kib(long pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-    return -1;
-}
-
-// Busy CPU time of the whole machine (seconds): the first line of /proc/stat less idle and iowait.
-double machine_busy_seconds() {
-    std::ifstream f("/proc/stat");
-    std::string cpu;
-    f >> cpu;
-    double v[10] = {}, total = 0;
-    for (double &x : v) {
-        f >> x;
-        total += x;
-    }
-    return (total - v[3] - v[4]) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 struct Args {
@@ -191,16 +159,15 @@ int load(const Args &a) {
     for (size_t i = 0; i < size; ++i) request[i] = static_cast<char>('a' + i % 26);
     const std::string ack = ack_for(size);
     std::vector<double> sent_at(conns);
-    std::vector<double> lat_us;
-    lat_us.reserve(1 << 20);
+    loadgen::Histogram lat_ns;
     const double start = now_s();
     for (int i = 0; i < conns; ++i) {
         sent_at[i] = now_s();
         if (zmq_send(socks[i], request.data(), size, 0) < 0) fatal("send");
     }
     const double t0 = start + warmup, t1 = t0 + seconds;
-    double cpu0 = NAN, cpu1 = NAN, me0 = NAN, me1 = NAN, m0 = NAN, m1 = NAN;
-    long rss0 = -1, rss1 = -1;
+    loadgen::ProcSample s0, s1;
+    double me0 = NAN, me1 = NAN, m0 = NAN, m1 = NAN;
     bool in_window = false;
     long count = 0;
     double last_reply = start;
@@ -210,8 +177,8 @@ int load(const Args &a) {
         const double now = now_s();
         if (!in_window && now >= t0) {
             in_window = true;
-            cpu0 = server_pid ? cpu_seconds(server_pid) : NAN, rss0 = server_pid ? rss_kib(server_pid) : -1;
-            me0 = cpu_seconds(0), m0 = machine_busy_seconds();
+            s0 = loadgen::sample_proc(static_cast<pid_t>(server_pid));
+            me0 = loadgen::self_cpu_s(), m0 = loadgen::machine_busy_s();
         }
         if (now >= t1) break;
         if (now - last_reply > timeout) fatal("no reply for " + std::to_string(timeout) + " s");
@@ -228,42 +195,42 @@ int load(const Args &a) {
                 last_reply = t;
                 if (t >= t0 && t < t1) {
                     ++count;
-                    lat_us.push_back((t - sent_at[i]) * 1e6);
+                    lat_ns.add(static_cast<uint64_t>((t - sent_at[i]) * 1e9));
                 }
                 sent_at[i] = t;
                 if (zmq_send(socks[i], request.data(), size, 0) < 0) fatal("send");
             }
         }
     }
-    cpu1 = server_pid ? cpu_seconds(server_pid) : NAN, rss1 = server_pid ? rss_kib(server_pid) : -1;
-    me1 = cpu_seconds(0), m1 = machine_busy_seconds();
+    s1 = loadgen::sample_proc(static_cast<pid_t>(server_pid));
+    me1 = loadgen::self_cpu_s(), m1 = loadgen::machine_busy_s();
     const double window = now_s() - t0;
     zmq_msg_close(&reply);
     for (void *s : socks) zmq_close(s);
     zmq_ctx_term(ctx);
     if (count == 0) fatal("no round trip completed in the window");
 
-    std::sort(lat_us.begin(), lat_us.end());
-    auto q = [&](double p) { return lat_us[std::min(lat_us.size() - 1, static_cast<size_t>(p * static_cast<double>(lat_us.size())))]; };
+    auto q = [&](double p) { return lat_ns.quantile(p) / 1e3; };
+    const double max_us = static_cast<double>(lat_ns.max()) / 1e3;
     const double rate = static_cast<double>(count) / window, mbps = rate * static_cast<double>(size) / 1e6;
-    const double server_cpu = cpu1 - cpu0, mine = me1 - me0;
+    const double server_cpu = s1.cpu_s - s0.cpu_s, mine = me1 - me0;
     std::printf("zmq_curve: %d DEALER connections, %zu B requests, CURVE\n", conns, size);
     std::printf("  throughput     %.0f msgs/s, %.1f MB/s of request payload (%.3f GB/s)\n", rate, mbps, mbps / 1e3);
-    std::printf("  latency        p50 %.1f us, p99 %.1f us, max %.1f us\n", q(0.5), q(0.99), lat_us.back());
+    std::printf("  latency        p50 %.1f us, p99 %.1f us, max %.1f us\n", q(0.5), q(0.99), max_us);
     std::ostringstream j;
     j.setf(std::ios::fixed);
     j.precision(3);
     j << "{\"proto\": \"zmq-curve\", \"mode\": \"rr\", \"size\": " << size << ", \"conns\": " << conns
       << ", \"msgs_per_s\": " << rate << ", \"mb_per_s\": " << mbps << ", \"gb_per_s\": " << mbps / 1e3
       << ", \"count\": " << count << ", \"seconds\": " << window << ", \"lat_p50_us\": " << q(0.5)
-      << ", \"lat_p99_us\": " << q(0.99) << ", \"lat_max_us\": " << lat_us.back();
-    if (server_pid && std::isfinite(server_cpu)) {
+      << ", \"lat_p99_us\": " << q(0.99) << ", \"lat_max_us\": " << max_us;
+    if (s0.ok && s1.ok) {
         std::printf("  server CPU     %.2f us/msg (%.0f%% of one core); RSS %.1f -> %.1f MiB\n",
-                    server_cpu / static_cast<double>(count) * 1e6, 100 * server_cpu / window, static_cast<double>(rss0) / 1024,
-                    static_cast<double>(rss1) / 1024);
+                    server_cpu / static_cast<double>(count) * 1e6, 100 * server_cpu / window, static_cast<double>(s0.rss_kib) / 1024,
+                    static_cast<double>(s1.rss_kib) / 1024);
         j << ", \"server_cpu_us_per_msg\": " << server_cpu / static_cast<double>(count) * 1e6
-          << ", \"server_cpu_pct\": " << 100 * server_cpu / window << ", \"server_rss_kib_start\": " << rss0
-          << ", \"server_rss_kib_end\": " << rss1;
+          << ", \"server_cpu_pct\": " << 100 * server_cpu / window << ", \"server_rss_kib_start\": " << s0.rss_kib
+          << ", \"server_rss_kib_end\": " << s1.rss_kib;
         const double other = std::max(0.0, 100 * ((m1 - m0) - server_cpu - mine) / window);
         std::printf("  other CPU      %.0f%% of one core (other processes during the window)\n", other);
         j << ", \"other_cpu_pct\": " << other;
