@@ -220,8 +220,8 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
         Column("py_aio", "py --asyncio", "seclink", False,
                [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
         # Ours as started without --threads (one worker per core), beside --threads 1: tail latency.
-        Column("ours_cores", f"ours {os.cpu_count()} thr", "seclink", False, [str(server)] + plain if server else None, ["--echo"],
-               rows=LAT_ROWS),
+        Column("ours_cores", f"ours {os.cpu_count()} thr", "seclink", False,
+               [str(server)] + plain if server else None, ["--echo"], rows=LAT_ROWS),
         # ZeroMQ with CURVE: server and client are one program, the server's key goes through a file.
         Column("z", "(z) 0MQ", "zmq", False,
                [str(zmq), "server", "--port", "0", "--key-file", str(zmq_key), "--threads", str(args.server_threads)]
