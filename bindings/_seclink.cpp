@@ -476,6 +476,37 @@ public:
         }
     }
 
+    // Full duplex (pipe mode): queue, flush what fits, poll the descriptor (seclink.h).
+    void queue(int msg_type, const py::buffer &data) {
+        Bytes in(data);
+        Turns::Turn turn(turns_);
+        check(sl_client_queue(c_, msg_type, in.data(), in.size()), "send", peer());
+    }
+    bool flush(int timeout_ms) {  // True once everything queued is written
+        int rc;
+        {
+            Turns::Turn turn(turns_);
+            py::gil_scoped_release nogil;
+            rc = sl_client_flush(c_, timeout_ms);
+        }
+        if (rc == SL_ETIMEDOUT) return false;
+        check(rc, "send", peer());
+        return true;
+    }
+    size_t pending() const { return sl_client_pending(c_); }
+    int fd() const { return sl_client_fd(c_); }
+    // (msg_type, content) of a message already arrived, or None (never waits).
+    py::object poll_message() {
+        Turns::Turn turn(turns_);
+        int type = 0;
+        const uint8_t *data = nullptr;
+        size_t len = 0;
+        int rc = sl_client_recv(c_, 0, &type, &data, &len);
+        if (rc == SL_ETIMEDOUT) return py::none();
+        check(rc, "recv", peer());
+        return py::make_tuple(type, to_bytes(data, len));
+    }
+
     void close(const std::optional<std::string> &reason) {
         int rc;
         {
@@ -534,7 +565,8 @@ PYBIND11_MODULE(_seclink, m) {
                                     py::arg("TLS") = int{SL_CAT_TLS}, py::arg("SESSION") = int{SL_CAT_SESSION},
                                     py::arg("TOO_LARGE") = int{SL_CAT_TOO_LARGE});
     m.attr("MESSAGE_TYPES") = py::dict(py::arg("DATA") = int{SL_MSG_DATA}, py::arg("CLOSE") = int{SL_MSG_CLOSE},
-                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG});
+                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG},
+                                       py::arg("EOF") = int{SL_MSG_EOF});
 
     m.attr("KEY_BYTES") = SL_KEY_BYTES;
     m.attr("PREFIX_BYTES") = SL_PREFIX_BYTES;
@@ -644,5 +676,10 @@ PYBIND11_MODULE(_seclink, m) {
         .def_property_readonly("peer", &Client::peer)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
         .def("recv", &Client::recv, py::arg("timeout_ms"))
+        .def("queue", &Client::queue, py::arg("msg_type"), py::arg("data"))
+        .def("flush", &Client::flush, py::arg("timeout_ms"))
+        .def("poll_message", &Client::poll_message)
+        .def_property_readonly("pending", &Client::pending)
+        .def_property_readonly("fd", &Client::fd)
         .def("close", &Client::close, py::arg("reason") = py::none());
 }

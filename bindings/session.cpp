@@ -17,7 +17,7 @@ public:
     Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
-           py::object log)
+           py::object log, bool stream)
         : log_(std::move(log)) {
         py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
         const size_t n = static_cast<size_t>(key.size * key.itemsize);
@@ -39,6 +39,7 @@ public:
         cfg.redact = redact;
         cfg.tls = tls;
         cfg.log_level = log_level;
+        cfg.stream = stream;
         if (!log_.is_none()) {
             cfg.log = &Policy::on_log;
             cfg.log_ud = this;
@@ -107,6 +108,19 @@ public:
             throw py::value_error("reply: no message is waiting for one");
     }
     void reply_failed(const std::string &why, int64_t now) { sl_session_reply_failed(s_, why.c_str(), now); }
+    // Stream mode (pipe): the driver's own DATA and EOF.
+    void send(const py::bytes &data, int64_t now) {
+        char *p = nullptr;
+        Py_ssize_t n = 0;
+        PyBytes_AsStringAndSize(data.ptr(), &p, &n);
+        if (sl_session_send(s_, reinterpret_cast<const uint8_t *>(p), static_cast<size_t>(n), now) == SL_ESTATE)
+            throw py::value_error("send: the session cannot send now (not stream mode, not open, or after EOF)");
+    }
+    void send_eof(int64_t now) {
+        if (sl_session_send_eof(s_, now) == SL_ESTATE) throw py::value_error("send_eof: not open, or EOF already sent");
+    }
+    bool can_send() const { return sl_session_can_send(s_) != 0; }
+    bool peer_eof() const { return sl_session_peer_eof(s_) != 0; }
     // Everything pending, taken at once (the event loop's transport buffers it).
     py::bytes take_output(int64_t now) {
         const uint8_t *p = nullptr;
@@ -153,12 +167,12 @@ void bind_session(py::module_ &m) {
 
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
-                      size_t, bool, bool, bool, bool, int, py::object>(),
+                      size_t, bool, bool, bool, bool, int, py::object, bool>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
-             py::arg("log"))
+             py::arg("log"), py::arg("stream") = false)
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
@@ -171,6 +185,10 @@ void bind_session(py::module_ &m) {
         .def("reply", &Session::reply, py::arg("data"), py::arg("now"))
         .def("reply_failed", &Session::reply_failed, py::arg("why"), py::arg("now"))
         .def("take_output", &Session::take_output, py::arg("now"))
+        .def("send", &Session::send, py::arg("data"), py::arg("now"))
+        .def("send_eof", &Session::send_eof, py::arg("now"))
+        .def("can_send", &Session::can_send)
+        .def("peer_eof", &Session::peer_eof)
         .def("status", &Session::status)
         .def("wants_read", &Session::wants_read)
         .def("deadline", &Session::deadline)

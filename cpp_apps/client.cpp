@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "pipe.hpp"
 
 namespace {
 
@@ -148,7 +149,10 @@ int main(int argc, char **argv) {
     }
 
     if (args.has("redact") && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
+    const bool pipe = args.has("pipe");
+    if (pipe && !messages.empty()) app::die(kProg, app::kUsage, "--pipe sends standard input: not with messages");
     app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
+    if (pipe) log.use_stderr();
     uint8_t psk[SL_KEY_BYTES];
     app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
 
@@ -177,6 +181,7 @@ int main(int argc, char **argv) {
     }
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
+    if (pipe) return app::pipe::run_client(kProg, c, log, max_message);
     Session session(c, log, timeout_ms, args.has("redact"));
     if (!messages.empty()) {
         for (const std::string &m : messages) session.exchange(m);

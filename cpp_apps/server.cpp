@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common.hpp"
+#include "pipe.hpp"
 
 namespace {
 
@@ -59,7 +60,14 @@ int main(int argc, char **argv) {
     cfg.redact = args.has("redact");
     if (cfg.redact && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
 
+    const bool pipe = args.has("pipe");
+    if (pipe && (args.has("tls") || args.has("echo")))
+        app::die(kProg, app::kUsage, std::string(args.has("tls") ? "--tls" : "--echo") + " does not go with --pipe");
     app::Logger log(kProg, args.get("log-file").value_or("server_logs.txt"), args.has("quiet"));
+    if (pipe) {
+        log.use_stderr();
+        if (!args.has("trace")) cfg.log_level = args.has("quiet") ? SL_LOG_WARN : SL_LOG_INFO;  // no line per chunk
+    }
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;
 
@@ -68,6 +76,11 @@ int main(int argc, char **argv) {
         app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
     app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
     cfg.psk = psk;
+    if (pipe) {
+        const int code = app::pipe::run_server(kProg, cfg, host, port, log);
+        explicit_bzero(psk, sizeof psk);
+        return code;
+    }
 
     std::string cert, key;
     if (args.has("tls")) {

@@ -236,6 +236,20 @@ int sl_client_send(sl_client *c, int msg_type, const uint8_t *data, size_t len) 
     return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
 }
 
+int sl_client_queue(sl_client *c, int msg_type, const uint8_t *data, size_t len) {
+    if (c == nullptr) return SL_EINVAL;
+    return c->conn->send(msg_type, data, len);
+}
+
+int sl_client_flush(sl_client *c, int timeout_ms) {
+    if (c == nullptr) return SL_EINVAL;
+    return flush(c, deadline_after(timeout_ms));
+}
+
+size_t sl_client_pending(const sl_client *c) { return c != nullptr ? c->conn->pending_size() : 0; }
+
+int sl_client_fd(const sl_client *c) { return c != nullptr ? c->io.fd : -1; }
+
 int sl_client_recv(sl_client *c, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len) {
     if (c == nullptr || msg_type == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;
     if (c->closed) return SL_ECLOSED;

@@ -333,13 +333,19 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
     case SL_MSG_PONG:
         if (msg_log) p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " PONG (" + bytes(ev.len) + ")");
         return;
+    case SL_MSG_EOF:  // PROTOCOL.md 9: the client sends no more requests
+        if (msg_log) p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " EOF");
+        // Every reply is already queued (they go out in order), so a request/reply server's
+        // output ends here too; a stream driver ends its own when its input does.
+        if (!p_.cfg.stream) send_eof(now);
+        return;
     default: break;
     }
     const uint64_t seq = ++recv_seq_;
     if (msg_log)
         p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
                                bytes(ev.len) + ")");
-    if (p_.cfg.handler != nullptr) {
+    if (p_.cfg.handler != nullptr || p_.cfg.stream) {
         *msg = ev.data;
         *msg_len = ev.len;
         awaiting_reply_ = true;
@@ -383,7 +389,33 @@ int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
 int Session::reply(const uint8_t *data, size_t len, int64_t now) {
     if (!awaiting_reply_) return SL_ESTATE;
     awaiting_reply_ = false;
-    if (status_ == SL_SESSION_OPEN) send_reply(data, len, now);
+    // A stream driver's empty reply only says it has taken the message (PROTOCOL.md 9).
+    if (status_ == SL_SESSION_OPEN && !(p_.cfg.stream && len == 0)) send_reply(data, len, now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+bool Session::can_send() const noexcept {
+    return status_ == SL_SESSION_OPEN && phase_ == Phase::Open && !conn_.sent_eof() &&
+           conn_.pending_size() <= kHighWater;
+}
+
+int Session::send(const uint8_t *data, size_t len, int64_t now) {
+    if (!p_.cfg.stream || phase_ != Phase::Open || status_ != SL_SESSION_OPEN || conn_.sent_eof()) return SL_ESTATE;
+    send_reply(data, len, now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+int Session::send_eof(int64_t now) {
+    if (phase_ != Phase::Open || status_ != SL_SESSION_OPEN || conn_.sent_eof()) return SL_ESTATE;
+    int rc = conn_.send(SL_MSG_EOF, nullptr, 0);
+    if (rc != SL_OK) {
+        drop(SL_LOG_WARN, "EOF refused: " + errtext(rc));
+    } else if (p_.logs(SL_LOG_MSG)) {
+        p_.log(SL_LOG_MSG, "[SEND] " + peer_ + " EOF");
+    }
+    account();
     set_deadline(now);
     return SL_OK;
 }
@@ -613,6 +645,23 @@ int sl_session_reply(sl_session *s, const uint8_t *data, size_t len, int64_t now
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
     return rc;
 }
+
+int sl_session_send(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms) {
+    if (s == nullptr || (data == nullptr && len != 0)) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.send(data, len, now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_send_eof(sl_session *s, int64_t now_ms) {
+    if (s == nullptr) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.send_eof(now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_can_send(const sl_session *s) { return s != nullptr && s->impl.can_send(); }
+int sl_session_peer_eof(const sl_session *s) { return s != nullptr && s->impl.peer_eof(); }
 
 int sl_session_reply_failed(sl_session *s, const char *why, int64_t now_ms) {
     if (s == nullptr) return SL_EINVAL;

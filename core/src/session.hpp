@@ -82,6 +82,11 @@ public:
     void feed_eof(int64_t now);
     int reply(const uint8_t *data, size_t len, int64_t now);
     int reply_failed(const std::string &why, int64_t now);
+    // Stream mode (sl_server_config.stream): DATA and EOF of the driver's own (PROTOCOL.md 9).
+    int send(const uint8_t *data, size_t len, int64_t now);
+    int send_eof(int64_t now);
+    bool can_send() const noexcept;
+    bool peer_eof() const noexcept { return conn_.peer_eof(); }
     const uint8_t *pending() const noexcept {
         return raw_.empty() ? conn_.pending() : reinterpret_cast<const uint8_t *>(raw_.data()) + raw_pos_;
     }

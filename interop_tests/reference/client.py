@@ -5,7 +5,8 @@
 
 Sends each MESSAGE, then the bytes of each --message-file (or, with neither, each line of
 standard input until end of input or a line `exit`, `quit` or `!DISCONNECT`) as DATA, prints
-each reply as `[RECV] <text>`, then sends CLOSE. A message over --max-message (default 16 MiB)
+each reply as `[RECV] <text>`, then sends CLOSE. With --pipe: standard input as a stream of DATA,
+then EOF; the replies' raw bytes to standard output; CLOSE after the server's EOF (section 9). A message over --max-message (default 16 MiB)
 is refused before connecting. Exit status: 0 success, 2 handshake failure, 3 message too large,
 1 any other error (one `error: ...` line on stderr).
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import selectors
 import socket
 import sys
 from collections.abc import Iterable, Iterator
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Closed, Connection, Event, HandshakeDone, KeyFileError,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, Closed, Connection, Event, HandshakeDone, KeyFileError,
                           Message, ProtocolError, default_key_path, describe, load_key)
 
 QUIT_LINES = ("exit", "quit", "!DISCONNECT")
@@ -49,7 +51,7 @@ def stdin_lines() -> Iterator[bytes]:
         yield line
 
 
-def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
+def run(host: str, port: int, psk: bytes, messages: Iterable[bytes] | None,
         max_message: int = DEFAULT_MAX_MESSAGE) -> None:
     try:
         sock = socket.create_connection((host, port))
@@ -68,6 +70,8 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
             raise ClientError("handshake failed: the server closed the connection "
                               "(does it use the same PSK?)", 2)
         try:
+            if messages is None:
+                return pipe(sock, conn)
             sock.sendall(conn.data_to_send())  # the key-confirmation PING (section 4.1), at once
             for content in messages:
                 conn.send(DATA, content)
@@ -85,6 +89,49 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
             raise ClientError(str(error)) from None
 
 
+def pipe(sock: socket.socket, conn: Connection) -> None:
+    """Section 9: standard input as DATA, then EOF; every DATA to standard output; CLOSE once the
+    server's EOF has come too. Input is read only while little output waits (bounded memory)."""
+    sel = selectors.PollSelector()  # poll(): standard input may be a regular file (epoll refuses those)
+    sel.register(sock, selectors.EVENT_READ)
+    sock.setblocking(False)
+    out, in_open, peer_eof, reading_input = bytearray(conn.data_to_send()), True, False, False
+    while in_open or not peer_eof or out:
+        want_input = in_open and len(out) < (1 << 20)
+        if want_input != reading_input:
+            sel.register(0, selectors.EVENT_READ) if want_input else sel.unregister(0)
+            reading_input = want_input
+        sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+        for key, mask in sel.select():
+            if key.fd == 0:
+                data = os.read(0, 65536)
+                conn.send(DATA, data) if data else conn.send(EOF)
+                in_open = bool(data)
+            elif mask & selectors.EVENT_READ:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                for event in (conn.receive(data) if data else conn.eof()):
+                    if isinstance(event, Closed):
+                        raise ClientError("the server closed the connection"
+                                          + (f": {event.reason}" if event.reason else ""))
+                    if isinstance(event, Message) and event.type == DATA:
+                        sys.stdout.buffer.write(event.content)
+                        sys.stdout.buffer.flush()
+                    elif isinstance(event, Message) and event.type == EOF:
+                        peer_eof = True
+            out += conn.data_to_send()
+            if out:
+                try:
+                    del out[:sock.send(out)]
+                except BlockingIOError:
+                    pass
+    conn.close()
+    sock.setblocking(True)
+    sock.sendall(conn.data_to_send())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seclink/1 reference client (plain TCP)")
     parser.add_argument("host")
@@ -93,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
     parser.add_argument("--message-file", action="append", default=[], help="send this file's bytes as one message")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
+    parser.add_argument("--pipe", action="store_true", help="standard input as a stream, replies to standard output "
+                                                             "(section 9)")
     args = parser.parse_args(argv)
     try:
         messages = [os.fsencode(m) for m in args.messages]
@@ -105,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                       "nothing was sent", file=sys.stderr)
                 return 3
         psk = load_key(default_key_path(args.psk_file))
-        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message)
+        run(args.host, args.port, psk, None if args.pipe else messages or stdin_lines(), args.max_message)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -34,7 +34,8 @@ MAGIC = b"SLNK"
 VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
-TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}
+EOF = 0x20  # section 9
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", EOF: "EOF"}
 MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -59,6 +60,7 @@ ERRORS = {
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
+    "BAD_EOF": "EOF with content, a second EOF, or DATA after EOF (section 9)",
 }
 
 
@@ -243,7 +245,7 @@ class HandshakeDone:
 
 @dataclass(frozen=True)
 class Message:
-    """A DATA, PING or PONG message (a PING has already been answered with a PONG)."""
+    """A DATA, PING, PONG or EOF message (a PING has already been answered with a PONG)."""
     type: int
     content: bytes
 
@@ -281,6 +283,7 @@ class Connection:
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
         self._sent_close = False
+        self._sent_eof = self._peer_eof = False  # section 9
         self._error: ProtocolError | None = None
         # Section 4.1. Client: send the empty PING first (False only to replay the `wire`
         # vectors) and swallow its PONG. Server: the key is confirmed by the first valid frame.
@@ -346,9 +349,15 @@ class Connection:
             raise ProtocolError("BAD_PING")
         if len(content) > self.max_message:
             raise ProtocolError("MSG_TOO_LARGE")
+        if type == EOF and content:
+            raise ValueError("an EOF has no content (section 9)")
+        if type in (DATA, EOF) and self._sent_eof:
+            raise ValueError("nothing but PING, PONG and CLOSE after our EOF (section 9)")
         self._queue_transport(bytes([type]) + content)
         if type == CLOSE:
             self._sent_close = True
+        if type == EOF:
+            self._sent_eof = True
 
     def close(self, reason: str = "") -> None:
         """Queue a CLOSE; the caller then closes the stream once data_to_send() is written."""
@@ -444,7 +453,14 @@ class Connection:
         type, content = plaintext[0], plaintext[1:]
         self._confirmed = True  # (server) a valid frame from the client: it holds the key
         if type == DATA:
+            if self._peer_eof:
+                raise ProtocolError("BAD_EOF")  # DATA after the peer's EOF (section 9)
             return [Message(DATA, content)]
+        if type == EOF:
+            if content or self._peer_eof:
+                raise ProtocolError("BAD_EOF")
+            self._peer_eof = True
+            return [Message(EOF, b"")]
         if type == CLOSE:
             self._state = "closed"
             self._in.clear()

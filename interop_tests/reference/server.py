@@ -5,7 +5,7 @@
     python3 -m interop_tests.reference.server --keygen [--psk-file PATH]
 
 Replies to each DATA with DATA "ACK: received N bytes" (or the same bytes with --echo); PINGs are
-answered by the Connection itself. SIGTERM or SIGINT stops it with exit status 0.
+answered by the Connection itself, an EOF with EOF (section 9). SIGTERM or SIGINT stops it with exit status 0.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -53,6 +53,9 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                         conn.send(DATA, reply)
                         sent += 1
                         log(f"[SEND] {peer} #{sent} {describe(reply)} ({len(reply)} bytes)")
+                    elif isinstance(event, Message) and event.type == EOF:
+                        log(f"[INFO] {peer}: EOF, answered with EOF (every reply is sent)")  # section 9
+                        conn.send(EOF)
                     elif isinstance(event, Message) and event.type == PING:
                         log(f"[INFO] {peer}: PING ({len(event.content)} bytes), answered with PONG")
                     elif isinstance(event, Closed):

@@ -209,6 +209,7 @@ class Logger:
 
     def __init__(self, path: str, quiet: bool, role: str = "server") -> None:
         self.quiet = quiet
+        self.to_stderr = False  # pipe mode: standard output carries data
         self._fd: int | None = None
         self._path, self._role, self._lost = path, role, 0
         self._lock = threading.Lock()
@@ -236,8 +237,9 @@ class Logger:
                 t = time.time()
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
                 self._write_file(stamp.encode() + b" " + raw + b"\n")
-            sys.stdout.buffer.write(raw + b"\n")
-            sys.stdout.buffer.flush()
+            screen = sys.stderr if self.to_stderr else sys.stdout
+            screen.buffer.write(raw + b"\n")
+            screen.buffer.flush()
 
     def _write_file(self, data: bytes) -> None:
         """One write per line (O_APPEND). A log file that cannot be written (a full disk,
@@ -365,11 +367,21 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
 
+    pipe = args.has("pipe")
+    if pipe and (args.has("tls") or args.has("echo") or use_asyncio):
+        flag = next(f for f in ("tls", "echo", "asyncio") if args.has(f))
+        raise Exit(USAGE, f"--{flag} does not go with --pipe")
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
+    if pipe:
+        log.to_stderr = True
+        if not args.has("trace"):
+            opts["log_level"] = LOG_WARN if args.has("quiet") else LOG_INFO  # no line per chunk
     opts["log"] = log.callback
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
     psk = load_key(psk_path, is_default, log)
+    if pipe:
+        return _serve_pipe(host, port, psk, opts, log)
 
     cert = key = None
     if args.has("tls"):
@@ -448,6 +460,23 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     log.line(LOG_INFO, "[INFO] Server stopped")
     log.close()
     return OK
+
+
+def _serve_pipe(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Logger) -> int:
+    from . import pipe
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound)} (pipe mode: one session)", always=True)
+
+    try:
+        ended, received, sent = pipe.run_server(host, port, psk, opts, log.callback, listening)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)
+    log.line(LOG_INFO, f"[INFO] Pipe done: received {count(received, 'byte')}, sent {count(sent, 'byte')}")
+    log.close()
+    return OK if ended else SESSION
 
 
 async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping, log) -> int:
@@ -609,7 +638,13 @@ def _client(prog: str, argv: Sequence[str]) -> int:
 
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
+    pipe = args.has("pipe")
+    if pipe and messages:
+        raise Exit(USAGE, "--pipe sends standard input: not with messages")
+    if pipe and args.has("asyncio"):
+        raise Exit(USAGE, "--asyncio does not go with --pipe")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"), "client")
+    log.to_stderr = pipe
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
@@ -627,6 +662,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         del kw
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
+        if pipe:
+            return _client_pipe(client, max_message, log)
         session = Session(client, log, timeout, args.has("redact"))
         if messages:
             for m in messages:
@@ -637,6 +674,18 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     finally:
         if loop is not None:
             loop.close()
+    log.close()
+    return OK
+
+
+def _client_pipe(client: Client, max_message: int, log: Logger) -> int:
+    from . import pipe
+    try:
+        sent, received = pipe.run_client(client._c, max_message, lambda text: log.line(LOG_INFO, text))
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    client.close()
+    log.line(LOG_INFO, f"[INFO] Disconnected: sent {count(sent, 'byte')}, received {count(received, 'byte')}")
     log.close()
     return OK
 

@@ -92,7 +92,9 @@ typedef enum sl_err {
     SL_ETLS_TRUST = 54,       /* nothing to verify the server with: no readable CA file, no pin */
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
-    SL_EAFNOSUPPORT = 57      /* the address family (IPv6 or IPv4) is turned off on this machine */
+    SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
+
+    SL_EBAD_EOF = 80          /* an EOF message with content, a second EOF, or DATA after EOF */
 } sl_err;
 
 /* What kind of failure an error is, for programs that report failures by kind. The values are
@@ -204,7 +206,8 @@ typedef enum sl_msg_type {
     SL_MSG_DATA = 1,  /* application bytes */
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
-    SL_MSG_PONG = 4
+    SL_MSG_PONG = 4,
+    SL_MSG_EOF = 0x20 /* empty: the sender sends no more DATA (its input ended); see PROTOCOL.md 9 */
 } sl_msg_type;
 
 typedef enum sl_event_type {
@@ -402,6 +405,11 @@ typedef struct sl_server_config {
     size_t max_memory;              /* budget for every session's buffered input and output */
     int redact;                     /* log sizes and counters only: message content and CLOSE
                                        reasons become "<redacted>", and no trace entries */
+    int stream;                     /* stream mode (pipe, tunnel; docs/PROTOCOL.md 9): DATA is
+                                       handed to the driver, which answers nothing (an empty
+                                       sl_session_reply() only says it took it) and sends its
+                                       own DATA and EOF (sl_session_send, sl_session_send_eof).
+                                       Only for drivers of the session layer, not sl_server_new */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -505,6 +513,18 @@ SL_API void sl_session_feed_eof(sl_session *session, int64_t now_ms);
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE (no message is waiting). */
 SL_API int sl_session_reply(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
 
+/** Stream mode (cfg.stream): queues `len` bytes as one DATA message to the peer, charged to the
+ *  memory budget and logged as a reply is. Send while sl_session_can_send() says so (that is the
+ *  backpressure). Returns SL_OK, SL_EINVAL, SL_ESTATE (not stream mode, not open, or after EOF). */
+SL_API int sl_session_send(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
+/** Queues an EOF (PROTOCOL.md 9): this side sends no more DATA. A request/reply session sends
+ *  its EOF by itself in answer to the client's. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_session_send_eof(sl_session *session, int64_t now_ms);
+/** 1 while the session is open, has not sent EOF and its output is not backed up. */
+SL_API int sl_session_can_send(const sl_session *session);
+/** 1 once the client's EOF has arrived. */
+SL_API int sl_session_peer_eof(const sl_session *session);
+
 /** The application could not answer: the client gets CLOSE "server error", the log a [WARN]
  *  with `why` (shown as message text is). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
 SL_API int sl_session_reply_failed(sl_session *session, const char *why, int64_t now_ms);
@@ -579,7 +599,17 @@ SL_API int sl_client_connect(sl_client **out, const sl_client_config *cfg);
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, size_t len);
 
-/** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG or CLOSE message (PINGs are
+/** Full duplex (pipe and tunnel clients): queues one message without writing it; write it with
+ *  sl_client_flush(), which writes what it can within `timeout_ms` (0: what fits now, then
+ *  SL_ETIMEDOUT if some is left). Wait for the socket (sl_client_fd(): POLLIN, and POLLOUT while
+ *  sl_client_pending() is not 0) and take what arrived with sl_client_recv(client, 0, ...) until
+ *  it says SL_ETIMEDOUT (that also drains what TLS has buffered). */
+SL_API int sl_client_queue(sl_client *client, int msg_type, const uint8_t *data, size_t len);
+SL_API int sl_client_flush(sl_client *client, int timeout_ms);
+SL_API size_t sl_client_pending(const sl_client *client);
+SL_API int sl_client_fd(const sl_client *client);
+
+/** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG, EOF or CLOSE message (PINGs are
  *  answered and skipped). `*data` stays valid until the next call on the client. Returns SL_OK,
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
