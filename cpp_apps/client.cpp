@@ -1,7 +1,9 @@
 // client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -10,6 +12,7 @@
 
 #include "common.hpp"
 #include "pipe.hpp"
+#include "transfer.hpp"
 
 namespace {
 
@@ -151,6 +154,17 @@ int main(int argc, char **argv) {
     if (args.has("redact") && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
     const bool pipe = args.has("pipe");
     if (pipe && !messages.empty()) app::die(kProg, app::kUsage, "--pipe sends standard input: not with messages");
+    const auto sends = args.all("send"), gets = args.all("get");
+    const bool files = !sends.empty() || !gets.empty();
+    if (files && (pipe || !messages.empty())) app::die(kProg, app::kUsage, "--send and --get do not go with messages or --pipe");
+    if (args.has("overwrite") && gets.empty()) app::die(kProg, app::kUsage, "--overwrite goes with --get");
+    for (const std::string &name : gets)
+        if (!sl_file_name_valid(name.c_str()))
+            app::die(kProg, app::kUsage, "--get takes a plain file name as the server lists it (no '/', not starting "
+                                         "with '.'): '" + name + "'");
+    for (const std::string &path : sends)  // before connecting: a typo costs no session
+        if (access(path.c_str(), R_OK) != 0)
+            app::die(kProg, app::kUsage, "cannot read --send '" + path + "': " + std::strerror(errno));
     app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
     if (pipe) log.use_stderr();
     uint8_t psk[SL_KEY_BYTES];
@@ -182,6 +196,16 @@ int main(int argc, char **argv) {
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
     if (pipe) return app::pipe::run_client(kProg, c, log, max_message);
+    if (files) {
+        int code = app::kOk;
+        for (const std::string &path : sends)
+            if (code == app::kOk) code = app::transfer::run(kProg, c, log, true, path, false);
+        for (const std::string &name : gets)
+            if (code == app::kOk) code = app::transfer::run(kProg, c, log, false, name, args.has("overwrite"));
+        sl_client_close(c, nullptr);
+        sl_client_free(c);
+        return code;
+    }
     Session session(c, log, timeout_ms, args.has("redact"));
     if (!messages.empty()) {
         for (const std::string &m : messages) session.exchange(m);

@@ -1,4 +1,5 @@
 #include "engine.hpp"
+#include "files.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -297,7 +298,9 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         if (content_len != 0 || peer_eof_) return fail(SL_EBAD_EOF);
         peer_eof_ = true;
         break;
-    default: return fail(SL_EBAD_TYPE);
+    default:
+        if (!is_file_msg(type)) return fail(SL_EBAD_TYPE);  // file messages: PROTOCOL.md 10
+        break;
     }
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
@@ -316,7 +319,7 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
 
 int Connection::send(int type, const uint8_t *data, size_t len) noexcept {
     if (data == nullptr && len != 0) return SL_EINVAL;
-    if ((type < SL_MSG_DATA || type > SL_MSG_PONG) && type != SL_MSG_EOF) return SL_EINVAL;
+    if ((type < SL_MSG_DATA || type > SL_MSG_PONG) && type != SL_MSG_EOF && !is_file_msg(type)) return SL_EINVAL;
     if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
     if (state_ != State::Open) return SL_ESTATE;
     if (type == SL_MSG_EOF && len != 0) return SL_EINVAL;

@@ -4,6 +4,9 @@
 
 #include "guard.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -51,6 +54,8 @@ void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_handshakes_per_addr == 0) c.max_handshakes_per_addr = SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR;
     if (c.handshake_rate == 0) c.handshake_rate = SL_DEFAULT_HANDSHAKE_RATE;
     if (c.frame_timeout_ms == 0) c.frame_timeout_ms = SL_DEFAULT_FRAME_TIMEOUT_MS;
+    if (c.max_file_size == 0) c.max_file_size = SL_DEFAULT_MAX_FILE_SIZE;
+    if (c.max_files_total == 0) c.max_files_total = SL_DEFAULT_MAX_FILES_TOTAL;
     if (c.max_memory == 0) c.max_memory = SL_DEFAULT_MAX_MEMORY;
 }
 
@@ -62,7 +67,16 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
+    if (c.files_dir != nullptr) files.dirfd = ::open(c.files_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cfg.files_dir = nullptr;
+    files.overwrite = cfg.files_overwrite != 0;
+    files.max_file = cfg.max_file_size;
+    files.max_total = cfg.max_files_total;
     if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
+}
+
+Policy::~Policy() {
+    if (files.dirfd >= 0) ::close(files.dirfd);
 }
 
 void Policy::log(int level, const std::string &line) noexcept {
@@ -339,7 +353,9 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
         // output ends here too; a stream driver ends its own when its input does.
         if (!p_.cfg.stream) send_eof(now);
         return;
-    default: break;
+    default:
+        if (is_file_msg(ev.msg_type)) return on_file(ev, now);
+        break;
     }
     const uint64_t seq = ++recv_seq_;
     if (msg_log)
@@ -360,7 +376,22 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
     send_reply(reinterpret_cast<const uint8_t *>(ack), static_cast<size_t>(n), now);
 }
 
-int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
+void Session::on_file(const sl_event &ev, int64_t now) {
+    FileReply r;
+    std::string line;
+    bool warn = false;
+    if (!files_.on_message(ev.msg_type, ev.data, ev.len, &r, &line, &warn)) {
+        files_.end();
+        finish(SL_LOG_WARN, "protocol error: " + errtext(SL_EBAD_FILE_MSG) + " (" + line + ")", "protocol error: bad file message",
+               now);
+        return;
+    }
+    if (!line.empty() && p_.logs(warn ? SL_LOG_WARN : SL_LOG_INFO))
+        p_.log(warn ? SL_LOG_WARN : SL_LOG_INFO, std::string(warn ? "[WARN] " : "[INFO] ") + peer_ + " " + line);
+    if (r.type != 0) send_reply(r.data, r.len, now, r.type);
+}
+
+int Session::send_reply(const uint8_t *data, size_t len, int64_t now, int type) {
     // The reply's frame is charged before it is built; a reply that cannot fit is refused.
     const size_t need = len + SL_OVERHEAD_BYTES;
     if (len > kSmallFrame && !p_.charge(static_cast<int64_t>(need), p_.cfg.max_memory)) {
@@ -370,11 +401,15 @@ int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
         return SL_OK;
     }
     if (len > kSmallFrame) charged_ += need;
-    const bool msg_log = p_.logs(SL_LOG_MSG);
+    const bool msg_log = p_.logs(SL_LOG_MSG) && type == SL_MSG_DATA;  // file transfers log one line each
     std::string reply_shown = msg_log ? shown(data, len) : std::string();  // before send reuses buffers
-    int rc = conn_.send(SL_MSG_DATA, data, len);
+    int rc = conn_.send(type, data, len);
     if (rc != SL_OK) {
         drop(SL_LOG_WARN, "reply refused: " + errtext(rc));
+        account();
+        return SL_OK;
+    }
+    if (type != SL_MSG_DATA) {
         account();
         return SL_OK;
     }
@@ -540,6 +575,7 @@ void Session::fail() noexcept {
 void Session::close() noexcept {
     if (closed_) return;
     closed_ = true;
+    files_.end();
     leave_queue();
     if (holds_handshake_) p_.release_handshake(addr_);
     if (holds_session_) p_.release_session();
@@ -594,8 +630,10 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    return seclink::detail::guard([&] {
-        *out = new sl_policy(*cfg);
+    return seclink::detail::guard([&]() -> int {
+        auto p = std::make_unique<sl_policy>(*cfg);
+        if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
+        *out = p.release();
         return SL_OK;
     });
 }

@@ -236,7 +236,8 @@ class AioServer:
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
-                 frame_timeout: float | None = None, max_memory: int = 0) -> None:
+                 frame_timeout: float | None = None, max_memory: int = 0, files_dir: str | None = None,
+                 overwrite: bool = False, max_file_size: int = 0, max_files_total: int = 0) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -260,7 +261,8 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log)
+            log_level=log_level, log=log, files_dir=files_dir, files_overwrite=overwrite,
+            max_file_size=max_file_size, max_files_total=max_files_total)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -499,7 +501,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, files_dir: str | os.PathLike[str] | None = None,
+                overwrite: bool = False, max_file_size: int = _seclink.DEFAULT_MAX_FILE_SIZE,
+                max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -528,7 +532,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
-                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
+                           files_dir=None if files_dir is None else os.fspath(files_dir), overwrite=overwrite,
+                           max_file_size=max_file_size, max_files_total=max_files_total)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()

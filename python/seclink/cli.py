@@ -366,6 +366,18 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
+    if not args.has("files") and any(args.has(f) for f in ("overwrite", "max-file-size", "max-files-total")):
+        raise Exit(USAGE, "--overwrite, --max-file-size and --max-files-total go with --files DIR")
+    if args.has("files"):
+        files_dir = args.get("files", "")
+        if not files_dir or not os.path.isdir(files_dir):
+            raise Exit(USAGE, f"--files '{files_dir}' is not a directory (create it first)")
+        if opts["max_message"] < _seclink.FILE_CHUNK:
+            raise Exit(USAGE, f"--files needs --max-message of at least {_seclink.FILE_CHUNK} bytes")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is a write error, not death
+        opts.update(files_dir=files_dir, overwrite=args.has("overwrite"),
+                    max_file_size=args.number("max-file-size", S.DEFAULT_MAX_FILE_SIZE >> 20, 1, 1 << 40) << 20,
+                    max_files_total=args.number("max-files-total", S.DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1 << 40) << 20)
 
     pipe = args.has("pipe")
     if pipe and (args.has("tls") or args.has("echo") or use_asyncio):
@@ -641,6 +653,20 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     pipe = args.has("pipe")
     if pipe and messages:
         raise Exit(USAGE, "--pipe sends standard input: not with messages")
+    sends, gets = args.all("send"), args.all("get")
+    if (sends or gets) and (pipe or messages):
+        raise Exit(USAGE, "--send and --get do not go with messages or --pipe")
+    if args.has("overwrite") and not gets:
+        raise Exit(USAGE, "--overwrite goes with --get")
+    for name in gets:
+        if not _seclink.file_name_valid(name):
+            raise Exit(USAGE, "--get takes a plain file name as the server lists it (no '/', not starting "
+                              f"with '.'): '{name}'")
+    for path in sends:  # before connecting: a typo costs no session
+        if not os.access(path, os.R_OK):
+            raise Exit(USAGE, f"cannot read --send '{path}': {os.strerror(errno.ENOENT if not os.path.exists(path) else errno.EACCES)}")
+    if (sends or gets) and args.has("asyncio"):
+        raise Exit(USAGE, "--asyncio does not go with --send and --get (seclink.aio has send_file/get_file)")
     if pipe and args.has("asyncio"):
         raise Exit(USAGE, "--asyncio does not go with --pipe")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"), "client")
@@ -664,6 +690,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
                            f"{', inside TLS 1.3)' if tls else ')'}")
         if pipe:
             return _client_pipe(client, max_message, log)
+        if sends or gets:
+            return _client_files(client, sends, gets, args.has("overwrite"), log)
         session = Session(client, log, timeout, args.has("redact"))
         if messages:
             for m in messages:
@@ -686,6 +714,73 @@ def _client_pipe(client: Client, max_message: int, log: Logger) -> int:
         raise Exit(e.code, str(e)) from None
     client.close()
     log.line(LOG_INFO, f"[INFO] Disconnected: sent {count(sent, 'byte')}, received {count(received, 'byte')}")
+    log.close()
+    return OK
+
+
+def _human(n: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    u = 0
+    while n >= 1024 and u < 4:
+        n /= 1024
+        u += 1
+    return f"{n:.0f} {units[u]}" if u == 0 else f"{n:.1f} {units[u]}"
+
+
+class _Bar:
+    """The progress bar of cpp_apps/transfer.hpp: one line on standard error, redrawn at most ten
+    times a second, only when standard error is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.tty = label, sys.stderr.isatty()
+        self.started, self.drawn, self.first = time.monotonic(), 0.0, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done
+        t = time.monotonic()
+        if not self.tty or (t - self.drawn < 0.1 and done != total):
+            return
+        self.drawn = t
+        rate = (done - self.first) / max(t - self.started, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0
+        pct = int(100 * done / total) if total else 100
+        fill = pct * 24 // 100
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (24 - fill)}] {pct:3d}% {_human(done)} / {_human(total)}"
+                         f"  {_human(rate)}/s  ETA {int(eta)}s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.first is not None:
+            sys.stderr.write("\r\033[K")
+
+
+def _client_files(client: Client, sends: list[str], gets: list[str], overwrite: bool, log: Logger) -> int:
+    from .errors import FileTransferError
+    jobs = [(True, p) for p in sends] + [(False, n) for n in gets]
+    for upload, what in jobs:
+        bar = _Bar(("send " if upload else "get ") + what)
+        t0 = time.monotonic()
+        try:
+            r = client.send_file(what, progress=bar) if upload else client.get_file(what, overwrite=overwrite, progress=bar)
+        except FileTransferError as e:
+            bar.done()
+            raise Exit(SESSION, f"{'sending' if upload else 'getting'} {what} failed: the server refused it: {e.detail}") from None
+        except OSError as e:
+            bar.done()
+            raise Exit(INTERNAL, f"{'sending' if upload else 'getting'} {what} failed: {e}") from None
+        except Error as e:
+            bar.done()
+            hint = " (add --overwrite to replace it)" if e.name == "FILE_EXISTS" else ""
+            raise Exit(_seclink.err_category(e.code) if e.code else INTERNAL,
+                       f"{'sending' if upload else 'getting'} {what} failed: {e.detail or e}{hint}") from None
+        bar.done()
+        secs = time.monotonic() - t0
+        rate = _human((r.size - r.resumed_from) / max(secs, 1e-6))
+        resumed = f", resumed after {r.resumed_from} bytes" if r.resumed_from else ""
+        log.line(LOG_INFO, f"[INFO] {'sent' if upload else 'received'} {what}: {r.size} bytes ({_human(r.size)}) in "
+                           f"{secs:.2f} s, {rate}/s{resumed}, sha256 {r.sha256}", always=True)
+    client.close()
     log.close()
     return OK
 
