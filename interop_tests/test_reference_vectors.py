@@ -12,13 +12,14 @@ import pytest
 
 from interop_tests.reference import make_vectors
 from interop_tests.reference.seclink_ref import (
-    CLOSE, DATA, EOF, PING, PONG, Closed, Connection, HandshakeDone, KeyFileError, Message, NoiseHandshake,
+    CLOSE, DATA, EOF, FILE_TYPES, PING, PONG, Closed, Connection, HandshakeDone, KeyFileError, Message, NoiseHandshake,
     ProtocolError, default_key_path, generate_key, load_key, nonce)
 
 HERE = Path(__file__).resolve().parent
 NOISE_VECTORS = HERE / "vectors" / "public" / "noise_nnpsk0_25519_aesgcm_sha256.json"
 SECLINK_VECTORS = HERE / "vectors" / "seclink_v1.json"
-TYPES = {"DATA": DATA, "CLOSE": CLOSE, "PING": PING, "PONG": PONG, "EOF": EOF}
+TYPES = {"DATA": DATA, "CLOSE": CLOSE, "PING": PING, "PONG": PONG, "EOF": EOF,
+         **{name: t for t, name in FILE_TYPES.items()}}
 
 V = json.loads(SECLINK_VECTORS.read_text(encoding="utf-8"))
 WIRE = [bytes.fromhex(entry["bytes"]) for entry in V["wire"]]
@@ -71,7 +72,7 @@ def test_generator_reproduces_committed_vectors_exactly() -> None:
     assert make_vectors.render(make_vectors.build_vectors()) == SECLINK_VECTORS.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("section", ["wire", "confirmed_wire", "eof_wire"])
+@pytest.mark.parametrize("section", ["wire", "confirmed_wire", "eof_wire", "file_wire"])
 def test_wire_is_reproduced_byte_for_byte_by_client_and_server(section: str) -> None:
     peers = fixed_pair(key_confirmation=section != "wire")
     queued = {"client": b"", "server": b""}  # frames a side queued by itself (frame 2, PING, PONG)

@@ -12,7 +12,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from .seclink_ref import (CLOSE, DATA, EOF, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, VERSION, Connection,
+from .seclink_ref import (CLOSE, DATA, EOF, FILE_DATA, FILE_DONE, FILE_END, FILE_GET, FILE_INFO, FILE_PUT, FILE_READ,
+                          FILE_READY, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, VERSION, Connection,
                           DEFAULT_MAX_MESSAGE, SymmetricState)
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
@@ -60,6 +61,24 @@ CONFIRMED_SCRIPT: list[tuple[str, str, int | None, bytes | None]] = [
 EOF_SCRIPT = CONFIRMED_SCRIPT + [
     ("client", "transport", EOF, b""),
     ("server", "transport", EOF, b""),
+    ("client", "transport", CLOSE, b""),
+]
+
+# Section 10: after the confirmed start, an upload of "hello.txt" (5 bytes: "hello"), then a
+# download of it resumed after the 2 bytes the client already has, then CLOSE.
+_u64 = lambda n: n.to_bytes(8, "big")  # noqa: E731
+FILE_SCRIPT = CONFIRMED_SCRIPT + [
+    ("client", "transport", FILE_PUT, _u64(5) + b"\x00" + b"hello.txt"),
+    ("server", "transport", FILE_READY, _u64(0) + sha256(b"").digest()),
+    ("client", "transport", FILE_DATA, b"hello"),
+    ("client", "transport", FILE_END, sha256(b"hello").digest()),
+    ("server", "transport", FILE_DONE, _u64(5) + sha256(b"hello").digest()),
+    ("client", "transport", FILE_GET, _u64(2) + sha256(b"he").digest() + b"hello.txt"),
+    ("server", "transport", FILE_INFO, _u64(5) + _u64(2)),
+    ("client", "transport", FILE_READ, (3).to_bytes(4, "big")),
+    ("server", "transport", FILE_DATA, b"llo"),
+    ("client", "transport", FILE_END, b""),
+    ("server", "transport", FILE_DONE, _u64(5) + sha256(b"hello").digest()),
     ("client", "transport", CLOSE, b""),
 ]
 
@@ -269,6 +288,7 @@ def build_vectors() -> dict[str, Any]:
         "malformed": malformed_cases([bytes.fromhex(entry["bytes"]) for entry in wire]),
         "eof_wire": eof_wire,
         "eof_malformed": eof_malformed(eof_wire),
+        "file_wire": run_script(FILE_SCRIPT, key_confirmation=True)[0],
     }
 
 

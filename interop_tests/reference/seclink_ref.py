@@ -35,7 +35,16 @@ VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
 EOF = 0x20  # section 9
-TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", EOF: "EOF"}
+# Section 10: file transfer.
+FILE_PUT, FILE_GET, FILE_READY, FILE_INFO, FILE_DATA, FILE_READ, FILE_END, FILE_DONE, FILE_ERROR = (
+    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x2F)
+FILE_TYPES = {FILE_PUT: "FILE_PUT", FILE_GET: "FILE_GET", FILE_READY: "FILE_READY", FILE_INFO: "FILE_INFO",
+              FILE_DATA: "FILE_DATA", FILE_READ: "FILE_READ", FILE_END: "FILE_END", FILE_DONE: "FILE_DONE",
+              FILE_ERROR: "FILE_ERROR"}
+FILE_CHUNK = 262144
+FILE_CODES = {1: "NO_FILES", 2: "BAD_NAME", 3: "EXISTS", 4: "NOT_FOUND", 5: "TOO_LARGE", 6: "QUOTA", 7: "DISK_FULL",
+              8: "HASH_MISMATCH", 9: "BUSY", 10: "IO", 11: "SIZE_MISMATCH"}
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", EOF: "EOF", **FILE_TYPES}
 MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -61,6 +70,7 @@ ERRORS = {
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
     "BAD_EOF": "EOF with content, a second EOF, or DATA after EOF (section 9)",
+    "BAD_FILE_MSG": "a file message with a bad layout, or out of turn (section 10)",
 }
 
 
@@ -456,6 +466,8 @@ class Connection:
             if self._peer_eof:
                 raise ProtocolError("BAD_EOF")  # DATA after the peer's EOF (section 9)
             return [Message(DATA, content)]
+        if type in FILE_TYPES:  # section 10: their layout is the file layer's to check
+            return [Message(type, content)]
         if type == EOF:
             if content or self._peer_eof:
                 raise ProtocolError("BAD_EOF")

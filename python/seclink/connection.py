@@ -28,7 +28,7 @@ from .errors import Error, MsgType, from_code
 
 Message = Union[bytes, bytearray, memoryview, str]
 
-__all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Eof", "Closed",
+__all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Eof", "FileMessage", "Closed",
            "DATA", "CLOSE", "PING", "PONG", "EOF"]
 
 DATA, CLOSE, PING, PONG, EOF = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgType.PONG, MsgType.EOF
@@ -64,12 +64,20 @@ class Eof:
 
 
 @dataclass(frozen=True)
+class FileMessage:
+    """A file transfer message (docs/PROTOCOL.md 10; ``msg_type`` 0x21-0x2F), for a file client
+    such as seclink.aio's: the Connection carries them, their meaning is the caller's."""
+    msg_type: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Closed:
     """The peer sent CLOSE with ``reason`` (possibly empty); nothing more will arrive."""
     reason: str
 
 
-Event = Union[HandshakeComplete, Data, Ping, Pong, Eof, Closed]
+Event = Union[HandshakeComplete, Data, Ping, Pong, Eof, FileMessage, Closed]
 
 
 def message_bytes(data: Message) -> bytes | bytearray | memoryview:
@@ -95,6 +103,8 @@ def _event(kind: int, msg_type: int, content: bytes) -> Event:
         return Pong(content)
     if msg_type == EOF:
         return Eof()
+    if 0x21 <= msg_type <= 0x2F:
+        return FileMessage(msg_type, content)
     return Closed(content.decode("utf-8", errors="replace"))
 
 
@@ -183,6 +193,12 @@ class Connection:
     def send_ping(self, data: Message = b"") -> None:
         """Queues a PING (at most 64 bytes; a str as UTF-8); the peer answers with a PONG."""
         self._c.send(PING, message_bytes(data))
+
+    def send_file_message(self, msg_type: int, data: bytes | bytearray | memoryview = b"") -> None:
+        """Queues a file transfer message (docs/PROTOCOL.md 10) of type ``msg_type``."""
+        if not 0x21 <= msg_type <= 0x2F:
+            raise ValueError(f"not a file message type: {msg_type:#x}")
+        self._c.send(msg_type, message_bytes(data))
 
     def send_eof(self) -> None:
         """Queues an EOF: this side sends no more DATA, and keeps receiving (docs/PROTOCOL.md 9)."""

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from seclink import Connection, Data, Eof, Error, Ping, Pong, ProtocolError
-from seclink.connection import Closed, HandshakeComplete
+from seclink.connection import Closed, FileMessage, HandshakeComplete
+
+FILE_TYPES = {"FILE_PUT": 0x21, "FILE_GET": 0x22, "FILE_READY": 0x23, "FILE_INFO": 0x24, "FILE_DATA": 0x25,
+              "FILE_READ": 0x26, "FILE_END": 0x27, "FILE_DONE": 0x28, "FILE_ERROR": 0x2F}
 
 VECTORS = json.loads((Path(__file__).resolve().parents[2] / "interop_tests" / "vectors" / "seclink_v1.json")
                      .read_text(encoding="utf-8"))
@@ -27,9 +30,12 @@ def other(side: str) -> str:
     return "server" if side == "client" else "client"
 
 
-def test_engine_reproduces_eof_wire_byte_for_byte() -> None:
+@pytest.mark.parametrize("section", ["eof_wire", "file_wire"])
+def test_engine_reproduces_eof_and_file_wire_byte_for_byte(section: str) -> None:
+    """eof_wire (section 9) and file_wire (section 10: the engine carries the file messages; the
+    session layer and the client give them meaning)."""
     peers = confirmed_pair()
-    for index, entry in enumerate(VECTORS["eof_wire"]):
+    for index, entry in enumerate(VECTORS[section]):
         sender, receiver = peers[entry["from"]], peers[other(entry["from"])]
         content = bytes.fromhex(entry.get("content", ""))
         queued = sender.data_to_send()
@@ -41,17 +47,22 @@ def test_engine_reproduces_eof_wire_byte_for_byte() -> None:
                 sender.send_eof()
             elif kind == "CLOSE":
                 sender.close(content.decode())
+            else:
+                sender.send_file_message(FILE_TYPES[kind], content)
             queued = sender.data_to_send()
-        assert queued == bytes.fromhex(entry["bytes"]), f"eof_wire[{index}]"
+        assert queued == bytes.fromhex(entry["bytes"]), f"{section}[{index}]"
         events = receiver.receive_data(queued)
         if entry["kind"] != "transport":
             assert events == [HandshakeComplete()]
         elif entry.get("delivered") is False:
             assert events == []
         else:
+            if entry["type"].startswith("FILE_"):
+                assert events == [FileMessage(FILE_TYPES[entry["type"]], content)], f"{section}[{index}]"
+                continue
             want = {"DATA": Data(content), "PING": Ping(content), "PONG": Pong(content), "EOF": Eof(),
                     "CLOSE": Closed(content.decode())}[entry["type"]]
-            assert events == [want], f"eof_wire[{index}]"
+            assert events == [want], f"{section}[{index}]"
 
 
 @pytest.mark.parametrize("case", VECTORS["eof_malformed"], ids=[c["name"] for c in VECTORS["eof_malformed"]])
