@@ -331,3 +331,71 @@ def test_memory_does_not_grow_with_the_file(files_server, tmp_path: Path, env, k
         srv.kill()  # closes its pipes
     peaks["server"] = int((tmp_path / "server.rss").read_text())
     assert all(kib < 48 * 1024 for kib in peaks.values()), peaks
+
+
+# ------------------------------------------------------------------------------ seclink.aio
+
+@pytest.mark.parametrize("server_kind", FILE_SERVERS)
+def test_aio_client_round_trip_resume_and_refusal(files_server, tmp_path: Path, keys, server_kind: str) -> None:
+    import asyncio
+
+    from seclink import aio
+    srv = files_server(server_kind)
+    data = os.urandom(2 * 1024 * 1024 + 7)
+    src = tmp_path / "a.bin"
+    src.write_bytes(data)
+    # What a killed upload leaves: the server's temporary file with the first 1 MiB.
+    (srv.dir / seclink_temp_name("a.bin")).write_bytes(data[:1024 * 1024])
+    down = tmp_path / "down"
+    down.mkdir()
+    seen: list[tuple[int, int]] = []
+
+    async def run() -> None:
+        c = await aio.connect("127.0.0.1", srv.port, psk_file=keys[0], timeout=WAIT)
+        async with c:
+            sent = await c.send_file(src, progress=lambda d, t: seen.append((d, t)))
+            assert (sent.size, sent.resumed_from, sent.sha256) == (len(data), 1024 * 1024,
+                                                                   hashlib.sha256(data).hexdigest())
+            got = await c.get_file("a.bin", down / "a.bin")
+            assert got.sha256 == sent.sha256 and got.resumed_from == 0
+            with pytest.raises(seclink.FileTransferError) as raised:
+                await c.send_file(src)  # exists now
+            assert raised.value.reason_code == "EXISTS"
+            with pytest.raises(seclink.FileTransferError) as raised:
+                await c.get_file("../a.bin", down / "x")
+            assert raised.value.reason_code == "BAD_NAME"
+            assert await c.request(b"still here") == b"ACK: received 10 bytes"  # the session goes on
+    asyncio.run(run())
+    assert (srv.dir / "a.bin").read_bytes() == data == (down / "a.bin").read_bytes()
+    assert seen[0] == (1024 * 1024, len(data)) and seen[-1] == (len(data), len(data))
+
+
+def test_progress_bar_only_on_a_terminal(files_server, tmp_path: Path, env, keys) -> None:
+    """Piped: no bar, no carriage returns, just the summary line. On a terminal: the bar is
+    drawn on standard error and wiped at the end."""
+    import pty
+    srv = files_server("cpp")
+    (tmp_path / "f.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    r = client("cpp", srv.port, keys, tmp_path, env, "--send", "f.bin")
+    assert "\r" not in r.stderr + r.stdout and "[INFO] sent f.bin: 4194304 bytes" in r.stdout
+    for kind in FILE_CLIENTS:
+        (srv.dir / "f.bin").unlink()
+        master, slave = pty.openpty()
+        p = subprocess.Popen([*CLIENTS[kind], "127.0.0.1", str(srv.port), "--psk-file", str(keys[0]), "--log-file",
+                              "-", "--send", "f.bin"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=slave)
+        os.close(slave)
+        out, _ = p.communicate(timeout=WAIT * 3)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+        os.close(master)
+        assert p.returncode == 0
+        assert b"send f.bin [" in err and b"100%" in err and err.endswith(b"\r\x1b[K"), (kind, err)
+        assert b"[INFO] sent f.bin" in out
