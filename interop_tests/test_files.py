@@ -399,3 +399,25 @@ def test_progress_bar_only_on_a_terminal(files_server, tmp_path: Path, env, keys
         assert p.returncode == 0
         assert b"send f.bin [" in err and b"100%" in err and err.endswith(b"\r\x1b[K"), (kind, err)
         assert b"[INFO] sent f.bin" in out
+
+
+# ------------------------------------------------------------------------------ the reference client
+
+@pytest.mark.parametrize("server_kind", ["cpp", "py-asyncio"])
+def test_reference_client_written_from_the_spec_uploads_resumes_and_downloads(files_server, tmp_path: Path, env, keys,
+                                                                                server_kind: str) -> None:
+    srv = files_server(server_kind)
+    data = os.urandom(1024 * 1024 + 99)
+    (tmp_path / "r.bin").write_bytes(data)
+    (srv.dir / seclink_temp_name("r.bin")).write_bytes(data[:300000])  # a cut-off upload
+    ref = [*CLIENTS["ref"], "127.0.0.1", str(srv.port), "--psk-file", str(keys[0])]
+    r = subprocess.run([*ref, "--send", "r.bin"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT * 3)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed after 300000, sha256 {hashlib.sha256(data).hexdigest()}" in r.stdout
+    assert (srv.dir / "r.bin").read_bytes() == data
+    down = tmp_path / "down"
+    down.mkdir()
+    r = subprocess.run([*ref, "--get", "r.bin", "--get", "nope"], cwd=down, env=env, capture_output=True, text=True,
+                       timeout=WAIT * 3)
+    assert (down / "r.bin").read_bytes() == data
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
