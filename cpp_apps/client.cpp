@@ -157,6 +157,9 @@ int main(int argc, char **argv) {
     const auto sends = args.all("send"), gets = args.all("get");
     const bool files = !sends.empty() || !gets.empty();
     if (files && (pipe || !messages.empty())) app::die(kProg, app::kUsage, "--send and --get do not go with messages or --pipe");
+    const auto listen = args.get("listen");
+    if (listen && (pipe || files || !messages.empty()))
+        app::die(kProg, app::kUsage, "--listen does not go with messages, --pipe, --send or --get");
     if (args.has("overwrite") && gets.empty()) app::die(kProg, app::kUsage, "--overwrite goes with --get");
     for (const std::string &name : gets)
         if (!sl_file_name_valid(name.c_str()))
@@ -186,6 +189,10 @@ int main(int argc, char **argv) {
     cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
 
     const std::string where = app::host_port(host, port);
+    if (listen) {  // a tunnel: every local connection gets its own session, with this key
+        log.line(SL_LOG_INFO, "[INFO] Tunnel: connections to " + *listen + " are carried to " + where);
+        return app::pipe::run_tunnel_client(kProg, cfg, psk, *listen, log);
+    }
     sl_client *c = nullptr;
     int rc = sl_client_connect(&c, &cfg);
     explicit_bzero(psk, sizeof psk);

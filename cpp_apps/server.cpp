@@ -78,7 +78,10 @@ int main(int argc, char **argv) {
     const bool pipe = args.has("pipe");
     if (pipe && (args.has("tls") || args.has("echo")))
         app::die(kProg, app::kUsage, std::string(args.has("tls") ? "--tls" : "--echo") + " does not go with --pipe");
+    if (args.has("forward") && (pipe || args.has("tls") || args.has("echo") || args.has("files")))
+        app::die(kProg, app::kUsage, "--forward does not go with --pipe, --tls, --echo or --files");
     app::Logger log(kProg, args.get("log-file").value_or("server_logs.txt"), args.has("quiet"));
+    if (args.has("forward") && !args.has("trace")) cfg.log_level = args.has("quiet") ? SL_LOG_WARN : SL_LOG_INFO;
     if (pipe) {
         log.use_stderr();
         if (!args.has("trace")) cfg.log_level = args.has("quiet") ? SL_LOG_WARN : SL_LOG_INFO;  // no line per chunk
@@ -96,6 +99,7 @@ int main(int argc, char **argv) {
         explicit_bzero(psk, sizeof psk);
         return code;
     }
+    if (auto target = args.get("forward")) return app::pipe::run_forward_server(kProg, cfg, host, port, *target, log);
 
     std::string cert, key;
     if (args.has("tls")) {

@@ -455,6 +455,13 @@ int Session::send_eof(int64_t now) {
     return SL_OK;
 }
 
+int Session::fail_stream(const std::string &why, int64_t now) {
+    awaiting_reply_ = false;
+    finish(SL_LOG_WARN, why, why.c_str(), now);  // the driver's words (a tunnel's target), no content
+    set_deadline(now);
+    return SL_OK;
+}
+
 int Session::reply_failed(const std::string &why, int64_t now) {
     if (!awaiting_reply_) return SL_ESTATE;
     awaiting_reply_ = false;
@@ -694,6 +701,13 @@ int sl_session_send(sl_session *s, const uint8_t *data, size_t len, int64_t now_
 int sl_session_send_eof(sl_session *s, int64_t now_ms) {
     if (s == nullptr) return SL_EINVAL;
     int rc = seclink::detail::guard([&] { return s->impl.send_eof(now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_fail(sl_session *s, const char *why, int64_t now_ms) {
+    if (s == nullptr) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.fail_stream(why != nullptr ? why : "", now_ms); });
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
     return rc;
 }

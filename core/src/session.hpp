@@ -88,6 +88,7 @@ public:
     // Stream mode (sl_server_config.stream): DATA and EOF of the driver's own (PROTOCOL.md 9).
     int send(const uint8_t *data, size_t len, int64_t now);
     int send_eof(int64_t now);
+    int fail_stream(const std::string &why, int64_t now);
     bool can_send() const noexcept;
     bool peer_eof() const noexcept { return conn_.peer_eof(); }
     const uint8_t *pending() const noexcept {

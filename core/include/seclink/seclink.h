@@ -543,6 +543,10 @@ SL_API int sl_session_send(sl_session *session, const uint8_t *data, size_t len,
 /** Queues an EOF (PROTOCOL.md 9): this side sends no more DATA. A request/reply session sends
  *  its EOF by itself in answer to the client's. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
 SL_API int sl_session_send_eof(sl_session *session, int64_t now_ms);
+/** Stream mode: the driver's own end failed (a tunnel's target refused or reset, standard output
+ *  closed): the client gets CLOSE `why` and the log a [WARN] with it. `why` is the driver's text
+ *  (no message content). Returns SL_OK, SL_EINVAL. */
+SL_API int sl_session_fail(sl_session *session, const char *why, int64_t now_ms);
 /** 1 while the session is open, has not sent EOF and its output is not backed up. */
 SL_API int sl_session_can_send(const sl_session *session);
 /** 1 once the client's EOF has arrived. */
