@@ -128,6 +128,7 @@ public:
         if (sl_session_send_eof(s_, now) == SL_ESTATE) throw py::value_error("send_eof: not open, or EOF already sent");
     }
     bool can_send() const { return sl_session_can_send(s_) != 0; }
+    void fail(const std::string &why, int64_t now) { sl_session_fail(s_, why.c_str(), now); }
     bool peer_eof() const { return sl_session_peer_eof(s_) != 0; }
     // Everything pending, taken at once (the event loop's transport buffers it).
     py::bytes take_output(int64_t now) {
@@ -202,6 +203,7 @@ void bind_session(py::module_ &m) {
         .def("send", &Session::send, py::arg("data"), py::arg("now"))
         .def("send_eof", &Session::send_eof, py::arg("now"))
         .def("can_send", &Session::can_send)
+        .def("fail", &Session::fail, py::arg("why"), py::arg("now"))
         .def("peer_eof", &Session::peer_eof)
         .def("status", &Session::status)
         .def("wants_read", &Session::wants_read)

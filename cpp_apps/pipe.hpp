@@ -346,6 +346,10 @@ inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, siz
             sl_session_reply(s, nullptr, 0, now);  // taken
         }
         if (net_pos == net_len) net_pos = net_len = 0;
+        if (sl_session_peer_eof(s) && out_open) {  // (it may have come just now)
+            end_output(local);
+            out_open = false;
+        }
         sl_session_pending(s, &out, &out_len);
         const bool reading = net_len == 0 && sl_session_wants_read(s);
         const bool input = in_open && sl_session_can_send(s);

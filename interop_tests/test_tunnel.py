@@ -146,9 +146,10 @@ def test_redis_through_the_tunnel(tunnel, tmp_path: Path, kinds: tuple[str, str]
         redis.wait()
 
 
-def test_a_target_that_is_down_closes_only_that_tunnel(tunnel) -> None:
+@pytest.mark.parametrize("kinds", [("cpp", "cpp"), ("py", "py")])
+def test_a_target_that_is_down_closes_only_that_tunnel(tunnel, kinds: tuple[str, str]) -> None:
     dead = free_port()  # nothing listens there yet
-    port = tunnel(dead)
+    port = tunnel(dead, *kinds)
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as c:
         assert c.recv(1) == b""  # closed, not hanging
     tunnel.server.wait_for(r"\[WARN\] .* disconnected: cannot reach the tunnel's target 127\.0\.0\.1:\d+: "
@@ -170,10 +171,11 @@ def test_a_target_that_is_down_closes_only_that_tunnel(tunnel) -> None:
         target.close()
 
 
-def test_many_tunnels_at_once(tunnel) -> None:
+@pytest.mark.parametrize("kinds", [("cpp", "cpp"), ("py", "py")])
+def test_many_tunnels_at_once(tunnel, kinds: tuple[str, str]) -> None:
     target = Target()
     try:
-        port = tunnel(target.port)
+        port = tunnel(target.port, *kinds)
         results: list[bytes] = []
         payloads = [os.urandom(100_000 + i) for i in range(24)]
 

@@ -380,20 +380,25 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                     max_files_total=args.number("max-files-total", S.DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1 << 40) << 20)
 
     pipe = args.has("pipe")
+    forward = args.get("forward")
+    if forward is not None and (pipe or any(args.has(f) for f in ("tls", "echo", "files", "asyncio"))):
+        raise Exit(USAGE, "--forward does not go with --pipe, --tls, --echo, --files or --asyncio")
     if pipe and (args.has("tls") or args.has("echo") or use_asyncio):
         flag = next(f for f in ("tls", "echo", "asyncio") if args.has(f))
         raise Exit(USAGE, f"--{flag} does not go with --pipe")
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
     if pipe:
         log.to_stderr = True
-        if not args.has("trace"):
-            opts["log_level"] = LOG_WARN if args.has("quiet") else LOG_INFO  # no line per chunk
+    if (pipe or forward is not None) and not args.has("trace"):
+        opts["log_level"] = LOG_WARN if args.has("quiet") else LOG_INFO  # no line per chunk
     opts["log"] = log.callback
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
     psk = load_key(psk_path, is_default, log)
     if pipe:
         return _serve_pipe(host, port, psk, opts, log)
+    if forward is not None:
+        return _serve_forward(host, port, psk, opts, log, forward)
 
     cert = key = None
     if args.has("tls"):
@@ -489,6 +494,24 @@ def _serve_pipe(host: str, port: int, psk: bytearray, opts: dict[str, Any], log:
     log.line(LOG_INFO, f"[INFO] Pipe done: received {count(received, 'byte')}, sent {count(sent, 'byte')}")
     log.close()
     return OK if ended else SESSION
+
+
+def _serve_forward(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Logger, forward: str) -> int:
+    from . import pipe
+    target = pipe.split_host_port(forward)
+    if target is None or target[1] == 0:
+        raise Exit(USAGE, "--forward takes HOST:PORT, e.g. 127.0.0.1:6379")
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound)} (forwarding to "
+                           f"{host_port(*target)})", always=True)
+    try:
+        pipe.run_forward_server(host, port, psk, opts, log.callback, listening, target)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)
+    return OK
 
 
 async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping, log) -> int:
@@ -669,6 +692,9 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         raise Exit(USAGE, "--asyncio does not go with --send and --get (seclink.aio has send_file/get_file)")
     if pipe and args.has("asyncio"):
         raise Exit(USAGE, "--asyncio does not go with --pipe")
+    listen = args.get("listen")
+    if listen is not None and (pipe or messages or sends or gets or args.has("asyncio")):
+        raise Exit(USAGE, "--listen does not go with messages, --pipe, --send, --get or --asyncio")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"), "client")
     log.to_stderr = pipe
     psk = load_key(psk_path, is_default, log)
@@ -677,6 +703,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     where = host_port(host, port)
+    if listen is not None:
+        return _client_tunnel(kw, psk, where, listen, max_message, log)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
@@ -703,6 +731,23 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         if loop is not None:
             loop.close()
     log.close()
+    return OK
+
+
+def _client_tunnel(kw: dict[str, Any], psk: bytearray, where: str, listen: str, max_message: int, log: Logger) -> int:
+    from . import pipe
+    local = pipe.split_host_port(listen)
+    if local is None:
+        raise Exit(USAGE, "--listen takes ADDR:PORT, e.g. 127.0.0.1:7000")
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(local[0], bound)} (tunnel to {where})", always=True)
+    try:
+        pipe.run_tunnel_client(lambda: Client(**kw), where, local, max_message, log.callback, listening)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)  # each tunnel's Client made its own copy
     return OK
 
 
