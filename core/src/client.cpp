@@ -414,8 +414,7 @@ int get_file(sl_client *c, const char *name, const char *path, int overwrite, sl
         return note(r, "the SHA-256 of the bytes received is not the server's"), SL_EFILE_HASH;
     }
     if (fsync(f.fd) != 0) return note(r, std::strerror(errno)), SL_EIO;
-    rc = overwrite ? renameat(dfd.fd, temp.c_str(), dfd.fd, base.c_str())
-                   : renameat2(dfd.fd, temp.c_str(), dfd.fd, base.c_str(), RENAME_NOREPLACE);
+    rc = rename_into_place(dfd.fd, temp.c_str(), base.c_str(), overwrite != 0);
     if (rc != 0) {
         const int err = errno;
         return note(r, dest + ": " + std::strerror(err)), err == EEXIST ? SL_EFILE_EXISTS : SL_EIO;

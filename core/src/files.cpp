@@ -133,6 +133,17 @@ std::string temp_file_name(const std::string &name) {
     return ".seclink-" + hex(h, 16) + ".part";
 }
 
+int rename_into_place(int dirfd, const char *from, const char *to, bool replace) noexcept {
+    if (replace) return renameat(dirfd, from, dirfd, to);
+#ifdef RENAME_NOREPLACE
+    if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return -1;
+#endif
+    if (linkat(dirfd, from, dirfd, to, 0) != 0) return -1;
+    unlinkat(dirfd, from, 0);
+    return 0;
+}
+
 // ------------------------------------------------------------------------------ FileTransfer
 
 void FileTransfer::end() noexcept {
@@ -311,8 +322,7 @@ bool FileTransfer::finish(const uint8_t *d, size_t n, FileReply *r, std::string 
     if (fsync(fd_) != 0)
         return error(full_disk(errno) ? kDiskFull : kIo, std::string("cannot flush the file: ") + std::strerror(errno), r,
                      log, warn), true;
-    int rc = p_.overwrite ? renameat(p_.dirfd, temp_.c_str(), p_.dirfd, name_.c_str())
-                          : renameat2(p_.dirfd, temp_.c_str(), p_.dirfd, name_.c_str(), RENAME_NOREPLACE);
+    int rc = rename_into_place(p_.dirfd, temp_.c_str(), name_.c_str(), p_.overwrite);
     if (rc != 0) {
         const int err = errno;
         if (err == EEXIST) {

@@ -63,6 +63,11 @@ bool valid_file_name(const std::string &name, std::string *why = nullptr);
 // The temporary file of an upload of `name`: ".seclink-<32 hex of SHA-256(name)>.part".
 std::string temp_file_name(const std::string &name);
 
+// Renames `from` to `to`, both in directory `dirfd`; unless `replace`, never over an existing
+// `to` (errno EEXIST then). Linux: renameat2(RENAME_NOREPLACE); elsewhere (or on a file system
+// without it) linkat + unlinkat, which fails the same way if `to` exists.
+int rename_into_place(int dirfd, const char *from, const char *to, bool replace) noexcept;
+
 struct FilePolicy {
     int dirfd = -1;  // the directory, opened once (O_DIRECTORY); -1: no files served
     bool overwrite = false;
