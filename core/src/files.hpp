@@ -93,6 +93,10 @@ public:
     bool on_message(int type, const uint8_t *data, size_t len, FileReply *reply, std::string *log, bool *warn);
     void end() noexcept;  // closes what is open (an unfinished upload's temporary file stays)
     size_t buffered() const noexcept { return buf_.capacity(); }
+    // A quiet session keeps no chunk buffer (unless a transfer is open: it is needed again).
+    void trim() noexcept {
+        if (state_ == State::Idle || state_ == State::UploadFailed) std::vector<uint8_t>().swap(buf_);
+    }
 
 private:
     enum class State { Idle, Upload, UploadFailed, Download };

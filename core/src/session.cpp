@@ -252,7 +252,7 @@ void Session::set_deadline(int64_t now) noexcept {
 // is receiving (charged in full when announced, so a slow sender cannot outgrow the budget) and
 // raw output. Only the announcement of a frame can be refused (`limit`); the rest is a fact.
 void Session::account() noexcept {
-    const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size();
+    const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size() + files_.buffered();
     if (now_held == charged_) return;  // the usual case: no shared counter touched per message
     p_.charge(static_cast<int64_t>(now_held) - static_cast<int64_t>(charged_), SIZE_MAX);
     charged_ = now_held;
@@ -524,6 +524,7 @@ void Session::tick(int64_t now) {
     } else if (phase_ == Phase::Open && !trimmed_ && now - last_active_ >= kTrimAfterMs &&
                conn_.pending_size() == 0 && !awaiting_reply_) {
         conn_.trim();  // a quiet session keeps no message-sized buffers
+        files_.trim();
         trimmed_ = true;
         account();
     }
