@@ -25,7 +25,8 @@ help:
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
 	@echo "                for FUZZ_SECONDS (default 60), the pytest suites, and the Python"
 	@echo "                package tests again with the extension under ASan+UBSan"
-	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
+	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines,"
+	@echo "                then a 2 GiB file vs scp and the tunnel vs spiped and stunnel4"
 	@echo "                through the load generator (about 5 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
 	@echo "make demo STEP=1   the same, waiting for Enter between steps (for a class; ONLY=N: one step)"
@@ -164,6 +165,7 @@ bench: deps
 	build-bench/bench/engine_bench --benchmark_color=false
 	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
 	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
+	$(PYTHON) bench/streams_bench.py --server build-bench/cpp_apps/server --client build-bench/cpp_apps/client
 
 # The instructor's targets: one server, one interactive client, or both at once.
 demo: programs

@@ -238,7 +238,8 @@ public:
            unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
-           unsigned frame_timeout_ms, size_t max_memory, bool redact)
+           unsigned frame_timeout_ms, size_t max_memory, bool redact, std::optional<std::string> files_dir,
+           bool files_overwrite, uint64_t max_file_size, uint64_t max_files_total)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         auto k = key_from(psk);
@@ -271,6 +272,10 @@ public:
         cfg.tls = tls;
         cfg.tls_cert = cert_.c_str();
         cfg.tls_key = key_.c_str();
+        cfg.files_dir = files_dir ? files_dir->c_str() : nullptr;
+        cfg.files_overwrite = files_overwrite;
+        cfg.max_file_size = max_file_size;
+        cfg.max_files_total = max_files_total;
         int rc = sl_server_new(&s_, &cfg);
         wipe(k);
         check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
@@ -478,6 +483,69 @@ public:
         }
     }
 
+    // File transfer (PROTOCOL.md 10): (rc, size, resumed_from, sha256, remote_code, message);
+    // `progress(done, total)` is called with the GIL, between chunks.
+    py::tuple transfer(bool upload, const std::string &a, std::optional<std::string> b, bool overwrite,
+                       py::object progress) {
+        sl_file_result r{};
+        int rc;
+        struct Ctx {
+            py::object fn;
+            bool failed = false;
+        } ctx{std::move(progress)};
+        auto cb = [](void *ud, uint64_t done, uint64_t total) {
+            auto *x = static_cast<Ctx *>(ud);
+            py::gil_scoped_acquire gil;
+            if (x->failed) return;
+            try {
+                x->fn(done, total);
+            } catch (py::error_already_set &e) {
+                x->failed = true;  // reported after the transfer: the callback cannot stop it
+                e.discard_as_unraisable("seclink progress callback");
+            }
+        };
+        {
+            Turns::Turn turn(turns_);
+            py::gil_scoped_release nogil;
+            sl_progress_fn fn = ctx.fn.is_none() ? nullptr : static_cast<sl_progress_fn>(cb);
+            rc = upload ? sl_client_send_file(c_, a.c_str(), b ? b->c_str() : nullptr, fn, &ctx, &r)
+                        : sl_client_get_file(c_, a.c_str(), b ? b->c_str() : nullptr, overwrite, fn, &ctx, &r);
+        }
+        return py::make_tuple(rc, r.size, r.resumed_from, py::bytes(reinterpret_cast<const char *>(r.sha256), 32),
+                              r.remote_code, std::string(r.message));
+    }
+
+    // Full duplex (pipe mode): queue, flush what fits, poll the descriptor (seclink.h).
+    void queue(int msg_type, const py::buffer &data) {
+        Bytes in(data);
+        Turns::Turn turn(turns_);
+        check(sl_client_queue(c_, msg_type, in.data(), in.size()), "send", peer());
+    }
+    bool flush(int timeout_ms) {  // True once everything queued is written
+        int rc;
+        {
+            Turns::Turn turn(turns_);
+            py::gil_scoped_release nogil;
+            rc = sl_client_flush(c_, timeout_ms);
+        }
+        if (rc == SL_ETIMEDOUT) return false;
+        check(rc, "send", peer());
+        return true;
+    }
+    size_t pending() const { return sl_client_pending(c_); }
+    int fd() const { return sl_client_fd(c_); }
+    // (msg_type, content) of a message already arrived, or None (never waits).
+    py::object poll_message() {
+        Turns::Turn turn(turns_);
+        int type = 0;
+        const uint8_t *data = nullptr;
+        size_t len = 0;
+        int rc = sl_client_recv(c_, 0, &type, &data, &len);
+        if (rc == SL_ETIMEDOUT) return py::none();
+        check(rc, "recv", peer());
+        return py::make_tuple(type, to_bytes(data, len));
+    }
+
     void close(const std::optional<std::string> &reason) {
         int rc;
         {
@@ -523,6 +591,8 @@ PYBIND11_MODULE(_seclink, m) {
     m.def("version", &sl_version);
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
+    m.def("file_code_name", &sl_file_code_name, py::arg("code"));
+    m.def("file_name_valid", [](const std::string &n) { return sl_file_name_valid(n.c_str()) != 0; }, py::arg("name"));
     m.def("err_category", &sl_err_category, py::arg("code"));
     m.def("last_os_error", &sl_last_os_error);
     // Every sl_err by name, read from the core's table: seclink.errors makes the Err IntEnum of it.
@@ -536,7 +606,8 @@ PYBIND11_MODULE(_seclink, m) {
                                     py::arg("TLS") = int{SL_CAT_TLS}, py::arg("SESSION") = int{SL_CAT_SESSION},
                                     py::arg("TOO_LARGE") = int{SL_CAT_TOO_LARGE});
     m.attr("MESSAGE_TYPES") = py::dict(py::arg("DATA") = int{SL_MSG_DATA}, py::arg("CLOSE") = int{SL_MSG_CLOSE},
-                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG});
+                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG},
+                                       py::arg("EOF") = int{SL_MSG_EOF});
 
     m.attr("KEY_BYTES") = SL_KEY_BYTES;
     m.attr("PREFIX_BYTES") = SL_PREFIX_BYTES;
@@ -625,13 +696,14 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool>(),
+                      size_t, bool, std::optional<std::string>, bool, uint64_t, uint64_t>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false)
+             py::arg("redact") = false, py::arg("files_dir") = py::none(), py::arg("files_overwrite") = false,
+             py::arg("max_file_size") = uint64_t{0}, py::arg("max_files_total") = uint64_t{0})
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)
@@ -646,5 +718,12 @@ PYBIND11_MODULE(_seclink, m) {
         .def_property_readonly("peer", &Client::peer)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
         .def("recv", &Client::recv, py::arg("timeout_ms"))
+        .def("transfer", &Client::transfer, py::arg("upload"), py::arg("a"), py::arg("b"), py::arg("overwrite"),
+             py::arg("progress"))
+        .def("queue", &Client::queue, py::arg("msg_type"), py::arg("data"))
+        .def("flush", &Client::flush, py::arg("timeout_ms"))
+        .def("poll_message", &Client::poll_message)
+        .def_property_readonly("pending", &Client::pending)
+        .def_property_readonly("fd", &Client::fd)
         .def("close", &Client::close, py::arg("reason") = py::none());
 }

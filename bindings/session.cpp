@@ -2,8 +2,10 @@
 // the asyncio server, which drives it from the event loop's thread: every call runs with the GIL
 // held (each does little work: one read's worth of bytes), and log lines reach Python directly.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "seclink/seclink.h"
@@ -17,7 +19,8 @@ public:
     Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
-           py::object log)
+           py::object log, bool stream, std::optional<std::string> files_dir, bool files_overwrite,
+           uint64_t max_file_size, uint64_t max_files_total)
         : log_(std::move(log)) {
         py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
         const size_t n = static_cast<size_t>(key.size * key.itemsize);
@@ -39,6 +42,11 @@ public:
         cfg.redact = redact;
         cfg.tls = tls;
         cfg.log_level = log_level;
+        cfg.stream = stream;
+        cfg.files_dir = files_dir ? files_dir->c_str() : nullptr;
+        cfg.files_overwrite = files_overwrite;
+        cfg.max_file_size = max_file_size;
+        cfg.max_files_total = max_files_total;
         if (!log_.is_none()) {
             cfg.log = &Policy::on_log;
             cfg.log_ud = this;
@@ -47,6 +55,7 @@ public:
         // answering itself; it never calls this function.
         if (app_replies) cfg.handler = &Policy::unused_handler;
         int rc = sl_policy_new(&p_, &cfg);  // copies the key
+        if (rc == SL_EIO) throw py::value_error("files_dir is not a directory that can be opened");
         if (rc != SL_OK) throw py::value_error(std::string("invalid server configuration: ") + sl_strerror(rc));
     }
     ~Policy() { sl_policy_free(p_); }
@@ -107,6 +116,20 @@ public:
             throw py::value_error("reply: no message is waiting for one");
     }
     void reply_failed(const std::string &why, int64_t now) { sl_session_reply_failed(s_, why.c_str(), now); }
+    // Stream mode (pipe): the driver's own DATA and EOF.
+    void send(const py::bytes &data, int64_t now) {
+        char *p = nullptr;
+        Py_ssize_t n = 0;
+        PyBytes_AsStringAndSize(data.ptr(), &p, &n);
+        if (sl_session_send(s_, reinterpret_cast<const uint8_t *>(p), static_cast<size_t>(n), now) == SL_ESTATE)
+            throw py::value_error("send: the session cannot send now (not stream mode, not open, or after EOF)");
+    }
+    void send_eof(int64_t now) {
+        if (sl_session_send_eof(s_, now) == SL_ESTATE) throw py::value_error("send_eof: not open, or EOF already sent");
+    }
+    bool can_send() const { return sl_session_can_send(s_) != 0; }
+    void fail(const std::string &why, int64_t now) { sl_session_fail(s_, why.c_str(), now); }
+    bool peer_eof() const { return sl_session_peer_eof(s_) != 0; }
     // Everything pending, taken at once (the event loop's transport buffers it).
     py::bytes take_output(int64_t now) {
         const uint8_t *p = nullptr;
@@ -150,15 +173,21 @@ void bind_session(py::module_ &m) {
     m.attr("DEFAULT_IDLE_TIMEOUT_MS") = SL_DEFAULT_IDLE_TIMEOUT_MS;
     m.attr("DEFAULT_FRAME_TIMEOUT_MS") = SL_DEFAULT_FRAME_TIMEOUT_MS;
     m.attr("DEFAULT_MAX_MEMORY") = static_cast<size_t>(SL_DEFAULT_MAX_MEMORY);
+    m.attr("DEFAULT_MAX_FILE_SIZE") = static_cast<uint64_t>(SL_DEFAULT_MAX_FILE_SIZE);
+    m.attr("DEFAULT_MAX_FILES_TOTAL") = static_cast<uint64_t>(SL_DEFAULT_MAX_FILES_TOTAL);
+    m.attr("FILE_CHUNK") = static_cast<size_t>(SL_FILE_CHUNK);
 
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
-                      size_t, bool, bool, bool, bool, int, py::object>(),
+                      size_t, bool, bool, bool, bool, int, py::object, bool, std::optional<std::string>, bool, uint64_t,
+                      uint64_t>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
-             py::arg("log"))
+             py::arg("log"), py::arg("stream") = false, py::arg("files_dir") = py::none(),
+             py::arg("files_overwrite") = false, py::arg("max_file_size") = uint64_t{0},
+             py::arg("max_files_total") = uint64_t{0})
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
@@ -171,6 +200,11 @@ void bind_session(py::module_ &m) {
         .def("reply", &Session::reply, py::arg("data"), py::arg("now"))
         .def("reply_failed", &Session::reply_failed, py::arg("why"), py::arg("now"))
         .def("take_output", &Session::take_output, py::arg("now"))
+        .def("send", &Session::send, py::arg("data"), py::arg("now"))
+        .def("send_eof", &Session::send_eof, py::arg("now"))
+        .def("can_send", &Session::can_send)
+        .def("fail", &Session::fail, py::arg("why"), py::arg("now"))
+        .def("peer_eof", &Session::peer_eof)
         .def("status", &Session::status)
         .def("wants_read", &Session::wants_read)
         .def("deadline", &Session::deadline)

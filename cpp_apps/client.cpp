@@ -1,7 +1,9 @@
 // client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -9,6 +11,8 @@
 #include <vector>
 
 #include "common.hpp"
+#include "pipe.hpp"
+#include "transfer.hpp"
 
 namespace {
 
@@ -148,7 +152,24 @@ int main(int argc, char **argv) {
     }
 
     if (args.has("redact") && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
+    const bool pipe = args.has("pipe");
+    if (pipe && !messages.empty()) app::die(kProg, app::kUsage, "--pipe sends standard input: not with messages");
+    const auto sends = args.all("send"), gets = args.all("get");
+    const bool files = !sends.empty() || !gets.empty();
+    if (files && (pipe || !messages.empty())) app::die(kProg, app::kUsage, "--send and --get do not go with messages or --pipe");
+    const auto listen = args.get("listen");
+    if (listen && (pipe || files || !messages.empty()))
+        app::die(kProg, app::kUsage, "--listen does not go with messages, --pipe, --send or --get");
+    if (args.has("overwrite") && gets.empty()) app::die(kProg, app::kUsage, "--overwrite goes with --get");
+    for (const std::string &name : gets)
+        if (!sl_file_name_valid(name.c_str()))
+            app::die(kProg, app::kUsage, "--get takes a plain file name as the server lists it (no '/', not starting "
+                                         "with '.'): '" + name + "'");
+    for (const std::string &path : sends)  // before connecting: a typo costs no session
+        if (access(path.c_str(), R_OK) != 0)
+            app::die(kProg, app::kUsage, "cannot read --send '" + path + "': " + std::strerror(errno));
     app::Logger log(kProg, args.get("log-file").value_or("client_logs.txt"), args.has("quiet"));
+    if (pipe) log.use_stderr();
     uint8_t psk[SL_KEY_BYTES];
     app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
 
@@ -168,6 +189,10 @@ int main(int argc, char **argv) {
     cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
 
     const std::string where = app::host_port(host, port);
+    if (listen) {  // a tunnel: every local connection gets its own session, with this key
+        log.line(SL_LOG_INFO, "[INFO] Tunnel: connections to " + *listen + " are carried to " + where);
+        return app::pipe::run_tunnel_client(kProg, cfg, psk, *listen, log);
+    }
     sl_client *c = nullptr;
     int rc = sl_client_connect(&c, &cfg);
     app::wipe(psk, sizeof psk);
@@ -177,6 +202,17 @@ int main(int argc, char **argv) {
     }
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
+    if (pipe) return app::pipe::run_client(kProg, c, log, max_message);
+    if (files) {
+        int code = app::kOk;
+        for (const std::string &path : sends)
+            if (code == app::kOk) code = app::transfer::run(kProg, c, log, true, path, false);
+        for (const std::string &name : gets)
+            if (code == app::kOk) code = app::transfer::run(kProg, c, log, false, name, args.has("overwrite"));
+        sl_client_close(c, nullptr);
+        sl_client_free(c);
+        return code;
+    }
     Session session(c, log, timeout_ms, args.has("redact"));
     if (!messages.empty()) {
         for (const std::string &m : messages) session.exchange(m);

@@ -91,6 +91,8 @@ inline std::string expand_defaults(const std::string &text) {
         {"DEFAULT_IDLE_TIMEOUT_MS", SL_DEFAULT_IDLE_TIMEOUT_MS},
         {"DEFAULT_FRAME_TIMEOUT_MS", SL_DEFAULT_FRAME_TIMEOUT_MS},
         {"DEFAULT_MAX_MEMORY", SL_DEFAULT_MAX_MEMORY},
+        {"DEFAULT_MAX_FILE_SIZE", SL_DEFAULT_MAX_FILE_SIZE},
+        {"DEFAULT_MAX_FILES_TOTAL", SL_DEFAULT_MAX_FILES_TOTAL},
         {"DEFAULT_MAX_MESSAGE", SL_DEFAULT_MAX_MESSAGE},
         {"DEFAULT_TIMEOUT_MS", SL_DEFAULT_TIMEOUT_MS},
     };
@@ -285,10 +287,13 @@ public:
             if (!ok) std::clearerr(file_);
             file_status(ok, err);
         }
-        std::fputs(text.c_str(), stdout);
-        std::fputc('\n', stdout);
-        std::fflush(stdout);
+        FILE *screen = to_stderr_ ? stderr : stdout;
+        std::fputs(text.c_str(), screen);
+        std::fputc('\n', screen);
+        std::fflush(screen);
     }
+    // Pipe and file modes: standard output carries data, so log lines go to standard error.
+    void use_stderr() { to_stderr_ = true; }
     static void callback(void *ud, int level, const char *line) { static_cast<Logger *>(ud)->line(level, line); }
 
 private:
@@ -316,7 +321,7 @@ private:
         std::snprintf(buf + n, sizeof buf - n, ".%03ld", static_cast<long>(tv.tv_usec / 1000));
         return buf;
     }
-    bool quiet_;
+    bool quiet_, to_stderr_ = false;
     const char *prog_;
     std::string path_;
     unsigned long lost_ = 0;  // lines not written to the file since the last one that was

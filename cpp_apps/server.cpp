@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common.hpp"
+#include "pipe.hpp"
 
 namespace {
 
@@ -55,11 +56,36 @@ int main(int argc, char **argv) {
     cfg.max_memory = args.number("max-memory", SL_DEFAULT_MAX_MEMORY >> 20, 1, 1u << 20) << 20;
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
     cfg.echo = args.has("echo");
+    const std::string files_dir = args.get("files").value_or("");
+    if (!args.has("files") && (args.has("overwrite") || args.has("max-file-size") || args.has("max-files-total")))
+        app::die(kProg, app::kUsage, "--overwrite, --max-file-size and --max-files-total go with --files DIR");
+    if (args.has("files")) {
+        struct stat st;
+        if (files_dir.empty() || stat(files_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+            app::die(kProg, app::kUsage, "--files '" + files_dir + "' is not a directory (create it first)");
+        if (cfg.max_message < SL_FILE_CHUNK)
+            app::die(kProg, app::kUsage, "--files needs --max-message of at least " + std::to_string(SL_FILE_CHUNK) + " bytes");
+        cfg.files_dir = files_dir.c_str();
+        signal(SIGXFSZ, SIG_IGN);  // a file-size limit is a write error (DISK_FULL to the client), not death
+        cfg.files_overwrite = args.has("overwrite");
+        cfg.max_file_size = uint64_t{args.number("max-file-size", SL_DEFAULT_MAX_FILE_SIZE >> 20, 1, 1ul << 40)} << 20;
+        cfg.max_files_total = uint64_t{args.number("max-files-total", SL_DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1ul << 40)} << 20;
+    }
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
     cfg.redact = args.has("redact");
     if (cfg.redact && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
 
+    const bool pipe = args.has("pipe");
+    if (pipe && (args.has("tls") || args.has("echo")))
+        app::die(kProg, app::kUsage, std::string(args.has("tls") ? "--tls" : "--echo") + " does not go with --pipe");
+    if (args.has("forward") && (pipe || args.has("tls") || args.has("echo") || args.has("files")))
+        app::die(kProg, app::kUsage, "--forward does not go with --pipe, --tls, --echo or --files");
     app::Logger log(kProg, args.get("log-file").value_or("server_logs.txt"), args.has("quiet"));
+    if (args.has("forward") && !args.has("trace")) cfg.log_level = args.has("quiet") ? SL_LOG_WARN : SL_LOG_INFO;
+    if (pipe) {
+        log.use_stderr();
+        if (!args.has("trace")) cfg.log_level = args.has("quiet") ? SL_LOG_WARN : SL_LOG_INFO;  // no line per chunk
+    }
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;
 
@@ -68,6 +94,12 @@ int main(int argc, char **argv) {
         app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
     app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
     cfg.psk = psk;
+    if (pipe) {
+        const int code = app::pipe::run_server(kProg, cfg, host, port, log);
+        explicit_bzero(psk, sizeof psk);
+        return code;
+    }
+    if (auto target = args.get("forward")) return app::pipe::run_forward_server(kProg, cfg, host, port, *target, log);
 
     std::string cert, key;
     if (args.has("tls")) {

@@ -12,13 +12,14 @@ import pytest
 
 from interop_tests.reference import make_vectors
 from interop_tests.reference.seclink_ref import (
-    CLOSE, DATA, PING, PONG, Closed, Connection, HandshakeDone, KeyFileError, Message, NoiseHandshake,
+    CLOSE, DATA, EOF, FILE_TYPES, PING, PONG, Closed, Connection, HandshakeDone, KeyFileError, Message, NoiseHandshake,
     ProtocolError, default_key_path, generate_key, load_key, nonce)
 
 HERE = Path(__file__).resolve().parent
 NOISE_VECTORS = HERE / "vectors" / "public" / "noise_nnpsk0_25519_aesgcm_sha256.json"
 SECLINK_VECTORS = HERE / "vectors" / "seclink_v1.json"
-TYPES = {"DATA": DATA, "CLOSE": CLOSE, "PING": PING, "PONG": PONG}
+TYPES = {"DATA": DATA, "CLOSE": CLOSE, "PING": PING, "PONG": PONG, "EOF": EOF,
+         **{name: t for t, name in FILE_TYPES.items()}}
 
 V = json.loads(SECLINK_VECTORS.read_text(encoding="utf-8"))
 WIRE = [bytes.fromhex(entry["bytes"]) for entry in V["wire"]]
@@ -71,9 +72,9 @@ def test_generator_reproduces_committed_vectors_exactly() -> None:
     assert make_vectors.render(make_vectors.build_vectors()) == SECLINK_VECTORS.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("section", ["wire", "confirmed_wire"])
+@pytest.mark.parametrize("section", ["wire", "confirmed_wire", "eof_wire", "file_wire"])
 def test_wire_is_reproduced_byte_for_byte_by_client_and_server(section: str) -> None:
-    peers = fixed_pair(key_confirmation=section == "confirmed_wire")
+    peers = fixed_pair(key_confirmation=section != "wire")
     queued = {"client": b"", "server": b""}  # frames a side queued by itself (frame 2, PING, PONG)
     for index, entry in enumerate(V[section]):
         sender, receiver = peers[entry["from"]], peers[other(entry["from"])]
@@ -118,7 +119,7 @@ def test_wire_frames_have_the_documented_layout() -> None:
 
 def test_vectors_cover_every_receiver_error() -> None:
     receiver_errors = {"FRAME_TOO_SHORT", "FRAME_TOO_LARGE", "BAD_MAGIC", "BAD_VERSION", "HANDSHAKE_AUTH",
-                       "WEAK_KEY", "BAD_COUNTER", "AUTH", "BAD_TYPE", "BAD_PING", "TRUNCATED"}
+                       "WEAK_KEY", "BAD_COUNTER", "AUTH", "BAD_TYPE", "BAD_PING", "TRUNCATED", "BAD_EOF"}
     assert {case["error"] for case in V["malformed"]} == receiver_errors
     assert len({case["name"] for case in V["malformed"]}) == len(V["malformed"])
 
@@ -156,6 +157,37 @@ def test_malformed_input_fed_byte_by_byte_releases_no_message(case: dict) -> Non
             events += side.eof()
     assert raised.value.name == case["error"]
     assert not [e for e in events if isinstance(e, Message)]
+
+
+@pytest.mark.parametrize("case", V["eof_malformed"], ids=[c["name"] for c in V["eof_malformed"]])
+def test_eof_rule_broken_after_eof_wire_fails_with_bad_eof(case: dict) -> None:
+    """Section 9: after eof_wire[0..after-1] (the client's EOF included), more DATA or a second
+    EOF from the client is BAD_EOF, and the server releases nothing from it."""
+    peers = fixed_pair(key_confirmation=True)
+    peers["client"].start()
+    for entry in V["eof_wire"][:case["after"]]:
+        peers[other(entry["from"])].receive(bytes.fromhex(entry["bytes"]))
+    side = peers[case["to"]]
+    side.data_to_send()
+    with pytest.raises(ProtocolError) as raised:
+        side.receive(bytes.fromhex(case["bytes"]))
+    assert raised.value.name == case["error"] == "BAD_EOF"
+    assert side.data_to_send() == b""
+
+
+def test_sender_refuses_data_and_a_second_eof_after_its_eof() -> None:
+    client, server = Connection("client", bytes(32)), Connection("server", bytes(32))
+    handshake(client, server)
+    client.send(EOF)
+    with pytest.raises(ValueError):
+        client.send(DATA, b"late")
+    with pytest.raises(ValueError):
+        client.send(EOF)
+    client.send(PING, b"still alive")  # PING and CLOSE are still allowed
+    assert server.receive(client.data_to_send()) == [Message(EOF, b""), Message(PING, b"still alive")]
+    server.send(DATA, b"the other direction goes on")
+    assert client.receive(server.data_to_send()) == [Message(PONG, b"still alive"),
+                                                     Message(DATA, b"the other direction goes on")]
 
 
 # ---------------------------------------------------------------- behaviour beyond the vectors

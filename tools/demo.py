@@ -4,8 +4,8 @@
 It starts a C++ server and a Python server on free ports of 127.0.0.1, has the C++ and Python
 clients talk to both, shows what an eavesdropper captures (seclink next to a plaintext protocol),
 shows one frame with --trace, lets a relay tamper with a frame and replay one, tries a wrong key,
-runs the attack lab (four classic broken designs, and the same attacks on seclink) and writes a
-picture of one session as an HTML page. Each step says what to notice, then checks that the
+runs the attack lab (four classic broken designs, and the same attacks on seclink), writes a
+picture of one session as an HTML page, and sends a file, pipes a stream and runs a tunnel. Each step says what to notice, then checks that the
 programs really behaved that way.
 
 For a class: --step waits for Enter after each step; --only N runs one step (starting the
@@ -415,6 +415,114 @@ def trace_page(servers: Servers) -> str:
     return f"wrote {path}: {len(session.rows)} frames, the replay refused ({len(session.html_bytes)} bytes)"
 
 
+def _listening_port(program: Program) -> int:
+    lines = program.expect(r"Listening on ")
+    show(program.label, lines)
+    return int(re.search(r"Listening on [\d.]+:(\d+)", lines[-1]).group(1))
+
+
+def _run_in(directory: Path, argv: List[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    """A client run to the end in `directory` (where --get writes)."""
+    show_command(argv)
+    try:
+        return subprocess.run(argv, cwd=directory, env=programs.child_env(CONFIG), input=stdin,
+                              stdin=None if stdin is not None else subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="replace", timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"{argv[0]} did not finish within {WAIT:.0f} s") from None
+
+
+def files(servers: Servers) -> str:
+    notice("--files DIR: a server that takes files. The Python client sends one, the C++ client",
+           "fetches it back: the same SHA-256 on both lines, checked before the file got its name.",
+           "A name that is not a plain file name is refused by the server.")
+    inbox, fetched = ROOT / DEMO / "inbox", ROOT / DEMO / "fetched"
+    for d in (inbox, fetched):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    (ROOT / DEMO / "report.txt").write_text("quarterly figures\n" * 20000)
+    argv = SERVERS["C++"] + ["--host", HOST, "--port", "0", "--files", f"{DEMO}/inbox"]
+    show_command(argv)
+    srv = Program("C++ files server", argv + common_flags("cpp-files-server"))
+    port = _listening_port(srv)
+    flags = ["--psk-file", PSK, "--log-file", "-"]
+    sent = _run_in(ROOT, CLIENTS["Python"] + [HOST, str(port), "--send", f"{DEMO}/report.txt"] + flags)
+    show("Py client", sent.stdout.splitlines() + sent.stderr.splitlines())
+    got = _run_in(fetched, [str(ROOT / "client"), HOST, str(port), "--get", "report.txt", "--psk-file",
+                            str(ROOT / PSK), "--log-file", "-"])
+    show("C++ client", got.stdout.splitlines() + got.stderr.splitlines())
+    (ROOT / DEMO / ".hidden").write_text("x")
+    bad = _run_in(ROOT, CLIENTS["C++"] + [HOST, str(port), "--send", f"{DEMO}/.hidden"] + flags)
+    show("C++ client", bad.stderr.splitlines())
+    srv.proc.send_signal(signal.SIGTERM)
+    show(srv.label, [line for line in srv.expect(r"Server stopped") if "report" in line or "hidden" in line])
+    digests = re.findall(r"sha256 ([0-9a-f]{64})", sent.stdout + got.stdout)
+    check(sent.returncode == 0 and got.returncode == 0, "a transfer failed")
+    check(len(digests) == 2 and digests[0] == digests[1], "the two SHA-256 lines differ")
+    check((fetched / "report.txt").read_bytes() == (ROOT / DEMO / "report.txt").read_bytes(), "the copy differs")
+    check(bad.returncode == 7 and "BAD_NAME" in bad.stderr, "the hidden name was not refused")
+    return f"sent and fetched back, sha256 {digests[0][:16]}...; '.hidden' refused (BAD_NAME)"
+
+
+def pipe(servers: Servers) -> str:
+    notice("--pipe: what nc does, encrypted. The server serves one session and writes the client's",
+           "standard input to its standard output (here mixed with its log lines), then exits.")
+    argv = SERVERS["C++"] + ["--host", HOST, "--port", "0", "--pipe"]
+    show_command(argv)
+    srv = Program("C++ pipe server", argv + common_flags("cpp-pipe-server"))
+    port = _listening_port(srv)
+    result = _run_in(ROOT, CLIENTS["Python"] + [HOST, str(port), "--pipe", "--psk-file", PSK, "--log-file", "-"],
+                     stdin="first line\nsecond line\n")
+    show("Py client", result.stderr.splitlines())
+    lines = srv.expect(r"Pipe done")
+    show(srv.label, lines)
+    code = srv.wait()
+    check(result.returncode == 0 and code == 0, "the pipe did not end with exit 0 on both sides")
+    check("first line" in lines and "second line" in lines, "the server did not write what was piped in")
+    return "both lines came out of the server's standard output; both exited 0"
+
+
+def tunnel(servers: Servers) -> str:
+    import socket
+    import threading
+    notice("--forward / --listen: what stunnel does. A plain TCP service (here a tiny one that",
+           "answers in capitals) is reached through the client's local port; the half-close",
+           "(the sender's 'I am done') travels through the tunnel as an EOF message.")
+    service = socket.create_server((HOST, 0))
+
+    def answer() -> None:
+        conn, _ = service.accept()
+        with conn:
+            data = b""
+            while chunk := conn.recv(1024):
+                data += chunk
+            conn.sendall(data.upper())
+    threading.Thread(target=answer, daemon=True).start()
+    target = f"{HOST}:{service.getsockname()[1]}"
+    argv = SERVERS["C++"] + ["--host", HOST, "--port", "0", "--forward", target]
+    show_command(argv)
+    srv = Program("C++ server", argv + common_flags("cpp-forward-server"))
+    sport = _listening_port(srv)
+    argv = CLIENTS["Python"] + [HOST, str(sport), "--listen", f"{HOST}:0"]
+    show_command(argv)
+    cli = Program("Py client", argv + common_flags("py-listen-client"))
+    lport = _listening_port(cli)
+    with socket.create_connection((HOST, lport), timeout=WAIT) as c:
+        c.sendall(b"hello through the tunnel")
+        c.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := c.recv(1024):
+            reply += chunk
+    service.close()
+    show("service answered", [reply.decode()])
+    show(cli.label, cli.expect(r"tunnel from .* closed"))
+    for program in (srv, cli):
+        program.proc.terminate()
+        program.wait()
+    check(reply == b"HELLO THROUGH THE TUNNEL", "the answer did not come back through the tunnel")
+    return "the service's answer came back through the tunnel after the half-close"
+
+
 def stop_servers(servers: Servers) -> str:
     notice("SIGTERM (as Ctrl-C would): a server sends each open session a CLOSE (none are open",
            "now), says so, and exits 0.")
@@ -449,6 +557,9 @@ STEPS: List[Step] = [
     Step("The wrong key is refused", wrong_key),
     Step("The attack lab: classic designs broken, the same attacks on seclink", attacks, needs_servers=False),
     Step("A picture of one session as an HTML page", trace_page, needs_servers=False),
+    Step("Files: --send and --get, checked by SHA-256", files),
+    Step("A pipe: --pipe on both sides", pipe),
+    Step("A tunnel: --forward and --listen", tunnel),
     Step("Stop both servers with SIGTERM", stop_servers),
 ]
 

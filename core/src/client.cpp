@@ -8,18 +8,25 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include <cctype>
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "engine.hpp"
+#include "files.hpp"
 #include "guard.hpp"
 #include "keyfile.hpp"
 #include "net.hpp"
@@ -200,9 +207,250 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     return flush(c, deadline);  // the key-confirmation PING (PROTOCOL.md 4.1), sent at once
 }
 
+// ------------------------------------------------------------------- files (PROTOCOL.md 10)
+
+void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<uint8_t>(v);
+}
+uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+    return v;
+}
+
+void note(sl_file_result *r, const std::string &text) {
+    std::snprintf(r->message, sizeof r->message, "%s", text.c_str());
+}
+
+int send_now(sl_client *c, int type, const uint8_t *data, size_t len) {
+    int rc = c->conn->send(type, data, len);
+    return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
+}
+
+// The next file message (other messages are skipped); a FILE_ERROR becomes SL_EFILE_REFUSED.
+int file_reply(sl_client *c, int timeout_ms, int *type, const uint8_t **data, size_t *len, sl_file_result *r) {
+    for (;;) {
+        int rc = sl_client_recv(c, timeout_ms, type, data, len);
+        if (rc != SL_OK) return rc;
+        if (*type == SL_MSG_CLOSE) {
+            note(r, "the server closed the session: " + std::string(reinterpret_cast<const char *>(*data), *len));
+            return SL_ECLOSED;
+        }
+        if (*type == kFileError) {
+            if (*len < 1) return SL_EBAD_FILE_MSG;
+            r->remote_code = (*data)[0];
+            note(r, std::string(file_code_name((*data)[0])) + ": " +
+                        std::string(reinterpret_cast<const char *>(*data) + 1, *len - 1));
+            return SL_EFILE_REFUSED;
+        }
+        if (is_file_msg(*type)) return SL_OK;
+    }
+}
+
+// Hashes the first n bytes of fd.
+bool hash_file_prefix(int fd, uint64_t n, Sha256 &sha, std::vector<uint8_t> &buf) {
+    sha.reset();
+    for (uint64_t off = 0; off < n;) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(n - off, buf.size()));
+        ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(off));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return false;
+        sha.update(buf.data(), static_cast<size_t>(got));
+        off += static_cast<uint64_t>(got);
+    }
+    return true;
+}
+
+struct Fd {
+    int fd = -1;
+    ~Fd() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+int send_file(sl_client *c, const char *path, const char *name, sl_progress_fn progress, void *ud, sl_file_result *r) {
+    Fd f;
+    f.fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (f.fd < 0 || fstat(f.fd, &st) != 0) return note(r, std::string(path) + ": " + std::strerror(errno)), SL_EIO;
+    if (!S_ISREG(st.st_mode)) return note(r, std::string(path) + " is not a regular file"), SL_EIO;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    r->size = size;
+    const size_t name_len = std::strlen(name);
+    std::vector<uint8_t> buf(std::max<size_t>(kFileChunk, 9 + name_len));
+    Sha256 sha;
+    uint64_t offset = 0;
+    for (int attempt = 0;; ++attempt) {  // a FILE_PUT, and once more with restart if the prefix differs
+        put_u64(buf.data(), size);
+        buf[8] = attempt == 0 ? 0 : 1;
+        std::memcpy(buf.data() + 9, name, name_len);
+        int rc = send_now(c, kFilePut, buf.data(), 9 + name_len);
+        int type = 0;
+        const uint8_t *d = nullptr;
+        size_t len = 0;
+        if (rc == SL_OK) rc = file_reply(c, c->io_timeout_ms, &type, &d, &len, r);
+        if (rc != SL_OK) return rc;
+        if (type != kFileReady || len != 40) return SL_EBAD_FILE_MSG;
+        offset = get_u64(d);
+        uint8_t theirs[32], mine[32];
+        std::memcpy(theirs, d + 8, 32);
+        if (offset <= size && hash_file_prefix(f.fd, offset, sha, buf) && sha.digest(mine) &&
+            CRYPTO_memcmp(mine, theirs, 32) == 0)
+            break;
+        if (attempt > 0 || offset == 0) return note(r, "the server's partial file does not verify"), SL_EBAD_FILE_MSG;
+    }
+    r->resumed_from = offset;
+    if (progress != nullptr) progress(ud, offset, size);
+    for (uint64_t pos = offset; pos < size;) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(size - pos, kFileChunk));
+        ssize_t got = pread(f.fd, buf.data(), want, static_cast<off_t>(pos));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return note(r, std::string(path) + ": " + (got < 0 ? std::strerror(errno) : "the file shrank while being sent")), SL_EIO;
+        sha.update(buf.data(), static_cast<size_t>(got));
+        int rc = send_now(c, kFileData, buf.data(), static_cast<size_t>(got));
+        if (rc != SL_OK) return rc;
+        pos += static_cast<uint64_t>(got);
+        int type = 0;  // a FILE_ERROR (full disk...) stops the upload at once
+        const uint8_t *d = nullptr;
+        size_t len = 0;
+        rc = file_reply(c, 0, &type, &d, &len, r);
+        if (rc == SL_OK) return SL_EBAD_FILE_MSG;  // nothing but an error may come now
+        if (rc != SL_ETIMEDOUT) return rc;
+        if (progress != nullptr) progress(ud, pos, size);
+    }
+    uint8_t digest[32];
+    if (!sha.digest(digest)) return SL_ECRYPTO;
+    std::memcpy(r->sha256, digest, 32);
+    int rc = send_now(c, kFileEnd, digest, 32);
+    int type = 0;
+    const uint8_t *d = nullptr;
+    size_t len = 0;
+    // The server flushes the file to disk before it answers: allow it some time.
+    if (rc == SL_OK) rc = file_reply(c, std::max(c->io_timeout_ms, 60000), &type, &d, &len, r);
+    if (rc != SL_OK) return rc;
+    if (type != kFileDone || len != 40) return SL_EBAD_FILE_MSG;
+    if (get_u64(d) != size || CRYPTO_memcmp(d + 8, digest, 32) != 0) return SL_EFILE_HASH;
+    return SL_OK;
+}
+
+int get_file(sl_client *c, const char *name, const char *path, int overwrite, sl_progress_fn progress, void *ud,
+             sl_file_result *r) {
+    const std::string dest(path);
+    const size_t slash = dest.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : dest.substr(0, slash);
+    const std::string base = slash == std::string::npos ? dest : dest.substr(slash + 1);
+    struct stat st;
+    if (!overwrite && lstat(path, &st) == 0) return note(r, dest + " exists"), SL_EFILE_EXISTS;
+    Fd dfd;
+    dfd.fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd.fd < 0) return note(r, dir + ": " + std::strerror(errno)), SL_EIO;
+    const std::string temp = temp_file_name(base);
+    Fd f;  // an earlier attempt's temporary file, if any (created only once the server said yes)
+    f.fd = openat(dfd.fd, temp.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if ((f.fd < 0 && errno != ENOENT) || (f.fd >= 0 && fstat(f.fd, &st) != 0))
+        return note(r, dir + "/" + temp + ": " + std::strerror(errno)), SL_EIO;
+    uint64_t have = f.fd >= 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    const size_t name_len = std::strlen(name);
+    std::vector<uint8_t> buf(std::max<size_t>(kFileChunk, 40 + name_len));
+    Sha256 sha;
+    uint8_t prefix[32];
+    if (!hash_file_prefix(f.fd, have, sha, buf) || !sha.digest(prefix)) return note(r, "cannot read " + temp), SL_EIO;
+    put_u64(buf.data(), have);
+    std::memcpy(buf.data() + 8, prefix, 32);
+    std::memcpy(buf.data() + 40, name, name_len);
+    int rc = send_now(c, kFileGet, buf.data(), 40 + name_len);
+    int type = 0;
+    const uint8_t *d = nullptr;
+    size_t len = 0;
+    if (rc == SL_OK) rc = file_reply(c, std::max(c->io_timeout_ms, 60000), &type, &d, &len, r);
+    if (rc != SL_OK) return rc;
+    if (type != kFileInfo || len != 16) return SL_EBAD_FILE_MSG;
+    const uint64_t size = get_u64(d), start = get_u64(d + 8);
+    if (start != 0 && start != have) return SL_EBAD_FILE_MSG;
+    if (f.fd < 0) f.fd = openat(dfd.fd, temp.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (f.fd < 0) return note(r, dir + "/" + temp + ": " + std::strerror(errno)), SL_EIO;
+    if (start == 0) {
+        sha.reset();
+        if (ftruncate(f.fd, 0) != 0) return note(r, std::strerror(errno)), SL_EIO;
+    }
+    r->size = size;
+    r->resumed_from = start;
+    if (progress != nullptr) progress(ud, start, size);
+    constexpr int kWindow = 4;  // FILE_READs outstanding: the server holds at most 1 MiB for us
+    uint64_t pos = start, asked = start;
+    int outstanding = 0;
+    while (pos < size) {
+        while (outstanding < kWindow && asked < size) {
+            const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kFileChunk, size - asked));
+            const uint8_t req[4] = {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
+                                    static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
+            if ((rc = c->conn->send(kFileRead, req, 4)) != SL_OK) return rc;
+            asked += n;
+            ++outstanding;
+        }
+        if ((rc = flush(c, now_ms() + c->io_timeout_ms)) != SL_OK) return rc;
+        if ((rc = file_reply(c, c->io_timeout_ms, &type, &d, &len, r)) != SL_OK) return rc;
+        if (type != kFileData || len == 0 || len > size - pos) return SL_EBAD_FILE_MSG;
+        for (size_t off = 0; off < len;) {
+            ssize_t w = pwrite(f.fd, d + off, len - off, static_cast<off_t>(pos + off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return note(r, dir + "/" + temp + ": " + std::strerror(w < 0 ? errno : ENOSPC)), SL_EIO;
+            off += static_cast<size_t>(w);
+        }
+        sha.update(d, len);
+        pos += len;
+        --outstanding;
+        if (progress != nullptr) progress(ud, pos, size);
+    }
+    rc = send_now(c, kFileEnd, nullptr, 0);
+    if (rc == SL_OK) rc = file_reply(c, c->io_timeout_ms, &type, &d, &len, r);
+    if (rc != SL_OK) return rc;
+    if (type != kFileDone || len != 40) return SL_EBAD_FILE_MSG;
+    uint8_t mine[32];
+    if (!sha.digest(mine)) return SL_ECRYPTO;
+    std::memcpy(r->sha256, mine, 32);
+    if (get_u64(d) != size || CRYPTO_memcmp(d + 8, mine, 32) != 0) {
+        unlinkat(dfd.fd, temp.c_str(), 0);  // never kept: it is not what the server has
+        return note(r, "the SHA-256 of the bytes received is not the server's"), SL_EFILE_HASH;
+    }
+    if (fsync(f.fd) != 0) return note(r, std::strerror(errno)), SL_EIO;
+    rc = rename_into_place(dfd.fd, temp.c_str(), base.c_str(), overwrite != 0);
+    if (rc != 0) {
+        const int err = errno;
+        return note(r, dest + ": " + std::strerror(err)), err == EEXIST ? SL_EFILE_EXISTS : SL_EIO;
+    }
+    fsync(dfd.fd);
+    return SL_OK;
+}
+
 }  // namespace
 
 extern "C" {
+
+const char *sl_file_code_name(int code) { return file_code_name(code); }
+
+int sl_file_name_valid(const char *name) { return name != nullptr && valid_file_name(name) ? 1 : 0; }
+
+int sl_client_send_file(sl_client *c, const char *path, const char *name, sl_progress_fn progress, void *ud,
+                        sl_file_result *result) {
+    if (c == nullptr || path == nullptr || result == nullptr) return SL_EINVAL;
+    *result = sl_file_result{};
+    std::string n = name != nullptr ? name : path;
+    if (name == nullptr && n.rfind('/') != std::string::npos) n = n.substr(n.rfind('/') + 1);
+    const int rc = guard([&] { return send_file(c, path, n.c_str(), progress, ud, result); });
+    ERR_clear_error();
+    return rc;
+}
+
+int sl_client_get_file(sl_client *c, const char *name, const char *path, int overwrite, sl_progress_fn progress,
+                       void *ud, sl_file_result *result) {
+    if (c == nullptr || name == nullptr || result == nullptr) return SL_EINVAL;
+    *result = sl_file_result{};
+    if (path == nullptr && !valid_file_name(name)) return note(result, "not a plain file name"), SL_EINVAL;
+    const int rc = guard([&] { return get_file(c, name, path != nullptr ? path : name, overwrite, progress, ud, result); });
+    ERR_clear_error();
+    return rc;
+}
 
 void sl_client_config_init(sl_client_config *cfg) {
     if (cfg == nullptr) return;
@@ -235,6 +483,20 @@ int sl_client_send(sl_client *c, int msg_type, const uint8_t *data, size_t len) 
     // A server that stops reading must not hang us: a send may wait timeout_ms in all.
     return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
 }
+
+int sl_client_queue(sl_client *c, int msg_type, const uint8_t *data, size_t len) {
+    if (c == nullptr) return SL_EINVAL;
+    return c->conn->send(msg_type, data, len);
+}
+
+int sl_client_flush(sl_client *c, int timeout_ms) {
+    if (c == nullptr) return SL_EINVAL;
+    return flush(c, deadline_after(timeout_ms));
+}
+
+size_t sl_client_pending(const sl_client *c) { return c != nullptr ? c->conn->pending_size() : 0; }
+
+int sl_client_fd(const sl_client *c) { return c != nullptr ? c->io.fd : -1; }
 
 int sl_client_recv(sl_client *c, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len) {
     if (c == nullptr || msg_type == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;

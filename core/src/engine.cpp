@@ -1,4 +1,5 @@
 #include "engine.hpp"
+#include "files.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -286,12 +287,20 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
     const size_t content_len = ct_len - SL_TYPE_BYTES;
     switch (type) {
     case SL_MSG_DATA:
+        if (peer_eof_) return fail(SL_EBAD_EOF);  // DATA after the peer's EOF (PROTOCOL.md 9)
+        break;
     case SL_MSG_CLOSE: break;
     case SL_MSG_PING:
     case SL_MSG_PONG:
         if (content_len > SL_MAX_PING) return fail(SL_EBAD_PING);
         break;
-    default: return fail(SL_EBAD_TYPE);
+    case SL_MSG_EOF:
+        if (content_len != 0 || peer_eof_) return fail(SL_EBAD_EOF);
+        peer_eof_ = true;
+        break;
+    default:
+        if (!is_file_msg(type)) return fail(SL_EBAD_TYPE);  // file messages: PROTOCOL.md 10
+        break;
     }
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
@@ -310,13 +319,16 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
 
 int Connection::send(int type, const uint8_t *data, size_t len) noexcept {
     if (data == nullptr && len != 0) return SL_EINVAL;
-    if (type < SL_MSG_DATA || type > SL_MSG_PONG) return SL_EINVAL;
+    if ((type < SL_MSG_DATA || type > SL_MSG_PONG) && type != SL_MSG_EOF && !is_file_msg(type)) return SL_EINVAL;
     if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
     if (state_ != State::Open) return SL_ESTATE;
+    if (type == SL_MSG_EOF && len != 0) return SL_EINVAL;
+    if ((type == SL_MSG_DATA || type == SL_MSG_EOF) && sent_eof_) return SL_ESTATE;  // nothing after our EOF
     if ((type == SL_MSG_PING || type == SL_MSG_PONG) && len > SL_MAX_PING) return SL_EBAD_PING;
     if (len > max_send_) return SL_EMSG_TOO_LARGE;
     int rc = seal(static_cast<uint8_t>(type), data, len);
     if (rc == SL_OK && type == SL_MSG_CLOSE) sent_close_ = true;
+    if (rc == SL_OK && type == SL_MSG_EOF) sent_eof_ = true;
     return rc;
 }
 

@@ -47,6 +47,8 @@ public:
     bool closed() const noexcept {
         return state_ == State::Failed || state_ == State::PeerClosed || sent_close_;
     }
+    bool sent_eof() const noexcept { return sent_eof_; }
+    bool peer_eof() const noexcept { return peer_eof_; }
     const uint8_t *handshake_hash() const noexcept { return h_; }
     // Server: the client has proved that it holds the key (its first transport frame verified).
     // Client: the server proved it with frame 2.
@@ -94,6 +96,7 @@ private:
     sl_role role_;
     State state_ = State::New;
     bool sent_close_ = false;
+    bool sent_eof_ = false, peer_eof_ = false;  // EOF (PROTOCOL.md 9) sent / received
     bool key_confirmation_ = true;   // client: send the key-confirmation PING (PROTOCOL.md 4.1)
     bool confirmed_ = false;         // see peer_confirmed()
     bool await_confirm_pong_ = false;  // client: the next PONG answers the confirmation PING

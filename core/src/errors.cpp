@@ -36,6 +36,11 @@ constexpr ErrorInfo kErrors[] = {
     {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
     {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
     {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
+    {SL_EBAD_EOF, "BAD_EOF", "the peer broke the EOF rule: EOF with content, a second EOF, or DATA after EOF"},
+    {SL_EFILE_REFUSED, "FILE_REFUSED", "the server refused the file transfer"},
+    {SL_EFILE_HASH, "FILE_HASH", "the file's SHA-256 does not match the sender's: the copy was discarded"},
+    {SL_EFILE_EXISTS, "FILE_EXISTS", "a file of that name exists here: refusing to overwrite it"},
+    {SL_EBAD_FILE_MSG, "BAD_FILE_MSG", "a file transfer message broke the protocol (bad layout, or out of turn)"},
     {SL_EKEY_NOT_FOUND, "KEY_NOT_FOUND", "key file not found: generate a key, or name an existing key file"},
     {SL_EKEY_PERMISSIONS, "KEY_PERMISSIONS",
      "key file is accessible by group or others: run 'chmod 600' on it"},
@@ -112,6 +117,11 @@ extern "C" int sl_err_category(int err) {
     case SL_EBAD_PING:
     case SL_ENONCE_EXHAUSTED:
     case SL_ETRUNCATED:
+    case SL_EBAD_EOF:
+    case SL_EBAD_FILE_MSG:
+    case SL_EFILE_HASH:
+    case SL_EFILE_REFUSED:
+    case SL_EFILE_EXISTS:
     case SL_EPEER_CLOSED: return SL_CAT_SESSION;
     case SL_EADDRINUSE:
     case SL_ERESOLVE:

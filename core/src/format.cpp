@@ -118,6 +118,16 @@ const char *type_name(int t) {
     case SL_MSG_CLOSE: return "CLOSE";
     case SL_MSG_PING: return "PING";
     case SL_MSG_PONG: return "PONG";
+    case SL_MSG_EOF: return "EOF";
+    case SL_MSG_FILE_PUT: return "FILE_PUT";
+    case SL_MSG_FILE_GET: return "FILE_GET";
+    case SL_MSG_FILE_READY: return "FILE_READY";
+    case SL_MSG_FILE_INFO: return "FILE_INFO";
+    case SL_MSG_FILE_DATA: return "FILE_DATA";
+    case SL_MSG_FILE_READ: return "FILE_READ";
+    case SL_MSG_FILE_END: return "FILE_END";
+    case SL_MSG_FILE_DONE: return "FILE_DONE";
+    case SL_MSG_FILE_ERROR: return "FILE_ERROR";
     default: return "?";
     }
 }

@@ -462,9 +462,11 @@ void sl_server_config_init(sl_server_config *cfg) {
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->stream)
+        return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
     return seclink::detail::guard([&]() -> int {
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
+        if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
         if (cfg->tls) {

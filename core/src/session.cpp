@@ -4,6 +4,9 @@
 
 #include "guard.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -51,6 +54,8 @@ void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_handshakes_per_addr == 0) c.max_handshakes_per_addr = SL_DEFAULT_MAX_HANDSHAKES_PER_ADDR;
     if (c.handshake_rate == 0) c.handshake_rate = SL_DEFAULT_HANDSHAKE_RATE;
     if (c.frame_timeout_ms == 0) c.frame_timeout_ms = SL_DEFAULT_FRAME_TIMEOUT_MS;
+    if (c.max_file_size == 0) c.max_file_size = SL_DEFAULT_MAX_FILE_SIZE;
+    if (c.max_files_total == 0) c.max_files_total = SL_DEFAULT_MAX_FILES_TOTAL;
     if (c.max_memory == 0) c.max_memory = SL_DEFAULT_MAX_MEMORY;
 }
 
@@ -62,7 +67,16 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
+    if (c.files_dir != nullptr) files.dirfd = ::open(c.files_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cfg.files_dir = nullptr;
+    files.overwrite = cfg.files_overwrite != 0;
+    files.max_file = cfg.max_file_size;
+    files.max_total = cfg.max_files_total;
     if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
+}
+
+Policy::~Policy() {
+    if (files.dirfd >= 0) ::close(files.dirfd);
 }
 
 void Policy::log(int level, const std::string &line) noexcept {
@@ -238,7 +252,7 @@ void Session::set_deadline(int64_t now) noexcept {
 // is receiving (charged in full when announced, so a slow sender cannot outgrow the budget) and
 // raw output. Only the announcement of a frame can be refused (`limit`); the rest is a fact.
 void Session::account() noexcept {
-    const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size();
+    const size_t now_held = conn_.buffered_bytes() + conn_.incoming_frame_remaining() + raw_.size() + files_.buffered();
     if (now_held == charged_) return;  // the usual case: no shared counter touched per message
     p_.charge(static_cast<int64_t>(now_held) - static_cast<int64_t>(charged_), SIZE_MAX);
     charged_ = now_held;
@@ -333,13 +347,21 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
     case SL_MSG_PONG:
         if (msg_log) p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " PONG (" + bytes(ev.len) + ")");
         return;
-    default: break;
+    case SL_MSG_EOF:  // PROTOCOL.md 9: the client sends no more requests
+        if (msg_log) p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " EOF");
+        // Every reply is already queued (they go out in order), so a request/reply server's
+        // output ends here too; a stream driver ends its own when its input does.
+        if (!p_.cfg.stream) send_eof(now);
+        return;
+    default:
+        if (is_file_msg(ev.msg_type)) return on_file(ev, now);
+        break;
     }
     const uint64_t seq = ++recv_seq_;
     if (msg_log)
         p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
                                bytes(ev.len) + ")");
-    if (p_.cfg.handler != nullptr) {
+    if (p_.cfg.handler != nullptr || p_.cfg.stream) {
         *msg = ev.data;
         *msg_len = ev.len;
         awaiting_reply_ = true;
@@ -354,7 +376,22 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
     send_reply(reinterpret_cast<const uint8_t *>(ack), static_cast<size_t>(n), now);
 }
 
-int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
+void Session::on_file(const sl_event &ev, int64_t now) {
+    FileReply r;
+    std::string line;
+    bool warn = false;
+    if (!files_.on_message(ev.msg_type, ev.data, ev.len, &r, &line, &warn)) {
+        files_.end();
+        finish(SL_LOG_WARN, "protocol error: " + errtext(SL_EBAD_FILE_MSG) + " (" + line + ")", "protocol error: bad file message",
+               now);
+        return;
+    }
+    if (!line.empty() && p_.logs(warn ? SL_LOG_WARN : SL_LOG_INFO))
+        p_.log(warn ? SL_LOG_WARN : SL_LOG_INFO, std::string(warn ? "[WARN] " : "[INFO] ") + peer_ + " " + line);
+    if (r.type != 0) send_reply(r.data, r.len, now, r.type);
+}
+
+int Session::send_reply(const uint8_t *data, size_t len, int64_t now, int type) {
     // The reply's frame is charged before it is built; a reply that cannot fit is refused.
     const size_t need = len + SL_OVERHEAD_BYTES;
     if (len > kSmallFrame && !p_.charge(static_cast<int64_t>(need), p_.cfg.max_memory)) {
@@ -364,11 +401,15 @@ int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
         return SL_OK;
     }
     if (len > kSmallFrame) charged_ += need;
-    const bool msg_log = p_.logs(SL_LOG_MSG);
+    const bool msg_log = p_.logs(SL_LOG_MSG) && type == SL_MSG_DATA;  // file transfers log one line each
     std::string reply_shown = msg_log ? shown(data, len) : std::string();  // before send reuses buffers
-    int rc = conn_.send(SL_MSG_DATA, data, len);
+    int rc = conn_.send(type, data, len);
     if (rc != SL_OK) {
         drop(SL_LOG_WARN, "reply refused: " + errtext(rc));
+        account();
+        return SL_OK;
+    }
+    if (type != SL_MSG_DATA) {
         account();
         return SL_OK;
     }
@@ -383,7 +424,40 @@ int Session::send_reply(const uint8_t *data, size_t len, int64_t now) {
 int Session::reply(const uint8_t *data, size_t len, int64_t now) {
     if (!awaiting_reply_) return SL_ESTATE;
     awaiting_reply_ = false;
-    if (status_ == SL_SESSION_OPEN) send_reply(data, len, now);
+    // A stream driver's empty reply only says it has taken the message (PROTOCOL.md 9).
+    if (status_ == SL_SESSION_OPEN && !(p_.cfg.stream && len == 0)) send_reply(data, len, now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+bool Session::can_send() const noexcept {
+    return status_ == SL_SESSION_OPEN && phase_ == Phase::Open && !conn_.sent_eof() &&
+           conn_.pending_size() <= kHighWater;
+}
+
+int Session::send(const uint8_t *data, size_t len, int64_t now) {
+    if (!p_.cfg.stream || phase_ != Phase::Open || status_ != SL_SESSION_OPEN || conn_.sent_eof()) return SL_ESTATE;
+    send_reply(data, len, now);
+    set_deadline(now);
+    return SL_OK;
+}
+
+int Session::send_eof(int64_t now) {
+    if (phase_ != Phase::Open || status_ != SL_SESSION_OPEN || conn_.sent_eof()) return SL_ESTATE;
+    int rc = conn_.send(SL_MSG_EOF, nullptr, 0);
+    if (rc != SL_OK) {
+        drop(SL_LOG_WARN, "EOF refused: " + errtext(rc));
+    } else if (p_.logs(SL_LOG_MSG)) {
+        p_.log(SL_LOG_MSG, "[SEND] " + peer_ + " EOF");
+    }
+    account();
+    set_deadline(now);
+    return SL_OK;
+}
+
+int Session::fail_stream(const std::string &why, int64_t now) {
+    awaiting_reply_ = false;
+    finish(SL_LOG_WARN, why, why.c_str(), now);  // the driver's words (a tunnel's target), no content
     set_deadline(now);
     return SL_OK;
 }
@@ -450,6 +524,7 @@ void Session::tick(int64_t now) {
     } else if (phase_ == Phase::Open && !trimmed_ && now - last_active_ >= kTrimAfterMs &&
                conn_.pending_size() == 0 && !awaiting_reply_) {
         conn_.trim();  // a quiet session keeps no message-sized buffers
+        files_.trim();
         trimmed_ = true;
         account();
     }
@@ -508,6 +583,7 @@ void Session::fail() noexcept {
 void Session::close() noexcept {
     if (closed_) return;
     closed_ = true;
+    files_.end();
     leave_queue();
     if (holds_handshake_) p_.release_handshake(addr_);
     if (holds_session_) p_.release_session();
@@ -562,8 +638,10 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    return seclink::detail::guard([&] {
-        *out = new sl_policy(*cfg);
+    return seclink::detail::guard([&]() -> int {
+        auto p = std::make_unique<sl_policy>(*cfg);
+        if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
+        *out = p.release();
         return SL_OK;
     });
 }
@@ -613,6 +691,30 @@ int sl_session_reply(sl_session *s, const uint8_t *data, size_t len, int64_t now
     if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
     return rc;
 }
+
+int sl_session_send(sl_session *s, const uint8_t *data, size_t len, int64_t now_ms) {
+    if (s == nullptr || (data == nullptr && len != 0)) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.send(data, len, now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_send_eof(sl_session *s, int64_t now_ms) {
+    if (s == nullptr) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.send_eof(now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_fail(sl_session *s, const char *why, int64_t now_ms) {
+    if (s == nullptr) return SL_EINVAL;
+    int rc = seclink::detail::guard([&] { return s->impl.fail_stream(why != nullptr ? why : "", now_ms); });
+    if (rc == SL_ENOMEM || rc == SL_EINTERNAL) s->impl.fail();
+    return rc;
+}
+
+int sl_session_can_send(const sl_session *s) { return s != nullptr && s->impl.can_send(); }
+int sl_session_peer_eof(const sl_session *s) { return s != nullptr && s->impl.peer_eof(); }
 
 int sl_session_reply_failed(sl_session *s, const char *why, int64_t now_ms) {
     if (s == nullptr) return SL_EINVAL;

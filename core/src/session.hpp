@@ -13,6 +13,7 @@
 
 #include "crypto.hpp"
 #include "engine.hpp"
+#include "files.hpp"
 #include "seclink/seclink.h"
 #include "secure_mem.hpp"
 
@@ -31,7 +32,7 @@ class Policy {
 public:
     // cfg.psk is copied into `psk` and the copy in `cfg` cleared.
     explicit Policy(const sl_server_config &cfg);
-    ~Policy() = default;
+    ~Policy();
     Policy(const Policy &) = delete;
     Policy &operator=(const Policy &) = delete;
 
@@ -48,6 +49,8 @@ public:
     void release_handshake(const std::string &addr) noexcept;
     bool take_session() noexcept;  // an authenticated slot (max_clients)
     void release_session() noexcept { sessions.fetch_sub(1); }
+
+    FilePolicy files;  // PROTOCOL.md 10 (files.dirfd -1: none served)
 
     // Changes the bytes charged to the budget by `delta`; a positive change is refused (false,
     // nothing charged) if it would pass `limit`.
@@ -82,6 +85,12 @@ public:
     void feed_eof(int64_t now);
     int reply(const uint8_t *data, size_t len, int64_t now);
     int reply_failed(const std::string &why, int64_t now);
+    // Stream mode (sl_server_config.stream): DATA and EOF of the driver's own (PROTOCOL.md 9).
+    int send(const uint8_t *data, size_t len, int64_t now);
+    int send_eof(int64_t now);
+    int fail_stream(const std::string &why, int64_t now);
+    bool can_send() const noexcept;
+    bool peer_eof() const noexcept { return conn_.peer_eof(); }
     const uint8_t *pending() const noexcept {
         return raw_.empty() ? conn_.pending() : reinterpret_cast<const uint8_t *>(raw_.data()) + raw_pos_;
     }
@@ -108,7 +117,8 @@ private:
     void leave_queue() noexcept;
     void authenticate(int64_t now);
     void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
-    int send_reply(const uint8_t *data, size_t len, int64_t now);
+    int send_reply(const uint8_t *data, size_t len, int64_t now, int type = SL_MSG_DATA);
+    void on_file(const sl_event &ev, int64_t now);
     // Starts closing: queues CLOSE `close_reason` (if authenticated and it may still send),
     // then flushes; `level`/`reason` make the "disconnected" line.
     void finish(int level, std::string reason, const char *close_reason, int64_t now);
@@ -132,6 +142,7 @@ private:
     uint64_t recv_seq_ = 0, send_seq_ = 0;
     int level_ = SL_LOG_INFO;
     std::string reason_;
+    FileTransfer files_{p_.files};
     std::string raw_;  // raw bytes to write instead of the engine's output (a TLS alert)
     size_t raw_pos_ = 0;
 };

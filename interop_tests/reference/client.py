@@ -5,7 +5,9 @@
 
 Sends each MESSAGE, then the bytes of each --message-file (or, with neither, each line of
 standard input until end of input or a line `exit`, `quit` or `!DISCONNECT`) as DATA, prints
-each reply as `[RECV] <text>`, then sends CLOSE. A message over --max-message (default 16 MiB)
+each reply as `[RECV] <text>`, then sends CLOSE. With --pipe: standard input as a stream of DATA,
+then EOF; the replies' raw bytes to standard output; CLOSE after the server's EOF (section 9).
+With --send FILE / --get NAME: file transfer (section 10), with resume and digests. A message over --max-message (default 16 MiB)
 is refused before connecting. Exit status: 0 success, 2 handshake failure, 3 message too large,
 1 any other error (one `error: ...` line on stderr).
 """
@@ -13,12 +15,16 @@ is refused before connecting. Exit status: 0 success, 2 handshake failure, 3 mes
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import os
+import selectors
 import socket
 import sys
 from collections.abc import Iterable, Iterator
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Closed, Connection, Event, HandshakeDone, KeyFileError,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, FILE_CHUNK, FILE_CODES, FILE_DATA, FILE_DONE, FILE_END,
+                          FILE_ERROR, FILE_GET, FILE_INFO, FILE_PUT, FILE_READ, FILE_READY, FILE_TYPES, Closed, Connection, Event, HandshakeDone, KeyFileError,
                           Message, ProtocolError, default_key_path, describe, load_key)
 
 QUIT_LINES = ("exit", "quit", "!DISCONNECT")
@@ -49,7 +55,7 @@ def stdin_lines() -> Iterator[bytes]:
         yield line
 
 
-def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
+def run(host: str, port: int, psk: bytes, messages: Iterable[bytes] | tuple[list[str], list[str]] | None,
         max_message: int = DEFAULT_MAX_MESSAGE) -> None:
     try:
         sock = socket.create_connection((host, port))
@@ -68,6 +74,17 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
             raise ClientError("handshake failed: the server closed the connection "
                               "(does it use the same PSK?)", 2)
         try:
+            if messages is None:
+                return pipe(sock, conn)
+            if isinstance(messages, tuple):  # (files to send, names to get): section 10
+                sock.sendall(conn.data_to_send())
+                for path in messages[0]:
+                    send_file(sock, conn, stream, path)
+                for name in messages[1]:
+                    get_file(sock, conn, stream, name)
+                conn.close()
+                sock.sendall(conn.data_to_send())
+                return None
             sock.sendall(conn.data_to_send())  # the key-confirmation PING (section 4.1), at once
             for content in messages:
                 conn.send(DATA, content)
@@ -85,6 +102,148 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
             raise ClientError(str(error)) from None
 
 
+def pipe(sock: socket.socket, conn: Connection) -> None:
+    """Section 9: standard input as DATA, then EOF; every DATA to standard output; CLOSE once the
+    server's EOF has come too. Input is read only while little output waits (bounded memory)."""
+    sel = selectors.PollSelector()  # poll(): standard input may be a regular file (epoll refuses those)
+    sel.register(sock, selectors.EVENT_READ)
+    sock.setblocking(False)
+    out, in_open, peer_eof, reading_input = bytearray(conn.data_to_send()), True, False, False
+    while in_open or not peer_eof or out:
+        want_input = in_open and len(out) < (1 << 20)
+        if want_input != reading_input:
+            sel.register(0, selectors.EVENT_READ) if want_input else sel.unregister(0)
+            reading_input = want_input
+        sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+        for key, mask in sel.select():
+            if key.fd == 0:
+                data = os.read(0, 65536)
+                conn.send(DATA, data) if data else conn.send(EOF)
+                in_open = bool(data)
+            elif mask & selectors.EVENT_READ:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                for event in (conn.receive(data) if data else conn.eof()):
+                    if isinstance(event, Closed):
+                        raise ClientError("the server closed the connection"
+                                          + (f": {event.reason}" if event.reason else ""))
+                    if isinstance(event, Message) and event.type == DATA:
+                        sys.stdout.buffer.write(event.content)
+                        sys.stdout.buffer.flush()
+                    elif isinstance(event, Message) and event.type == EOF:
+                        peer_eof = True
+            out += conn.data_to_send()
+            if out:
+                try:
+                    del out[:sock.send(out)]
+                except BlockingIOError:
+                    pass
+    conn.close()
+    sock.setblocking(True)
+    sock.sendall(conn.data_to_send())
+
+
+def file_reply(stream: Iterator[Event]) -> tuple[int, bytes]:
+    """The next file message (section 10); FILE_ERROR and CLOSE end the transfer."""
+    for event in stream:
+        if isinstance(event, Closed):
+            raise ClientError("the server closed the connection" + (f": {event.reason}" if event.reason else ""))
+        if isinstance(event, Message) and event.type == FILE_ERROR:
+            code = FILE_CODES.get(event.content[0], "UNKNOWN") if event.content else "UNKNOWN"
+            raise ClientError(f"the server refused it: {code}: {event.content[1:].decode('utf-8', 'replace')}")
+        if isinstance(event, Message) and event.type in FILE_TYPES:
+            return event.type, event.content
+    raise ClientError("the server closed the connection")
+
+
+def temp_name(name: str) -> str:
+    return ".seclink-" + hashlib.sha256(name.encode()).hexdigest()[:32] + ".part"
+
+
+def prefix_hash(f, n: int) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    f.seek(0)
+    while n:
+        chunk = f.read(min(n, FILE_CHUNK))
+        if not chunk:
+            break
+        h.update(chunk)
+        n -= len(chunk)
+    return h
+
+
+def send_file(sock: socket.socket, conn: Connection, stream: Iterator[Event], path: str) -> None:
+    """Section 10, upload: FILE_PUT, FILE_READY (verify the prefix, else restart), FILE_DATA..., FILE_END."""
+    name = os.path.basename(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for restart in (0, 1):
+            conn.send(FILE_PUT, size.to_bytes(8, "big") + bytes([restart]) + name.encode())
+            sock.sendall(conn.data_to_send())
+            kind, body = file_reply(stream)
+            if kind != FILE_READY or len(body) != 40:
+                raise ClientError("expected FILE_READY")
+            offset = int.from_bytes(body[:8], "big")
+            h = prefix_hash(f, offset) if offset <= size else None
+            if h is not None and hmac.compare_digest(h.digest(), body[8:]):
+                break
+            if restart:
+                raise ClientError("the server's partial file does not verify")
+        f.seek(offset)
+        while chunk := f.read(FILE_CHUNK):
+            h.update(chunk)
+            conn.send(FILE_DATA, chunk)
+            sock.sendall(conn.data_to_send())
+    conn.send(FILE_END, h.digest())
+    sock.sendall(conn.data_to_send())
+    kind, body = file_reply(stream)
+    if kind != FILE_DONE or body != size.to_bytes(8, "big") + h.digest():
+        raise ClientError("expected FILE_DONE with our size and digest")
+    print(f"[FILE] sent {name}: {size} bytes, resumed after {offset}, sha256 {h.hexdigest()}", flush=True)
+
+
+def get_file(sock: socket.socket, conn: Connection, stream: Iterator[Event], name: str) -> None:
+    """Section 10, download into ./name through its temporary file (resumed if there is one)."""
+    if os.path.lexists(name):
+        raise ClientError(f"{name} exists here")
+    temp = temp_name(name)
+    with open(temp, "a+b") as f:
+        have = os.fstat(f.fileno()).st_size
+        h = prefix_hash(f, have)
+        conn.send(FILE_GET, have.to_bytes(8, "big") + h.digest() + name.encode())
+        sock.sendall(conn.data_to_send())
+        kind, body = file_reply(stream)
+        if kind != FILE_INFO or len(body) != 16:
+            raise ClientError("expected FILE_INFO")
+        size, start = int.from_bytes(body[:8], "big"), int.from_bytes(body[8:], "big")
+        if start == 0:
+            f.truncate(0)
+            h = hashlib.sha256()
+        pos = start
+        while pos < size:  # one FILE_READ at a time: the reference is simple, not fast
+            conn.send(FILE_READ, min(FILE_CHUNK, size - pos).to_bytes(4, "big"))
+            sock.sendall(conn.data_to_send())
+            kind, chunk = file_reply(stream)
+            if kind != FILE_DATA or not chunk:
+                raise ClientError("expected FILE_DATA")
+            f.write(chunk)
+            h.update(chunk)
+            pos += len(chunk)
+        conn.send(FILE_END)
+        sock.sendall(conn.data_to_send())
+        kind, body = file_reply(stream)
+        if kind != FILE_DONE or body != size.to_bytes(8, "big") + h.digest():
+            os.unlink(temp)
+            raise ClientError("the file's SHA-256 is not the server's: discarded")
+        f.flush()
+        os.fsync(f.fileno())
+    os.link(temp, name)  # never replaces a file
+    os.unlink(temp)
+    print(f"[FILE] received {name}: {size} bytes, resumed after {start}, sha256 {h.hexdigest()}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seclink/1 reference client (plain TCP)")
     parser.add_argument("host")
@@ -93,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
     parser.add_argument("--message-file", action="append", default=[], help="send this file's bytes as one message")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
+    parser.add_argument("--send", action="append", default=[], help="upload this file (section 10)")
+    parser.add_argument("--get", action="append", default=[], help="download this name into . (section 10)")
+    parser.add_argument("--pipe", action="store_true", help="standard input as a stream, replies to standard output "
+                                                             "(section 9)")
     args = parser.parse_args(argv)
     try:
         messages = [os.fsencode(m) for m in args.messages]
@@ -105,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                       "nothing was sent", file=sys.stderr)
                 return 3
         psk = load_key(default_key_path(args.psk_file))
-        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message)
+        what = (None if args.pipe else (args.send, args.get) if args.send or args.get
+                else messages or stdin_lines())
+        run(args.host, args.port, psk, what, args.max_message)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from .seclink_ref import (CLOSE, DATA, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, VERSION, Connection,
+from .seclink_ref import (CLOSE, DATA, EOF, FILE_DATA, FILE_DONE, FILE_END, FILE_GET, FILE_INFO, FILE_PUT, FILE_READ,
+                          FILE_READY, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, VERSION, Connection,
                           DEFAULT_MAX_MESSAGE, SymmetricState)
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
@@ -53,6 +54,32 @@ CONFIRMED_SCRIPT: list[tuple[str, str, int | None, bytes | None]] = [
     ("server", "transport", PONG, b""),
     ("client", "transport", DATA, b"hello, seclink"),
     ("server", "transport", DATA, b"ACK: received 14 bytes"),
+]
+
+# Section 9: the confirmed session, then the client's EOF, the server's EOF in answer (every
+# reply is out), and the client's CLOSE.
+EOF_SCRIPT = CONFIRMED_SCRIPT + [
+    ("client", "transport", EOF, b""),
+    ("server", "transport", EOF, b""),
+    ("client", "transport", CLOSE, b""),
+]
+
+# Section 10: after the confirmed start, an upload of "hello.txt" (5 bytes: "hello"), then a
+# download of it resumed after the 2 bytes the client already has, then CLOSE.
+_u64 = lambda n: n.to_bytes(8, "big")  # noqa: E731
+FILE_SCRIPT = CONFIRMED_SCRIPT + [
+    ("client", "transport", FILE_PUT, _u64(5) + b"\x00" + b"hello.txt"),
+    ("server", "transport", FILE_READY, _u64(0) + sha256(b"").digest()),
+    ("client", "transport", FILE_DATA, b"hello"),
+    ("client", "transport", FILE_END, sha256(b"hello").digest()),
+    ("server", "transport", FILE_DONE, _u64(5) + sha256(b"hello").digest()),
+    ("client", "transport", FILE_GET, _u64(2) + sha256(b"he").digest() + b"hello.txt"),
+    ("server", "transport", FILE_INFO, _u64(5) + _u64(2)),
+    ("client", "transport", FILE_READ, (3).to_bytes(4, "big")),
+    ("server", "transport", FILE_DATA, b"llo"),
+    ("client", "transport", FILE_END, b""),
+    ("server", "transport", FILE_DONE, _u64(5) + sha256(b"hello").digest()),
+    ("client", "transport", CLOSE, b""),
 ]
 
 
@@ -206,6 +233,8 @@ def malformed_cases(wire: list[bytes]) -> list[dict[str, Any]]:
         ("first_transport_length_1025", "server", 2, u32(1025), "FRAME_TOO_LARGE"),
         ("first_transport_1025_sealed", "server", 2, sealed_by_client(bytes([DATA]) + bytes(1025 - 29)),
          "FRAME_TOO_LARGE"),
+        # Section 9.
+        ("eof_with_content", "server", 2, sealed_by_client(bytes([EOF]) + b"x"), "BAD_EOF"),
     ]
     out = []
     for name, to, after, data, error, *eof in cases:
@@ -216,10 +245,34 @@ def malformed_cases(wire: list[bytes]) -> list[dict[str, Any]]:
     return out
 
 
+def eof_malformed(eof_wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Section 9 cases after the client's EOF (entry 6 of eof_wire): `after` counts eof_wire."""
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, max_message=MAX_MESSAGE)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, max_message=MAX_MESSAGE)
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    for entry in eof_wire[2:7]:  # replay the session up to and including the client's EOF
+        (server if entry["from"] == "client" else client).receive(bytes.fromhex(entry["bytes"]))
+    client.data_to_send()
+    # The client's next frames (counter 3: after its PING, DATA and EOF), as a sender that broke
+    # the rule would seal them.
+    client._send.n = 3
+    client._queue_transport(bytes([DATA]) + b"late")
+    data_after = client.data_to_send()
+    client._send.n -= 1
+    client._queue_transport(bytes([EOF]))
+    second = client.data_to_send()
+    return [{"name": "data_after_eof", "to": "server", "after": 7, "bytes": data_after.hex(), "error": "BAD_EOF"},
+            {"name": "second_eof", "to": "server", "after": 7, "bytes": second.hex(), "error": "BAD_EOF"}]
+
+
 def build_vectors() -> dict[str, Any]:
     wire, handshake_hash = run_script()
     confirmed, confirmed_hash = run_script(CONFIRMED_SCRIPT, key_confirmation=True)
     assert confirmed_hash == handshake_hash and confirmed[:2] == wire[:2]
+    eof_wire, _ = run_script(EOF_SCRIPT, key_confirmation=True)
+    assert eof_wire[:len(confirmed)] == confirmed
     return {
         "protocol": "seclink/1",
         "description": "One complete seclink/1 connection as exact bytes from fixed keys, and malformed "
@@ -233,6 +286,9 @@ def build_vectors() -> dict[str, Any]:
         "wire": wire,
         "confirmed_wire": confirmed,
         "malformed": malformed_cases([bytes.fromhex(entry["bytes"]) for entry in wire]),
+        "eof_wire": eof_wire,
+        "eof_malformed": eof_malformed(eof_wire),
+        "file_wire": run_script(FILE_SCRIPT, key_confirmation=True)[0],
     }
 
 

@@ -34,7 +34,17 @@ MAGIC = b"SLNK"
 VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
-TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}
+EOF = 0x20  # section 9
+# Section 10: file transfer.
+FILE_PUT, FILE_GET, FILE_READY, FILE_INFO, FILE_DATA, FILE_READ, FILE_END, FILE_DONE, FILE_ERROR = (
+    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x2F)
+FILE_TYPES = {FILE_PUT: "FILE_PUT", FILE_GET: "FILE_GET", FILE_READY: "FILE_READY", FILE_INFO: "FILE_INFO",
+              FILE_DATA: "FILE_DATA", FILE_READ: "FILE_READ", FILE_END: "FILE_END", FILE_DONE: "FILE_DONE",
+              FILE_ERROR: "FILE_ERROR"}
+FILE_CHUNK = 262144
+FILE_CODES = {1: "NO_FILES", 2: "BAD_NAME", 3: "EXISTS", 4: "NOT_FOUND", 5: "TOO_LARGE", 6: "QUOTA", 7: "DISK_FULL",
+              8: "HASH_MISMATCH", 9: "BUSY", 10: "IO", 11: "SIZE_MISMATCH"}
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", EOF: "EOF", **FILE_TYPES}
 MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -59,6 +69,8 @@ ERRORS = {
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
+    "BAD_EOF": "EOF with content, a second EOF, or DATA after EOF (section 9)",
+    "BAD_FILE_MSG": "a file message with a bad layout, or out of turn (section 10)",
 }
 
 
@@ -243,7 +255,7 @@ class HandshakeDone:
 
 @dataclass(frozen=True)
 class Message:
-    """A DATA, PING or PONG message (a PING has already been answered with a PONG)."""
+    """A DATA, PING, PONG or EOF message (a PING has already been answered with a PONG)."""
     type: int
     content: bytes
 
@@ -281,6 +293,7 @@ class Connection:
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
         self._sent_close = False
+        self._sent_eof = self._peer_eof = False  # section 9
         self._error: ProtocolError | None = None
         # Section 4.1. Client: send the empty PING first (False only to replay the `wire`
         # vectors) and swallow its PONG. Server: the key is confirmed by the first valid frame.
@@ -346,9 +359,15 @@ class Connection:
             raise ProtocolError("BAD_PING")
         if len(content) > self.max_message:
             raise ProtocolError("MSG_TOO_LARGE")
+        if type == EOF and content:
+            raise ValueError("an EOF has no content (section 9)")
+        if type in (DATA, EOF) and self._sent_eof:
+            raise ValueError("nothing but PING, PONG and CLOSE after our EOF (section 9)")
         self._queue_transport(bytes([type]) + content)
         if type == CLOSE:
             self._sent_close = True
+        if type == EOF:
+            self._sent_eof = True
 
     def close(self, reason: str = "") -> None:
         """Queue a CLOSE; the caller then closes the stream once data_to_send() is written."""
@@ -444,7 +463,16 @@ class Connection:
         type, content = plaintext[0], plaintext[1:]
         self._confirmed = True  # (server) a valid frame from the client: it holds the key
         if type == DATA:
+            if self._peer_eof:
+                raise ProtocolError("BAD_EOF")  # DATA after the peer's EOF (section 9)
             return [Message(DATA, content)]
+        if type in FILE_TYPES:  # section 10: their layout is the file layer's to check
+            return [Message(type, content)]
+        if type == EOF:
+            if content or self._peer_eof:
+                raise ProtocolError("BAD_EOF")
+            self._peer_eof = True
+            return [Message(EOF, b"")]
         if type == CLOSE:
             self._state = "closed"
             self._in.clear()

@@ -1,11 +1,11 @@
 """seclink/1 reference server over plain TCP, one thread per client (docs/PROTOCOL.md).
 
-    python3 -m interop_tests.reference.server --port 0 [--host 127.0.0.1] [--psk-file PATH] [--echo]
+    python3 -m interop_tests.reference.server --port 0 [--host 127.0.0.1] [--psk-file PATH] [--echo] [--files DIR]
         [--max-message BYTES]
     python3 -m interop_tests.reference.server --keygen [--psk-file PATH]
 
 Replies to each DATA with DATA "ACK: received N bytes" (or the same bytes with --echo); PINGs are
-answered by the Connection itself. SIGTERM or SIGINT stops it with exit status 0.
+answered by the Connection itself, an EOF with EOF (section 9). SIGTERM or SIGINT stops it with exit status 0.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .files import FileServer
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, ERRORS, FILE_TYPES, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -33,10 +34,12 @@ def size(content: bytes) -> str:
     return f"{len(content)} byte" + ("" if len(content) == 1 else "s")
 
 
-def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int) -> None:
+def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int,
+                 files_dir: str | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     conn = Connection("server", psk, max_message=max_message)
+    files = FileServer(files_dir)
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -58,6 +61,12 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                         conn.send(DATA, reply)
                         sent += 1
                         log(f"[SEND] {peer} #{sent} {describe(reply)} (a reply of {size(reply)})")
+                    elif isinstance(event, Message) and event.type in FILE_TYPES:  # section 10
+                        for kind, content in files.handle(event.type, event.content):
+                            conn.send(kind, content)
+                    elif isinstance(event, Message) and event.type == EOF:
+                        log(f"[INFO] {peer}: EOF, answered with EOF (every reply is sent)")  # section 9
+                        conn.send(EOF)
                     elif isinstance(event, Message) and event.type == PING:
                         log(f"[INFO] {peer}: PING ({size(event.content)}), answered with PONG")
                     elif isinstance(event, Closed):
@@ -66,6 +75,7 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                             reason = f"CLOSE {event.reason}" if event.reason else "CLOSE"
                 sock.sendall(conn.data_to_send())
     except ProtocolError as error:
+        files.close()
         log(f"[WARN] {peer}: {error.name}: {ERRORS[error.name]}")
         reason = f"protocol error {error.name}"
     except OSError as error:
@@ -89,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
+    parser.add_argument("--files", metavar="DIR", help="take and serve files in DIR (section 10)")
     args = parser.parse_args(argv)
     try:
         path = default_key_path(args.psk_file)
@@ -115,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
-                                      args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message))
+                                      args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message,
+                                            args.files))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

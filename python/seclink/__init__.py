@@ -22,16 +22,17 @@ from ._seclink import (DEFAULT_MAX_MESSAGE, KEY_BYTES, LOG_ERROR, LOG_INFO, LOG_
                        OVERHEAD_BYTES, PROTOCOL_VERSION)
 from ._seclink import version as _native_version
 from .client import Client
-from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import (AuthenticationError, Category, ConnectionClosed, Err, Error, MsgType, HandshakeError, KeyFileError, MessageTooLarge,
+from .connection import Closed, Connection, Data, Event, HandshakeComplete, Eof, Ping, Pong
+from .client import FileResult
+from .errors import (AuthenticationError, FileTransferError, Category, ConnectionClosed, Err, Error, MsgType, HandshakeError, KeyFileError, MessageTooLarge,
                      NetworkError, ProtocolError, Timeout, TLSError)
 from .keys import generate_key, key_path, load_key
 from .server import Server
 
 __version__ = _native_version()
 
-__all__ = ["Client", "Server", "Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
+__all__ = ["Client", "Server", "Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Eof", "Closed",
            "Err", "Category", "MsgType", "Error", "KeyFileError", "NetworkError", "Timeout", "TLSError", "HandshakeError", "ProtocolError",
-           "AuthenticationError", "ConnectionClosed", "MessageTooLarge", "load_key", "generate_key", "key_path",
+           "AuthenticationError", "ConnectionClosed", "FileTransferError", "FileResult", "MessageTooLarge", "load_key", "generate_key", "key_path",
            "DEFAULT_MAX_MESSAGE", "KEY_BYTES", "MAX_PING", "OVERHEAD_BYTES", "PROTOCOL_VERSION",
            "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_MSG", "LOG_TRACE", "__version__"]

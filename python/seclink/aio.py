@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
 from . import _seclink
-from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import ConnectionClosed, Err, Error, ProtocolError, as_handshake_error, from_code
+from .client import FileResult
+from .connection import Closed, Connection, Data, Event, FileMessage, HandshakeComplete, Ping, Pong
+from .errors import ConnectionClosed, Err, Error, FileTransferError, ProtocolError, as_handshake_error, from_code
 from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
@@ -236,7 +237,8 @@ class AioServer:
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
-                 frame_timeout: float | None = None, max_memory: int = 0) -> None:
+                 frame_timeout: float | None = None, max_memory: int = 0, files_dir: str | None = None,
+                 overwrite: bool = False, max_file_size: int = 0, max_files_total: int = 0) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -260,7 +262,8 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log)
+            log_level=log_level, log=log, files_dir=files_dir, files_overwrite=overwrite,
+            max_file_size=max_file_size, max_files_total=max_files_total)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -499,7 +502,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, files_dir: str | os.PathLike[str] | None = None,
+                overwrite: bool = False, max_file_size: int = _seclink.DEFAULT_MAX_FILE_SIZE,
+                max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -528,7 +533,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
-                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
+                           files_dir=None if files_dir is None else os.fspath(files_dir), overwrite=overwrite,
+                           max_file_size=max_file_size, max_files_total=max_files_total)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -583,6 +590,139 @@ class AioClient:
         Messages arriving meanwhile are kept for :meth:`recv`."""
         await self._transmit(lambda: self._conn.send_ping(data))
         return await self._within(self._next_message(want_pong=True), timeout, "recv")
+
+    async def send_file(self, path: str | os.PathLike[str], name: str | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> FileResult:
+        """As :meth:`seclink.Client.send_file` (docs/PROTOCOL.md 10): uploads, resuming a cut-off
+        upload after its verified prefix; the server checks the SHA-256 before storing the file."""
+        path = os.fspath(path)
+        name = name if name is not None else os.path.basename(path)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for restart in (0, 1):  # once more with the restart flag if the server's prefix differs
+                put = size.to_bytes(8, "big") + bytes([restart]) + name.encode("utf-8", "surrogateescape")
+                body = await self._file_request(_FILE_PUT, put, _FILE_READY, 40, f"sending {path}")
+                offset, sha = int.from_bytes(body[:8], "big"), _prefix_hash(f, int.from_bytes(body[:8], "big"), size)
+                if sha is not None and hmac.compare_digest(sha.digest(), body[8:]):
+                    break
+                if restart or offset == 0:
+                    raise from_code(Err.BAD_FILE_MSG, f"sending {path}", self.peer)
+            if progress:
+                progress(offset, size)
+            f.seek(offset)
+            pos = offset
+            while pos < size:
+                chunk = f.read(min(_FILE_CHUNK, size - pos))
+                if not chunk:
+                    raise OSError(f"sending {path}: the file shrank while being sent")
+                sha.update(chunk)
+                await self._transmit(lambda: self._conn.send_file_message(_FILE_DATA, chunk))
+                pos += len(chunk)
+                if progress:
+                    progress(pos, size)
+        digest = sha.digest()
+        # A FILE_ERROR (a full disk...) sent meanwhile is the answer read here: the server ignores the rest.
+        done = await self._file_request(_FILE_END, digest, _FILE_DONE, 40, f"sending {path}", wait=60.0)
+        if int.from_bytes(done[:8], "big") != size or not hmac.compare_digest(done[8:], digest):
+            raise from_code(Err.FILE_HASH, f"sending {path}", self.peer)
+        return FileResult(size, digest.hex(), offset)
+
+    async def get_file(self, name: str, path: str | os.PathLike[str] | None = None, *, overwrite: bool = False,
+                       progress: Callable[[int, int], None] | None = None) -> FileResult:
+        """As :meth:`seclink.Client.get_file`: downloads through a temporary file next to
+        ``path`` (resumed from a cut-off attempt), checks the SHA-256, then renames."""
+        if path is None and not _seclink.file_name_valid(name):
+            raise from_code(Err.INVAL, f"getting {name}: not a plain file name", self.peer)
+        dest = os.fspath(path) if path is not None else name
+        if not overwrite and os.path.lexists(dest):
+            raise from_code(Err.FILE_EXISTS, f"getting {name}: {dest}", self.peer)
+        directory = os.path.dirname(dest) or "."
+        temp = os.path.join(directory, ".seclink-" + hashlib.sha256(os.path.basename(dest).encode()).hexdigest()[:32]
+                            + ".part")
+        have, sha = 0, hashlib.sha256()
+        if os.path.exists(temp):
+            with open(temp, "rb") as t:
+                have = os.fstat(t.fileno()).st_size
+                sha = _prefix_hash(t, have, have) or hashlib.sha256()
+        get = have.to_bytes(8, "big") + sha.digest() + name.encode("utf-8", "surrogateescape")
+        info = await self._file_request(_FILE_GET, get, _FILE_INFO, 16, f"getting {name}", wait=60.0)
+        size, start = int.from_bytes(info[:8], "big"), int.from_bytes(info[8:], "big")
+        if start not in (0, have):
+            raise from_code(Err.BAD_FILE_MSG, f"getting {name}", self.peer)
+        if start == 0:
+            sha = hashlib.sha256()
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "r+b") as out:
+            out.truncate(start)
+            out.seek(start)
+            if progress:
+                progress(start, size)
+            pos = asked = start
+            outstanding = 0
+            while pos < size:
+                while outstanding < 4 and asked < size:  # the server holds at most 1 MiB for us
+                    n = min(_FILE_CHUNK, size - asked)
+                    self._conn.send_file_message(_FILE_READ, n.to_bytes(4, "big"))
+                    asked += n
+                    outstanding += 1
+                await self._within(self._flush("recv", self.peer), _DEFAULT, "send")
+                msg_type, chunk = await self._within(self._file_message(f"getting {name}"), _DEFAULT, "recv")
+                if msg_type != _FILE_DATA or not chunk or len(chunk) > size - pos:
+                    raise from_code(Err.BAD_FILE_MSG, f"getting {name}", self.peer)
+                out.write(chunk)
+                sha.update(chunk)
+                pos += len(chunk)
+                outstanding -= 1
+                if progress:
+                    progress(pos, size)
+            done = await self._file_request(_FILE_END, b"", _FILE_DONE, 40, f"getting {name}")
+            if int.from_bytes(done[:8], "big") != size or not hmac.compare_digest(done[8:], sha.digest()):
+                os.unlink(temp)
+                raise from_code(Err.FILE_HASH, f"getting {name}", self.peer)
+            out.flush()
+            os.fsync(out.fileno())
+        if overwrite:
+            os.replace(temp, dest)
+        else:
+            try:
+                os.link(temp, dest)  # fails if dest exists: never replaced
+            except FileExistsError:
+                raise from_code(Err.FILE_EXISTS, f"getting {name}: {dest}", self.peer) from None
+            os.unlink(temp)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return FileResult(size, sha.hexdigest(), start)
+
+    async def _file_request(self, msg_type: int, content: bytes, want: int, length: int, context: str,
+                            wait: float | None = None) -> bytes:
+        await self._transmit(lambda: self._conn.send_file_message(msg_type, content))
+        t, body = await self._within(self._file_message(context), wait or _DEFAULT, "recv")
+        if t != want or len(body) != length:
+            raise from_code(Err.BAD_FILE_MSG, context, self.peer)
+        return body
+
+    async def _file_message(self, context: str) -> tuple[int, bytes]:
+        """The next file message; FILE_ERROR raises FileTransferError, CLOSE ConnectionClosed."""
+        while True:
+            event = await self._next_event("recv", self.peer)
+            if isinstance(event, Ping):
+                await self._flush("recv", self.peer)
+            elif isinstance(event, Closed):
+                self._closed = True
+                raise ConnectionClosed(f"{self.peer}: {context}: the server closed the session: {event.reason}",
+                                       reason=event.reason, code=5, name="CLOSED", peer=self.peer)
+            elif isinstance(event, Data):
+                self._pending.append(event.data)
+            elif isinstance(event, FileMessage) and event.msg_type == _FILE_ERROR:
+                code = _seclink.file_code_name(event.data[0]) if event.data else "UNKNOWN"
+                detail = f"{code}: {event.data[1:].decode('utf-8', 'replace')}"
+                raise FileTransferError(f"{self.peer}: {context}: the server refused it: {detail}", code=Err.FILE_REFUSED,
+                                        name="FILE_REFUSED", peer=self.peer, detail=detail, reason_code=code)
+            elif isinstance(event, FileMessage):
+                return event.msg_type, event.data
 
     async def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason) and closes the connection. Idempotent."""
@@ -684,6 +824,27 @@ class AioClient:
             await self._stream.write(self._conn.data_to_send())
         except OSError as exc:
             raise from_code(_os_code(exc), context, peer) from None
+
+
+_FILE_PUT, _FILE_GET, _FILE_READY, _FILE_INFO, _FILE_DATA, _FILE_READ, _FILE_END, _FILE_DONE, _FILE_ERROR = (
+    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x2F)  # docs/PROTOCOL.md 10
+_FILE_CHUNK = _seclink.FILE_CHUNK
+
+
+def _prefix_hash(f: Any, n: int, size: int) -> Any:
+    """SHA-256 of the first n bytes of the open file f (None if it has fewer, or n > size)."""
+    if n > size:
+        return None
+    h = hashlib.sha256()
+    f.seek(0)
+    left = n
+    while left:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            return None
+        h.update(chunk)
+        left -= len(chunk)
+    return h
 
 
 async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,

@@ -196,6 +196,7 @@ class Logger:
 
     def __init__(self, path: str, quiet: bool, role: str = "server") -> None:
         self.quiet = quiet
+        self.to_stderr = False  # pipe mode: standard output carries data
         self._fd: int | None = None
         self._path, self._role, self._lost = path, role, 0
         self._lock = threading.Lock()
@@ -223,8 +224,9 @@ class Logger:
                 t = time.time()
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
                 self._write_file(stamp.encode() + b" " + raw + b"\n")
-            sys.stdout.buffer.write(raw + b"\n")
-            sys.stdout.buffer.flush()
+            screen = sys.stderr if self.to_stderr else sys.stdout
+            screen.buffer.write(raw + b"\n")
+            screen.buffer.flush()
 
     def _write_file(self, data: bytes) -> None:
         """One write per line (O_APPEND). A log file that cannot be written (a full disk,
@@ -351,12 +353,39 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
+    if not args.has("files") and any(args.has(f) for f in ("overwrite", "max-file-size", "max-files-total")):
+        raise Exit(USAGE, "--overwrite, --max-file-size and --max-files-total go with --files DIR")
+    if args.has("files"):
+        files_dir = args.get("files", "")
+        if not files_dir or not os.path.isdir(files_dir):
+            raise Exit(USAGE, f"--files '{files_dir}' is not a directory (create it first)")
+        if opts["max_message"] < _seclink.FILE_CHUNK:
+            raise Exit(USAGE, f"--files needs --max-message of at least {_seclink.FILE_CHUNK} bytes")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit is a write error, not death
+        opts.update(files_dir=files_dir, overwrite=args.has("overwrite"),
+                    max_file_size=args.number("max-file-size", S.DEFAULT_MAX_FILE_SIZE >> 20, 1, 1 << 40) << 20,
+                    max_files_total=args.number("max-files-total", S.DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1 << 40) << 20)
 
+    pipe = args.has("pipe")
+    forward = args.get("forward")
+    if forward is not None and (pipe or any(args.has(f) for f in ("tls", "echo", "files", "asyncio"))):
+        raise Exit(USAGE, "--forward does not go with --pipe, --tls, --echo, --files or --asyncio")
+    if pipe and (args.has("tls") or args.has("echo") or use_asyncio):
+        flag = next(f for f in ("tls", "echo", "asyncio") if args.has(f))
+        raise Exit(USAGE, f"--{flag} does not go with --pipe")
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
+    if pipe:
+        log.to_stderr = True
+    if (pipe or forward is not None) and not args.has("trace"):
+        opts["log_level"] = LOG_WARN if args.has("quiet") else LOG_INFO  # no line per chunk
     opts["log"] = log.callback
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
     psk = load_key(psk_path, is_default, log)
+    if pipe:
+        return _serve_pipe(host, port, psk, opts, log)
+    if forward is not None:
+        return _serve_forward(host, port, psk, opts, log, forward)
 
     cert = key = None
     if args.has("tls"):
@@ -434,6 +463,41 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     server.close()
     log.line(LOG_INFO, "[INFO] Server stopped")
     log.close()
+    return OK
+
+
+def _serve_pipe(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Logger) -> int:
+    from . import pipe
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound)} (pipe mode: one session)", always=True)
+
+    try:
+        ended, received, sent = pipe.run_server(host, port, psk, opts, log.callback, listening)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)
+    log.line(LOG_INFO, f"[INFO] Pipe done: received {count(received, 'byte')}, sent {count(sent, 'byte')}")
+    log.close()
+    return OK if ended else SESSION
+
+
+def _serve_forward(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Logger, forward: str) -> int:
+    from . import pipe
+    target = pipe.split_host_port(forward)
+    if target is None or target[1] == 0:
+        raise Exit(USAGE, "--forward takes HOST:PORT, e.g. 127.0.0.1:6379")
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound)} (forwarding to "
+                           f"{host_port(*target)})", always=True)
+    try:
+        pipe.run_forward_server(host, port, psk, opts, log.callback, listening, target)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)
     return OK
 
 
@@ -596,13 +660,38 @@ def _client(prog: str, argv: Sequence[str]) -> int:
 
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
+    pipe = args.has("pipe")
+    if pipe and messages:
+        raise Exit(USAGE, "--pipe sends standard input: not with messages")
+    sends, gets = args.all("send"), args.all("get")
+    if (sends or gets) and (pipe or messages):
+        raise Exit(USAGE, "--send and --get do not go with messages or --pipe")
+    if args.has("overwrite") and not gets:
+        raise Exit(USAGE, "--overwrite goes with --get")
+    for name in gets:
+        if not _seclink.file_name_valid(name):
+            raise Exit(USAGE, "--get takes a plain file name as the server lists it (no '/', not starting "
+                              f"with '.'): '{name}'")
+    for path in sends:  # before connecting: a typo costs no session
+        if not os.access(path, os.R_OK):
+            raise Exit(USAGE, f"cannot read --send '{path}': {os.strerror(errno.ENOENT if not os.path.exists(path) else errno.EACCES)}")
+    if (sends or gets) and args.has("asyncio"):
+        raise Exit(USAGE, "--asyncio does not go with --send and --get (seclink.aio has send_file/get_file)")
+    if pipe and args.has("asyncio"):
+        raise Exit(USAGE, "--asyncio does not go with --pipe")
+    listen = args.get("listen")
+    if listen is not None and (pipe or messages or sends or gets or args.has("asyncio")):
+        raise Exit(USAGE, "--listen does not go with messages, --pipe, --send, --get or --asyncio")
     log = Logger(args.get("log-file", "client_logs.txt"), args.has("quiet"), "client")
+    log.to_stderr = pipe
     psk = load_key(psk_path, is_default, log)
     tls = args.has("tls")
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     where = host_port(host, port)
+    if listen is not None:
+        return _client_tunnel(kw, psk, where, listen, max_message, log)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
@@ -614,6 +703,10 @@ def _client(prog: str, argv: Sequence[str]) -> int:
         del kw
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
+        if pipe:
+            return _client_pipe(client, max_message, log)
+        if sends or gets:
+            return _client_files(client, sends, gets, args.has("overwrite"), log)
         session = Session(client, log, timeout, args.has("redact"))
         if messages:
             for m in messages:
@@ -624,6 +717,102 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     finally:
         if loop is not None:
             loop.close()
+    log.close()
+    return OK
+
+
+def _client_tunnel(kw: dict[str, Any], psk: bytearray, where: str, listen: str, max_message: int, log: Logger) -> int:
+    from . import pipe
+    local = pipe.split_host_port(listen)
+    if local is None:
+        raise Exit(USAGE, "--listen takes ADDR:PORT, e.g. 127.0.0.1:7000")
+
+    def listening(bound: int) -> None:
+        log.line(LOG_INFO, f"[INFO] Listening on {host_port(local[0], bound)} (tunnel to {where})", always=True)
+    try:
+        pipe.run_tunnel_client(lambda: Client(**kw), where, local, max_message, log.callback, listening)
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    finally:
+        wipe(psk)  # each tunnel's Client made its own copy
+    return OK
+
+
+def _client_pipe(client: Client, max_message: int, log: Logger) -> int:
+    from . import pipe
+    try:
+        sent, received = pipe.run_client(client._c, max_message, lambda text: log.line(LOG_INFO, text))
+    except pipe.PipeError as e:
+        raise Exit(e.code, str(e)) from None
+    client.close()
+    log.line(LOG_INFO, f"[INFO] Disconnected: sent {count(sent, 'byte')}, received {count(received, 'byte')}")
+    log.close()
+    return OK
+
+
+def _human(n: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    u = 0
+    while n >= 1024 and u < 4:
+        n /= 1024
+        u += 1
+    return f"{n:.0f} {units[u]}" if u == 0 else f"{n:.1f} {units[u]}"
+
+
+class _Bar:
+    """The progress bar of cpp_apps/transfer.hpp: one line on standard error, redrawn at most ten
+    times a second, only when standard error is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.tty = label, sys.stderr.isatty()
+        self.started, self.drawn, self.first = time.monotonic(), 0.0, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done
+        t = time.monotonic()
+        if not self.tty or (t - self.drawn < 0.1 and done != total):
+            return
+        self.drawn = t
+        rate = (done - self.first) / max(t - self.started, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0
+        pct = int(100 * done / total) if total else 100
+        fill = pct * 24 // 100
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (24 - fill)}] {pct:3d}% {_human(done)} / {_human(total)}"
+                         f"  {_human(rate)}/s  ETA {int(eta)}s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.first is not None:
+            sys.stderr.write("\r\033[K")
+
+
+def _client_files(client: Client, sends: list[str], gets: list[str], overwrite: bool, log: Logger) -> int:
+    from .errors import FileTransferError
+    jobs = [(True, p) for p in sends] + [(False, n) for n in gets]
+    for upload, what in jobs:
+        bar = _Bar(("send " if upload else "get ") + what)
+        t0 = time.monotonic()
+        try:
+            r = client.send_file(what, progress=bar) if upload else client.get_file(what, overwrite=overwrite, progress=bar)
+        except FileTransferError as e:
+            bar.done()
+            raise Exit(SESSION, f"{'sending' if upload else 'getting'} {what} failed: the server refused it: {e.detail}") from None
+        except OSError as e:
+            bar.done()
+            raise Exit(INTERNAL, f"{'sending' if upload else 'getting'} {what} failed: {e}") from None
+        except Error as e:
+            bar.done()
+            hint = " (add --overwrite to replace it)" if e.name == "FILE_EXISTS" else ""
+            raise Exit(_seclink.err_category(e.code) if e.code else INTERNAL,
+                       f"{'sending' if upload else 'getting'} {what} failed: {e.detail or e}{hint}") from None
+        bar.done()
+        secs = time.monotonic() - t0
+        rate = _human((r.size - r.resumed_from) / max(secs, 1e-6))
+        resumed = f", resumed after {r.resumed_from} bytes" if r.resumed_from else ""
+        log.line(LOG_INFO, f"[INFO] {'sent' if upload else 'received'} {what}: {r.size} bytes ({_human(r.size)}) in "
+                           f"{secs:.2f} s, {rate}/s{resumed}, sha256 {r.sha256}", always=True)
+    client.close()
     log.close()
     return OK
 

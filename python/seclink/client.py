@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from . import _seclink
 from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
-from .errors import ConnectionClosed, ProtocolError, as_handshake_error
+from .errors import ConnectionClosed, Err, Error, FileTransferError, ProtocolError, as_handshake_error, from_code
 from .keys import resolve_psk, wipe
 
-__all__ = ["Client"]
+__all__ = ["Client", "FileResult"]
 
 class _Default:
     """The default of a per-call timeout: the client's own (readable in help())."""
@@ -113,6 +114,26 @@ class Client:
                     return content
                 self._pending.append(content)
 
+    def send_file(self, path: str | os.PathLike[str], name: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> FileResult:
+        """Uploads the file at ``path`` to a server started with a files directory, as ``name``
+        (default: the path's last component); resumes an upload an earlier attempt left unfinished.
+        The SHA-256 of the whole file is checked by the server before the file appears under its
+        name. ``progress(done, total)`` is called between chunks. Raises FileTransferError (the
+        server refused: ``.reason_code`` such as "EXISTS", "BAD_NAME", "DISK_FULL") or OSError
+        (the local file), or the session's errors."""
+        with self._receiving:
+            return _transfer(self._c, True, os.fspath(path), name, False, progress, self.peer)
+
+    def get_file(self, name: str, path: str | os.PathLike[str] | None = None, *, overwrite: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> FileResult:
+        """Downloads ``name`` to ``path`` (default: ``name`` in the current directory) through a
+        temporary file next to it (resumed by a later call if cut off), checks its SHA-256, then
+        renames it; an existing file is replaced only with ``overwrite``."""
+        with self._receiving:
+            return _transfer(self._c, False, name, None if path is None else os.fspath(path), overwrite, progress,
+                             self.peer)
+
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""
         with self._closing:
@@ -154,3 +175,29 @@ def _ms(seconds: float) -> int:
     if seconds < 0:
         raise ValueError("a timeout cannot be negative")
     return min(int(seconds * 1000), 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """A completed transfer: ``size`` of the whole file, ``sha256`` (hex) as both sides computed
+    it, ``resumed_from`` (bytes an earlier attempt had already transferred)."""
+    size: int
+    sha256: str
+    resumed_from: int = 0
+
+
+def _transfer(native, upload: bool, a: str, b: str | None, overwrite: bool, progress, peer: str) -> FileResult:
+    rc, size, resumed, digest, remote, message = native.transfer(upload, a, b, overwrite, progress)
+    if rc == 0:
+        return FileResult(size, digest.hex(), resumed)
+    what = f"{'sending' if upload else 'getting'} {a}"
+    if rc == Err.IO:
+        raise OSError(f"{what}: {message}")
+    err = from_code(rc, what, peer)
+    if rc == Err.FILE_REFUSED:
+        code = _seclink.file_code_name(remote)
+        raise FileTransferError(f"{peer}: {what}: the server refused it: {message}", code=rc, name="FILE_REFUSED",
+                                peer=peer, detail=message, reason_code=code)
+    if message and isinstance(err, Error):
+        raise type(err)(f"{err} ({message})", code=rc, name=err.name, peer=peer, detail=message)
+    raise err

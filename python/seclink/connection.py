@@ -28,10 +28,10 @@ from .errors import Error, MsgType, from_code
 
 Message = Union[bytes, bytearray, memoryview, str]
 
-__all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Closed",
-           "DATA", "CLOSE", "PING", "PONG"]
+__all__ = ["Connection", "Event", "HandshakeComplete", "Data", "Ping", "Pong", "Eof", "FileMessage", "Closed",
+           "DATA", "CLOSE", "PING", "PONG", "EOF"]
 
-DATA, CLOSE, PING, PONG = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgType.PONG
+DATA, CLOSE, PING, PONG, EOF = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgType.PONG, MsgType.EOF
 _HANDSHAKE_DONE, _MESSAGE = 1, 2
 
 
@@ -59,12 +59,25 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Eof:
+    """The peer sends no more DATA (its input ended; docs/PROTOCOL.md 9); it still receives."""
+
+
+@dataclass(frozen=True)
+class FileMessage:
+    """A file transfer message (docs/PROTOCOL.md 10; ``msg_type`` 0x21-0x2F), for a file client
+    such as seclink.aio's: the Connection carries them, their meaning is the caller's."""
+    msg_type: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Closed:
     """The peer sent CLOSE with ``reason`` (possibly empty); nothing more will arrive."""
     reason: str
 
 
-Event = Union[HandshakeComplete, Data, Ping, Pong, Closed]
+Event = Union[HandshakeComplete, Data, Ping, Pong, Eof, FileMessage, Closed]
 
 
 def message_bytes(data: Message) -> bytes | bytearray | memoryview:
@@ -88,6 +101,10 @@ def _event(kind: int, msg_type: int, content: bytes) -> Event:
         return Ping(content)
     if msg_type == PONG:
         return Pong(content)
+    if msg_type == EOF:
+        return Eof()
+    if 0x21 <= msg_type <= 0x2F:
+        return FileMessage(msg_type, content)
     return Closed(content.decode("utf-8", errors="replace"))
 
 
@@ -176,6 +193,16 @@ class Connection:
     def send_ping(self, data: Message = b"") -> None:
         """Queues a PING (at most 64 bytes; a str as UTF-8); the peer answers with a PONG."""
         self._c.send(PING, message_bytes(data))
+
+    def send_file_message(self, msg_type: int, data: bytes | bytearray | memoryview = b"") -> None:
+        """Queues a file transfer message (docs/PROTOCOL.md 10) of type ``msg_type``."""
+        if not 0x21 <= msg_type <= 0x2F:
+            raise ValueError(f"not a file message type: {msg_type:#x}")
+        self._c.send(msg_type, message_bytes(data))
+
+    def send_eof(self) -> None:
+        """Queues an EOF: this side sends no more DATA, and keeps receiving (docs/PROTOCOL.md 9)."""
+        self._c.send(EOF, b"")
 
     def close(self, reason: str = "") -> None:
         """Queues a CLOSE with an optional reason; nothing more can be sent afterwards."""

@@ -21,6 +21,7 @@ bindings use :func:`from_code` to build every exception they raise.
 from __future__ import annotations
 
 import os
+from typing import Any
 from enum import IntEnum
 
 from . import _seclink
@@ -85,6 +86,16 @@ class ConnectionClosed(Error):
     def __init__(self, message: str, *, reason: str | None = None, **kw) -> None:
         super().__init__(message, **kw)
         self.reason = reason
+
+
+class FileTransferError(Error):
+    """The server refused a file transfer (docs/PROTOCOL.md 10): ``reason_code`` is its code's
+    name ("NO_FILES", "BAD_NAME", "EXISTS", "NOT_FOUND", "TOO_LARGE", "QUOTA", "DISK_FULL",
+    "HASH_MISMATCH", "BUSY", "IO", "SIZE_MISMATCH"); the session stays usable."""
+
+    def __init__(self, message: str, *, reason_code: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.reason_code = reason_code
 
 
 class MessageTooLarge(Error, ValueError):

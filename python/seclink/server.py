@@ -65,7 +65,9 @@ class Server:
                  max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                  handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> None:
+                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, files_dir: str | os.PathLike[str] | None = None,
+                 overwrite: bool = False, max_file_size: int = _seclink.DEFAULT_MAX_FILE_SIZE,
+                 max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL) -> None:
         key = resolve_psk(psk, psk_file)
         try:
             self.host = host
@@ -81,7 +83,10 @@ class Server:
                                       tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
-                                      max_memory=max_memory, redact=redact)
+                                      max_memory=max_memory, redact=redact,
+                                      files_dir=None if files_dir is None else os.fspath(files_dir),
+                                      files_overwrite=overwrite, max_file_size=max_file_size,
+                                      max_files_total=max_files_total)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()

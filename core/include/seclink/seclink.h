@@ -92,7 +92,13 @@ typedef enum sl_err {
     SL_ETLS_TRUST = 54,       /* nothing to verify the server with: no readable CA file, no pin */
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
-    SL_EAFNOSUPPORT = 57      /* the address family (IPv6 or IPv4) is turned off on this machine */
+    SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
+
+    SL_EBAD_EOF = 80,         /* an EOF message with content, a second EOF, or DATA after EOF */
+    SL_EFILE_REFUSED = 81,    /* the server refused a file transfer (sl_file_result says why) */
+    SL_EFILE_HASH = 82,       /* a received file's SHA-256 is not the sender's: nothing was kept */
+    SL_EFILE_EXISTS = 83,     /* a download would replace a local file (allow it to overwrite) */
+    SL_EBAD_FILE_MSG = 84     /* a file message with a bad layout, or out of turn (PROTOCOL.md 10) */
 } sl_err;
 
 /* What kind of failure an error is, for programs that report failures by kind. The values are
@@ -154,6 +160,10 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_FRAME_TIMEOUT_MS 60000u        /* a started frame must be complete by then */
 #define SL_DEFAULT_MAX_MEMORY (256u * 1024u * 1024u) /* all sessions' buffered bytes */
 #define SL_PROTOCOL_VERSION 1u
+#define SL_DEFAULT_MAX_FILE_SIZE (64ull << 30)    /* a served file: 64 GiB */
+#define SL_DEFAULT_MAX_FILES_TOTAL (256ull << 30) /* every file in the served directory: 256 GiB */
+#define SL_FILE_CHUNK (256u * 1024u)              /* largest FILE_DATA; a files server's max_message
+                                                     must be at least this */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -204,7 +214,19 @@ typedef enum sl_msg_type {
     SL_MSG_DATA = 1,  /* application bytes */
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
-    SL_MSG_PONG = 4
+    SL_MSG_PONG = 4,
+    SL_MSG_EOF = 0x20, /* empty: the sender sends no more DATA (its input ended); see PROTOCOL.md 9 */
+    /* File transfer (PROTOCOL.md 10); the client calls sl_client_send_file / sl_client_get_file
+       and servers with files_dir handle them in the session layer. */
+    SL_MSG_FILE_PUT = 0x21,
+    SL_MSG_FILE_GET = 0x22,
+    SL_MSG_FILE_READY = 0x23,
+    SL_MSG_FILE_INFO = 0x24,
+    SL_MSG_FILE_DATA = 0x25,
+    SL_MSG_FILE_READ = 0x26,
+    SL_MSG_FILE_END = 0x27,
+    SL_MSG_FILE_DONE = 0x28,
+    SL_MSG_FILE_ERROR = 0x2F
 } sl_msg_type;
 
 typedef enum sl_event_type {
@@ -402,6 +424,15 @@ typedef struct sl_server_config {
     size_t max_memory;              /* budget for every session's buffered input and output */
     int redact;                     /* log sizes and counters only: message content and CLOSE
                                        reasons become "<redacted>", and no trace entries */
+    const char *files_dir;          /* serve files in this directory (PROTOCOL.md 10); NULL: none */
+    int files_overwrite;            /* an upload may replace an existing file */
+    uint64_t max_file_size;         /* bytes per file; 0: SL_DEFAULT_MAX_FILE_SIZE */
+    uint64_t max_files_total;       /* bytes of every file in files_dir; 0: SL_DEFAULT_MAX_FILES_TOTAL */
+    int stream;                     /* stream mode (pipe, tunnel; docs/PROTOCOL.md 9): DATA is
+                                       handed to the driver, which answers nothing (an empty
+                                       sl_session_reply() only says it took it) and sends its
+                                       own DATA and EOF (sl_session_send, sl_session_send_eof).
+                                       Only for drivers of the session layer, not sl_server_new */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -505,6 +536,22 @@ SL_API void sl_session_feed_eof(sl_session *session, int64_t now_ms);
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE (no message is waiting). */
 SL_API int sl_session_reply(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
 
+/** Stream mode (cfg.stream): queues `len` bytes as one DATA message to the peer, charged to the
+ *  memory budget and logged as a reply is. Send while sl_session_can_send() says so (that is the
+ *  backpressure). Returns SL_OK, SL_EINVAL, SL_ESTATE (not stream mode, not open, or after EOF). */
+SL_API int sl_session_send(sl_session *session, const uint8_t *data, size_t len, int64_t now_ms);
+/** Queues an EOF (PROTOCOL.md 9): this side sends no more DATA. A request/reply session sends
+ *  its EOF by itself in answer to the client's. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_session_send_eof(sl_session *session, int64_t now_ms);
+/** Stream mode: the driver's own end failed (a tunnel's target refused or reset, standard output
+ *  closed): the client gets CLOSE `why` and the log a [WARN] with it. `why` is the driver's text
+ *  (no message content). Returns SL_OK, SL_EINVAL. */
+SL_API int sl_session_fail(sl_session *session, const char *why, int64_t now_ms);
+/** 1 while the session is open, has not sent EOF and its output is not backed up. */
+SL_API int sl_session_can_send(const sl_session *session);
+/** 1 once the client's EOF has arrived. */
+SL_API int sl_session_peer_eof(const sl_session *session);
+
 /** The application could not answer: the client gets CLOSE "server error", the log a [WARN]
  *  with `why` (shown as message text is). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
 SL_API int sl_session_reply_failed(sl_session *session, const char *why, int64_t now_ms);
@@ -579,13 +626,49 @@ SL_API int sl_client_connect(sl_client **out, const sl_client_config *cfg);
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, size_t len);
 
-/** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG or CLOSE message (PINGs are
+/** Full duplex (pipe and tunnel clients): queues one message without writing it; write it with
+ *  sl_client_flush(), which writes what it can within `timeout_ms` (0: what fits now, then
+ *  SL_ETIMEDOUT if some is left). Wait for the socket (sl_client_fd(): POLLIN, and POLLOUT while
+ *  sl_client_pending() is not 0) and take what arrived with sl_client_recv(client, 0, ...) until
+ *  it says SL_ETIMEDOUT (that also drains what TLS has buffered). */
+SL_API int sl_client_queue(sl_client *client, int msg_type, const uint8_t *data, size_t len);
+SL_API int sl_client_flush(sl_client *client, int timeout_ms);
+SL_API size_t sl_client_pending(const sl_client *client);
+SL_API int sl_client_fd(const sl_client *client);
+
+/** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG, EOF or CLOSE message (PINGs are
  *  answered and skipped). `*data` stays valid until the next call on the client. Returns SL_OK,
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
 
 /** Sends CLOSE with `reason` (may be NULL), flushes and shuts the connection down. */
 SL_API int sl_client_close(sl_client *client, const char *reason);
+
+/* File transfer (docs/PROTOCOL.md 10). */
+typedef void (*sl_progress_fn)(void *ud, uint64_t done, uint64_t total);
+typedef struct sl_file_result {
+    uint64_t size;          /* bytes of the whole file */
+    uint64_t resumed_from;  /* bytes already there from an earlier attempt (verified, not sent again) */
+    uint8_t sha256[32];     /* SHA-256 of the whole file, the same on both sides */
+    int remote_code;        /* with SL_EFILE_REFUSED: the server's FILE_ERROR code */
+    char message[256];      /* what went wrong, in words (the server's reason for SL_EFILE_REFUSED) */
+} sl_file_result;
+
+/** Uploads the file at `path` as `name` (NULL: the path's last component), resuming a transfer
+ *  an earlier attempt left unfinished. `progress` (may be NULL) is called after every chunk.
+ *  Returns SL_OK, SL_EINVAL, SL_EIO (the local file), SL_EFILE_REFUSED (the server said no:
+ *  result->remote_code, message), SL_EFILE_HASH, SL_EBAD_FILE_MSG, or a session error. */
+SL_API int sl_client_send_file(sl_client *client, const char *path, const char *name, sl_progress_fn progress,
+                               void *ud, sl_file_result *result);
+/** Downloads `name` to `path` (NULL: `name` in the current directory) through a temporary file
+ *  next to it (resumed if an earlier attempt left one); replaces an existing file only if
+ *  `overwrite`. Returns as sl_client_send_file, and SL_EFILE_EXISTS. */
+SL_API int sl_client_get_file(sl_client *client, const char *name, const char *path, int overwrite,
+                              sl_progress_fn progress, void *ud, sl_file_result *result);
+/** 1 if `name` is a plain file name as PROTOCOL.md 10 defines it (what a server accepts). */
+SL_API int sl_file_name_valid(const char *name);
+/** The name of a FILE_ERROR code ("EXISTS", "BAD_NAME", ...; PROTOCOL.md 10). */
+SL_API const char *sl_file_code_name(int code);
 
 /** "host:port" of the server as connected. */
 SL_API const char *sl_client_peer(const sl_client *client);

@@ -1,0 +1,461 @@
+// pipe.hpp - streams over seclink (docs/PROTOCOL.md 9, README "Pipe mode" and "Tunnels"):
+//  --pipe: standard input goes to the peer as DATA, the peer's DATA to standard output as raw
+//          bytes, the end of input is an EOF message; the client sends CLOSE once both EOFs have
+//          passed. Logs go to standard error.
+//  --forward HOST:PORT (server) and --listen ADDR:PORT (client): a tunnel, the same with a TCP
+//          connection in place of standard input/output, one seclink session per connection; an
+//          EOF becomes a half-close (shutdown) and a failing target closes only its tunnel.
+// Memory is bounded: input is read only while less than kHighWater bytes wait to be written.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+
+namespace app::pipe {
+
+constexpr size_t kChunk = 256 * 1024;       // one DATA message per read of the input
+constexpr size_t kHighWater = 1024 * 1024;  // queued output before the input waits
+
+inline int64_t now_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
+// This side's end of the stream.
+struct Local {
+    int in = STDIN_FILENO;    // -1: nothing to send
+    int out = STDOUT_FILENO;  // -1: nowhere to write (nothing is expected)
+    bool socket = false;      // a TCP connection (a tunnel): the peer's EOF is a shutdown(SHUT_WR)
+};
+
+struct Counts {
+    uint64_t sent = 0, received = 0;
+};
+
+// The peer's stream ended: so does our output.
+inline void end_output(const Local &l) {
+    if (l.out < 0) return;
+    if (l.socket) ::shutdown(l.out, SHUT_WR);
+    else ::close(l.out);
+}
+
+// Writes all of `len` bytes to `fd` (waiting while it is full); false on an error (errno set).
+inline bool write_all(int fd, const uint8_t *p, size_t len) {
+    while (len > 0) {
+        ssize_t n = ::write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pollfd w{fd, POLLOUT, 0};
+            ::poll(&w, 1, -1);
+            continue;
+        }
+        if (n <= 0) return false;
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+// Reads up to buf.size() bytes of `fd`: >0 bytes, 0 at the end, -1 on an error, -2 nothing now.
+inline ssize_t read_some(int fd, std::vector<uint8_t> &buf) {
+    for (;;) {
+        ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return -2;
+        return n;
+    }
+}
+
+// "host:port" or "[v6]:port" -> host, port; false if it is not that.
+inline bool split_host_port(const std::string &s, std::string *host, unsigned long *port) {
+    const size_t colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+    *host = s.substr(0, colon);
+    if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+    char *end = nullptr;
+    *port = std::strtoul(s.c_str() + colon + 1, &end, 10);
+    return *end == '\0' && *port <= 65535;  // 0: any free port, where that makes sense
+}
+
+// A TCP connection to host:port within `timeout_ms` (blocking socket), or -1 with *why.
+inline int connect_tcp(const std::string &host, unsigned long port, int timeout_ms, std::string *why) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    const std::string service = std::to_string(port);
+    if (int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res); rc != 0 || res == nullptr) {
+        *why = "cannot resolve " + host + ": " + gai_strerror(rc);
+        return -1;
+    }
+    int fd = -1;
+    for (addrinfo *ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
+        fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) continue;
+        int err = ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
+        if (err == EINPROGRESS) {
+            pollfd p{fd, POLLOUT, 0};
+            socklen_t len = sizeof err;
+            err = ::poll(&p, 1, timeout_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 ? err : ETIMEDOUT;
+        }
+        if (err != 0) {
+            *why = std::strerror(err);
+            ::close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+// A listening socket on host:port (0: any free port); dies with a clear message if it cannot.
+inline int listen_on(const char *prog, const std::string &host, unsigned long port, unsigned *bound, int backlog) {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    const std::string service = std::to_string(port);
+    if (getaddrinfo(host.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr)
+        die(prog, kNetwork, "cannot listen on '" + host + "': not a local address");
+    int lfd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    int one = 1;
+    if (lfd >= 0) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (lfd < 0 || ::bind(lfd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(lfd, backlog) != 0) {
+        const int err = errno;
+        freeaddrinfo(res);
+        die(prog, kNetwork, "cannot listen on " + host_port(host, port) + ": " + std::strerror(err) +
+                                (err == EADDRINUSE ? " (choose another port)" : ""));
+    }
+    freeaddrinfo(res);
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    getsockname(lfd, reinterpret_cast<sockaddr *>(&ss), &sl);
+    *bound = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6 &>(ss).sin6_port
+                                            : reinterpret_cast<sockaddr_in &>(ss).sin_port);
+    return lfd;
+}
+
+// Accepts one connection; its peer as "host:port".
+inline int accept_one(int lfd, std::string *peer, bool nonblock) {
+    sockaddr_storage a{};
+    socklen_t al = sizeof a;
+    int fd;
+    do fd = ::accept4(lfd, reinterpret_cast<sockaddr *>(&a), &al, SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0));
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char h[NI_MAXHOST] = "?", sv[NI_MAXSERV] = "?";
+    getnameinfo(reinterpret_cast<sockaddr *>(&a), al, h, sizeof h, sv, sizeof sv, NI_NUMERICHOST | NI_NUMERICSERV);
+    *peer = host_port(h, std::strtoul(sv, nullptr, 10));
+    return fd;
+}
+
+// ------------------------------------------------------------------------------------ client
+
+// Carries the stream between `local` and a connected session until both ends have ended (then
+// the caller sends CLOSE). Returns kOk, or the exit code with *why.
+inline int client_stream(sl_client *c, const Local &local, size_t max_message, Counts *n, std::string *why,
+                         Logger *tty_log) {
+    std::vector<uint8_t> buf(std::max<size_t>(1, std::min(kChunk, max_message)));
+    bool in_open = local.in >= 0, peer_eof = false, eof_queued = local.in < 0;
+    if (eof_queued) sl_client_queue(c, SL_MSG_EOF, nullptr, 0);
+    for (;;) {
+        if (!in_open && peer_eof && sl_client_pending(c) == 0) return kOk;
+        pollfd fds[2] = {{sl_client_fd(c), static_cast<short>(POLLIN | (sl_client_pending(c) ? POLLOUT : 0)), 0},
+                         {local.in, POLLIN, 0}};
+        const nfds_t nf = in_open && sl_client_pending(c) < kHighWater ? 2 : 1;
+        if (::poll(fds, nf, -1) < 0 && errno != EINTR) return *why = std::string("poll: ") + std::strerror(errno), kInternal;
+        if (nf == 2 && fds[1].revents != 0) {
+            const ssize_t got = read_some(local.in, buf);
+            int rc = SL_OK;
+            if (got > 0) {
+                rc = sl_client_queue(c, SL_MSG_DATA, buf.data(), static_cast<size_t>(got));
+                n->sent += static_cast<uint64_t>(got);
+            } else if (got != -2) {  // the end of the input (or an error reading it: the same for the peer)
+                rc = sl_client_queue(c, SL_MSG_EOF, nullptr, 0);
+                in_open = false;
+                if (tty_log != nullptr) tty_log->line(SL_LOG_INFO, "[INFO] end of input: waiting for the server to finish");
+            }
+            if (rc != SL_OK) return *why = "sending failed: " + describe(rc), kSession;
+        }
+        int rc = sl_client_flush(c, 0);
+        if (rc != SL_OK && rc != SL_ETIMEDOUT) return *why = "sending failed: " + describe(rc), kSession;
+        for (;;) {  // everything that has arrived (and what TLS holds buffered)
+            int type = 0;
+            const uint8_t *data = nullptr;
+            size_t len = 0;
+            rc = sl_client_recv(c, 0, &type, &data, &len);
+            if (rc == SL_ETIMEDOUT) break;
+            if (rc == SL_EPEER_CLOSED) return *why = "the server closed the connection before the end of the stream", kSession;
+            if (rc != SL_OK) return *why = "session failed: " + describe(rc), kSession;
+            if (type == SL_MSG_CLOSE)
+                return *why = "the server closed the session: " +
+                              (len ? std::string(reinterpret_cast<const char *>(data), len) : "no reason given"),
+                       kSession;
+            if (type == SL_MSG_EOF) {
+                peer_eof = true;
+                end_output(local);
+            }
+            if (type != SL_MSG_DATA) continue;
+            if (local.out >= 0 && !write_all(local.out, data, len))
+                return *why = std::string(local.socket ? "cannot write to the local connection: " : "cannot write "
+                                          "standard output: ") + std::strerror(errno), kInternal;
+            n->received += len;
+        }
+    }
+}
+
+// --pipe of the client, on a connected session. Returns the exit code.
+inline int run_client(const char *prog, sl_client *c, Logger &log, size_t max_message) {
+    signal(SIGPIPE, SIG_IGN);  // a closed standard output is an error to report, not a silent death
+    Counts n;
+    std::string why;
+    const int code = client_stream(c, Local{STDIN_FILENO, STDOUT_FILENO, false}, max_message, &n, &why,
+                                   isatty(STDIN_FILENO) ? &log : nullptr);
+    if (code != kOk) {
+        sl_client_free(c);
+        die(prog, code, why);
+    }
+    sl_client_close(c, nullptr);
+    sl_client_free(c);
+    log.line(SL_LOG_INFO, "[INFO] Disconnected: sent " + count(n.sent, "byte") + ", received " + count(n.received, "byte"));
+    return kOk;
+}
+
+// --listen ADDR:PORT of the client: each local TCP connection gets its own seclink session.
+inline int run_tunnel_client(const char *prog, sl_client_config cfg, const uint8_t *psk, const std::string &listen,
+                             Logger &log) {
+    signal(SIGPIPE, SIG_IGN);
+    std::string host;
+    unsigned long port = 0;
+    if (!split_host_port(listen, &host, &port)) die(prog, kUsage, "--listen takes ADDR:PORT, e.g. 127.0.0.1:7000");
+    unsigned bound = 0;
+    const int lfd = listen_on(prog, host, port, &bound, 128);
+    const std::string where = host_port(cfg.host, cfg.port);
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + host_port(host, bound) + " (tunnel to " + where + ")", true);
+    for (;;) {
+        std::string peer;
+        const int fd = accept_one(lfd, &peer, false);
+        if (fd < 0) continue;
+        std::thread([=, &log] {
+            sl_client_config c = cfg;
+            c.psk = psk;
+            sl_client *cl = nullptr;
+            int rc = sl_client_connect(&cl, &c);
+            if (rc != SL_OK) {
+                log.line(SL_LOG_WARN, "[WARN] tunnel from " + peer + ": cannot connect to " + where + ": " + describe(rc));
+                ::close(fd);
+                return;
+            }
+            log.line(SL_LOG_INFO, "[INFO] tunnel from " + peer + " open");
+            Counts n;
+            std::string why;
+            const int code = client_stream(cl, Local{fd, fd, true}, c.max_message, &n, &why, nullptr);
+            if (code == kOk) sl_client_close(cl, nullptr);
+            sl_client_free(cl);
+            ::close(fd);
+            log.line(code == kOk ? SL_LOG_INFO : SL_LOG_WARN,
+                     std::string(code == kOk ? "[INFO] tunnel from " : "[WARN] tunnel from ") + peer +
+                         (code == kOk ? " closed" : " broken off: " + why) + " (sent " + count(n.sent, "byte") +
+                         ", received " + count(n.received, "byte") + ")");
+        }).detach();
+    }
+}
+
+// ------------------------------------------------------------------------------------ server
+
+// Serves one accepted connection `fd` as a stream session of `policy` (the session layer decides
+// everything about it: handshake, limits, deadlines, log lines; this only moves bytes). Once the
+// session is authenticated `open_local` gives this side's end (false: *why, the session is told).
+// Returns true if the client ended its stream (not a lost session).
+inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, size_t max_message,
+                         const std::function<bool(Local *, std::string *)> &open_local, Counts *n) {
+    sl_session *s = nullptr;
+    if (sl_session_new(&s, policy, peer.c_str(), now_ms()) != SL_OK) {
+        ::close(fd);
+        return false;
+    }
+    Local local{-1, -1, false};
+    bool opened = false, in_open = false, out_open = false, eof_sent = false;
+    std::vector<uint8_t> buf(std::max<size_t>(1, std::min(kChunk, max_message ? max_message : kChunk)));
+    std::vector<uint8_t> net(64 * 1024);
+    size_t net_pos = 0, net_len = 0;
+    for (;;) {
+        int64_t now = now_ms();
+        if (now >= sl_session_deadline(s)) sl_session_tick(s, now);
+        const int st = sl_session_status(s);
+        const uint8_t *out = nullptr;
+        size_t out_len = 0;
+        sl_session_pending(s, &out, &out_len);
+        if (st == SL_SESSION_CLOSED || (st == SL_SESSION_CLOSING && out_len == 0)) break;
+        // Authenticated (it may send, or a message came): our end is opened.
+        auto open = [&] {
+            opened = true;
+            std::string why;
+            if (!open_local(&local, &why)) return sl_session_fail(s, why.c_str(), now), false;
+            in_open = local.in >= 0;
+            out_open = local.out >= 0;
+            return true;
+        };
+        if (!opened && st == SL_SESSION_OPEN && sl_session_can_send(s) && !open()) continue;
+        if (sl_session_peer_eof(s) && out_open) {  // the client's stream ended: so does our output
+            end_output(local);
+            out_open = false;
+        }
+        if (opened && !in_open && !eof_sent && sl_session_can_send(s)) {
+            sl_session_send_eof(s, now);
+            eof_sent = true;
+        }
+        while (net_pos < net_len && sl_session_wants_read(s)) {  // bytes already read, while it takes them
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            if (sl_session_feed(s, net.data() + net_pos, net_len - net_pos, now, &used, &msg, &mlen) != SL_OK) break;
+            net_pos += used;
+            if (msg == nullptr) continue;
+            if (!opened && !open()) break;
+            if (!out_open || !write_all(local.out, msg, mlen)) {
+                const std::string why = std::string(local.socket ? "target: " : "standard output: ") +
+                                        (out_open ? std::strerror(errno) : "closed");
+                sl_session_fail(s, why.c_str(), now);
+                break;
+            }
+            n->received += mlen;
+            sl_session_reply(s, nullptr, 0, now);  // taken
+        }
+        if (net_pos == net_len) net_pos = net_len = 0;
+        if (sl_session_peer_eof(s) && out_open) {  // (it may have come just now)
+            end_output(local);
+            out_open = false;
+        }
+        sl_session_pending(s, &out, &out_len);
+        const bool reading = net_len == 0 && sl_session_wants_read(s);
+        const bool input = in_open && sl_session_can_send(s);
+        pollfd fds[2] = {{fd, static_cast<short>((reading ? POLLIN : 0) | (out_len ? POLLOUT : 0)), 0},
+                         {local.in, POLLIN, 0}};
+        const int64_t deadline = sl_session_deadline(s);
+        const int64_t wait = deadline == INT64_MAX ? 1000 : std::clamp<int64_t>(deadline - now, 0, 1000);
+        if (::poll(fds, input ? 2 : 1, static_cast<int>(wait)) < 0 && errno != EINTR) break;
+        now = now_ms();
+        if (input && fds[1].revents != 0) {
+            const ssize_t got = read_some(local.in, buf);
+            if (got > 0) {
+                sl_session_send(s, buf.data(), static_cast<size_t>(got), now);
+                n->sent += static_cast<uint64_t>(got);
+            } else if (got == -1 && local.socket) {
+                const std::string why = std::string("target: ") + std::strerror(errno);
+                sl_session_fail(s, why.c_str(), now);
+                in_open = false;
+            } else if (got != -2) {
+                in_open = false;  // the EOF goes out at the top of the loop
+            }
+        }
+        if ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) && reading) {
+            const ssize_t got = ::read(fd, net.data(), net.size());
+            if (got > 0) net_len = static_cast<size_t>(got);
+            else if (got == 0) sl_session_feed_eof(s, now);
+            else if (errno != EAGAIN && errno != EINTR) sl_session_io_error(s, SL_ESOCKET, 0, now);
+        }
+        sl_session_pending(s, &out, &out_len);
+        if (out_len > 0) {
+            const ssize_t w = ::send(fd, out, out_len, MSG_NOSIGNAL);
+            if (w > 0) sl_session_consume(s, static_cast<size_t>(w), now);
+            else if (w < 0 && errno != EAGAIN && errno != EINTR) sl_session_io_error(s, SL_ESOCKET, 1, now);
+        }
+    }
+    const bool ended = sl_session_peer_eof(s) != 0;  // the client ended its stream (not a lost session)
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
+    if (local.socket && local.in >= 0) ::close(local.in);
+    sl_session_close(s);  // the "disconnected" line
+    sl_session_free(s);
+    return ended;
+}
+
+// --pipe of the server: listens, serves exactly one session (like `nc -l`), exits.
+inline int run_server(const char *prog, sl_server_config cfg, const std::string &host, unsigned long port,
+                      Logger &log) {
+    signal(SIGPIPE, SIG_IGN);
+    unsigned bound = 0;
+    const int lfd = listen_on(prog, host, port, &bound, 1);
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + host_port(host, bound) + " (pipe mode: one session)", true);
+    std::string peer;
+    const int fd = accept_one(lfd, &peer, true);
+    ::close(lfd);  // one session: nobody else may connect
+    if (fd < 0) die(prog, kNetwork, std::string("accept failed: ") + std::strerror(errno));
+    cfg.stream = 1;
+    sl_policy *policy = nullptr;
+    if (int rc = sl_policy_new(&policy, &cfg); rc != SL_OK) die(prog, kInternal, "cannot set up the session: " + describe(rc));
+    Counts n;
+    // A terminal is not a stream to send: the server then only receives (`./server --pipe > f`).
+    const bool ended = serve_stream(fd, peer, policy, cfg.max_message, [](Local *l, std::string *) {
+        *l = Local{isatty(STDIN_FILENO) ? -1 : STDIN_FILENO, STDOUT_FILENO, false};
+        return true;
+    }, &n);
+    sl_policy_free(policy);
+    log.line(SL_LOG_INFO, "[INFO] Pipe done: received " + count(n.received, "byte") + ", sent " + count(n.sent, "byte"));
+    return ended ? kOk : kSession;
+}
+
+// --forward HOST:PORT of the server: every session is carried to its own TCP connection to the
+// target, until the server is stopped (SIGINT/SIGTERM end it).
+inline int run_forward_server(const char *prog, sl_server_config cfg, const std::string &host, unsigned long port,
+                              const std::string &target, Logger &log) {
+    signal(SIGPIPE, SIG_IGN);
+    std::string thost;
+    unsigned long tport = 0;
+    if (!split_host_port(target, &thost, &tport) || tport == 0)
+        die(prog, kUsage, "--forward takes HOST:PORT, e.g. 127.0.0.1:6379");
+    cfg.stream = 1;
+    sl_policy *policy = nullptr;
+    if (int rc = sl_policy_new(&policy, &cfg); rc != SL_OK) die(prog, kInternal, "cannot set up: " + describe(rc));
+    unsigned bound = 0;
+    const int lfd = listen_on(prog, host, port, &bound, 128);
+    log.line(SL_LOG_INFO, "[INFO] Listening on " + host_port(host, bound) + " (forwarding to " + host_port(thost, tport) +
+                              ")", true);
+    const size_t max_message = cfg.max_message;
+    for (;;) {
+        std::string peer;
+        const int fd = accept_one(lfd, &peer, true);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) sl_policy_out_of_fds(policy);
+            continue;
+        }
+        std::thread([=] {
+            Counts n;
+            serve_stream(fd, peer, policy, max_message, [&](Local *l, std::string *why) {
+                const int t = connect_tcp(thost, tport, 10000, why);
+                if (t < 0) {
+                    *why = "cannot reach the tunnel's target " + host_port(thost, tport) + ": " + *why;
+                    return false;
+                }
+                *l = Local{t, t, true};
+                return true;
+            }, &n);
+        }).detach();
+    }
+}
+
+}  // namespace app::pipe
