@@ -122,7 +122,7 @@ TEST(SessionTest, AuthenticatedAndLoggedOnlyOnceTheKeyIsConfirmed) {
     ASSERT_EQ(r.msgs.size(), 1u);
     EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "ACK: received 2 bytes");
     EXPECT_TRUE(srv.logs.has("[RECV] 10.0.0.1:4000 #1 hi (2 bytes)"));
-    EXPECT_TRUE(srv.logs.has("[SEND] 10.0.0.1:4000 #1 ACK: received 2 bytes (21 bytes)"));
+    EXPECT_TRUE(srv.logs.has("[SEND] 10.0.0.1:4000 #1 ACK: received 2 bytes (a reply of 21 bytes)"));
     s.feed(cl.frame(SL_MSG_CLOSE, "bye"), 4);
     EXPECT_EQ(s.status(), SL_SESSION_CLOSING);
     sl_session_close(s.s);
@@ -387,7 +387,7 @@ TEST(SessionTest, RedactedLogsShowSizesAndCountersButNoContent) {
     s.feed(cl.frame(SL_MSG_CLOSE, "secret reason"), 2);
     sl_session_close(s.s);
     EXPECT_TRUE(srv.logs.has("[RECV] 10.0.10.1:1 #1 <redacted> (10 bytes)"));
-    EXPECT_TRUE(srv.logs.has("[SEND] 10.0.10.1:1 #1 <redacted> (22 bytes)"));
+    EXPECT_TRUE(srv.logs.has("[SEND] 10.0.10.1:1 #1 <redacted> (a reply of 22 bytes)"));
     EXPECT_FALSE(srv.logs.has("secret"));
 }
 
