@@ -236,7 +236,8 @@ public:
            unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
-           unsigned frame_timeout_ms, size_t max_memory, bool redact)
+           unsigned frame_timeout_ms, size_t max_memory, bool redact, bool chat, unsigned chat_rooms,
+           unsigned chat_members, unsigned chat_rate, unsigned chat_queue)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         auto k = key_from(psk);
@@ -258,6 +259,11 @@ public:
         cfg.frame_timeout_ms = frame_timeout_ms;
         cfg.max_memory = max_memory;
         cfg.redact = redact;
+        cfg.chat = chat;
+        cfg.chat_rooms = chat_rooms;
+        cfg.chat_members = chat_members;
+        cfg.chat_rate = chat_rate;
+        cfg.chat_queue = chat_queue;
         if (!log_.is_none()) {
             cfg.log = &Server::on_log;
             cfg.log_ud = this;
@@ -623,13 +629,14 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool>(),
+                      size_t, bool, bool, unsigned, unsigned, unsigned, unsigned>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false)
+             py::arg("redact") = false, py::arg("chat") = false, py::arg("chat_rooms") = 0u,
+             py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u)
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)

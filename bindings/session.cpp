@@ -17,7 +17,8 @@ public:
     Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
-           py::object log)
+           py::object log, bool chat, unsigned chat_rooms, unsigned chat_members, unsigned chat_rate,
+           unsigned chat_queue)
         : log_(std::move(log)) {
         py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
         const size_t n = static_cast<size_t>(key.size * key.itemsize);
@@ -39,6 +40,11 @@ public:
         cfg.redact = redact;
         cfg.tls = tls;
         cfg.log_level = log_level;
+        cfg.chat = chat;
+        cfg.chat_rooms = chat_rooms;
+        cfg.chat_members = chat_members;
+        cfg.chat_rate = chat_rate;
+        cfg.chat_queue = chat_queue;
         if (!log_.is_none()) {
             cfg.log = &Policy::on_log;
             cfg.log_ud = this;
@@ -129,10 +135,25 @@ public:
     void shutdown(int64_t now) { sl_session_shutdown(s_, now); }
     void close() { sl_session_close(s_); }
     std::string peer() const { return sl_session_peer(s_); }
+    // Chat: `fn()` is called (on the event loop's thread, inside another session's call, GIL
+    // held) when other sessions queued lines for this one; it must only schedule a pump().
+    void set_wake(py::object fn) {
+        wake_ = std::move(fn);
+        sl_session_set_wake(s_, wake_.is_none() ? nullptr : &Session::on_wake, this);
+    }
+    void pump(int64_t now) { sl_session_pump(s_, now); }
 
 private:
+    static void on_wake(void *ud) {
+        try {
+            static_cast<Session *>(ud)->wake_();
+        } catch (py::error_already_set &e) {
+            e.discard_as_unraisable("seclink session wake callback");
+        }
+    }
     py::object policy_;  // keeps the policy alive as long as its sessions
     sl_session *s_ = nullptr;
+    py::object wake_;
 };
 
 }  // namespace
@@ -150,15 +171,22 @@ void bind_session(py::module_ &m) {
     m.attr("DEFAULT_IDLE_TIMEOUT_MS") = SL_DEFAULT_IDLE_TIMEOUT_MS;
     m.attr("DEFAULT_FRAME_TIMEOUT_MS") = SL_DEFAULT_FRAME_TIMEOUT_MS;
     m.attr("DEFAULT_MAX_MEMORY") = static_cast<size_t>(SL_DEFAULT_MAX_MEMORY);
+    m.attr("DEFAULT_KEEPALIVE_MS") = SL_DEFAULT_KEEPALIVE_MS;
+    m.attr("DEFAULT_CHAT_ROOMS") = SL_DEFAULT_CHAT_ROOMS;
+    m.attr("DEFAULT_CHAT_MEMBERS") = SL_DEFAULT_CHAT_MEMBERS;
+    m.attr("DEFAULT_CHAT_RATE") = SL_DEFAULT_CHAT_RATE;
+    m.attr("DEFAULT_CHAT_QUEUE") = SL_DEFAULT_CHAT_QUEUE;
 
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
-                      size_t, bool, bool, bool, bool, int, py::object>(),
+                      size_t, bool, bool, bool, bool, int, py::object, bool, unsigned, unsigned, unsigned,
+                      unsigned>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
-             py::arg("log"))
+             py::arg("log"), py::arg("chat") = false, py::arg("chat_rooms") = 0u, py::arg("chat_members") = 0u,
+             py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u)
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
@@ -180,5 +208,7 @@ void bind_session(py::module_ &m) {
         .def("tls_failed", &Session::tls_failed, py::arg("detail"), py::arg("now"))
         .def("shutdown", &Session::shutdown, py::arg("now"))
         .def("close", &Session::close)
+        .def("set_wake", &Session::set_wake, py::arg("fn"))
+        .def("pump", &Session::pump, py::arg("now"))
         .def_property_readonly("peer", &Session::peer);
 }

@@ -55,6 +55,14 @@ int main(int argc, char **argv) {
     cfg.max_memory = args.number("max-memory", SL_DEFAULT_MAX_MEMORY >> 20, 1, 1u << 20) << 20;
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
     cfg.echo = args.has("echo");
+    cfg.chat = args.has("chat");
+    cfg.chat_rooms = static_cast<unsigned>(args.number("chat-rooms", SL_DEFAULT_CHAT_ROOMS, 1, 1000000));
+    cfg.chat_members = static_cast<unsigned>(args.number("chat-members", SL_DEFAULT_CHAT_MEMBERS, 1, 1000000));
+    cfg.chat_rate = static_cast<unsigned>(args.number("chat-rate", SL_DEFAULT_CHAT_RATE, 1, 1000000));
+    cfg.chat_queue = static_cast<unsigned>(args.number("chat-queue", SL_DEFAULT_CHAT_QUEUE, 1, 1000000));
+    if (!cfg.chat && (args.has("chat-rooms") || args.has("chat-members") || args.has("chat-rate") || args.has("chat-queue")))
+        app::die(kProg, app::kUsage, "--chat-rooms, --chat-members, --chat-rate and --chat-queue need --chat");
+    if (cfg.chat && args.has("echo")) app::die(kProg, app::kUsage, "--echo does not apply to --chat (lines are relayed)");
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
     cfg.redact = args.has("redact");
     if (cfg.redact && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
