@@ -219,6 +219,7 @@ class _Conn:
     task: asyncio.Task[Any]
     wake: asyncio.Event        # set when a tick changed what the session wants
     io_wait: bool = False      # blocked reading or writing (a deadline may cancel that)
+    reading: bool = False      # blocked reading (chat lines for it may cancel that)
     interrupted: bool = False  # this driver cancelled the task for a deadline or a shutdown
     timer: asyncio.TimerHandle | None = None
 
@@ -236,7 +237,8 @@ class AioServer:
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
-                 frame_timeout: float | None = None, max_memory: int = 0) -> None:
+                 frame_timeout: float | None = None, max_memory: int = 0, chat: bool = False, chat_rooms: int = 0,
+                 chat_members: int = 0, chat_rate: int = 0, chat_queue: int = 0) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -260,7 +262,8 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log)
+            log_level=log_level, log=log, chat=chat, chat_rooms=chat_rooms, chat_members=chat_members,
+            chat_rate=chat_rate, chat_queue=chat_queue)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -334,6 +337,14 @@ class AioServer:
             c.interrupted = True
             c.task.cancel()
 
+    def _deliver(self, c: _Conn) -> None:
+        """The session layer's wake-up (chat): other sessions queued lines for c. Called inside
+        their calls into the session layer: only schedules; _drive pumps them out."""
+        c.wake.set()
+        if c.reading and not c.interrupted:
+            c.interrupted = True
+            c.task.cancel()
+
     def _arm(self, c: _Conn) -> None:
         """One timer per session, at its deadline; it ticks the session there."""
         deadline = c.session.deadline()
@@ -362,6 +373,7 @@ class AioServer:
         assert task is not None
         c = _Conn(stream, _seclink.Session(self._policy, stream.peer, self._now()), task, asyncio.Event())
         self._conns[task] = c
+        c.session.set_wake(lambda: self._deliver(c))
         try:
             if self._closing:
                 c.session.shutdown(self._now())
@@ -378,6 +390,7 @@ class AioServer:
         tls_pending = self._tls_ctx is not None
         while True:
             self._arm(c)
+            s.pump(self._now())  # chat lines other sessions queued for this one
             status = s.status()
             if status == _seclink.SESSION_CLOSED:
                 stream.abort()
@@ -397,7 +410,11 @@ class AioServer:
                 tls_pending = False
                 await self._io(c, self._accept_tls(c))
                 continue
-            data = await self._io(c, self._read(c))
+            c.reading = True
+            try:
+                data = await self._io(c, self._read(c))
+            finally:
+                c.reading = False
             if data:
                 await self._feed(c, data)
 
@@ -499,7 +516,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, chat: bool = False,
+                chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
+                chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -513,7 +532,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
     it; ``tls=True`` serves TLS 1.3 only, with ``tls_cert``/``tls_key`` or the self-signed
     certificate of the config directory; ``redact=True`` logs sizes, never content; admission
     (``max_handshakes``, ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout``
-    and the memory budget ``max_memory`` (bytes) are the core session layer's. Serve with
+    and the memory budget ``max_memory`` (bytes) are the core session layer's, as are the chat
+    rooms of ``chat=True`` and their limits (``chat_rooms``, ...). Serve with
     :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
     """
     if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
@@ -528,7 +548,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
-                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
+                           chat=chat, chat_rooms=chat_rooms, chat_members=chat_members, chat_rate=chat_rate,
+                           chat_queue=chat_queue)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()

@@ -360,10 +360,18 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
                 max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
-                echo=args.has("echo"), redact=args.has("redact"),
+                echo=args.has("echo"), redact=args.has("redact"), chat=args.has("chat"),
+                chat_rooms=args.number("chat-rooms", S.DEFAULT_CHAT_ROOMS, 1, 1000000),
+                chat_members=args.number("chat-members", S.DEFAULT_CHAT_MEMBERS, 1, 1000000),
+                chat_rate=args.number("chat-rate", S.DEFAULT_CHAT_RATE, 1, 1000000),
+                chat_queue=args.number("chat-queue", S.DEFAULT_CHAT_QUEUE, 1, 1000000),
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
+    if not args.has("chat") and any(args.has(f) for f in ("chat-rooms", "chat-members", "chat-rate", "chat-queue")):
+        raise Exit(USAGE, "--chat-rooms, --chat-members, --chat-rate and --chat-queue need --chat")
+    if args.has("chat") and args.has("echo"):
+        raise Exit(USAGE, "--echo does not apply to --chat (lines are relayed)")
 
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
     opts["log"] = log.callback
