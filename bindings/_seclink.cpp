@@ -527,6 +527,13 @@ PYBIND11_MODULE(_seclink, m) {
     m.def("version", &sl_version);
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
+    m.def(
+        "chat_text_ok",
+        [](const py::bytes &data) {
+            std::string d = data;
+            return sl_chat_text_ok(reinterpret_cast<const uint8_t *>(d.data()), d.size()) != 0;
+        },
+        py::arg("data"));
     m.def("err_category", &sl_err_category, py::arg("code"));
     m.def("last_os_error", &sl_last_os_error);
     // Every sl_err by name, read from the core's table: seclink.errors makes the Err IntEnum of it.

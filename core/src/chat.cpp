@@ -35,9 +35,15 @@ bool Chat::valid_name(const std::string &s) noexcept {
     });
 }
 
-// Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF), none forbidden.
 bool Chat::valid_text(const uint8_t *d, size_t len) noexcept {
-    if (len == 0 || len > SL_CHAT_MAX_TEXT) return false;
+    return len > 0 && len <= SL_CHAT_MAX_TEXT && sl_chat_text_ok(d, len);
+}
+
+}  // namespace seclink::detail
+
+extern "C" int sl_chat_text_ok(const uint8_t *d, size_t len) {
+    using seclink::detail::forbidden;
+    if (d == nullptr && len != 0) return 0;
     for (size_t i = 0; i < len;) {
         const uint8_t b = d[i];
         uint32_t cp;
@@ -46,19 +52,21 @@ bool Chat::valid_text(const uint8_t *d, size_t len) noexcept {
         else if (b >= 0xC2 && b <= 0xDF) { cp = b & 0x1F; n = 2; }
         else if (b >= 0xE0 && b <= 0xEF) { cp = b & 0x0F; n = 3; }
         else if (b >= 0xF0 && b <= 0xF4) { cp = b & 0x07; n = 4; }
-        else return false;
-        if (i + n > len) return false;
+        else return 0;
+        if (i + n > len) return 0;
         for (size_t k = 1; k < n; ++k) {
-            if ((d[i + k] & 0xC0) != 0x80) return false;
+            if ((d[i + k] & 0xC0) != 0x80) return 0;
             cp = (cp << 6) | (d[i + k] & 0x3F);
         }
         if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        if (forbidden(cp)) return false;
+            return 0;
+        if (forbidden(cp)) return 0;
         i += n;
     }
-    return true;
+    return 1;
 }
+
+namespace seclink::detail {
 
 void Chat::push(ChatMember &to, const Line &line, const ChatMember *from) {
     if (to.overflowed > 0) {  // already dropped: its driver closes it

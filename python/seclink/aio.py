@@ -606,6 +606,11 @@ class AioClient:
         await self._transmit(lambda: self._conn.send_ping(data))
         return await self._within(self._next_message(want_pong=True), timeout, "recv")
 
+    async def keepalive(self) -> None:
+        """Sends an empty PING without waiting for its PONG (recv skips it): keeps an idle
+        session open. May overlap with a recv."""
+        await self._transmit(lambda: self._conn.send_ping(b""))
+
     async def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason) and closes the connection. Idempotent."""
         if self._shut:

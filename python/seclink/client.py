@@ -113,6 +113,11 @@ class Client:
                     return content
                 self._pending.append(content)
 
+    def keepalive(self) -> None:
+        """Sends an empty PING without waiting for its PONG (recv skips it): keeps an idle
+        session open. May be called while another thread waits in recv."""
+        self._c.send(PING, b"")
+
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""
         with self._closing:

@@ -580,6 +580,11 @@ SL_API void sl_session_set_wake(sl_session *session, sl_wake_fn wake, void *ud);
  *  overflowed is closed here (CLOSE "CHAT_SLOW: ..."). */
 SL_API void sl_session_pump(sl_session *session, int64_t now_ms);
 
+/** 1 if `data` is text a chat line may hold (PROTOCOL.md "Chat rooms"): strict UTF-8 without
+ *  control characters (C0, DEL, C1), line or paragraph separators, or bidirectional controls;
+ *  any length. Clients use it to decide whether a line from a server is safe to print as is. */
+SL_API int sl_chat_text_ok(const uint8_t *data, size_t len);
+
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
 /* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
  * server that goes away shows as SL_EPEER_CLOSED. */
