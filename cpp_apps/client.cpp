@@ -240,8 +240,8 @@ void Session::interactive(int keepalive_ms) {
     sa.sa_handler = on_sigint;  // no SA_RESTART: poll() returns EINTR
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
-    Input in(isatty(STDIN_FILENO) != 0);
-    if (in.tty())
+    Input in(isatty(STDIN_FILENO) != 0 && isatty(STDOUT_FILENO) != 0);  // the line is redrawn on stdout
+    if (isatty(STDIN_FILENO))
         in.above([&] {
             log_.line(SL_LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C to leave.");
         });

@@ -219,7 +219,6 @@ class _Conn:
     task: asyncio.Task[Any]
     wake: asyncio.Event        # set when a tick changed what the session wants
     io_wait: bool = False      # blocked reading or writing (a deadline may cancel that)
-    reading: bool = False      # blocked reading (chat lines for it may cancel that)
     interrupted: bool = False  # this driver cancelled the task for a deadline or a shutdown
     timer: asyncio.TimerHandle | None = None
 
@@ -339,9 +338,10 @@ class AioServer:
 
     def _deliver(self, c: _Conn) -> None:
         """The session layer's wake-up (chat): other sessions queued lines for c. Called inside
-        their calls into the session layer: only schedules; _drive pumps them out."""
+        their calls into the session layer: only schedules; _drive pumps them out (and closes a
+        member too slow to take them)."""
         c.wake.set()
-        if c.reading and not c.interrupted:
+        if c.io_wait and not c.interrupted:  # a read, or a write stuck on a member that does not read
             c.interrupted = True
             c.task.cancel()
 
@@ -410,11 +410,7 @@ class AioServer:
                 tls_pending = False
                 await self._io(c, self._accept_tls(c))
                 continue
-            c.reading = True
-            try:
-                data = await self._io(c, self._read(c))
-            finally:
-                c.reading = False
+            data = await self._io(c, self._read(c))
             if data:
                 await self._feed(c, data)
 

@@ -773,8 +773,8 @@ def _receive_all(client, events: queue.Queue, wake: int) -> None:
 def _interactive(session: Session, log: Logger, keepalive: int) -> None:
     """Waits for typed lines and for the server at once: what arrives is shown at once (a chat
     server's lines, a CLOSE, a lost server), and an idle session sends a PING every `keepalive` s."""
-    inp = _Input(sys.stdin.isatty())
-    if inp.tty:
+    inp = _Input(sys.stdin.isatty() and sys.stdout.isatty())  # the line is redrawn on stdout
+    if sys.stdin.isatty():
         inp.above(lambda: log.line(LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C "
                                              "to leave."))
     events: queue.Queue = queue.Queue()
