@@ -356,7 +356,10 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
             p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + chat_->name + "@" +
                                    (chat_->room.empty() ? "-" : chat_->room) + " " + shown(ev.data, ev.len) + " (" +
                                    bytes(ev.len) + ")");
-        if (!p_.chat->line(*chat_, ev.data, ev.len, now)) finish(SL_LOG_INFO, "client left the chat (/quit)", "bye", now);
+        if (!p_.chat->line(*chat_, ev.data, ev.len, now)) {
+            pump(now);  // what it was sent before it left, then CLOSE "bye"
+            finish(SL_LOG_INFO, "client left the chat (/quit)", "bye", now);
+        }
         return;
     }
     if (msg_log)
