@@ -300,6 +300,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         if (confirming && ev.msg_type == SL_MSG_PING && ev.len == 0) continue;
         on_message(ev, now, msg, msg_len);
         if (*msg != nullptr) break;  // the driver answers before feeding more
+        if (chat_) pump(now);  // its own lines out at once: one long read must not fill its queue
     }
     *consumed = off;
     if (status_ == SL_SESSION_OPEN) {
