@@ -240,8 +240,9 @@ void Session::interactive(int keepalive_ms) {
     sa.sa_handler = on_sigint;  // no SA_RESTART: poll() returns EINTR
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
-    Input in(isatty(STDIN_FILENO) != 0 && isatty(STDOUT_FILENO) != 0);  // the line is redrawn on stdout
-    if (isatty(STDIN_FILENO))
+    const bool stdin_tty = isatty(STDIN_FILENO) != 0;
+    Input in(stdin_tty && isatty(STDOUT_FILENO) != 0);  // the line is redrawn on stdout
+    if (stdin_tty)
         in.above([&] {
             log_.line(SL_LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C to leave.");
         });
@@ -321,7 +322,7 @@ void Session::interactive(int keepalive_ms) {
             input_open = in.read(lines);
             bool leave = false;
             for (const std::string &line : lines) {
-                if (in.tty() && line.size() >= app::kTerminalLine)
+                if (stdin_tty && line.size() >= app::kTerminalLine)
                     in.above([&] {
                         log_.line(SL_LOG_WARN, "[WARN] the line is " + app::count(line.size(), "byte") +
                                                    ", the most a terminal passes on: anything longer was cut (send "

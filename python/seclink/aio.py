@@ -383,6 +383,7 @@ class AioServer:
                 c.timer.cancel()
             del self._conns[task]
             c.session.close()  # the "disconnected" line; slots and budget given back
+            c.session.set_wake(None)  # the callback refers to c: no cycle left through the extension
 
     async def _drive(self, c: _Conn) -> None:
         """Moves bytes and time for one session until it says to close."""

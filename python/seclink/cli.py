@@ -773,8 +773,9 @@ def _receive_all(client, events: queue.Queue, wake: int) -> None:
 def _interactive(session: Session, log: Logger, keepalive: int) -> None:
     """Waits for typed lines and for the server at once: what arrives is shown at once (a chat
     server's lines, a CLOSE, a lost server), and an idle session sends a PING every `keepalive` s."""
-    inp = _Input(sys.stdin.isatty() and sys.stdout.isatty())  # the line is redrawn on stdout
-    if sys.stdin.isatty():
+    stdin_tty = sys.stdin.isatty()
+    inp = _Input(stdin_tty and sys.stdout.isatty())  # the line is redrawn on stdout
+    if stdin_tty:
         inp.above(lambda: log.line(LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C "
                                              "to leave."))
     events: queue.Queue = queue.Queue()
@@ -806,7 +807,7 @@ def _interactive(session: Session, log: Logger, keepalive: int) -> None:
             inp.above(lambda: log.line(LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several "
                                                  "lines, use --message-file)"))
             return True
-        if inp.tty and len(line) >= TERMINAL_LINE:
+        if stdin_tty and len(line) >= TERMINAL_LINE:
             inp.above(lambda: log.line(LOG_WARN, f"[WARN] the line is {count(len(line), 'byte')}, the most a terminal "
                                                  "passes on: anything longer was cut (send long text with --message-file)"))
         inp.above(lambda: session.send(line, logged=not chat))
