@@ -14,6 +14,7 @@ debs=(
   clang libclang-rt-dev                        # libFuzzer and its sanitizer runtimes
   python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
   chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
+  nats-server libnats-dev                      # chat rooms across servers (--cluster): the bus and its C client
 )
 missing=()
 for p in "${debs[@]}"; do

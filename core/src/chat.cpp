@@ -93,11 +93,28 @@ void Chat::fail(ChatMember &to, int err, const std::string &detail) {
     tell(to, std::string("! ") + sl_errname(err) + ": " + detail);
 }
 
+Chat::Chat(Policy &p, const std::string &cluster_url) : p_(p) {
+    if (!cluster_url.empty()) cluster_ = Cluster::open(*this, p, cluster_url, &error_);
+}
+
+Chat::~Chat() { cluster_.reset(); }  // no callback from the bus after this
+
 void Chat::broadcast(const std::string &room, const std::string &text, const ChatMember *from) {
+    local(room, std::make_shared<const std::string>(text), from);
+    if (cluster_) cluster_->publish(room, text);
+}
+
+void Chat::local(const std::string &room, const Line &line, const ChatMember *from) {
     auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
-    const Line line = std::make_shared<const std::string>(text);
     for (auto &[key, m] : it->second.members) push(*m, line, from);
+}
+
+void Chat::remote(const std::string &room, const std::string &line) {
+    if (!valid_name(room) || !sl_chat_text_ok(reinterpret_cast<const uint8_t *>(line.data()), line.size())) return;
+    const Line l = std::make_shared<const std::string>(line);
+    std::lock_guard<std::mutex> lock(mu_);
+    local(room, l, nullptr);
 }
 
 bool Chat::join(ChatMember &m, const std::string &room) {
@@ -128,7 +145,8 @@ void Chat::part(ChatMember &m, const char *why) {
     if (it != rooms_.end()) {
         it->second.members.erase(m.key);
         if (it->second.members.empty()) rooms_.erase(it);
-        else broadcast(m.room, "* " + m.name + " left " + m.room + (why != nullptr ? std::string(" (") + why + ")" : ""), &m);
+        // (to the rest of the room here, and on other servers)
+        broadcast(m.room, "* " + m.name + " left " + m.room + (why != nullptr ? std::string(" (") + why + ")" : ""), &m);
     }
     m.room.clear();
 }

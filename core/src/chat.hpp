@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 
+#include "cluster.hpp"
 #include "seclink/seclink.h"
 
 namespace seclink::detail {
@@ -39,7 +40,12 @@ struct ChatMember {
 
 class Chat {
 public:
-    explicit Chat(Policy &p) : p_(p) {}
+    // With a cluster URL the rooms are shared with other servers through NATS (cluster.hpp);
+    // if it cannot be used, ok() is false and error() says why.
+    Chat(Policy &p, const std::string &cluster_url);
+    ~Chat();
+    bool ok() const noexcept { return error_ == SL_OK; }
+    int error() const noexcept { return error_; }
 
     // The session is authenticated: it gets a guest name and joins "lobby".
     void enter(ChatMember &m, int64_t now);
@@ -47,6 +53,8 @@ public:
     void leave(ChatMember &m) noexcept;
     // One DATA message from the member. Returns false if it asked to /quit.
     bool line(ChatMember &m, const uint8_t *data, size_t len, int64_t now);
+    // A line said in `room` on another server (any thread): to this server's members of it.
+    void remote(const std::string &room, const std::string &line);
     // Takes lines queued for `m`, about `room` bytes of them (at least one if room > 0), and
     // gives back their budget charge; *overflowed > 0: it was too slow (that many lines lost).
     void take(ChatMember &m, size_t room, std::deque<Line> *out, size_t *overflowed);
@@ -63,7 +71,9 @@ private:
     void push(ChatMember &to, const Line &line, const ChatMember *from);
     void tell(ChatMember &to, const std::string &text) { push(to, std::make_shared<const std::string>(text), &to); }
     void fail(ChatMember &to, int err, const std::string &detail);
+    // To every member of `room` here, and to the other servers' members of it.
     void broadcast(const std::string &room, const std::string &text, const ChatMember *from);
+    void local(const std::string &room, const Line &line, const ChatMember *from);
     bool join(ChatMember &m, const std::string &room);  // leaves the current room first
     void part(ChatMember &m, const char *why);          // leaves the current room, if any
     bool command(ChatMember &m, const std::string &cmd, const std::string &arg);
@@ -73,6 +83,8 @@ private:
     std::map<std::string, Room> rooms_;
     std::map<std::string, ChatMember *> names_;  // by key
     uint64_t guests_ = 0;
+    int error_ = SL_OK;
+    std::unique_ptr<Cluster> cluster_;  // last: it goes first, before what its callbacks use
 };
 
 }  // namespace seclink::detail

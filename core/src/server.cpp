@@ -493,6 +493,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
+        if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
         if (cfg->tls) {

@@ -67,10 +67,12 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
     if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
+    const std::string cluster = c.chat_cluster != nullptr ? c.chat_cluster : "";
+    cfg.chat_cluster = nullptr;
     if (cfg.chat) {
         cfg.handler = nullptr;  // chat lines are relayed, not answered
         cfg.echo = 0;
-        chat = std::make_unique<Chat>(*this);
+        chat = std::make_unique<Chat>(*this, cluster);
     }
 }
 
@@ -633,8 +635,10 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
-    return seclink::detail::guard([&] {
-        *out = new sl_policy(*cfg);
+    return seclink::detail::guard([&]() -> int {
+        auto p = std::make_unique<sl_policy>(*cfg);
+        if (p->impl.chat && !p->impl.chat->ok()) return p->impl.chat->error();  // the cluster URL
+        *out = p.release();
         return SL_OK;
     });
 }

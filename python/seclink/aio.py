@@ -237,7 +237,8 @@ class AioServer:
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
                  frame_timeout: float | None = None, max_memory: int = 0, chat: bool = False, chat_rooms: int = 0,
-                 chat_members: int = 0, chat_rate: int = 0, chat_queue: int = 0) -> None:
+                 chat_members: int = 0, chat_rate: int = 0, chat_queue: int = 0,
+                 chat_cluster: str | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -262,7 +263,15 @@ class AioServer:
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
             log_level=log_level, log=log, chat=chat, chat_rooms=chat_rooms, chat_members=chat_members,
-            chat_rate=chat_rate, chat_queue=chat_queue)
+            chat_rate=chat_rate, chat_queue=chat_queue, chat_cluster=chat_cluster or "")
+        self._log = log
+        self._by_id: dict[int, _Conn] = {}
+        self._notify_r = -1
+        if chat_cluster:  # the cluster link calls from its own thread: queued by the extension, a byte here
+            self._notify_r, notify_w = os.pipe()
+            os.set_blocking(self._notify_r, False)
+            self._policy.set_notify_fd(notify_w)
+            os.close(notify_w)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -289,6 +298,10 @@ class AioServer:
             await asyncio.wait(list(self._conns))
         if self._server is not None:
             await self._server.wait_closed()
+        if self._notify_r >= 0:
+            asyncio.get_running_loop().remove_reader(self._notify_r)
+            os.close(self._notify_r)
+            self._notify_r = -1
         self._closed.set()
 
     async def serve_forever(self) -> None:
@@ -319,6 +332,8 @@ class AioServer:
                 sock.bind(addr)
                 self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=_BACKLOG)
                 self.port = sock.getsockname()[1]
+                if self._notify_r >= 0:
+                    asyncio.get_running_loop().add_reader(self._notify_r, self._notified)
                 return
             except OSError as exc:
                 sock.close()
@@ -335,6 +350,21 @@ class AioServer:
         if c.io_wait and c.session.status() != _seclink.SESSION_OPEN and not c.interrupted:
             c.interrupted = True
             c.task.cancel()
+
+    def _notified(self) -> None:
+        """What the chat cluster link's thread queued: its log lines, and sessions to wake."""
+        try:
+            os.read(self._notify_r, 4096)
+        except BlockingIOError:
+            pass
+        logs, woken = self._policy.take_pending()
+        for level, line in logs:
+            if self._log is not None:
+                self._log(level, line)
+        for sid in woken:
+            c = self._by_id.get(sid)
+            if c is not None:
+                self._deliver(c)
 
     def _deliver(self, c: _Conn) -> None:
         """The session layer's wake-up (chat): other sessions queued lines for c. Called inside
@@ -373,6 +403,7 @@ class AioServer:
         assert task is not None
         c = _Conn(stream, _seclink.Session(self._policy, stream.peer, self._now()), task, asyncio.Event())
         self._conns[task] = c
+        self._by_id[c.session.id] = c
         c.session.set_wake(lambda: self._deliver(c))
         try:
             if self._closing:
@@ -384,6 +415,7 @@ class AioServer:
             del self._conns[task]
             c.session.close()  # the "disconnected" line; slots and budget given back
             c.session.set_wake(None)  # the callback refers to c: no cycle left through the extension
+            del self._by_id[c.session.id]
 
     async def _drive(self, c: _Conn) -> None:
         """Moves bytes and time for one session until it says to close."""
@@ -515,7 +547,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, chat: bool = False,
                 chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
-                chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE) -> AioServer:
+                chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
+                chat_cluster: str | None = None) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -547,7 +580,7 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
                            handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
                            chat=chat, chat_rooms=chat_rooms, chat_members=chat_members, chat_rate=chat_rate,
-                           chat_queue=chat_queue)
+                           chat_queue=chat_queue, chat_cluster=chat_cluster)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()

@@ -367,6 +367,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 chat_members=args.number("chat-members", S.DEFAULT_CHAT_MEMBERS, 1, 1000000),
                 chat_rate=args.number("chat-rate", S.DEFAULT_CHAT_RATE, 1, 1000000),
                 chat_queue=args.number("chat-queue", S.DEFAULT_CHAT_QUEUE, 1, 1000000),
+                chat_cluster=args.get("cluster") or None,
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
@@ -374,6 +375,10 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         raise Exit(USAGE, "--chat-rooms, --chat-members, --chat-rate and --chat-queue need --chat")
     if args.has("chat") and args.has("echo"):
         raise Exit(USAGE, "--echo does not apply to --chat (lines are relayed)")
+    if args.get("cluster") and not args.has("chat"):
+        raise Exit(USAGE, "--cluster needs --chat")
+    if args.get("cluster") and not _seclink.chat_cluster_available():
+        raise Exit(USAGE, "--cluster: this build has no NATS client (install libnats-dev and rebuild)")
 
     log = Logger(args.get("log-file", "server_logs.txt"), args.has("quiet"))
     opts["log"] = log.callback
@@ -411,6 +416,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
             return Exit(TLS, f"TLS certificate/key unusable: {cert}, {key} (check --tls-cert and --tls-key)")
         if isinstance(e, Error) and e.code and _seclink.err_category(e.code) == Category.NETWORK:
             return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: {describe(e)}")
+        if isinstance(e, ValueError) and str(e).startswith("cannot link chat rooms"):
+            return Exit(USAGE, f"--cluster takes the NATS server's URL, nats://HOST:PORT (got '{args.get('cluster')}')")
         if isinstance(e, Error):
             return Exit(_seclink.err_category(e.code) if e.code else INTERNAL, f"cannot start: {describe(e)}")
         return Exit(INTERNAL, f"cannot start: {e}")

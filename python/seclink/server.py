@@ -56,7 +56,8 @@ class Server:
     ``chat=True`` makes it a chat server (docs/PROTOCOL.md "Chat rooms": lines are relayed
     between sessions, no handler, no ACK), limited by ``chat_rooms``, ``chat_members`` (per room),
     ``chat_rate`` (lines a second per member) and ``chat_queue`` (lines waiting for a member
-    before it is closed as too slow).
+    before it is closed as too slow); ``chat_cluster="nats://HOST:PORT"`` shares the rooms with
+    every server linked to that NATS server.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -71,7 +72,8 @@ class Server:
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY, chat: bool = False,
                  chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
-                 chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE) -> None:
+                 chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
+                 chat_cluster: str | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         try:
             self.host = host
@@ -88,7 +90,8 @@ class Server:
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
                                       max_memory=max_memory, redact=redact, chat=chat, chat_rooms=chat_rooms,
-                                      chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue)
+                                      chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue,
+                                      chat_cluster=chat_cluster or "")
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()

@@ -427,6 +427,9 @@ typedef struct sl_server_config {
     unsigned chat_members;          /* members of one room */
     unsigned chat_rate;             /* lines a second from one member */
     unsigned chat_queue;            /* lines waiting for one member; more: it is closed (CHAT_SLOW) */
+    const char *chat_cluster;       /* "nats://HOST:PORT": rooms shared with the servers linked to
+                                       that NATS server (PROTOCOL.md 9.8); NULL: this server only.
+                                       Not a usable URL, or built without libnats: SL_EINVAL */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -579,6 +582,9 @@ SL_API void sl_session_set_wake(sl_session *session, sl_wake_fn wake, void *ud);
  *  backpressure allows (the rest waits; sl_session_consume() pumps again). A member whose queue
  *  overflowed is closed here (CLOSE "CHAT_SLOW: ..."). */
 SL_API void sl_session_pump(sl_session *session, int64_t now_ms);
+
+/** 1 if this build can link chat rooms across servers (sl_server_config.chat_cluster). */
+SL_API int sl_chat_cluster_available(void);
 
 /** 1 if `data` is text a chat line may hold (PROTOCOL.md "Chat rooms"): strict UTF-8 without
  *  control characters (C0, DEL, C1), line or paragraph separators, or bidirectional controls;
