@@ -1,4 +1,4 @@
-// cluster.hpp - chat rooms across servers (PROTOCOL.md 9.8): each server's Chat publishes what
+// cluster.hpp - chat rooms across servers (PROTOCOL.md 9.7): each server's Chat publishes what
 // it says in a room to the NATS subject "seclink.chat.room.<ROOM>" and hands what other servers
 // publish there to its own members. NATS core pub/sub: at-most-once, ordered per publisher.
 #pragma once

@@ -428,7 +428,7 @@ typedef struct sl_server_config {
     unsigned chat_rate;             /* lines a second from one member */
     unsigned chat_queue;            /* lines waiting for one member; more: it is closed (CHAT_SLOW) */
     const char *chat_cluster;       /* "nats://HOST:PORT": rooms shared with the servers linked to
-                                       that NATS server (PROTOCOL.md 9.8); NULL: this server only.
+                                       that NATS server (PROTOCOL.md 9.7); NULL: this server only.
                                        Not a usable URL, or built without libnats: SL_EINVAL */
 } sl_server_config;
 
