@@ -490,7 +490,6 @@ STEPS: List[Step] = [
     Step("Python client -> C++ server", partial(one_message, client="Python", server="C++")),
     Step("Python client -> Python server", partial(one_message, client="Python", server="Python")),
     Step("Interactive: Python client -> C++ server, C++ client -> Python server", interactive),
-    Step("Chat rooms: three clients, two languages, two servers linked by NATS", chat),
     Step("An eavesdropper's view: the same secret over plaintext and over seclink", eavesdropper),
     Step("--trace: one frame on the wire next to its plaintext", trace),
     Step("A tampered frame is rejected", tampered),
@@ -498,6 +497,7 @@ STEPS: List[Step] = [
     Step("The wrong key is refused", wrong_key),
     Step("The attack lab: classic designs broken, the same attacks on seclink", attacks, needs_servers=False),
     Step("A picture of one session as an HTML page", trace_page, needs_servers=False),
+    Step("Chat rooms: three clients, two languages, two servers linked by NATS", chat),
     Step("Stop both servers with SIGTERM", stop_servers),
 ]
 
