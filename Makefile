@@ -26,7 +26,8 @@ help:
 	@echo "                for FUZZ_SECONDS (default 60), the pytest suites, and the Python"
 	@echo "                package tests again with the extension under ASan+UBSan"
 	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines"
-	@echo "                through the load generator (about 5 minutes)"
+	@echo "                through the load generator, the memory budget, chat fan-out to 1000 members beside"
+	@echo "                ncat --chat and over NATS (about 7 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
 	@echo "make demo STEP=1   the same, waiting for Enter between steps (for a class; ONLY=N: one step)"
 	@echo "make attacks    the attack lab: four INSECURE designs broken, the same attacks failing on seclink"
@@ -164,6 +165,7 @@ bench: deps
 	build-bench/bench/engine_bench --benchmark_color=false
 	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
 	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
+	$(PYTHON) bench/chat_bench.py --server build-bench/cpp_apps/server --fanout build-bench/bench/chat_fanout
 
 # The instructor's targets: one server, one interactive client, or both at once.
 demo: programs

@@ -15,6 +15,7 @@ debs=(
   python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
   chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
   nats-server libnats-dev                      # chat rooms across servers (--cluster): the bus and its C client
+  ncat                                         # make bench: the `ncat --chat` baseline
 )
 missing=()
 for p in "${debs[@]}"; do
