@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from conftest import WAIT
-
+from cpp_apps.tests.conftest import WAIT
 from interop_tests.chat_peer import ChatPeer
 
 
