@@ -125,3 +125,28 @@ def test_each_limit_refuses_with_its_error(start_server, keys, flags: list[str],
     finally:
         for p in peers:
             p.close()
+
+
+@pytest.mark.parametrize("server", ["cpp", "py-asyncio"])
+def test_redact_keeps_chat_lines_out_of_the_log(start_server, keys, tmp_path: Path, server: str) -> None:
+    log = tmp_path / f"{server}-redacted.log"
+    srv = start_server(server, "--chat", "--redact", log=log)
+    psk = load_key(keys[0])
+    a, b = ChatPeer(srv.port, psk), None
+    try:
+        a.expect("* you are guest1", "* guest1 joined lobby")
+        b = ChatPeer(srv.port, psk)
+        b.expect("* you are guest2", "* guest2 joined lobby")
+        a.expect("* guest2 joined lobby")
+        a.send("my PIN is 4711")
+        a.send("/msg guest2 the other PIN is 0815")
+        b.expect("[guest1] my PIN is 4711", "[guest1 -> guest2] the other PIN is 0815")
+        srv.wait_for(r"^\[RECV\] \S+ #2 guest1@lobby <redacted> \(33 bytes\)$")
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+    srv.stop()
+    for text in (srv.out.text, log.read_text()):
+        assert "PIN" not in text, text
+        assert "guest1@lobby <redacted> (14 bytes)" in text
