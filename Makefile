@@ -25,9 +25,10 @@ help:
 	@echo "make test       build, then run GoogleTest (plain and ASan+UBSan), the fuzzer"
 	@echo "                for FUZZ_SECONDS (default 60), the pytest suites, and the Python"
 	@echo "                package tests again with the extension under ASan+UBSan"
-	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines,"
-	@echo "                then a 2 GiB file vs scp and the tunnel vs spiped and stunnel4"
-	@echo "                through the load generator (about 5 minutes)"
+	@echo "make bench      engine benchmark (Google Benchmark), then the server vs three baselines and"
+	@echo "                ZeroMQ CURVE through the load generator, the memory budget, chat fan-out to"
+	@echo "                1000 members beside ncat --chat and over NATS, a 2 GiB file vs scp and the"
+	@echo "                tunnel vs spiped and stunnel4 (about 10 minutes)"
 	@echo "make demo       the narrated cross-language demo (C++ and Python servers and clients)"
 	@echo "make demo STEP=1   the same, waiting for Enter between steps (for a class; ONLY=N: one step)"
 	@echo "make attacks    the attack lab: four INSECURE designs broken, the same attacks failing on seclink"
@@ -166,6 +167,7 @@ bench: deps
 	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server
 	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
 	$(PYTHON) bench/streams_bench.py --server build-bench/cpp_apps/server --client build-bench/cpp_apps/client
+	$(PYTHON) bench/chat_bench.py --server build-bench/cpp_apps/server --fanout build-bench/bench/chat_fanout
 
 # The instructor's targets: one server, one interactive client, or both at once.
 demo: programs

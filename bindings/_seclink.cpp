@@ -239,7 +239,8 @@ public:
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact, std::optional<std::string> files_dir,
-           bool files_overwrite, uint64_t max_file_size, uint64_t max_files_total)
+           bool files_overwrite, uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms,
+           unsigned chat_members, unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         auto k = key_from(psk);
@@ -261,6 +262,12 @@ public:
         cfg.frame_timeout_ms = frame_timeout_ms;
         cfg.max_memory = max_memory;
         cfg.redact = redact;
+        cfg.chat = chat;
+        cfg.chat_rooms = chat_rooms;
+        cfg.chat_members = chat_members;
+        cfg.chat_rate = chat_rate;
+        cfg.chat_queue = chat_queue;
+        cfg.chat_cluster = chat_cluster.empty() ? nullptr : chat_cluster.c_str();
         if (!log_.is_none()) {
             cfg.log = &Server::on_log;
             cfg.log_ud = this;
@@ -278,6 +285,10 @@ public:
         cfg.max_files_total = max_files_total;
         int rc = sl_server_new(&s_, &cfg);
         wipe(k);
+        if (rc == SL_EINVAL && !chat_cluster.empty())
+            throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
+                                  (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
+                                                               : "this build has no NATS client (install libnats-dev, rebuild)"));
         check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
     }
     ~Server() {
@@ -593,6 +604,14 @@ PYBIND11_MODULE(_seclink, m) {
     m.def("errname", &sl_errname, py::arg("code"));
     m.def("file_code_name", &sl_file_code_name, py::arg("code"));
     m.def("file_name_valid", [](const std::string &n) { return sl_file_name_valid(n.c_str()) != 0; }, py::arg("name"));
+    m.def("chat_cluster_available", [] { return sl_chat_cluster_available() != 0; });
+    m.def(
+        "chat_text_ok",
+        [](const py::bytes &data) {
+            std::string d = data;
+            return sl_chat_text_ok(reinterpret_cast<const uint8_t *>(d.data()), d.size()) != 0;
+        },
+        py::arg("data"));
     m.def("err_category", &sl_err_category, py::arg("code"));
     m.def("last_os_error", &sl_last_os_error);
     // Every sl_err by name, read from the core's table: seclink.errors makes the Err IntEnum of it.
@@ -696,14 +715,18 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool, std::optional<std::string>, bool, uint64_t, uint64_t>(),
+                      size_t, bool, std::optional<std::string>, bool, uint64_t, uint64_t, bool, unsigned, unsigned,
+                      unsigned, unsigned, const std::string &>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
              py::arg("redact") = false, py::arg("files_dir") = py::none(), py::arg("files_overwrite") = false,
-             py::arg("max_file_size") = uint64_t{0}, py::arg("max_files_total") = uint64_t{0})
+             py::arg("max_file_size") = uint64_t{0}, py::arg("max_files_total") = uint64_t{0},
+             py::arg("chat") = false, py::arg("chat_rooms") = 0u,
+             py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
+             py::arg("chat_cluster") = std::string())
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)

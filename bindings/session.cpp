@@ -4,9 +4,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "seclink/seclink.h"
 
@@ -20,7 +27,8 @@ public:
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
            py::object log, bool stream, std::optional<std::string> files_dir, bool files_overwrite,
-           uint64_t max_file_size, uint64_t max_files_total)
+           uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms, unsigned chat_members,
+           unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster)
         : log_(std::move(log)) {
         py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
         const size_t n = static_cast<size_t>(key.size * key.itemsize);
@@ -47,6 +55,12 @@ public:
         cfg.files_overwrite = files_overwrite;
         cfg.max_file_size = max_file_size;
         cfg.max_files_total = max_files_total;
+        cfg.chat = chat;
+        cfg.chat_rooms = chat_rooms;
+        cfg.chat_members = chat_members;
+        cfg.chat_rate = chat_rate;
+        cfg.chat_queue = chat_queue;
+        cfg.chat_cluster = chat_cluster.empty() ? nullptr : chat_cluster.c_str();
         if (!log_.is_none()) {
             cfg.log = &Policy::on_log;
             cfg.log_ud = this;
@@ -56,9 +70,44 @@ public:
         if (app_replies) cfg.handler = &Policy::unused_handler;
         int rc = sl_policy_new(&p_, &cfg);  // copies the key
         if (rc == SL_EIO) throw py::value_error("files_dir is not a directory that can be opened");
+        if (rc != SL_OK && !chat_cluster.empty())
+            throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
+                                  (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
+                                                               : "this build has no NATS client (install libnats-dev, rebuild)"));
         if (rc != SL_OK) throw py::value_error(std::string("invalid server configuration: ") + sl_strerror(rc));
     }
-    ~Policy() { sl_policy_free(p_); }
+    ~Policy() {
+        py::gil_scoped_release nogil;  // the cluster link's thread may be waiting to queue a call
+        sl_policy_free(p_);
+        if (notify_fd_ >= 0) close(notify_fd_);
+    }
+
+    // Calls from a thread other than the event loop's (the chat cluster link's) cannot take the
+    // GIL: they are queued and a byte is written to `fd` (a pipe the loop reads), and
+    // take_pending() hands them over: ([(level, line)], [session id to wake]).
+    void set_notify_fd(int fd) {
+        std::lock_guard<std::mutex> lock(mu_);
+        notify_fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (notify_fd_ >= 0) fcntl(notify_fd_, F_SETFL, fcntl(notify_fd_, F_GETFL) | O_NONBLOCK);
+    }
+    py::tuple take_pending() {
+        std::vector<std::pair<int, std::string>> logs;
+        std::vector<uintptr_t> woken;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            logs.swap(logs_);
+            woken.swap(woken_);
+        }
+        py::list l, w;
+        for (auto &[level, line] : logs) l.append(py::make_tuple(level, line));
+        for (uintptr_t id : woken) w.append(id);
+        return py::make_tuple(l, w);
+    }
+    void foreign_wake(uintptr_t id) {
+        std::lock_guard<std::mutex> lock(mu_);
+        woken_.push_back(id);
+        poke();
+    }
     Policy(const Policy &) = delete;
     Policy &operator=(const Policy &) = delete;
 
@@ -70,22 +119,40 @@ public:
 
 private:
     static void on_log(void *ud, int level, const char *line) {
+        auto *self = static_cast<Policy *>(ud);
+        if (!PyGILState_Check()) {  // the cluster link's thread
+            std::lock_guard<std::mutex> lock(self->mu_);
+            self->logs_.emplace_back(level, line);
+            self->poke();
+            return;
+        }
         try {
-            static_cast<Policy *>(ud)->log_(level, std::string(line));
+            self->log_(level, std::string(line));
         } catch (py::error_already_set &e) {
             e.discard_as_unraisable("seclink server log callback");
+        }
+    }
+    void poke() {  // under mu_
+        const char b = 1;
+        if (notify_fd_ >= 0 && write(notify_fd_, &b, 1) < 0) {
+            // full: a byte is waiting already
         }
     }
     static int unused_handler(void *, const char *, const uint8_t *, size_t, sl_buf *) { return 1; }
 
     sl_policy *p_ = nullptr;
     py::object log_;
+    std::mutex mu_;
+    int notify_fd_ = -1;
+    std::vector<std::pair<int, std::string>> logs_;
+    std::vector<uintptr_t> woken_;
 };
 
 class Session {
 public:
     Session(py::object policy, const std::string &peer, int64_t now) : policy_(std::move(policy)) {
-        int rc = sl_session_new(&s_, policy_.cast<Policy &>().get(), peer.c_str(), now);
+        pol_ = &policy_.cast<Policy &>();
+        int rc = sl_session_new(&s_, pol_->get(), peer.c_str(), now);
         if (rc == SL_ENOMEM) throw std::bad_alloc();
         if (rc != SL_OK) throw py::value_error(std::string("cannot set up the session: ") + sl_strerror(rc));
     }
@@ -152,10 +219,32 @@ public:
     void shutdown(int64_t now) { sl_session_shutdown(s_, now); }
     void close() { sl_session_close(s_); }
     std::string peer() const { return sl_session_peer(s_); }
+    // Chat: `fn()` is called (on the event loop's thread, inside another session's call, GIL
+    // held) when other sessions queued lines for this one; it must only schedule a pump().
+    void set_wake(py::object fn) {
+        wake_ = std::move(fn);
+        sl_session_set_wake(s_, wake_.is_none() ? nullptr : &Session::on_wake, this);
+    }
+    void pump(int64_t now) { sl_session_pump(s_, now); }
+    uintptr_t id() const { return reinterpret_cast<uintptr_t>(this); }
 
 private:
+    static void on_wake(void *ud) {
+        auto *self = static_cast<Session *>(ud);
+        if (!PyGILState_Check()) {  // a line from another server, on the cluster link's thread
+            self->pol_->foreign_wake(self->id());
+            return;
+        }
+        try {
+            self->wake_();
+        } catch (py::error_already_set &e) {
+            e.discard_as_unraisable("seclink session wake callback");
+        }
+    }
     py::object policy_;  // keeps the policy alive as long as its sessions
+    Policy *pol_ = nullptr;
     sl_session *s_ = nullptr;
+    py::object wake_;
 };
 
 }  // namespace
@@ -176,18 +265,27 @@ void bind_session(py::module_ &m) {
     m.attr("DEFAULT_MAX_FILE_SIZE") = static_cast<uint64_t>(SL_DEFAULT_MAX_FILE_SIZE);
     m.attr("DEFAULT_MAX_FILES_TOTAL") = static_cast<uint64_t>(SL_DEFAULT_MAX_FILES_TOTAL);
     m.attr("FILE_CHUNK") = static_cast<size_t>(SL_FILE_CHUNK);
+    m.attr("DEFAULT_KEEPALIVE_MS") = SL_DEFAULT_KEEPALIVE_MS;
+    m.attr("DEFAULT_CHAT_ROOMS") = SL_DEFAULT_CHAT_ROOMS;
+    m.attr("DEFAULT_CHAT_MEMBERS") = SL_DEFAULT_CHAT_MEMBERS;
+    m.attr("DEFAULT_CHAT_RATE") = SL_DEFAULT_CHAT_RATE;
+    m.attr("DEFAULT_CHAT_QUEUE") = SL_DEFAULT_CHAT_QUEUE;
 
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object, bool, std::optional<std::string>, bool, uint64_t,
-                      uint64_t>(),
+                      uint64_t, bool, unsigned, unsigned, unsigned, unsigned, const std::string &>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
              py::arg("log"), py::arg("stream") = false, py::arg("files_dir") = py::none(),
              py::arg("files_overwrite") = false, py::arg("max_file_size") = uint64_t{0},
-             py::arg("max_files_total") = uint64_t{0})
+             py::arg("max_files_total") = uint64_t{0}, py::arg("chat") = false, py::arg("chat_rooms") = 0u,
+             py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
+             py::arg("chat_cluster") = std::string())
+        .def("set_notify_fd", &Policy::set_notify_fd, py::arg("fd"))
+        .def("take_pending", &Policy::take_pending)
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
@@ -214,5 +312,8 @@ void bind_session(py::module_ &m) {
         .def("tls_failed", &Session::tls_failed, py::arg("detail"), py::arg("now"))
         .def("shutdown", &Session::shutdown, py::arg("now"))
         .def("close", &Session::close)
+        .def("set_wake", &Session::set_wake, py::arg("fn"))
+        .def("pump", &Session::pump, py::arg("now"))
+        .def_property_readonly("id", &Session::id)
         .def_property_readonly("peer", &Session::peer);
 }

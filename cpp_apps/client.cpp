@@ -1,8 +1,13 @@
 // client - the seclink/1 client program: `./client 127.0.0.1 5000 "hello"`. See --help.
+#include <poll.h>
+#include <signal.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -61,6 +66,12 @@ public:
 
     // Sends one message and prints its reply; exits on failure.
     void exchange(const std::string &msg) {
+        send(msg, true);
+        await_reply(nullptr);
+    }
+
+    // Sends one message (logged as [SEND] if `logged`); exits on failure.
+    void send(const std::string &msg, bool logged) {
         const auto *data = reinterpret_cast<const uint8_t *>(msg.data());
         int rc = sl_client_send(c_, SL_MSG_DATA, data, msg.size());
         if (rc == SL_EMSG_TOO_LARGE)
@@ -70,9 +81,16 @@ public:
                                     std::to_string(timeout_ms_ / 1000) + " s (--timeout)");
         if (rc != SL_OK) fail(app::kSession, "sending failed: " + app::describe(rc));
         ++seq_;
-        log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + content(data, msg.size()) + " (" +
-                                  app::count(msg.size(), "byte") + ")");
-        int type = 0;
+        if (logged)
+            log_.line(SL_LOG_MSG, "[SEND] #" + std::to_string(seq_) + " " + content(data, msg.size()) + " (" +
+                                      app::count(msg.size(), "byte") + ")");
+    }
+
+    // Waits for the reply to the last message and prints it. With `welcome` (the session's first
+    // message is still to come), a chat server's first line ends the wait instead: *welcome is
+    // set and the line is left for the caller (*line, *len).
+    void await_reply(bool *welcome, const uint8_t **line = nullptr, size_t *line_len = nullptr) {
+        int type = 0, rc;
         const uint8_t *reply = nullptr;
         size_t len = 0;
         for (;;) {
@@ -83,14 +101,29 @@ public:
             if (type == SL_MSG_CLOSE) fail(app::kSession, "the server closed the session: " + (len ? content(reply, len) : "no reason given"));
             if (type == SL_MSG_DATA) break;
         }
+        if (welcome != nullptr && (*welcome = chat_welcome(reply, len))) {
+            *line = reply;
+            *line_len = len;
+            return;
+        }
         log_.line(SL_LOG_WARN, "[RECV] #" + std::to_string(seq_) + " " + content(reply, len) + " (a reply of " +
                                    app::count(len, "byte") + ")");
+    }
+
+    // A chat server's first line is "* you are NAME" (PROTOCOL.md "Chat rooms"): from then on every
+    // line is shown as it comes, and typed lines are sent without waiting for a reply.
+    static bool chat_welcome(const uint8_t *data, size_t len) {
+        static const char kWelcome[] = "* you are ";
+        return len >= sizeof kWelcome - 1 && std::memcmp(data, kWelcome, sizeof kWelcome - 1) == 0;
     }
 
     void close() {
         sl_client_close(c_, nullptr);
         log_.line(SL_LOG_INFO, "[INFO] Disconnected");
     }
+
+    // Interactive: waits for typed lines and for the server at once (interactive() below).
+    void interactive(int keepalive_ms);
 
 private:
     std::string content(const uint8_t *data, size_t len) const { return redact_ ? "<redacted>" : shown(data, len); }
@@ -105,7 +138,211 @@ private:
     uint64_t seq_ = 0;
 };
 
+volatile sig_atomic_t g_interrupted = 0;
+void on_sigint(int) { g_interrupted = 1; }
+
+// The line being typed, kept below the lines that arrive. On a terminal the input is read byte by
+// byte (no echo, no canonical mode; Ctrl-C still signals) and redrawn after each arriving line;
+// otherwise lines are read as they come and nothing is redrawn.
+class Input {
+public:
+    explicit Input(bool tty) : tty_(tty) {
+        if (!tty_ || tcgetattr(STDIN_FILENO, &saved_) != 0) {
+            tty_ = false;
+            return;
+        }
+        termios raw = saved_;
+        raw.c_lflag &= static_cast<tcflag_t>(~(ICANON | ECHO));
+        raw.c_cc[VMIN] = 1;
+        raw.c_cc[VTIME] = 0;
+        s_saved = saved_;
+        std::atexit([] { tcsetattr(STDIN_FILENO, TCSAFLUSH, &s_saved); });  // also on app::die
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw);
+        prompt();
+    }
+    // Prints through `print` (which writes whole lines) above the line being typed.
+    template <class F>
+    void above(F &&print) {
+        if (tty_) std::fputs("\r\033[K", stdout);
+        print();
+        if (tty_) prompt();
+    }
+    // Reads what stdin has: complete lines go to `lines`. False at the end of input.
+    bool read(std::vector<std::string> &lines) {
+        char buf[4096];
+        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0) return errno == EINTR || errno == EAGAIN;
+        if (n == 0) return false;
+        for (ssize_t i = 0; i < n; ++i) {
+            const unsigned char ch = static_cast<unsigned char>(buf[i]);
+            if (ch == '\n' || (tty_ && ch == '\r')) {
+                if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+                lines.push_back(std::move(line_));
+                line_.clear();
+                if (tty_) std::fputs("\r\n", stdout);
+            } else if (!tty_) {
+                line_ += static_cast<char>(ch);
+            } else if (ch == 0x04) {  // Ctrl-D: the end on an empty line
+                if (line_.empty()) return false;
+            } else if (ch == 0x7f || ch == 0x08) {  // erase one character (all bytes of it)
+                while (!line_.empty() && (static_cast<unsigned char>(line_.back()) & 0xC0) == 0x80) line_.pop_back();
+                if (!line_.empty()) line_.pop_back();
+                redraw();
+            } else if (ch == 0x15) {  // Ctrl-U
+                line_.clear();
+                redraw();
+            } else if (ch >= 0x20 && line_.size() < app::kTerminalLine) {
+                line_ += static_cast<char>(ch);
+                std::fputc(ch, stdout);
+            }
+        }
+        if (!tty_ && line_.size() > 16 * 1024 * 1024) {  // no newline in sight: take what came as a line
+            lines.push_back(std::move(line_));
+            line_.clear();
+        }
+        std::fflush(stdout);
+        return true;
+    }
+    // At the end of input: a last line without a newline.
+    bool rest(std::string &line) {
+        if (tty_ || line_.empty()) return false;
+        line.swap(line_);
+        return true;
+    }
+    void done() {
+        if (tty_) std::fputs("\r\033[K", stdout);
+        std::fflush(stdout);
+    }
+    bool tty() const { return tty_; }
+
+private:
+    void prompt() {
+        std::fputs("> ", stdout);
+        std::fputs(line_.c_str(), stdout);
+        std::fflush(stdout);
+    }
+    void redraw() {
+        std::fputs("\r\033[K", stdout);
+        prompt();
+    }
+    bool tty_;
+    termios saved_{};
+    static inline termios s_saved{};
+    std::string line_;
+};
+
+int64_t mono_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 }  // namespace
+
+void Session::interactive(int keepalive_ms) {
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;  // no SA_RESTART: poll() returns EINTR
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    const bool stdin_tty = isatty(STDIN_FILENO) != 0;
+    Input in(stdin_tty && isatty(STDOUT_FILENO) != 0);  // the line is redrawn on stdout
+    if (stdin_tty)
+        in.above([&] {
+            log_.line(SL_LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C to leave.");
+        });
+    bool chat = false, first = true, input_open = true;
+    int64_t last_sent = mono_ms();
+    auto show = [&](const uint8_t *data, size_t len) {  // a line that came unasked
+        const bool plain = !redact_ && sl_chat_text_ok(data, len);
+        in.above([&] {
+            log_.line(SL_LOG_WARN, chat ? (plain ? std::string(reinterpret_cast<const char *>(data), len) : content(data, len))
+                                        : "[RECV] " + content(data, len) + " (" + app::count(len, "byte") + ", not a reply)");
+        });
+    };
+    auto send_line = [&](const std::string &line) -> bool {  // false: leave
+        if (line == "exit" || line == "quit" || line == "!DISCONNECT" || (chat && line == "/quit")) return false;
+        if (line.empty()) {
+            in.above([&] {
+                log_.line(SL_LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several lines, "
+                                       "use --message-file)");
+            });
+            return true;
+        }
+        in.above([&] { send(line, !chat); });
+        if (!chat) {
+            bool welcome = false;
+            const uint8_t *data = nullptr;
+            size_t len = 0;
+            in.above([&] { await_reply(first ? &welcome : nullptr, &data, &len); });
+            if (welcome) {  // a chat server: its first line came instead of a reply
+                chat = true;
+                show(data, len);
+            }
+            first = false;
+        }
+        last_sent = mono_ms();
+        return true;
+    };
+    for (;;) {
+        if (g_interrupted) break;
+        pollfd fds[2] = {{sl_client_fd(c_), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+        int wait = -1;
+        if (keepalive_ms > 0) wait = static_cast<int>(std::max<int64_t>(0, last_sent + keepalive_ms - mono_ms()));
+        int n = poll(fds, input_open ? 2 : 1, wait);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) {  // idle: a PING keeps the session (and NAT state) alive; its PONG is skipped below
+            int rc = sl_client_send(c_, SL_MSG_PING, nullptr, 0);
+            if (rc != SL_OK) fail(app::kSession, "the connection was lost: " + app::describe(rc));
+            last_sent = mono_ms();
+            continue;
+        }
+        if (fds[0].revents != 0) {
+            for (;;) {  // everything that has arrived (TLS may hold several records)
+                int type = 0;
+                const uint8_t *data = nullptr;
+                size_t len = 0;
+                int rc = sl_client_recv(c_, 0, &type, &data, &len);
+                if (rc == SL_ETIMEDOUT) break;
+                if (rc == SL_EPEER_CLOSED || rc == SL_ETRUNCATED) {
+                    in.done();
+                    fail(app::kSession, "the server closed the connection (no CLOSE: it stopped or the network failed)");
+                }
+                if (rc != SL_OK) {
+                    in.done();
+                    fail(app::kSession, "session failed: " + app::describe(rc));
+                }
+                if (type == SL_MSG_CLOSE) {
+                    in.done();
+                    fail(app::kSession, "the server closed the session: " + (len ? content(data, len) : "no reason given"));
+                }
+                if (type != SL_MSG_DATA) continue;  // a keep-alive's PONG
+                if (first) chat = chat_welcome(data, len);
+                first = false;
+                show(data, len);
+            }
+        }
+        if (input_open && fds[1].revents != 0) {
+            std::vector<std::string> lines;
+            input_open = in.read(lines);
+            bool leave = false;
+            for (const std::string &line : lines) {
+                if (stdin_tty && line.size() >= app::kTerminalLine)
+                    in.above([&] {
+                        log_.line(SL_LOG_WARN, "[WARN] the line is " + app::count(line.size(), "byte") +
+                                                   ", the most a terminal passes on: anything longer was cut (send "
+                                                   "long text with --message-file)");
+                    });
+                if (!send_line(line)) {
+                    leave = true;
+                    break;
+                }
+            }
+            std::string last;
+            if (!leave && !input_open && in.rest(last)) leave = !send_line(last);
+            if (leave || !input_open) break;
+        }
+    }
+    in.done();
+}
 
 int main(int argc, char **argv) {
     app::Args args(argc, argv, kProg, app::spec::k_client);
@@ -143,6 +380,7 @@ int main(int argc, char **argv) {
                                                 " bytes, over the limit of " + std::to_string(max_message) +
                                                 " bytes (--max-message); nothing was sent");
     const int timeout_ms = static_cast<int>(args.number("timeout", SL_DEFAULT_TIMEOUT_MS / 1000, 1, 3600) * 1000);
+    const int keepalive_ms = static_cast<int>(args.number("keepalive", SL_DEFAULT_KEEPALIVE_MS / 1000, 0, 86400) * 1000);
     if (!args.has("tls") && (args.has("tls-ca") || args.has("tls-pin")))
         app::die(kProg, app::kUsage, "--tls-ca and --tls-pin need --tls");
     if (auto pin = args.get("tls-pin")) {
@@ -217,27 +455,7 @@ int main(int argc, char **argv) {
     if (!messages.empty()) {
         for (const std::string &m : messages) session.exchange(m);
     } else {
-        const bool tty = isatty(STDIN_FILENO);
-        if (tty) log.line(SL_LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit' or Ctrl-D to leave.");
-        std::string line;
-        for (;;) {
-            if (tty) {
-                std::fputs("> ", stdout);
-                std::fflush(stdout);
-            }
-            if (!std::getline(std::cin, line)) break;
-            if (!line.empty() && line.back() == '\r') line.pop_back();
-            if (line == "exit" || line == "quit" || line == "!DISCONNECT") break;
-            if (line.empty()) {
-                log.line(SL_LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several lines, "
-                                      "use --message-file)");
-                continue;
-            }
-            if (tty && line.size() >= app::kTerminalLine)
-                log.line(SL_LOG_WARN, "[WARN] the line is " + app::count(line.size(), "byte") + ", the most a terminal "
-                                      "passes on: anything longer was cut (send long text with --message-file)");
-            session.exchange(line);
-        }
+        session.interactive(keepalive_ms);
     }
     session.close();
     sl_client_free(c);

@@ -95,6 +95,11 @@ inline std::string expand_defaults(const std::string &text) {
         {"DEFAULT_MAX_FILES_TOTAL", SL_DEFAULT_MAX_FILES_TOTAL},
         {"DEFAULT_MAX_MESSAGE", SL_DEFAULT_MAX_MESSAGE},
         {"DEFAULT_TIMEOUT_MS", SL_DEFAULT_TIMEOUT_MS},
+        {"DEFAULT_KEEPALIVE_MS", SL_DEFAULT_KEEPALIVE_MS},
+        {"DEFAULT_CHAT_ROOMS", SL_DEFAULT_CHAT_ROOMS},
+        {"DEFAULT_CHAT_MEMBERS", SL_DEFAULT_CHAT_MEMBERS},
+        {"DEFAULT_CHAT_RATE", SL_DEFAULT_CHAT_RATE},
+        {"DEFAULT_CHAT_QUEUE", SL_DEFAULT_CHAT_QUEUE},
     };
     std::string out;
     size_t i = 0;

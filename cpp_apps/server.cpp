@@ -71,6 +71,19 @@ int main(int argc, char **argv) {
         cfg.max_file_size = uint64_t{args.number("max-file-size", SL_DEFAULT_MAX_FILE_SIZE >> 20, 1, 1ul << 40)} << 20;
         cfg.max_files_total = uint64_t{args.number("max-files-total", SL_DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1ul << 40)} << 20;
     }
+    cfg.chat = args.has("chat");
+    cfg.chat_rooms = static_cast<unsigned>(args.number("chat-rooms", SL_DEFAULT_CHAT_ROOMS, 1, 1000000));
+    cfg.chat_members = static_cast<unsigned>(args.number("chat-members", SL_DEFAULT_CHAT_MEMBERS, 1, 1000000));
+    cfg.chat_rate = static_cast<unsigned>(args.number("chat-rate", SL_DEFAULT_CHAT_RATE, 1, 1000000));
+    cfg.chat_queue = static_cast<unsigned>(args.number("chat-queue", SL_DEFAULT_CHAT_QUEUE, 1, 1000000));
+    if (!cfg.chat && (args.has("chat-rooms") || args.has("chat-members") || args.has("chat-rate") || args.has("chat-queue")))
+        app::die(kProg, app::kUsage, "--chat-rooms, --chat-members, --chat-rate and --chat-queue need --chat");
+    if (cfg.chat && args.has("echo")) app::die(kProg, app::kUsage, "--echo does not apply to --chat (lines are relayed)");
+    const std::string cluster = args.get("cluster").value_or("");
+    if (!cluster.empty() && !cfg.chat) app::die(kProg, app::kUsage, "--cluster needs --chat");
+    if (!cluster.empty() && !sl_chat_cluster_available())
+        app::die(kProg, app::kUsage, "--cluster: this build has no NATS client (install libnats-dev and rebuild)");
+    cfg.chat_cluster = cluster.empty() ? nullptr : cluster.c_str();
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
     cfg.redact = args.has("redact");
     if (cfg.redact && args.has("trace")) app::die(kProg, app::kUsage, "--trace shows message content: not with --redact");
@@ -143,6 +156,8 @@ int main(int argc, char **argv) {
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
     if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
+    if (rc == SL_EINVAL && !cluster.empty())
+        app::die(kProg, app::kUsage, "--cluster takes the NATS server's URL, nats://HOST:PORT (got '" + cluster + "')");
     if (rc != SL_OK) app::die(kProg, sl_err_category(rc), "cannot start: " + app::describe(rc));
 
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());

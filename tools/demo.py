@@ -2,7 +2,8 @@
 """The narrated demo behind `make demo`: a lesson in steps.
 
 It starts a C++ server and a Python server on free ports of 127.0.0.1, has the C++ and Python
-clients talk to both, shows what an eavesdropper captures (seclink next to a plaintext protocol),
+clients talk to both, has three clients chat across two chat servers linked by NATS, shows what
+an eavesdropper captures (seclink next to a plaintext protocol),
 shows one frame with --trace, lets a relay tamper with a frame and replay one, tries a wrong key,
 runs the attack lab (four classic broken designs, and the same attacks on seclink), writes a
 picture of one session as an HTML page, and sends a file, pipes a stream and runs a tunnel. Each step says what to notice, then checks that the
@@ -257,6 +258,53 @@ def interactive(servers: Servers) -> str:
         check(code == 0, f"the interactive {client} client exited {code}, not 0")
         srv.expect(r"disconnected: client closed the session")
     return "every line typed got its ACK; both sessions ended with exit 0"
+
+
+def chat(servers: Servers) -> str:
+    notice("--chat: clients talk to each other, live. A C++ and a Python chat server share their",
+           "rooms through a NATS server (--cluster); three clients in two languages join lobby,",
+           "each hears the others' lines as they come. The script types here.")
+    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    check(os.path.exists(nats_bin), "nats-server is missing (tools/install-deps.sh installs it)")
+    bus = Program("NATS", [nats_bin, "-a", HOST, "-p", "-1"])
+    nats_port = re.search(r"client connections on [\d.]+:(\d+)", bus.expect(r"client connections on ")[-1]).group(1)
+    say(f"(nats-server listens on port {nats_port})", "  ")
+    chat_servers = {}
+    for language in ("C++", "Python"):
+        argv = SERVERS[language] + ["--host", HOST, "--port", "0", "--chat", "--cluster", f"nats://{HOST}:{nats_port}"]
+        show_command(argv)
+        srv = Program(f"{SHORT[language]} chat server", argv + common_flags(f"{LOGS[language]}-chat-server"))
+        lines = srv.expect(r"Listening on ")
+        srv.port = int(re.search(r"Listening on [\d.]+:(\d+)", lines[-1]).group(1))
+        show(srv.label, [line for line in lines if "cluster" in line or "Listening" in line])
+        chat_servers[language] = srv
+    people = [("alice", "C++", "C++"), ("bob", "Python", "Python"), ("carol", "Python", "C++")]  # name, client, server
+    members = {}
+    for name, client, server in people:
+        argv = CLIENTS[client] + [HOST, str(chat_servers[server].port)]
+        show_command(argv)
+        member = Program(f"{name} ({SHORT[client]})", argv + common_flags(f"{LOGS[client]}-chat-client"),
+                         interactive=True)
+        member.expect(r"^\* guest\d+ joined lobby$")
+        member.type_line(f"/nick {name}")
+        show(member.label, member.expect(rf"is now {name}$"))
+        members[name] = member
+    for name, text in (("alice", "hi all, from C++"), ("bob", "hello from Python, on the other server")):
+        show("typed", [f"{name}: {text}"])
+        members[name].type_line(text)
+        for other, member in members.items():
+            heard = member.expect(rf"^\[{name}\] ")
+            show(member.label, heard[-1:])
+            check(heard[-1] == f"[{name}] {text}", f"{other} did not hear {name}'s line")
+    for member in members.values():
+        member.type_line("/quit")
+        member.expect(r"Disconnected")
+        check(member.wait() == 0, f"{member.label} did not exit 0")
+    for srv in chat_servers.values():
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.expect(r"Server stopped")
+    bus.close()
+    return "three members on two servers heard every line; /quit ended each with exit 0"
 
 
 def trace(servers: Servers) -> str:
@@ -560,6 +608,7 @@ STEPS: List[Step] = [
     Step("Files: --send and --get, checked by SHA-256", files),
     Step("A pipe: --pipe on both sides", pipe),
     Step("A tunnel: --forward and --listen", tunnel),
+    Step("Chat rooms: three clients, two languages, two servers linked by NATS", chat),
     Step("Stop both servers with SIGTERM", stop_servers),
 ]
 

@@ -17,6 +17,8 @@ debs=(
   chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
   redis-server redis-tools                     # a real TCP program for the tunnel tests (--forward/--listen)
   openssh-server openssh-client spiped stunnel4  # make bench: scp, spiped and stunnel4 beside seclink
+  nats-server libnats-dev                      # chat rooms across servers (--cluster): the bus and its C client
+  ncat                                         # make bench: the `ncat --chat` baseline
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -10,8 +10,11 @@
 //     so bytes the fuzzer made up or changed never become a message;
 //   - a message is handed out only once the session logged "handshake complete";
 //   - after sl_session_close, the policy's counters and memory budget are all back to 0.
+// Options bit 3: a chat server (tiny queue and rate), whose lines come from the input, so the
+// chat line parser (commands, names, UTF-8 rules) sees arbitrary bytes.
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -45,6 +48,7 @@ struct Run {
     std::deque<std::string> sent;  // what the real client sent, not yet handed out
     int64_t now = 1000;
     int last_status = SL_SESSION_OPEN;
+    bool chat_ = false;
 
     void feed(const uint8_t *p, size_t n) {
         size_t off = 0;
@@ -56,7 +60,7 @@ struct Run {
             check(rc == SL_OK && used <= n - off);
             off += used;
             if (msg != nullptr) {
-                check(log.authenticated);
+                check(log.authenticated && !chat_);
                 check(!sent.empty() && sent.front() == std::string(reinterpret_cast<const char *>(msg), mlen));
                 sent.pop_front();
                 check(sl_session_reply(s, msg, mlen > 8 ? 8 : mlen, now) == SL_OK);
@@ -114,6 +118,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cfg.log = Log::fn;
     cfg.log_ud = &r.log;
     cfg.log_level = SL_LOG_TRACE;
+    const bool chat = (opts >> 3) & 1;
+    cfg.chat = chat;
+    cfg.chat_queue = 4;
+    cfg.chat_rate = 5;
+    cfg.chat_rooms = 2;
+    r.chat_ = chat;
     check(sl_policy_new(&r.policy, &cfg) == SL_OK);
     check(sl_session_new(&r.s, r.policy, "192.0.2.1:1", r.now) == SL_OK);
     check(sl_conn_new(&r.client, SL_CLIENT, kPsk) == SL_OK);
@@ -134,11 +144,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 1:  // the real client's pending bytes (handshake, PING, messages)
             r.from_client();
             break;
-        case 2:  // the real client sends a message
+        case 2:  // the real client sends a message (chat: a line of the input's next bytes)
             if (sl_conn_is_established(r.client) && !sl_conn_is_closed(r.client)) {
                 std::string m(arg % 64, static_cast<char>('a' + arg % 26));
-                if (sl_conn_send(r.client, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(m.data()), m.size()) == SL_OK)
-                    r.sent.push_back(m);
+                if (chat) {
+                    const size_t n = std::min<size_t>(arg % 64, size > i + 2 ? size - i - 2 : 0);
+                    m.assign(reinterpret_cast<const char *>(data + i + 2), n);
+                    i += n;
+                }
+                if (sl_conn_send(r.client, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(m.data()), m.size()) == SL_OK &&
+                    !chat)
+                    r.sent.push_back(m);  // (a chat server hands no message to an application)
             }
             ++i;
             break;

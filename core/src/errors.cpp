@@ -80,6 +80,16 @@ constexpr ErrorInfo kErrors[] = {
      "permission denied by the system: ports below 1024 need privileges (choose a higher port), or a firewall "
      "refused the connection"},
     {SL_EAFNOSUPPORT, "AFNOSUPPORT", "that kind of address (IPv6 or IPv4) is turned off on this machine"},
+    {SL_ECHAT_NAME, "CHAT_NAME", "a name is 1 to 24 letters, digits, '-' or '_'"},
+    {SL_ECHAT_NAME_TAKEN, "CHAT_NAME_TAKEN", "that name is taken"},
+    {SL_ECHAT_TEXT, "CHAT_TEXT",
+     "a chat line is 1 to 2000 bytes of UTF-8 text without control or bidirectional-control characters"},
+    {SL_ECHAT_ROOM_FULL, "CHAT_ROOM_FULL", "that room is full"},
+    {SL_ECHAT_ROOMS, "CHAT_ROOMS", "the server has as many rooms as it allows"},
+    {SL_ECHAT_RATE, "CHAT_RATE", "too many lines a second: wait a moment"},
+    {SL_ECHAT_NO_USER, "CHAT_NO_USER", "nobody here has that name"},
+    {SL_ECHAT_COMMAND, "CHAT_COMMAND", "not a command (/help lists them)"},
+    {SL_ECHAT_SLOW, "CHAT_SLOW", "too slow: lines waiting for you passed the limit, so the server closed the session"},
 };
 
 const ErrorInfo *find(int err) noexcept {

@@ -86,6 +86,7 @@ struct Conn {
     uint32_t events = 0;
     bool tls_checked = false;  // a TLS server has looked at the first bytes
     bool dead = false;         // closed; freed after the current batch of events
+    class Worker *worker = nullptr;
 };
 
 class Worker {
@@ -120,6 +121,35 @@ public:
     }
 
 private:
+    // A chat session on any thread queued lines for `c` (the session layer calls this once until
+    // c's session is pumped, never after it closed): pump it on this worker's thread.
+    static void on_wake(void *ud) {
+        Conn *c = static_cast<Conn *>(ud);
+        Worker *w = c->worker;
+        {
+            std::lock_guard<std::mutex> lock(w->mu_);
+            w->ready_.push_back(c);
+        }
+        w->wake();
+    }
+
+    // Sessions woken by on_wake: still open ones (the pointer may be stale) are pumped.
+    void take_ready() {
+        std::vector<Conn *> ready;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            ready.swap(ready_);
+        }
+        const int64_t now = now_ms();
+        for (Conn *c : ready) {
+            if (conns_.count(c) == 0 || c->dead) continue;
+            guarded(*c, [&] {
+                c->s->pump(now);
+                update(*c);
+            });
+        }
+    }
+
     std::vector<Accepted> incoming() {
         std::lock_guard<std::mutex> lock(mu_);
         std::vector<Accepted> got;
@@ -144,6 +174,7 @@ private:
             for (int i = 0; i < n; ++i) {
                 if (evs[i].tag == nullptr) {  // woken (the poller has drained its wake-up)
                     take_incoming();
+                    take_ready();
                 } else if (evs[i].tag == &kListenTag) {
                     accept_burst();
                 } else {
@@ -211,8 +242,10 @@ private:
             return;
         }
         c->io.fd = fd;
+        c->worker = this;
         if (guard([&] {
                 c->s = std::make_unique<Session>(p_, addr_name(a.addr), now_ms());
+                c->s->set_wake(&Worker::on_wake, c.get());
                 return SL_OK;
             }) != SL_OK || !c->s->ok())
             return;  // ~Conn closes fd
@@ -428,6 +461,7 @@ private:
     int64_t next_sweep_ = 0;
     std::mutex mu_;
     std::vector<Accepted> incoming_;
+    std::vector<Conn *> ready_;  // guarded by mu_
     std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
     std::vector<Conn *> dead_;
     std::unique_ptr<uint8_t[]> rbuf_;
@@ -467,6 +501,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     return seclink::detail::guard([&]() -> int {
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
+        if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
         if (cfg->tls) {

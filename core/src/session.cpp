@@ -57,6 +57,10 @@ void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_file_size == 0) c.max_file_size = SL_DEFAULT_MAX_FILE_SIZE;
     if (c.max_files_total == 0) c.max_files_total = SL_DEFAULT_MAX_FILES_TOTAL;
     if (c.max_memory == 0) c.max_memory = SL_DEFAULT_MAX_MEMORY;
+    if (c.chat_rooms == 0) c.chat_rooms = SL_DEFAULT_CHAT_ROOMS;
+    if (c.chat_members == 0) c.chat_members = SL_DEFAULT_CHAT_MEMBERS;
+    if (c.chat_rate == 0) c.chat_rate = SL_DEFAULT_CHAT_RATE;
+    if (c.chat_queue == 0) c.chat_queue = SL_DEFAULT_CHAT_QUEUE;
 }
 
 // ------------------------------------------------------------------------------------ Policy
@@ -73,6 +77,13 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     files.max_file = cfg.max_file_size;
     files.max_total = cfg.max_files_total;
     if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
+    const std::string cluster = c.chat_cluster != nullptr ? c.chat_cluster : "";
+    cfg.chat_cluster = nullptr;
+    if (cfg.chat) {
+        cfg.handler = nullptr;  // chat lines are relayed, not answered
+        cfg.echo = 0;
+        chat = std::make_unique<Chat>(*this, cluster);
+    }
 }
 
 Policy::~Policy() {
@@ -165,6 +176,10 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
         closed_ = true;
         return;
     }
+    if (p_.chat) {
+        chat_ = std::make_unique<ChatMember>();
+        chat_->peer = peer_;
+    }
     p_.connections.fetch_add(1);
     counted_ = true;
     if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " connected");
@@ -223,6 +238,7 @@ void Session::authenticate(int64_t now) {
     holds_session_ = true;
     phase_ = Phase::Open;
     if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
+    if (chat_) p_.chat->enter(*chat_, now);
 }
 
 bool Session::wants_read() const noexcept {
@@ -300,6 +316,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         if (confirming && ev.msg_type == SL_MSG_PING && ev.len == 0) continue;
         on_message(ev, now, msg, msg_len);
         if (*msg != nullptr) break;  // the driver answers before feeding more
+        if (chat_) pump(now);  // its own lines out at once: one long read must not fill its queue
     }
     *consumed = off;
     if (status_ == SL_SESSION_OPEN) {
@@ -324,6 +341,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
             }
         }
     }
+    if (chat_) pump(now);  // lines this session queued for itself
     if (status_ != SL_SESSION_CLOSED) account();
     set_deadline(now);
     return SL_OK;
@@ -358,6 +376,17 @@ void Session::on_message(const sl_event &ev, int64_t now, const uint8_t **msg, s
         break;
     }
     const uint64_t seq = ++recv_seq_;
+    if (chat_) {
+        if (msg_log)
+            p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + chat_->name + "@" +
+                                   (chat_->room.empty() ? "-" : chat_->room) + " " + shown(ev.data, ev.len) + " (" +
+                                   bytes(ev.len) + ")");
+        if (!p_.chat->line(*chat_, ev.data, ev.len, now)) {
+            pump(now);  // what it was sent before it left, then CLOSE "bye"
+            finish(SL_LOG_INFO, "client left the chat (/quit)", "bye", now);
+        }
+        return;
+    }
     if (msg_log)
         p_.log(SL_LOG_MSG, "[RECV] " + peer_ + " #" + std::to_string(seq) + " " + shown(ev.data, ev.len) + " (" +
                                bytes(ev.len) + ")");
@@ -479,11 +508,52 @@ void Session::consume(size_t n, int64_t now) {
     } else {
         conn_.consume(n);
     }
-    (void)now;
+    if (chat_ && guard([&] {  // room in the output: lines waiting for it move in
+            pump(now);
+            return SL_OK;
+        }) != SL_OK)
+        fail();
+}
+
+void Session::set_wake(sl_wake_fn wake, void *ud) noexcept {
+    if (!chat_) return;
+    chat_->wake = wake;
+    chat_->wake_ud = ud;
+}
+
+void Session::pump(int64_t now) {
+    if (!chat_ || phase_ != Phase::Open || status_ != SL_SESSION_OPEN) return;
+    const size_t pending = conn_.pending_size();
+    if (pending > kHighWater) return;  // backpressure: consume() pumps again
+    std::deque<Line> lines;
+    size_t overflowed = 0;
+    p_.chat->take(*chat_, kHighWater + 1 - pending, &lines, &overflowed);
+    for (const Line &l : lines) {
+        int rc = conn_.send(SL_MSG_DATA, reinterpret_cast<const uint8_t *>(l->data()), l->size());
+        if (rc != SL_OK) {
+            drop(SL_LOG_WARN, "chat line refused: " + errtext(rc));
+            break;
+        }
+        ++send_seq_;
+    }
+    if (overflowed > 0 && status_ == SL_SESSION_OPEN) {
+        const std::string limit = std::to_string(p_.cfg.chat_queue);
+        finish(SL_LOG_WARN, "chat: too slow (more than " + limit + " lines waiting, " + std::to_string(overflowed) +
+                                " dropped)",
+               ("CHAT_SLOW: more than " + limit + " lines were waiting for you").c_str(), now);
+    }
+    if (status_ != SL_SESSION_CLOSED) account();
+    set_deadline(now);
+}
+
+void Session::leave_chat() noexcept {
+    if (chat_ && chat_->entered) p_.chat->leave(*chat_);
+    else if (chat_) chat_->wake = nullptr;
 }
 
 void Session::finish(int level, std::string reason, const char *close_reason, int64_t now) {
     if (phase_ == Phase::Closing || phase_ == Phase::Closed) return;
+    leave_chat();
     phase_ = Phase::Closing;
     status_ = SL_SESSION_CLOSING;
     level_ = level;
@@ -496,6 +566,7 @@ void Session::finish(int level, std::string reason, const char *close_reason, in
 
 void Session::drop(int level, std::string reason) {
     if (phase_ == Phase::Closed) return;
+    leave_chat();
     phase_ = Phase::Closed;
     status_ = SL_SESSION_CLOSED;
     level_ = level;
@@ -570,6 +641,7 @@ void Session::shutdown(int64_t now) {
 }
 
 void Session::fail() noexcept {
+    leave_chat();
     phase_ = Phase::Closed;
     status_ = SL_SESSION_CLOSED;
     awaiting_reply_ = false;
@@ -584,6 +656,7 @@ void Session::close() noexcept {
     if (closed_) return;
     closed_ = true;
     files_.end();
+    leave_chat();
     leave_queue();
     if (holds_handshake_) p_.release_handshake(addr_);
     if (holds_session_) p_.release_session();
@@ -641,6 +714,7 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     return seclink::detail::guard([&]() -> int {
         auto p = std::make_unique<sl_policy>(*cfg);
         if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
+        if (p->impl.chat && !p->impl.chat->ok()) return p->impl.chat->error();  // the cluster URL
         *out = p.release();
         return SL_OK;
     });
@@ -763,5 +837,11 @@ void sl_session_close(sl_session *s) {
 }
 
 const char *sl_session_peer(const sl_session *s) { return s != nullptr ? s->impl.peer().c_str() : ""; }
+
+void sl_session_set_wake(sl_session *s, sl_wake_fn wake, void *ud) {
+    if (s != nullptr) s->impl.set_wake(wake, ud);
+}
+
+void sl_session_pump(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.pump(now_ms); }); }
 
 }  // extern "C"

@@ -5,12 +5,14 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "chat.hpp"
 #include "crypto.hpp"
 #include "engine.hpp"
 #include "files.hpp"
@@ -61,6 +63,7 @@ public:
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot
+    std::unique_ptr<Chat> chat;          // with cfg.chat: the rooms (chat.hpp)
 
 private:
     struct Addr {
@@ -109,6 +112,10 @@ public:
     void fail() noexcept;
     const std::string &peer() const noexcept { return peer_; }
     bool ok() const noexcept { return setup_ok_; }
+    // Chat servers (chat.hpp): who to wake when other sessions queue lines for this one, and
+    // moving those lines into the output.
+    void set_wake(sl_wake_fn wake, void *ud) noexcept;
+    void pump(int64_t now);
 
 private:
     enum class Phase { Waiting, Handshake, Open, Closing, Closed };
@@ -123,6 +130,7 @@ private:
     // then flushes; `level`/`reason` make the "disconnected" line.
     void finish(int level, std::string reason, const char *close_reason, int64_t now);
     void drop(int level, std::string reason);  // close at once
+    void leave_chat() noexcept;
     void account() noexcept;                    // re-charges what the session holds
     void set_deadline(int64_t now) noexcept;
     std::string shown(const uint8_t *data, size_t len) const;
@@ -145,6 +153,7 @@ private:
     FileTransfer files_{p_.files};
     std::string raw_;  // raw bytes to write instead of the engine's output (a TLS alert)
     size_t raw_pos_ = 0;
+    std::unique_ptr<ChatMember> chat_;  // with a chat policy
 };
 
 }  // namespace seclink::detail

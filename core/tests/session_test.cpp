@@ -427,3 +427,125 @@ TEST(SessionTest, AClientThatDoesNotReadItsRepliesIsNotReadFromPastOneMiB) {
     ASSERT_EQ(sl_session_consume(s.s, queued - 1000, 3), SL_OK);  // the client reads most of it
     EXPECT_TRUE(sl_session_wants_read(s.s));
 }
+
+// ------------------------------------------------------------------------------ chat rooms
+
+namespace {
+
+struct Woken {
+    int n = 0;
+    static void fn(void *ud) { ++static_cast<Woken *>(ud)->n; }
+};
+
+// The chat lines (DATA contents) a client receives from what its session has pending.
+std::vector<std::string> lines_of(Client &cl, Session &s, int64_t now = 0) {
+    std::vector<std::string> out;
+    for (const auto &m : cl.in(s.output(now)).msgs)
+        if (m.type == SL_MSG_DATA) out.emplace_back(m.content.begin(), m.content.end());
+    return out;
+}
+
+void chat_tune(sl_server_config &c) {
+    c.chat = 1;
+    c.chat_rate = 2;
+    c.chat_queue = 3;
+}
+
+}  // namespace
+
+TEST(ChatTest, EveryMemberGetsEachLineOnceInOrderAndNothingAfterLeaving) {
+    Server srv(chat_tune);
+    Session a(srv, "10.1.0.1:1", 0), b(srv, "10.1.0.2:1", 0);
+    Woken wa, wb;
+    sl_session_set_wake(a.s, &Woken::fn, &wa);
+    sl_session_set_wake(b.s, &Woken::fn, &wb);
+    Client ca, cb;
+    connect(ca, a, 0);
+    connect(cb, b, 0);
+    EXPECT_EQ(wa.n, 1) << "b's join was queued for a: a's driver is woken";
+    EXPECT_EQ(wb.n, 0) << "b's own lines go out with its own feed";
+    sl_session_pump(a.s, 0);  // (connect() took each one's own welcome lines)
+    EXPECT_EQ(lines_of(ca, a), std::vector<std::string>{"* guest2 joined lobby"});
+    a.feed(ca.frame(SL_MSG_DATA, "one"), 1);
+    b.feed(cb.frame(SL_MSG_DATA, "/join dev"), 1);
+    a.feed(ca.frame(SL_MSG_DATA, "two"), 1);
+    sl_session_pump(b.s, 1);
+    EXPECT_EQ(lines_of(cb, b), (std::vector<std::string>{"[guest1] one", "* guest2 joined dev"}))
+        << "\"two\" was said after b left";
+    EXPECT_EQ(lines_of(ca, a), (std::vector<std::string>{"[guest1] one", "* guest2 left lobby", "[guest1] two"}));
+    EXPECT_TRUE(srv.logs.has("[RECV] 10.1.0.1:1 #1 guest1@lobby one (3 bytes)"));
+}
+
+TEST(ChatTest, RateIsATokenBucketPerMember) {
+    Server srv(chat_tune);  // 2 lines a second
+    Session a(srv, "10.1.0.3:1", 0);
+    Client ca;
+    connect(ca, a, 0);
+    lines_of(ca, a);
+    Bytes three = ca.frame(SL_MSG_DATA, "1");
+    for (const char *t : {"2", "3"}) {
+        Bytes f = ca.frame(SL_MSG_DATA, t);
+        three.insert(three.end(), f.begin(), f.end());
+    }
+    a.feed(three, 100);
+    const auto got = lines_of(ca, a);
+    ASSERT_EQ(got.size(), 3u);
+    EXPECT_EQ(got[0], "[guest1] 1");
+    EXPECT_EQ(got[1], "[guest1] 2");
+    EXPECT_EQ(got[2].rfind("! CHAT_RATE: ", 0), 0u) << got[2];
+    a.feed(ca.frame(SL_MSG_DATA, "4"), 599);  // 499 ms: not yet one token back
+    EXPECT_EQ(lines_of(ca, a)[0].rfind("! CHAT_RATE: ", 0), 0u);
+    a.feed(ca.frame(SL_MSG_DATA, "5"), 1100);
+    EXPECT_EQ(lines_of(ca, a), std::vector<std::string>{"[guest1] 5"});
+}
+
+TEST(ChatTest, AMemberThatDoesNotReadIsClosedAndItsQueueFreed) {
+    Server srv(chat_tune);  // at most 3 lines waiting
+    Session a(srv, "10.1.0.4:1", 0), slow(srv, "10.1.0.5:1", 0);
+    Woken wa, ws;
+    sl_session_set_wake(a.s, &Woken::fn, &wa);
+    sl_session_set_wake(slow.s, &Woken::fn, &ws);
+    Client ca, cs;
+    connect(ca, a, 0);
+    connect(cs, slow, 0);
+    for (int i = 0; i < 4; ++i) a.feed(ca.frame(SL_MSG_DATA, "line " + std::to_string(i)), 1000 * i);
+    EXPECT_EQ(ws.n, 1) << "woken once until its driver pumps";
+    EXPECT_EQ(slow.status(), SL_SESSION_OPEN);
+    EXPECT_GT(sl_policy_memory(srv.p), 0u);
+    sl_session_pump(slow.s, 4000);  // its driver gets to it: the 4th line overflowed its queue
+    EXPECT_EQ(slow.status(), SL_SESSION_CLOSING);
+    FeedResult r = cs.in(slow.output());
+    std::vector<std::string> data;
+    std::string close_reason;
+    for (const auto &m : r.msgs) {
+        if (m.type == SL_MSG_DATA) data.emplace_back(m.content.begin(), m.content.end());
+        if (m.type == SL_MSG_CLOSE) close_reason.assign(m.content.begin(), m.content.end());
+    }
+    EXPECT_EQ(close_reason, "CHAT_SLOW: more than 3 lines were waiting for you");
+    EXPECT_EQ(data, std::vector<std::string>{}) << "its queue was emptied, not delivered";
+    sl_session_pump(a.s, 4000);
+    EXPECT_EQ(lines_of(ca, a).back(), "* guest2 left lobby (too slow)");
+    sl_session_close(slow.s);
+    EXPECT_TRUE(srv.logs.has("[WARN] 10.1.0.5:1 disconnected: chat: too slow (more than 3 lines waiting, 4 dropped)"));
+    sl_session_close(a.s);
+    EXPECT_EQ(sl_policy_memory(srv.p), 0u);
+}
+
+TEST(ChatTest, TextRules) {
+    auto ok = [](const std::string &s) { return sl_chat_text_ok(reinterpret_cast<const uint8_t *>(s.data()), s.size()); };
+    EXPECT_TRUE(ok("plain text"));
+    EXPECT_TRUE(ok("caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80"));  // 2, 3 and 4 bytes
+    EXPECT_FALSE(ok("bell\x07"));
+    EXPECT_FALSE(ok("tab\t"));
+    EXPECT_FALSE(ok("del\x7f"));
+    EXPECT_FALSE(ok("c1 \xc2\x85"));                     // U+0085
+    EXPECT_FALSE(ok("\xe2\x80\xaeoverride"));            // U+202E
+    EXPECT_FALSE(ok("\xe2\x81\xa6isolate"));             // U+2066
+    EXPECT_FALSE(ok("\xd8\x9c"));                        // U+061C
+    EXPECT_FALSE(ok("\xe2\x80\xa8"));                    // U+2028
+    EXPECT_FALSE(ok("\xc0\xaf"));                        // overlong '/'
+    EXPECT_FALSE(ok("\xe0\x80\xaf"));                    // overlong
+    EXPECT_FALSE(ok("\xed\xa0\x80"));                    // a surrogate
+    EXPECT_FALSE(ok("\xf4\x90\x80\x80"));                // above U+10FFFF
+    EXPECT_FALSE(ok("\xe2\x98"));                        // cut short
+}

@@ -2,6 +2,7 @@
 
     python3 -m interop_tests.reference.client HOST PORT [MESSAGE ...] [--psk-file PATH]
         [--message-file PATH ...] [--max-message BYTES]
+    python3 -m interop_tests.reference.client HOST PORT --chat [--psk-file PATH]
 
 Sends each MESSAGE, then the bytes of each --message-file (or, with neither, each line of
 standard input until end of input or a line `exit`, `quit` or `!DISCONNECT`) as DATA, prints
@@ -10,6 +11,11 @@ then EOF; the replies' raw bytes to standard output; CLOSE after the server's EO
 With --send FILE / --get NAME: file transfer (section 10), with resume and digests. A message over --max-message (default 16 MiB)
 is refused before connecting. Exit status: 0 success, 2 handshake failure, 3 message too large,
 1 any other error (one `error: ...` line on stderr).
+
+With --chat (a chat server, docs/PROTOCOL.md section 11) it sends each line of standard input as
+it comes and prints every line the server sends, as it arrives, as is; it ends at the end of
+input, a line `/quit` (sent: the server answers CLOSE) or the server's CLOSE (exit 1, reason on
+stderr, except "bye" after /quit: 0).
 """
 
 from __future__ import annotations
@@ -244,6 +250,48 @@ def get_file(sock: socket.socket, conn: Connection, stream: Iterator[Event], nam
     print(f"[FILE] received {name}: {size} bytes, resumed after {start}, sha256 {h.hexdigest()}", flush=True)
 
 
+def chat(host: str, port: int, psk: bytes) -> None:
+    """Live chat: standard input and the connection are watched at once."""
+    sock = socket.create_connection((host, port))
+    conn = Connection("client", psk)
+    conn.start()
+    sock.sendall(conn.data_to_send())
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)  # standard input too, once the handshake is done
+    pending, quitting = b"", False
+    with sock:
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj is sock:
+                    data = sock.recv(65536)
+                    for event in (conn.receive(data) if data else conn.eof()):
+                        if isinstance(event, HandshakeDone):
+                            sel.register(sys.stdin.buffer, selectors.EVENT_READ)
+                        elif isinstance(event, Message) and event.type == DATA:
+                            sys.stdout.buffer.write(event.content + b"\n")
+                            sys.stdout.flush()
+                        elif isinstance(event, Closed):
+                            if quitting and event.reason == "bye":
+                                return
+                            raise ClientError("the server closed the connection"
+                                              + (f": {event.reason}" if event.reason else ""))
+                    sock.sendall(conn.data_to_send())
+                    if not data:
+                        raise ClientError("the server closed the connection")
+                else:
+                    data = os.read(sys.stdin.fileno(), 65536)
+                    if not data:
+                        conn.close()
+                        sock.sendall(conn.data_to_send())
+                        return
+                    pending += data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        conn.send(DATA, line.rstrip(b"\r"))
+                        quitting = quitting or line.rstrip(b"\r") == b"/quit"
+                    sock.sendall(conn.data_to_send())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seclink/1 reference client (plain TCP)")
     parser.add_argument("host")
@@ -256,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--get", action="append", default=[], help="download this name into . (section 10)")
     parser.add_argument("--pipe", action="store_true", help="standard input as a stream, replies to standard output "
                                                              "(section 9)")
+    parser.add_argument("--chat", action="store_true", help="live chat (docs/PROTOCOL.md section 11)")
     args = parser.parse_args(argv)
     try:
+        if args.chat:
+            chat(args.host, args.port, load_key(default_key_path(args.psk_file)))
+            return 0
         messages = [os.fsencode(m) for m in args.messages]
         for path in args.message_file:
             with open(path, "rb") as f:

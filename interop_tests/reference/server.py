@@ -1,11 +1,13 @@
 """seclink/1 reference server over plain TCP, one thread per client (docs/PROTOCOL.md).
 
     python3 -m interop_tests.reference.server --port 0 [--host 127.0.0.1] [--psk-file PATH] [--echo] [--files DIR]
-        [--max-message BYTES]
+        [--max-message BYTES] [--chat]
     python3 -m interop_tests.reference.server --keygen [--psk-file PATH]
 
 Replies to each DATA with DATA "ACK: received N bytes" (or the same bytes with --echo); PINGs are
-answered by the Connection itself, an EOF with EOF (section 9). SIGTERM or SIGINT stops it with exit status 0.
+answered by the Connection itself, an EOF with EOF (section 9). With --chat it relays lines between
+clients instead (chat rooms, docs/PROTOCOL.md section 11; chat.py). SIGTERM or SIGINT stops it with
+exit status 0.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import sys
 import threading
 
+from .chat import Chat, Member
 from .files import FileServer
 from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, ERRORS, FILE_TYPES, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
@@ -35,13 +38,24 @@ def size(content: bytes) -> str:
 
 
 def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int,
-                 files_dir: str | None = None) -> None:
+                 files_dir: str | None = None, chat: Chat | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     conn = Connection("server", psk, max_message=max_message)
     files = FileServer(files_dir)
     received = sent = 0
     reason = "peer vanished"
+    lock = threading.RLock()  # the connection is used by its thread and, in chat, by speakers' threads
+    member = None
+
+    def deliver(line: bytes) -> None:
+        with lock:
+            try:
+                conn.send(DATA, line)
+                sock.sendall(conn.data_to_send())
+            except (ValueError, ProtocolError, OSError):
+                pass  # closed or failed: this member's own thread sees the connection end
+
     try:
         with sock:
             done = False
@@ -50,10 +64,22 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                 if not data and _stopping.is_set():
                     reason = "server shutting down"
                     break
-                events = conn.receive(data) if data else conn.eof()
+                with lock:
+                    events = conn.receive(data) if data else conn.eof()
                 for event in events:
                     if isinstance(event, HandshakeDone):
                         log(f"[INFO] {peer}: handshake done")
+                    elif chat is not None and isinstance(event, Message) and member is None:
+                        member = Member(deliver, chat.rate)  # key confirmed: the first transport frame
+                        chat.enter(member)
+                    if chat is not None and isinstance(event, Message) and event.type == DATA:
+                        received += 1
+                        log(f"[RECV] {peer} #{received} {describe(event.content)} ({size(event.content)})")
+                        if not chat.line(member, event.content):
+                            with lock:
+                                conn.close("bye")
+                            done = True
+                            reason = "/quit"
                     elif isinstance(event, Message) and event.type == DATA:
                         received += 1
                         log(f"[RECV] {peer} #{received} {describe(event.content)} ({size(event.content)})")
@@ -73,13 +99,17 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                         done = True
                         if event.reason is not None:
                             reason = f"CLOSE {event.reason}" if event.reason else "CLOSE"
-                sock.sendall(conn.data_to_send())
+                with lock:
+                    sock.sendall(conn.data_to_send())
     except ProtocolError as error:
         files.close()
         log(f"[WARN] {peer}: {error.name}: {ERRORS[error.name]}")
         reason = f"protocol error {error.name}"
     except OSError as error:
         reason = f"connection error: {error.strerror or error}"
+    finally:
+        if member is not None:
+            chat.leave(member)
     log(f"[INFO] Client disconnected: {peer} ({reason})")
 
 
@@ -100,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--files", metavar="DIR", help="take and serve files in DIR (section 10)")
+    parser.add_argument("--chat", action="store_true", help="chat rooms (docs/PROTOCOL.md section 11)")
     args = parser.parse_args(argv)
+    chat = Chat() if args.chat else None
     try:
         path = default_key_path(args.psk_file)
         if args.keygen:
@@ -127,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
                                       args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message,
-                                            args.files))
+                                            args.files, chat))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

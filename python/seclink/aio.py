@@ -238,7 +238,9 @@ class AioServer:
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
                  frame_timeout: float | None = None, max_memory: int = 0, files_dir: str | None = None,
-                 overwrite: bool = False, max_file_size: int = 0, max_files_total: int = 0) -> None:
+                 overwrite: bool = False, max_file_size: int = 0, max_files_total: int = 0, chat: bool = False,
+                 chat_rooms: int = 0, chat_members: int = 0, chat_rate: int = 0, chat_queue: int = 0,
+                 chat_cluster: str | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -263,7 +265,16 @@ class AioServer:
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
             log_level=log_level, log=log, files_dir=files_dir, files_overwrite=overwrite,
-            max_file_size=max_file_size, max_files_total=max_files_total)
+            max_file_size=max_file_size, max_files_total=max_files_total, chat=chat, chat_rooms=chat_rooms,
+            chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue, chat_cluster=chat_cluster or "")
+        self._log = log
+        self._by_id: dict[int, _Conn] = {}
+        self._notify_r = -1
+        if chat_cluster:  # the cluster link calls from its own thread: queued by the extension, a byte here
+            self._notify_r, notify_w = os.pipe()
+            os.set_blocking(self._notify_r, False)
+            self._policy.set_notify_fd(notify_w)
+            os.close(notify_w)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -290,6 +301,10 @@ class AioServer:
             await asyncio.wait(list(self._conns))
         if self._server is not None:
             await self._server.wait_closed()
+        if self._notify_r >= 0:
+            asyncio.get_running_loop().remove_reader(self._notify_r)
+            os.close(self._notify_r)
+            self._notify_r = -1
         self._closed.set()
 
     async def serve_forever(self) -> None:
@@ -320,6 +335,8 @@ class AioServer:
                 sock.bind(addr)
                 self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=_BACKLOG)
                 self.port = sock.getsockname()[1]
+                if self._notify_r >= 0:
+                    asyncio.get_running_loop().add_reader(self._notify_r, self._notified)
                 return
             except OSError as exc:
                 sock.close()
@@ -334,6 +351,30 @@ class AioServer:
         """The session's wishes changed (a tick, a shutdown): wake its task, interrupting I/O."""
         c.wake.set()
         if c.io_wait and c.session.status() != _seclink.SESSION_OPEN and not c.interrupted:
+            c.interrupted = True
+            c.task.cancel()
+
+    def _notified(self) -> None:
+        """What the chat cluster link's thread queued: its log lines, and sessions to wake."""
+        try:
+            os.read(self._notify_r, 4096)
+        except BlockingIOError:
+            pass
+        logs, woken = self._policy.take_pending()
+        for level, line in logs:
+            if self._log is not None:
+                self._log(level, line)
+        for sid in woken:
+            c = self._by_id.get(sid)
+            if c is not None:
+                self._deliver(c)
+
+    def _deliver(self, c: _Conn) -> None:
+        """The session layer's wake-up (chat): other sessions queued lines for c. Called inside
+        their calls into the session layer: only schedules; _drive pumps them out (and closes a
+        member too slow to take them)."""
+        c.wake.set()
+        if c.io_wait and not c.interrupted:  # a read, or a write stuck on a member that does not read
             c.interrupted = True
             c.task.cancel()
 
@@ -365,6 +406,8 @@ class AioServer:
         assert task is not None
         c = _Conn(stream, _seclink.Session(self._policy, stream.peer, self._now()), task, asyncio.Event())
         self._conns[task] = c
+        self._by_id[c.session.id] = c
+        c.session.set_wake(lambda: self._deliver(c))
         try:
             if self._closing:
                 c.session.shutdown(self._now())
@@ -374,6 +417,8 @@ class AioServer:
                 c.timer.cancel()
             del self._conns[task]
             c.session.close()  # the "disconnected" line; slots and budget given back
+            c.session.set_wake(None)  # the callback refers to c: no cycle left through the extension
+            del self._by_id[c.session.id]
 
     async def _drive(self, c: _Conn) -> None:
         """Moves bytes and time for one session until it says to close."""
@@ -381,6 +426,7 @@ class AioServer:
         tls_pending = self._tls_ctx is not None
         while True:
             self._arm(c)
+            s.pump(self._now())  # chat lines other sessions queued for this one
             status = s.status()
             if status == _seclink.SESSION_CLOSED:
                 stream.abort()
@@ -504,7 +550,10 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, files_dir: str | os.PathLike[str] | None = None,
                 overwrite: bool = False, max_file_size: int = _seclink.DEFAULT_MAX_FILE_SIZE,
-                max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL) -> AioServer:
+                max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL, chat: bool = False,
+                chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
+                chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
+                chat_cluster: str | None = None) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -518,7 +567,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
     it; ``tls=True`` serves TLS 1.3 only, with ``tls_cert``/``tls_key`` or the self-signed
     certificate of the config directory; ``redact=True`` logs sizes, never content; admission
     (``max_handshakes``, ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout``
-    and the memory budget ``max_memory`` (bytes) are the core session layer's. Serve with
+    and the memory budget ``max_memory`` (bytes) are the core session layer's, as are the chat
+    rooms of ``chat=True`` and their limits (``chat_rooms``, ...). Serve with
     :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
     """
     if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
@@ -535,7 +585,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
                            handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
                            files_dir=None if files_dir is None else os.fspath(files_dir), overwrite=overwrite,
-                           max_file_size=max_file_size, max_files_total=max_files_total)
+                           max_file_size=max_file_size, max_files_total=max_files_total,
+                           chat=chat, chat_rooms=chat_rooms, chat_members=chat_members, chat_rate=chat_rate,
+                           chat_queue=chat_queue, chat_cluster=chat_cluster)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -723,6 +775,11 @@ class AioClient:
                                         name="FILE_REFUSED", peer=self.peer, detail=detail, reason_code=code)
             elif isinstance(event, FileMessage):
                 return event.msg_type, event.data
+
+    async def keepalive(self) -> None:
+        """Sends an empty PING without waiting for its PONG (recv skips it): keeps an idle
+        session open. May overlap with a recv."""
+        await self._transmit(lambda: self._conn.send_ping(b""))
 
     async def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason) and closes the connection. Idempotent."""

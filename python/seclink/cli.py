@@ -13,7 +13,9 @@ import ctypes
 import errno
 import json
 import os
+import queue
 import re
+import select
 import signal
 import sys
 import threading
@@ -349,7 +351,12 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
                 max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
-                echo=args.has("echo"), redact=args.has("redact"),
+                echo=args.has("echo"), redact=args.has("redact"), chat=args.has("chat"),
+                chat_rooms=args.number("chat-rooms", S.DEFAULT_CHAT_ROOMS, 1, 1000000),
+                chat_members=args.number("chat-members", S.DEFAULT_CHAT_MEMBERS, 1, 1000000),
+                chat_rate=args.number("chat-rate", S.DEFAULT_CHAT_RATE, 1, 1000000),
+                chat_queue=args.number("chat-queue", S.DEFAULT_CHAT_QUEUE, 1, 1000000),
+                chat_cluster=args.get("cluster") or None,
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
         raise Exit(USAGE, "--trace shows message content: not with --redact")
@@ -365,6 +372,14 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         opts.update(files_dir=files_dir, overwrite=args.has("overwrite"),
                     max_file_size=args.number("max-file-size", S.DEFAULT_MAX_FILE_SIZE >> 20, 1, 1 << 40) << 20,
                     max_files_total=args.number("max-files-total", S.DEFAULT_MAX_FILES_TOTAL >> 20, 1, 1 << 40) << 20)
+    if not args.has("chat") and any(args.has(f) for f in ("chat-rooms", "chat-members", "chat-rate", "chat-queue")):
+        raise Exit(USAGE, "--chat-rooms, --chat-members, --chat-rate and --chat-queue need --chat")
+    if args.has("chat") and args.has("echo"):
+        raise Exit(USAGE, "--echo does not apply to --chat (lines are relayed)")
+    if args.get("cluster") and not args.has("chat"):
+        raise Exit(USAGE, "--cluster needs --chat")
+    if args.get("cluster") and not _seclink.chat_cluster_available():
+        raise Exit(USAGE, "--cluster: this build has no NATS client (install libnats-dev and rebuild)")
 
     pipe = args.has("pipe")
     forward = args.get("forward")
@@ -417,6 +432,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
             return Exit(TLS, f"TLS certificate/key unusable: {cert}, {key} (check --tls-cert and --tls-key)")
         if isinstance(e, Error) and e.code and _seclink.err_category(e.code) == Category.NETWORK:
             return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: {describe(e)}")
+        if isinstance(e, ValueError) and str(e).startswith("cannot link chat rooms"):
+            return Exit(USAGE, f"--cluster takes the NATS server's URL, nats://HOST:PORT (got '{args.get('cluster')}')")
         if isinstance(e, Error):
             return Exit(_seclink.err_category(e.code) if e.code else INTERNAL, f"cannot start: {describe(e)}")
         return Exit(INTERNAL, f"cannot start: {e}")
@@ -560,21 +577,29 @@ def connect_error(e: Error, where: str) -> Exit:
 
 
 class _AioSession:
-    """seclink.aio's client behind the blocking interface the program uses."""
+    """seclink.aio's client behind the blocking interface the program uses; its event loop runs
+    in a thread of its own, so that one thread may wait for messages while another sends."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, **kw) -> None:
         from . import aio
         self._loop = loop
-        self._c = loop.run_until_complete(aio.connect(**kw))
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        self._c = self._call(aio.connect(**kw))
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def send(self, data: bytes) -> None:
-        self._loop.run_until_complete(self._c.send(data))
+        self._call(self._c.send(data))
 
-    def recv(self, timeout: float) -> bytes:
-        return self._loop.run_until_complete(self._c.recv(timeout))
+    def recv(self, timeout: float | None) -> bytes:
+        return self._call(self._c.recv(timeout))
+
+    def keepalive(self) -> None:
+        self._call(self._c.keepalive())
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._c.close())
+        self._call(self._c.close())
 
 
 class Session:
@@ -582,9 +607,21 @@ class Session:
 
     def __init__(self, client, log: Logger, timeout: int, redact: bool = False) -> None:
         self.client, self.log, self.timeout, self.seq = client, log, timeout, 0
+        self.redacted = redact
+        self.receiver: threading.Thread | None = None  # interactive: the thread that receives
         self.shown = (lambda data: "<redacted>") if redact else shown
 
     def exchange(self, msg: bytes) -> None:
+        self.send(msg)
+        try:
+            reply = self.client.recv(self.timeout)
+        except Timeout:
+            raise Exit(SESSION, f"no reply within {self.timeout} s") from None
+        except Error as e:
+            raise self.ended(e) from None
+        self.show_reply(reply)
+
+    def send(self, msg: bytes, logged: bool = True) -> None:
         try:
             self.client.send(msg)
         except MessageTooLarge:
@@ -595,25 +632,29 @@ class Session:
         except Error as e:
             raise Exit(SESSION, f"sending failed: {describe(e)}") from None
         self.seq += 1
-        self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({count(len(msg), 'byte')})")
-        try:
-            reply = self.client.recv(self.timeout)
-        except Timeout:
-            raise Exit(SESSION, f"no reply within {self.timeout} s") from None
-        except ConnectionClosed as e:
-            if e.reason is None:
-                raise Exit(SESSION, "the server closed the connection without a reply") from None
-            why = self.shown(e.reason.encode()) if e.reason else "no reason given"
-            raise Exit(SESSION, f"the server closed the session: {why}") from None
-        except Error as e:
-            raise Exit(SESSION, f"session failed: {describe(e)}") from None
+        if logged:
+            self.log.line(LOG_MSG, f"[SEND] #{self.seq} {self.shown(msg)} ({count(len(msg), 'byte')})")
+
+    def show_reply(self, reply: bytes) -> None:
         self.log.line(LOG_WARN, f"[RECV] #{self.seq} {self.shown(reply)} (a reply of {count(len(reply), 'byte')})")
+
+    def ended(self, e: Error, waiting: bool = True) -> Exit:
+        """The Exit for a receive that failed (waiting: for a reply; else at the prompt)."""
+        if isinstance(e, ConnectionClosed) and e.reason is not None:
+            why = self.shown(e.reason.encode()) if e.reason else "no reason given"
+            return Exit(SESSION, f"the server closed the session: {why}")
+        if isinstance(e, ConnectionClosed) or e.name in ("PEER_CLOSED", "TRUNCATED"):
+            return Exit(SESSION, "the server closed the connection without a reply" if waiting else
+                        "the server closed the connection (no CLOSE: it stopped or the network failed)")
+        return Exit(SESSION, f"session failed: {describe(e)}")
 
     def close(self) -> None:
         try:
             self.client.close()
         except Error:
             pass
+        if self.receiver is not None:  # it ends now that the client is closed (never left inside the core)
+            self.receiver.join()
         self.log.line(LOG_INFO, "[INFO] Disconnected")
 
 
@@ -712,11 +753,11 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             for m in messages:
                 session.exchange(m)
         else:
-            _interactive(session, log)
+            _interactive(session, log, args.number("keepalive", _seclink.DEFAULT_KEEPALIVE_MS // 1000, 0, 86400))
         session.close()
     finally:
         if loop is not None:
-            loop.close()
+            loop.call_soon_threadsafe(loop.stop)  # its thread ends; the process does not wait for it
     log.close()
     return OK
 
@@ -817,28 +858,189 @@ def _client_files(client: Client, sends: list[str], gets: list[str], overwrite: 
     return OK
 
 
-def _interactive(session: Session, log: Logger) -> None:
-    tty = sys.stdin.isatty()
-    if tty:
-        log.line(LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit' or Ctrl-D to leave.")
-    while True:
+class _Input:
+    """The line being typed, kept below the lines that arrive (as the C++ client's Input). On a
+    terminal stdin is read byte by byte (no echo, no canonical mode; Ctrl-C still signals) and the
+    line is redrawn after each arriving line; otherwise lines are read as they come."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.line, self._saved = tty, bytearray(), None
         if tty:
-            sys.stdout.write("> ")
-            sys.stdout.flush()
-        line = sys.stdin.buffer.readline()
+            import termios
+            try:
+                self._saved = termios.tcgetattr(0)
+            except termios.error:
+                self.tty = False
+                return
+            raw = termios.tcgetattr(0)
+            raw[3] &= ~(termios.ICANON | termios.ECHO)
+            raw[6][termios.VMIN], raw[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(0, termios.TCSAFLUSH, raw)
+            self._prompt()
+
+    def above(self, print_lines) -> None:
+        if self.tty:
+            self._out("\r\033[K")
+        print_lines()
+        if self.tty:
+            self._prompt()
+
+    def read(self) -> tuple[list[bytes], bool]:
+        """Complete lines read, and False at the end of input (a last unterminated line included)."""
+        try:
+            data = os.read(0, 4096)
+        except InterruptedError:
+            return [], True
+        lines: list[bytes] = []
+        if not data:
+            if not self.tty and self.line:
+                lines.append(bytes(self.line))
+            return lines, False
+        for ch in data:
+            if ch == 0x0A or (self.tty and ch == 0x0D):
+                lines.append(bytes(self.line).removesuffix(b"\r"))
+                self.line.clear()
+                if self.tty:
+                    self._out("\r\n")
+            elif not self.tty:
+                self.line.append(ch)
+            elif ch == 0x04:  # Ctrl-D: the end on an empty line
+                if not self.line:
+                    return lines, False
+            elif ch in (0x7F, 0x08):  # erase one character (all bytes of it)
+                while self.line and self.line[-1] & 0xC0 == 0x80:
+                    self.line.pop()
+                if self.line:
+                    self.line.pop()
+                self._redraw()
+            elif ch == 0x15:  # Ctrl-U
+                self.line.clear()
+                self._redraw()
+            elif ch >= 0x20 and len(self.line) < TERMINAL_LINE:
+                self.line.append(ch)
+                os.write(1, bytes([ch]))
+        return lines, True
+
+    def done(self) -> None:
+        if self.tty:
+            import termios
+            self._out("\r\033[K")
+            termios.tcsetattr(0, termios.TCSAFLUSH, self._saved)
+
+    def _prompt(self) -> None:
+        self._out("> ")
+        os.write(1, bytes(self.line))
+
+    def _redraw(self) -> None:
+        self._out("\r\033[K")
+        self._prompt()
+
+    @staticmethod
+    def _out(text: str) -> None:
+        sys.stdout.flush()
+        os.write(1, text.encode())
+
+
+def _receive_all(client, events: queue.Queue, wake: int) -> None:
+    """The receiving thread of an interactive session: every message, then how it ended."""
+    while True:
+        try:
+            events.put(("data", client.recv(None)))
+        except Error as e:
+            events.put(("end", e))
+            os.write(wake, b"x")
+            return
+        os.write(wake, b"x")
+
+
+def _interactive(session: Session, log: Logger, keepalive: int) -> None:
+    """Waits for typed lines and for the server at once: what arrives is shown at once (a chat
+    server's lines, a CLOSE, a lost server), and an idle session sends a PING every `keepalive` s."""
+    stdin_tty = sys.stdin.isatty()
+    inp = _Input(stdin_tty and sys.stdout.isatty())  # the line is redrawn on stdout
+    if stdin_tty:
+        inp.above(lambda: log.line(LOG_INFO, "[INFO] Type a message and press Enter; 'exit', 'quit', Ctrl-D or Ctrl-C "
+                                             "to leave."))
+    events: queue.Queue = queue.Queue()
+    wake_r, wake_w = os.pipe()
+    session.receiver = threading.Thread(target=_receive_all, args=(session.client, events, wake_w), daemon=True)
+    session.receiver.start()
+    chat, first, input_open, last_sent = False, True, True, time.monotonic()
+
+    def shown_line(data: bytes) -> str:
+        if chat:  # a chat server's line, as it is when it is safe to print
+            return data.decode() if not session.redacted and _seclink.chat_text_ok(data) else session.shown(data)
+        return f"[RECV] {session.shown(data)} ({count(len(data), 'byte')}, not a reply)"
+
+    def handle(kind: str, value: Any) -> None:
+        nonlocal chat, first
+        if kind == "end":
+            inp.done()
+            raise session.ended(value, waiting=False)
+        if first:
+            chat = value.startswith(b"* you are ")  # a chat server's first line (PROTOCOL.md "Chat rooms")
+        first = False
+        inp.above(lambda: log.line(LOG_WARN, shown_line(value)))
+
+    def send_line(line: bytes) -> bool:  # False: leave
+        nonlocal last_sent, first
+        if line in (b"exit", b"quit", b"!DISCONNECT") or (chat and line == b"/quit"):
+            return False
         if not line:
-            break
-        line = line.removesuffix(b"\n").removesuffix(b"\r")
-        if line in (b"exit", b"quit", b"!DISCONNECT"):
-            break
-        if not line:
-            log.line(LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several lines, "
-                               "use --message-file)")
-            continue
-        if tty and len(line) >= TERMINAL_LINE:
-            log.line(LOG_WARN, f"[WARN] the line is {count(len(line), 'byte')}, the most a terminal passes on: "
-                               "anything longer was cut (send long text with --message-file)")
-        session.exchange(line)
+            inp.above(lambda: log.line(LOG_WARN, "[WARN] empty line: nothing sent (to send an empty message or several "
+                                                 "lines, use --message-file)"))
+            return True
+        if stdin_tty and len(line) >= TERMINAL_LINE:
+            inp.above(lambda: log.line(LOG_WARN, f"[WARN] the line is {count(len(line), 'byte')}, the most a terminal "
+                                                 "passes on: anything longer was cut (send long text with --message-file)"))
+        inp.above(lambda: session.send(line, logged=not chat))
+        if not chat:
+            try:
+                kind, value = events.get(timeout=session.timeout)
+            except queue.Empty:
+                inp.done()
+                raise Exit(SESSION, f"no reply within {session.timeout} s") from None
+            if kind == "end":
+                inp.done()
+                raise session.ended(value)
+            if first and value.startswith(b"* you are "):
+                handle(kind, value)  # a chat server: its first line came instead of a reply
+            else:
+                first = False
+                inp.above(lambda: session.show_reply(value))
+        last_sent = time.monotonic()
+        return True
+
+    try:
+        while True:
+            wait = max(0.0, last_sent + keepalive - time.monotonic()) if keepalive else None
+            ready, _, _ = select.select([wake_r] + ([0] if input_open else []), [], [], wait)
+            if not ready:  # idle: a PING keeps the session (and NAT state) alive; recv skips its PONG
+                try:
+                    session.client.keepalive()
+                except Error as e:
+                    inp.done()
+                    raise session.ended(e, waiting=False) from None
+                last_sent = time.monotonic()
+                continue
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+                while not events.empty():
+                    handle(*events.get_nowait())
+            if 0 in ready:
+                lines, input_open = inp.read()
+                if not all(send_line(line) for line in lines) or not input_open:
+                    break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C leaves as Ctrl-D does: CLOSE, exit 0
+    except Exit:
+        try:  # the receiving thread must not be left inside the core when the process exits
+            session.client.close()
+        except Error:
+            pass
+        session.receiver.join()
+        raise
+    inp.done()
 
 
 # ------------------------------------------------------------------------------------------ entry points

@@ -134,6 +134,11 @@ class Client:
             return _transfer(self._c, False, name, None if path is None else os.fspath(path), overwrite, progress,
                              self.peer)
 
+    def keepalive(self) -> None:
+        """Sends an empty PING without waiting for its PONG (recv skips it): keeps an idle
+        session open. May be called while another thread waits in recv."""
+        self._c.send(PING, b"")
+
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""
         with self._closing:

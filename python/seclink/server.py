@@ -53,6 +53,11 @@ class Server:
     sizes and counters, never content. Admission (``max_handshakes``,
     ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout`` and the memory budget
     ``max_memory`` (bytes) are the core session layer's, as in :func:`seclink.aio.serve`.
+    ``chat=True`` makes it a chat server (docs/PROTOCOL.md "Chat rooms": lines are relayed
+    between sessions, no handler, no ACK), limited by ``chat_rooms``, ``chat_members`` (per room),
+    ``chat_rate`` (lines a second per member) and ``chat_queue`` (lines waiting for a member
+    before it is closed as too slow); ``chat_cluster="nats://HOST:PORT"`` shares the rooms with
+    every server linked to that NATS server.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -67,7 +72,10 @@ class Server:
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY, files_dir: str | os.PathLike[str] | None = None,
                  overwrite: bool = False, max_file_size: int = _seclink.DEFAULT_MAX_FILE_SIZE,
-                 max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL) -> None:
+                 max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL, chat: bool = False,
+                 chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
+                 chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
+                 chat_cluster: str | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         try:
             self.host = host
@@ -86,7 +94,9 @@ class Server:
                                       max_memory=max_memory, redact=redact,
                                       files_dir=None if files_dir is None else os.fspath(files_dir),
                                       files_overwrite=overwrite, max_file_size=max_file_size,
-                                      max_files_total=max_files_total)
+                                      max_files_total=max_files_total, chat=chat, chat_rooms=chat_rooms,
+                                      chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue,
+                                      chat_cluster=chat_cluster or "")
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()

@@ -9,7 +9,7 @@ import sys
 from tools import programs
 
 DEMO = [sys.executable, "tools/demo.py"]
-STEPS = 17
+STEPS = 18
 
 
 def run(args, columns=80, stdin=None):
@@ -40,7 +40,7 @@ def test_the_whole_demo_runs_checked_and_every_line_fits_80_columns():
 def test_a_wider_terminal_gets_wider_lines():
     result = run(["--only", "6"], columns=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "== 6/17  Interactive: Python client -> C++ server, C++ client -> Python server ==" in result.stdout
+    assert "== 6/18  Interactive: Python client -> C++ server, C++ client -> Python server ==" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 120
 
 

@@ -93,6 +93,16 @@ typedef enum sl_err {
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
     SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
+    /* Chat rooms (PROTOCOL.md "Chat rooms"): sent in-band as "! NAME: text", never fatal. */
+    SL_ECHAT_NAME = 70,       /* not a valid name (1-24 letters, digits, '-', '_') */
+    SL_ECHAT_NAME_TAKEN = 71, /* someone on the server already has that name */
+    SL_ECHAT_TEXT = 72,       /* not a valid chat line: bad UTF-8, control or bidi characters, too long */
+    SL_ECHAT_ROOM_FULL = 73,  /* the room has its most members */
+    SL_ECHAT_ROOMS = 74,      /* the server has its most rooms */
+    SL_ECHAT_RATE = 75,       /* more lines a second than the server allows */
+    SL_ECHAT_NO_USER = 76,    /* nobody on the server has that name */
+    SL_ECHAT_COMMAND = 77,    /* unknown command, wrong arguments, or not in a room */
+    SL_ECHAT_SLOW = 78,       /* the member read too slowly: its queue filled and it was closed */
 
     SL_EBAD_EOF = 80,         /* an EOF message with content, a second EOF, or DATA after EOF */
     SL_EFILE_REFUSED = 81,    /* the server refused a file transfer (sl_file_result says why) */
@@ -148,6 +158,7 @@ SL_API const char *sl_errname(int err);
 #define SL_MAX_MESSAGE_LIMIT 0x7FFFFFFEu /* largest max message (2^31-2): type + content are one AEAD call */
 #define SL_HASH_BYTES 32u          /* handshake hash */
 #define SL_DEFAULT_TIMEOUT_MS 10000u /* a client's connect + handshake limit, and each send's */
+#define SL_DEFAULT_KEEPALIVE_MS 60000u /* an interactive client PINGs after this long without traffic */
 
 /* Defaults of the server's limits (sl_server_config_init), read by every layer and language. */
 #define SL_DEFAULT_PORT 5000u
@@ -164,6 +175,13 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_MAX_FILES_TOTAL (256ull << 30) /* every file in the served directory: 256 GiB */
 #define SL_FILE_CHUNK (256u * 1024u)              /* largest FILE_DATA; a files server's max_message
                                                      must be at least this */
+/* Chat rooms (sl_server_config.chat; PROTOCOL.md "Chat rooms"). */
+#define SL_DEFAULT_CHAT_ROOMS 1000u   /* rooms on a server at once */
+#define SL_DEFAULT_CHAT_MEMBERS 1000u /* members of one room */
+#define SL_DEFAULT_CHAT_RATE 20u      /* lines a second from one member (burst: the same number) */
+#define SL_DEFAULT_CHAT_QUEUE 1000u   /* lines waiting for one member before it is dropped as too slow */
+#define SL_CHAT_MAX_NAME 24u          /* bytes of a member's or a room's name */
+#define SL_CHAT_MAX_TEXT 2000u        /* bytes of one chat line from a client */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -433,6 +451,16 @@ typedef struct sl_server_config {
                                        sl_session_reply() only says it took it) and sends its
                                        own DATA and EOF (sl_session_send, sl_session_send_eof).
                                        Only for drivers of the session layer, not sl_server_new */
+    /* Chat rooms (PROTOCOL.md "Chat rooms"): DATA lines are relayed between sessions instead of
+       answered; the handler and echo are not used. 0 in a config from _init means default. */
+    int chat;
+    unsigned chat_rooms;            /* rooms at once */
+    unsigned chat_members;          /* members of one room */
+    unsigned chat_rate;             /* lines a second from one member */
+    unsigned chat_queue;            /* lines waiting for one member; more: it is closed (CHAT_SLOW) */
+    const char *chat_cluster;       /* "nats://HOST:PORT": rooms shared with the servers linked to
+                                       that NATS server (PROTOCOL.md 11.7); NULL: this server only.
+                                       Not a usable URL, or built without libnats: SL_EINVAL */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -591,6 +619,25 @@ SL_API void sl_session_close(sl_session *session);
 /** "host:port" of the peer, as logged. */
 SL_API const char *sl_session_peer(const sl_session *session);
 
+/** Chat servers: another session (possibly on another thread) queued lines for this one. The
+ *  session calls `wake(ud)` from that thread, at most once until sl_session_pump() runs; the
+ *  driver must then, on this session's own thread, call sl_session_pump() and write what is
+ *  pending. `wake` must not call into the session layer. Set it before feeding. */
+typedef void (*sl_wake_fn)(void *ud);
+SL_API void sl_session_set_wake(sl_session *session, sl_wake_fn wake, void *ud);
+/** Moves lines queued for this session into its pending output, as far as its output
+ *  backpressure allows (the rest waits; sl_session_consume() pumps again). A member whose queue
+ *  overflowed is closed here (CLOSE "CHAT_SLOW: ..."). */
+SL_API void sl_session_pump(sl_session *session, int64_t now_ms);
+
+/** 1 if this build can link chat rooms across servers (sl_server_config.chat_cluster). */
+SL_API int sl_chat_cluster_available(void);
+
+/** 1 if `data` is text a chat line may hold (PROTOCOL.md "Chat rooms"): strict UTF-8 without
+ *  control characters (C0, DEL, C1), line or paragraph separators, or bidirectional controls;
+ *  any length. Clients use it to decide whether a line from a server is safe to print as is. */
+SL_API int sl_chat_text_ok(const uint8_t *data, size_t len);
+
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
 /* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
  * server that goes away shows as SL_EPEER_CLOSED. */
@@ -675,6 +722,11 @@ SL_API const char *sl_client_peer(const sl_client *client);
 
 /** Frees (closing the socket without a CLOSE if sl_client_close was not called). Accepts NULL. */
 SL_API void sl_client_free(sl_client *client);
+
+/** The client's socket, to wait for with poll() beside other input (an interactive program).
+ *  Readable means sl_client_recv() has something to read; with TLS, call sl_client_recv() with
+ *  timeout 0 until it says SL_ETIMEDOUT, as records may be buffered. -1 for NULL. */
+SL_API int sl_client_fd(const sl_client *client);
 
 /* ---- TLS helpers ---------------------------------------------------------------------------- */
 
