@@ -538,6 +538,4 @@ const char *sl_client_peer(const sl_client *c) { return c != nullptr ? c->peer.c
 
 void sl_client_free(sl_client *c) { delete c; }
 
-int sl_client_fd(const sl_client *c) { return c != nullptr ? c->io.fd : -1; }
-
 }  // extern "C"

@@ -681,6 +681,9 @@ SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, 
 SL_API int sl_client_queue(sl_client *client, int msg_type, const uint8_t *data, size_t len);
 SL_API int sl_client_flush(sl_client *client, int timeout_ms);
 SL_API size_t sl_client_pending(const sl_client *client);
+/** The client's socket, to wait for with poll() beside other input (an interactive program, a
+ *  pipe). Readable means sl_client_recv() has something to read; with TLS, call sl_client_recv()
+ *  with timeout 0 until it says SL_ETIMEDOUT, as records may be buffered. -1 for NULL. */
 SL_API int sl_client_fd(const sl_client *client);
 
 /** Waits up to `timeout_ms` (-1: forever) for the next DATA, PONG, EOF or CLOSE message (PINGs are
@@ -722,11 +725,6 @@ SL_API const char *sl_client_peer(const sl_client *client);
 
 /** Frees (closing the socket without a CLOSE if sl_client_close was not called). Accepts NULL. */
 SL_API void sl_client_free(sl_client *client);
-
-/** The client's socket, to wait for with poll() beside other input (an interactive program).
- *  Readable means sl_client_recv() has something to read; with TLS, call sl_client_recv() with
- *  timeout 0 until it says SL_ETIMEDOUT, as records may be buffered. -1 for NULL. */
-SL_API int sl_client_fd(const sl_client *client);
 
 /* ---- TLS helpers ---------------------------------------------------------------------------- */
 
