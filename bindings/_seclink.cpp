@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "keylist.hpp"
 #include "seclink/seclink.h"
 
 namespace py = pybind11;
@@ -86,6 +87,7 @@ std::array<uint8_t, SL_KEY_BYTES> key_from(const py::buffer &psk) {
 
 void wipe(std::array<uint8_t, SL_KEY_BYTES> &k) { explicit_bzero(k.data(), k.size()); }
 
+
 std::string format_frame(const sl_frame_info *f, const char *peer) {
     std::string out(64 * 1024, '\0');
     out.resize(sl_format_frame(f, peer, out.data(), out.size()));
@@ -137,6 +139,13 @@ public:
         Lock lock(this);
         check(sl_conn_set_key_confirmation(c_, on ? 1 : 0), "key_confirmation");
     }
+
+    void set_psks(const py::buffer &psks) {
+        Lock lock(this);
+        seclink_py::KeyList k(psks, std::nullopt);
+        check(sl_conn_set_psks(c_, k.keys.data(), k.count()), "psks");
+    }
+    int psk_index() const { return sl_conn_psk_index(c_); }
 
     // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
     // error). What a caller queues for that event comes before anything a later frame causes.
@@ -236,15 +245,16 @@ public:
            unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
-           unsigned frame_timeout_ms, size_t max_memory, bool redact)
+           unsigned frame_timeout_ms, size_t max_memory, bool redact,
+           const std::optional<std::vector<std::string>> &psk_names)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
-        auto k = key_from(psk);
+        seclink_py::KeyList k(psk, psk_names);
         sl_server_config cfg;
         sl_server_config_init(&cfg);
         cfg.host = host_.c_str();
         cfg.port = port;
-        cfg.psk = k.data();
+        k.apply(cfg);
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -270,7 +280,6 @@ public:
         cfg.tls_cert = cert_.c_str();
         cfg.tls_key = key_.c_str();
         int rc = sl_server_new(&s_, &cfg);
-        wipe(k);
         check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
     }
     ~Server() {
@@ -542,6 +551,7 @@ PYBIND11_MODULE(_seclink, m) {
     m.attr("TAG_BYTES") = SL_TAG_BYTES;
     m.attr("OVERHEAD_BYTES") = SL_OVERHEAD_BYTES;
     m.attr("MAX_PING") = SL_MAX_PING;
+    m.attr("MAX_PSKS") = SL_MAX_PSKS;
     m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
     m.attr("DEFAULT_TIMEOUT_MS") = SL_DEFAULT_TIMEOUT_MS;
     m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
@@ -610,6 +620,8 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("ephemeral") = py::none())
         .def("start", &Connection::start)
         .def("set_key_confirmation", &Connection::set_key_confirmation, py::arg("on"))
+        .def("set_psks", &Connection::set_psks, py::arg("psks"))
+        .def_property_readonly("psk_index", &Connection::psk_index)
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))
@@ -623,13 +635,13 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool>(),
+                      size_t, bool, const std::optional<std::vector<std::string>> &>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false)
+             py::arg("redact") = false, py::arg("psk_names") = py::none())
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)

@@ -114,6 +114,8 @@ int main(int argc, char **argv) {
         std::printf("seclink client %s (c++), protocol seclink/%u\n", sl_version(), sl_protocol_version());
         return app::kOk;
     }
+    if (args.all("psk-file").size() > 1)
+        app::die(kProg, app::kUsage, "a client uses one key: give --psk-file once (several are for a server)");
     const auto psk_flag = args.get("psk-file");
     const std::string psk_path = app::key_path(kProg, psk_flag);
     if (args.has("keygen")) app::keygen(kProg, psk_path);

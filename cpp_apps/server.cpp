@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common.hpp"
 
@@ -31,9 +32,11 @@ int main(int argc, char **argv) {
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 
-    const auto psk_flag = args.get("psk-file");
-    const std::string psk_path = app::key_path(kProg, psk_flag);
-    if (args.has("keygen")) app::keygen(kProg, psk_path);
+    if (args.has("keygen")) {
+        if (args.all("psk-file").size() > 1)
+            app::die(kProg, app::kUsage, "--keygen writes one key file: give at most one --psk-file");
+        app::keygen(kProg, app::key_path(kProg, args.get("psk-file")));
+    }
 
     sl_server_config cfg;
     sl_server_config_init(&cfg);
@@ -63,11 +66,18 @@ int main(int argc, char **argv) {
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;
 
-    uint8_t psk[SL_KEY_BYTES];
     if (!args.has("tls") && (args.has("tls-cert") || args.has("tls-key")))
         app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
-    app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
-    cfg.psk = psk;
+    std::vector<uint8_t> psks;
+    bool rotation = false;
+    const std::vector<std::string> psk_files = app::server_keys(kProg, args, log, psks, &rotation);
+    std::vector<const char *> psk_names;
+    for (const auto &f : psk_files) psk_names.push_back(f.c_str());
+    cfg.psk = psks.data();
+    cfg.psk_count = psk_files.size();
+    if (rotation) cfg.psk_names = psk_names.data();
+    std::string keys_line = (psk_files.size() == 1 ? "key " : "keys ") + psk_files[0];
+    for (size_t i = 1; i < psk_files.size(); ++i) keys_line += ", " + psk_files[i];
 
     std::string cert, key;
     if (args.has("tls")) {
@@ -103,7 +113,7 @@ int main(int argc, char **argv) {
 
     sl_server *server = nullptr;
     int rc = sl_server_new(&server, &cfg);
-    explicit_bzero(psk, sizeof psk);  // the server keeps its own copy
+    explicit_bzero(psks.data(), psks.size());  // the server keeps its own copy
     if (rc == SL_EADDRINUSE)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
@@ -116,7 +126,7 @@ int main(int argc, char **argv) {
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
                               (threads == 1 ? " worker thread" : " worker threads") + ", max " +
-                              std::to_string(cfg.max_clients) + " clients, key " + psk_path);
+                              std::to_string(cfg.max_clients) + " clients, " + keys_line);
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
     // Only now, with every worker ready, does "Listening on" tell scripts the server is up.
     log.line(SL_LOG_INFO, "[INFO] Listening on " + app::host_port(host, sl_server_port(server)), true);

@@ -15,6 +15,7 @@ using seclink::detail::guard;
 
 struct sl_conn {
     Connection impl;
+    seclink::detail::KeyRing ring;  // sl_conn_set_psks
     sl_conn(sl_role role, const uint8_t *psk) noexcept : impl(role, psk) {}
 };
 
@@ -97,6 +98,17 @@ int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]) {
 int sl_conn_set_key_confirmation(sl_conn *conn, int on) {
     return conn != nullptr ? conn->impl.set_key_confirmation(on != 0) : SL_EINVAL;
 }
+
+int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count) {
+    if (conn == nullptr || psks == nullptr || count == 0 || count > SL_MAX_PSKS) return SL_EINVAL;
+    if (!conn->impl.configuring()) return SL_ESTATE;
+    return guard([&]() -> int {
+        conn->ring.assign(psks, count);
+        return conn->impl.set_key_ring(&conn->ring);
+    });
+}
+
+int sl_conn_psk_index(const sl_conn *conn) { return conn != nullptr ? conn->impl.key_index() : -1; }
 
 int sl_conn_peer_confirmed(const sl_conn *conn) { return conn != nullptr && conn->impl.peer_confirmed(); }
 

@@ -19,6 +19,18 @@ void store_be32(uint8_t *p, uint32_t v) noexcept {
 
 }  // namespace
 
+bool KeyRing::assign(const uint8_t *keys, size_t n) {
+    if (n == 0 || n > SL_MAX_PSKS) return false;
+    std::vector<std::unique_ptr<Secret<kKeyLen>>> v;
+    v.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        v.push_back(std::make_unique<Secret<kKeyLen>>());
+        std::memcpy(v.back()->data(), keys + i * kKeyLen, kKeyLen);
+    }
+    keys_ = std::move(v);
+    return true;
+}
+
 Connection::Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept : role_(role) {
     std::memcpy(psk_, psk, kKeyLen);
 }
@@ -47,6 +59,13 @@ int Connection::set_ephemeral(const uint8_t priv[kDhLen]) noexcept {
 int Connection::set_key_confirmation(bool on) noexcept {
     if (state_ != State::New) return SL_ESTATE;
     key_confirmation_ = on;
+    return SL_OK;
+}
+
+int Connection::set_key_ring(const KeyRing *ring) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_SERVER || ring == nullptr || ring->size() == 0) return SL_EINVAL;
+    ring_ = ring;
     return SL_OK;
 }
 
@@ -179,7 +198,19 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     if (body[sizeof kMagic] != SL_PROTOCOL_VERSION) return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
-    int rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+    int rc = SL_EHANDSHAKE_AUTH;
+    if (ring_ == nullptr) {
+        rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+        if (rc == SL_OK) key_index_ = 0;
+    } else {
+        // Key rotation (PROTOCOL.md 9): trial decryption of frame 1's payload under each key in
+        // turn, at most SL_MAX_PSKS; the first whose tag verifies is the session's key.
+        for (size_t i = 0; i < ring_->size() && rc == SL_EHANDSHAKE_AUTH; ++i) {
+            rc = hs_.init(false, kPrologue, sizeof kPrologue, (*ring_)[i]);
+            if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+            if (rc == SL_OK) key_index_ = static_cast<int>(i);
+        }
+    }
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
     trace(false, 1, body, len);

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "buffer.hpp"
 #include "crypto.hpp"
@@ -17,6 +19,19 @@ inline constexpr uint8_t kPrologue[5] = {'S', 'L', 'N', 'K', 0x01};
 inline constexpr uint8_t kMagic[4] = {'S', 'L', 'N', 'K'};
 inline constexpr size_t kTransportMinBody = SL_IV_BYTES + SL_TYPE_BYTES + SL_TAG_BYTES;  // 29
 
+// Key rotation (PROTOCOL.md 9): the pre-shared keys a server accepts, in the order they are tried
+// on frame 1. Each key lives in dump-proof memory (secure_mem.hpp) and is wiped with the ring.
+class KeyRing {
+public:
+    // Copies n keys (n * kKeyLen bytes); false if n is 0 or over SL_MAX_PSKS. Throws bad_alloc.
+    bool assign(const uint8_t *keys, size_t n);
+    size_t size() const noexcept { return keys_.size(); }
+    const uint8_t *operator[](size_t i) const noexcept { return keys_[i]->data(); }
+
+private:
+    std::vector<std::unique_ptr<Secret<kKeyLen>>> keys_;
+};
+
 class Connection {
 public:
     Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept;
@@ -28,6 +43,12 @@ public:
     int set_max_send(size_t n) noexcept;
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept;
     int set_key_confirmation(bool on) noexcept;
+    // Server: try each key of `ring` on frame 1 instead of the constructor's key (PROTOCOL.md 9).
+    // Not copied: the ring must outlive the handshake. Before start().
+    int set_key_ring(const KeyRing *ring) noexcept;
+    // Server: which key of the ring frame 1 matched (0 without a ring); -1 before frame 1.
+    int key_index() const noexcept { return key_index_; }
+    bool configuring() const noexcept { return state_ == State::New; }  // before start()
     int start() noexcept;
     int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
     int feed_eof() noexcept;
@@ -101,6 +122,8 @@ private:
     size_t max_send_ = SL_DEFAULT_MAX_MESSAGE;     // largest content sent
 
     Handshake hs_;
+    const KeyRing *ring_ = nullptr;
+    int key_index_ = -1;
     Secret<kKeyLen> psk_;  // until start(): then the handshake holds it
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;

@@ -58,7 +58,12 @@ void apply_server_defaults(sl_server_config &c) noexcept {
 
 Policy::Policy(const sl_server_config &c) : cfg(c) {
     if (c.psk != nullptr) std::memcpy(psk.data(), c.psk, SL_KEY_BYTES);
-    cfg.psk = nullptr;  // the copy above is the only one kept
+    const size_t n = c.psk_count == 0 ? 1 : c.psk_count;
+    if (c.psk != nullptr && n > 1) keys.assign(c.psk, n);
+    if (c.psk_names != nullptr)
+        for (size_t i = 0; i < n; ++i) key_names.emplace_back(c.psk_names[i] != nullptr ? c.psk_names[i] : "");
+    cfg.psk = nullptr;  // the copies above are the only ones kept
+    cfg.psk_names = nullptr;
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
@@ -143,6 +148,7 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
     setup_ok_ = conn_.set_max_message(p_.cfg.max_message) == SL_OK &&
                 conn_.set_max_send(std::max<size_t>(p_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
     if (p_.logs(SL_LOG_TRACE)) conn_.set_trace(on_trace, this);
+    if (p_.keys.size() > 1) setup_ok_ = setup_ok_ && conn_.set_key_ring(&p_.keys) == SL_OK;
     setup_ok_ = setup_ok_ && conn_.start() == SL_OK;
     if (!setup_ok_) {
         p_.log(SL_LOG_ERROR, "[ERROR] " + peer_ + " could not be set up; connection dropped");
@@ -208,7 +214,12 @@ void Session::authenticate(int64_t now) {
     }
     holds_session_ = true;
     phase_ = Phase::Open;
-    if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
+    if (p_.logs(SL_LOG_INFO)) {
+        // Which key file matched (key rotation, PROTOCOL.md 9): its name, never the key.
+        const int k = conn_.key_index();
+        std::string key = k >= 0 && static_cast<size_t>(k) < p_.key_names.size() ? " (key " + p_.key_names[k] + ")" : "";
+        p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete" + key);
+    }
 }
 
 bool Session::wants_read() const noexcept {
@@ -561,7 +572,8 @@ extern "C" {
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS)
+        return SL_EINVAL;
     return seclink::detail::guard([&] {
         *out = new sl_policy(*cfg);
         return SL_OK;

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "crypto.hpp"
 #include "engine.hpp"
@@ -55,6 +56,8 @@ public:
 
     sl_server_config cfg{};
     Secret<SL_KEY_BYTES> psk;  // dump-proof memory (secure_mem.hpp), wiped when the policy goes
+    KeyRing keys;              // with several keys (key rotation): all of them, psk first
+    std::vector<std::string> key_names;  // cfg.psk_names, if given
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot

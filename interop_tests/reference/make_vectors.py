@@ -16,6 +16,7 @@ from .seclink_ref import (CLOSE, DATA, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, 
                           DEFAULT_MAX_MESSAGE, SymmetricState)
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
+ROTATION_PATH = VECTORS_PATH.with_name("seclink_v1_rotation.json")
 
 PSK = bytes(range(32))
 CLIENT_EPHEMERAL = sha256(b"seclink client ephemeral").digest()
@@ -236,6 +237,36 @@ def build_vectors() -> dict[str, Any]:
     }
 
 
+def build_rotation_vectors() -> dict[str, Any]:
+    """Section 9: a server holding three keys answers a client that holds the second one."""
+    psks = [sha256(b"seclink rotation key %d" % i).digest() for i in range(2)] + [PSK]
+    psks[1], psks[2] = psks[2], psks[1]  # the client's key (PSK) second, a key after it
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL)
+    server = Connection("server", psks[0], ephemeral=SERVER_EPHEMERAL, psks=psks)
+    client.start()
+    frame1 = client.data_to_send()
+    server.receive(frame1)
+    frame2 = server.data_to_send()
+    client.receive(frame2)
+    assert server.psk_index == 1 and client.handshake_hash == server.handshake_hash
+    stranger = Connection("client", OTHER_PSK, ephemeral=CLIENT_EPHEMERAL)
+    stranger.start()
+    return {
+        "protocol": "seclink/1",
+        "description": "Key rotation (docs/PROTOCOL.md section 9): a server with several pre-shared keys finds "
+                       "the client's by trial decryption of frame 1.",
+        "psks": [k.hex() for k in psks],
+        "client_psk_index": 1,
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "frame1": frame1.hex(),
+        "frame2": frame2.hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "frame1_no_key": stranger.data_to_send().hex(),
+        "frame1_no_key_error": "HANDSHAKE_AUTH",
+    }
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -244,6 +275,8 @@ def main() -> None:
     VECTORS_PATH.parent.mkdir(parents=True, exist_ok=True)
     VECTORS_PATH.write_text(render(build_vectors()), encoding="utf-8")
     print(f"wrote {VECTORS_PATH}")
+    ROTATION_PATH.write_text(render(build_rotation_vectors()), encoding="utf-8")
+    print(f"wrote {ROTATION_PATH}")
 
 
 if __name__ == "__main__":

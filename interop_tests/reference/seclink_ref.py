@@ -42,6 +42,7 @@ FRAME1_MIN, FRAME2_MIN, HANDSHAKE_MAX = 53, 48, 1024  # section 2 table
 FIRST_FRAME_MAX = 1024  # section 4.1: a server's bound until the key is confirmed
 IV_LEN, TAG_LEN = 12, 16
 TRANSPORT_OVERHEAD = IV_LEN + 1 + TAG_LEN  # 29: iv, type byte, tag
+MAX_PSKS = 16  # section 9: keys a server tries on frame 1
 MAX_NONCE = 2**64 - 1  # reserved: a counter that reaches it must not be used
 
 # Section 7: name -> meaning (the numbers belong to the C ABI and are not needed here).
@@ -267,11 +268,17 @@ class Connection:
     """
 
     def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
-                 max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True) -> None:
+                 max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
+                 psks: list[bytes] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
+        if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
+            raise ValueError(f"psks: a server's list of 1 to {MAX_PSKS} keys (section 9)")
         self.role = role
         self.max_message = max_message
+        self._ephemeral = ephemeral
+        self._psks = psks            # section 9: the keys a server tries on frame 1, in order
+        self.psk_index: int | None = None  # which of them matched
         self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
         # states: "new" (client before start), "frame1" (server waits for it),
         # "frame2" (client waits for it), "transport", "closed" (CLOSE received or stream ended)
@@ -415,7 +422,11 @@ class Connection:
                 raise ProtocolError("BAD_MAGIC")
             if body[4] != VERSION:
                 raise ProtocolError("BAD_VERSION")
-            self._noise.read_message_1(body[5:])   # payload ignored in version 1
+            if self._psks is None:
+                self._noise.read_message_1(body[5:])   # payload ignored in version 1
+                self.psk_index = 0
+            else:
+                self._read_message_1_any_key(body[5:])
             frame2 = self._noise.write_message_2()  # may raise WEAK_KEY: then nothing is sent
             self._queue_frame(frame2)
             self._recv, self._send = self._noise.split()
@@ -431,6 +442,20 @@ class Connection:
                 self._await_pong = True
             return [HandshakeDone()]
         return self._handle_transport(body)
+
+    def _read_message_1_any_key(self, message: bytes) -> None:
+        """Section 9: a fresh handshake state per key, in order; the first whose tag verifies wins."""
+        for i, key in enumerate(self._psks):
+            noise = NoiseHandshake(False, key, ephemeral=self._ephemeral)
+            try:
+                noise.read_message_1(message)
+            except ProtocolError as e:
+                if e.name != "HANDSHAKE_AUTH":
+                    raise
+                continue
+            self._noise, self.psk_index = noise, i
+            return
+        raise ProtocolError("HANDSHAKE_AUTH")
 
     def _handle_transport(self, body: bytes) -> list[Event]:
         # Section 4: the IV must be exactly the next counter, checked before decrypting.

@@ -28,10 +28,12 @@ def log(line: str) -> None:
         print(line, flush=True)
 
 
-def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int) -> None:
+def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
+                 max_message: int) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
-    conn = Connection("server", psk, max_message=max_message)
+    # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
+    conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None)
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -45,7 +47,8 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                 events = conn.receive(data) if data else conn.eof()
                 for event in events:
                     if isinstance(event, HandshakeDone):
-                        log(f"[INFO] {peer}: handshake done")
+                        which = f" (key {names[conn.psk_index]})" if len(psks) > 1 else ""
+                        log(f"[INFO] {peer}: handshake done{which}")
                     elif isinstance(event, Message) and event.type == DATA:
                         received += 1
                         log(f"[RECV] {peer} #{received} {describe(event.content)} ({len(event.content)} bytes)")
@@ -80,18 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seclink/1 reference server (plain TCP)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
+    parser.add_argument("--psk-file", action="append",
+                        help="key file (default: see docs/PROTOCOL.md section 6); repeat it to accept several "
+                             "keys (section 9)")
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     args = parser.parse_args(argv)
     try:
-        path = default_key_path(args.psk_file)
+        names = [str(default_key_path(p)) for p in args.psk_file or [None]]
         if args.keygen:
-            generate_key(path)
-            print(f"[INFO] Wrote a new key to {path}: give this file to every peer")
+            generate_key(names[-1])
+            print(f"[INFO] Wrote a new key to {names[-1]}: give this file to every peer")
             return 0
-        psk = load_key(path)
+        psks = [load_key(n) for n in names]
     except (KeyFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
-                                      args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message))
+                                      args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

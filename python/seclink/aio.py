@@ -41,7 +41,7 @@ from typing import Any, TypeVar, Union
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
 from .errors import ConnectionClosed, Err, Error, ProtocolError, as_handshake_error, from_code
-from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
+from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, resolve_psks, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
 
@@ -236,7 +236,8 @@ class AioServer:
                  handshake_timeout: float, idle_timeout: float, max_message: int, log: LogFn | None,
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
-                 frame_timeout: float | None = None, max_memory: int = 0) -> None:
+                 frame_timeout: float | None = None, max_memory: int = 0,
+                 psk_names: list[str] | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -260,7 +261,7 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log)
+            log_level=log_level, log=log, psk_names=psk_names)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -491,7 +492,8 @@ class AioServer:
 
 
 async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_port: int | None = None, *,
-                handler: Handler | None = None, psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                handler: Handler | None = None, psk: bytes | list[bytes] | None = None,
+                psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None, echo: bool = False,
                 max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
                 idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
                 log_level: int = LOG_MSG, tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
@@ -513,8 +515,10 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
     it; ``tls=True`` serves TLS 1.3 only, with ``tls_cert``/``tls_key`` or the self-signed
     certificate of the config directory; ``redact=True`` logs sizes, never content; admission
     (``max_handshakes``, ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout``
-    and the memory budget ``max_memory`` (bytes) are the core session layer's. Serve with
-    :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
+    and the memory budget ``max_memory`` (bytes) are the core session layer's. ``psk`` may be a
+    list of keys and ``psk_file`` a list of files or a directory of them: every key is accepted
+    (key rotation, as :class:`seclink.Server`). Serve with :meth:`AioServer.serve_forever`; stop
+    with :meth:`AioServer.close`.
     """
     if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
         warnings.warn("aio.serve(handler, host, port) is deprecated: use serve(host, port, handler=handler), "
@@ -522,9 +526,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
         handler, host, port = host, port if isinstance(port, str) else "0.0.0.0", _seclink.DEFAULT_PORT if _old_port is None else _old_port
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(Err.INVAL, f"cannot listen on {host}:{port}")
-    key = resolve_psk(psk, psk_file)
+    key, names = resolve_psks(psk, psk_file)
     try:
-        server = AioServer(handler, host, int(port), psk=key, echo=echo, max_clients=max_clients,
+        server = AioServer(handler, host, int(port), psk=key, psk_names=names, echo=echo, max_clients=max_clients,
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,

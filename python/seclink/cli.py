@@ -24,7 +24,7 @@ from typing import Any, NoReturn, overload
 from . import _seclink
 from .client import Client
 from .errors import Category, ConnectionClosed, Err, Error, KeyFileError, MessageTooLarge, Timeout
-from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, wipe
+from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, wipe
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md): the core's error categories (sl_category).
@@ -316,6 +316,29 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytearray:
         raise Exit(KEY, f"key file {path}: {describe(e)}") from None
 
 
+def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, list[str]]:
+    """The server's key and its file; or, for several key files (key rotation, docs/PROTOCOL.md
+    9: --psk-file more than once, or a directory standing for its files), None and the files,
+    each checked here (so that a bad one is named) and loaded again by the server."""
+    given = args.all("psk-file")
+    if len(given) <= 1 and not (given and os.path.isdir(given[0])):
+        path, is_default = key_location(prog, given[0] if given else None)
+        return load_key(path, is_default, log), [path]
+    try:
+        files = key_files(given)
+    except KeyFileError as e:
+        raise Exit(KEY, str(e)) from None
+    if len(files) > _seclink.MAX_PSKS:
+        raise Exit(USAGE, f"{len(files)} key files: a server accepts at most {_seclink.MAX_PSKS} at once "
+                          "(remove the keys no client uses any more)")
+    for f in files:
+        try:
+            wipe(_loaded(f, log))
+        except KeyFileError as e:
+            raise Exit(KEY, f"key file {f}: {describe(e)}") from None
+    return None, files
+
+
 def _loaded(path: str, log: Logger) -> bytearray:
     key, warnings = _seclink.key_load_ex(path)
     if warnings & _seclink.KEY_WARN_OTHER_OWNER:
@@ -339,9 +362,10 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
-    psk_path, is_default = key_location(prog, args.get("psk-file"))
     if args.has("keygen"):
-        keygen(psk_path)
+        if len(args.all("psk-file")) > 1:
+            raise Exit(USAGE, "--keygen writes one key file: give at most one --psk-file")
+        keygen(key_location(prog, args.get("psk-file"))[0])
 
     host = args.get("host", "0.0.0.0")
     use_asyncio = args.has("asyncio")
@@ -369,7 +393,10 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     opts["log"] = log.callback
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
-    psk = load_key(psk_path, is_default, log)
+    psk, psk_files = server_keys(prog, args, log)
+    if psk is None:
+        opts["psk_file"] = psk_files
+    keys_line = f"key {psk_files[0]}" if len(psk_files) == 1 else f"keys {', '.join(psk_files)}"
 
     cert = key = None
     if args.has("tls"):
@@ -407,7 +434,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     def started(workers: int, bound_port: int, tag: str) -> None:
         log.line(LOG_INFO, f"[INFO] seclink server {_seclink.version()} ({tag}): {workers} worker "
-                           f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, key {psk_path}")
+                           f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, {keys_line}")
         log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound_port)}", always=True)
 
     def stopping(signum: int, sessions: int) -> None:
@@ -433,7 +460,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:
-        wipe(psk)  # the server keeps its own copy
+        if psk is not None:
+            wipe(psk)  # the server keeps its own copy
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
     stop_set = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
@@ -461,7 +489,8 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:
-        wipe(psk)  # the server keeps its own copy
+        if psk is not None:
+            wipe(psk)  # the server keeps its own copy
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -574,6 +603,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     if args.has("version"):
         print(f"seclink client {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
         return OK
+    if len(args.all("psk-file")) > 1:
+        raise Exit(USAGE, "a client uses one key: give --psk-file once (several are for a server)")
     psk_path, is_default = key_location(prog, args.get("psk-file"))
     if args.has("keygen"):
         keygen(psk_path)

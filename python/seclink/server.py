@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 
 from . import _seclink
-from .keys import ensure_self_signed_certificate, resolve_psk, wipe
+from .keys import ensure_self_signed_certificate, resolve_psks, wipe
 
 __all__ = ["Server", "Handler", "LogFn"]
 
@@ -47,7 +47,10 @@ class Server:
 
     ``log(level, line)`` receives every log line (``[INFO] ...``, ``[RECV] ...``) up to
     ``log_level`` (one of ``seclink.LOG_*``); it is called from worker threads. The key is
-    ``psk``, else ``psk_file``, else the default key file. ``tls=True`` runs every session inside
+    ``psk``, else ``psk_file``, else the default key file. To rotate keys without downtime a
+    server accepts several at once (at most ``seclink._seclink.MAX_PSKS``): ``psk`` a list of
+    keys, or ``psk_file`` a list of key files or a directory of them (its files whose names do not
+    start with '.'); each session's "handshake complete" log line then names the file that matched. ``tls=True`` runs every session inside
     TLS 1.3 with ``tls_cert``/``tls_key``, or with the self-signed certificate in the config
     directory (created if missing) that local clients trust by default. ``redact=True`` logs
     sizes and counters, never content. Admission (``max_handshakes``,
@@ -56,7 +59,8 @@ class Server:
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
-                 psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                 psk: bytes | list[bytes] | None = None,
+                 psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None, echo: bool = False,
                  threads: int = 0, max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
                  idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
                  log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
@@ -66,7 +70,7 @@ class Server:
                  handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> None:
-        key = resolve_psk(psk, psk_file)
+        key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
             self.tls_cert_created = False
@@ -81,7 +85,7 @@ class Server:
                                       tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
-                                      max_memory=max_memory, redact=redact)
+                                      max_memory=max_memory, redact=redact, psk_names=names)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()

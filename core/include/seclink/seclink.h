@@ -154,6 +154,7 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_FRAME_TIMEOUT_MS 60000u        /* a started frame must be complete by then */
 #define SL_DEFAULT_MAX_MEMORY (256u * 1024u * 1024u) /* all sessions' buffered bytes */
 #define SL_PROTOCOL_VERSION 1u
+#define SL_MAX_PSKS 16u            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -256,6 +257,16 @@ SL_API int sl_conn_set_key_confirmation(sl_conn *conn, int on);
 /** 1 once the peer has proved that it holds the key: for a server, once the client's first
  *  transport frame verified; for a client, once frame 2 verified. Else 0. */
 SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
+
+/** Server only, key rotation (docs/PROTOCOL.md 9): accept any of the `count` keys at `psks`
+ *  (count * SL_KEY_BYTES bytes, copied, at most SL_MAX_PSKS), tried in this order on frame 1,
+ *  instead of the key given to sl_conn_new. Only before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL (a client, count 0 or over SL_MAX_PSKS), SL_ESTATE, SL_ENOMEM. */
+SL_API int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count);
+
+/** Server: the index of the key frame 1 matched (in sl_conn_set_psks order; 0 without it), or
+ *  -1 before a frame 1 verified (and for a client, or NULL). */
+SL_API int sl_conn_psk_index(const sl_conn *conn);
 
 /** Starts the handshake: a client queues frame 1 for sending; a server starts waiting for it.
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
@@ -402,6 +413,11 @@ typedef struct sl_server_config {
     size_t max_memory;              /* budget for every session's buffered input and output */
     int redact;                     /* log sizes and counters only: message content and CLOSE
                                        reasons become "<redacted>", and no trace entries */
+    /* Key rotation (docs/PROTOCOL.md 9). */
+    size_t psk_count;               /* keys at `psk` (psk_count * SL_KEY_BYTES bytes), all
+                                       accepted, tried in order; 0 means 1; at most SL_MAX_PSKS */
+    const char *const *psk_names;   /* NULL, or psk_count names (e.g. the key files' paths, never
+                                       the keys): "handshake complete (key NAME)" is logged */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
