@@ -108,6 +108,19 @@ int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count) {
     });
 }
 
+int sl_conn_rekey(sl_conn *conn) { return conn != nullptr ? conn->impl.rekey() : SL_EINVAL; }
+
+int sl_conn_set_rekey_bytes(sl_conn *conn, uint64_t bytes) {
+    return conn != nullptr ? conn->impl.set_rekey_bytes(bytes) : SL_EINVAL;
+}
+
+int sl_conn_rekeys(const sl_conn *conn, uint64_t *sent, uint64_t *received) {
+    if (conn == nullptr) return SL_EINVAL;
+    if (sent != nullptr) *sent = conn->impl.rekeys_sent();
+    if (received != nullptr) *received = conn->impl.rekeys_received();
+    return SL_OK;
+}
+
 int sl_conn_psk_index(const sl_conn *conn) { return conn != nullptr ? conn->impl.key_index() : -1; }
 
 int sl_conn_peer_confirmed(const sl_conn *conn) { return conn != nullptr && conn->impl.peer_confirmed(); }

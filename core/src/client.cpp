@@ -192,6 +192,7 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if (cfg->tls && (rc = start_tls(c, cfg, deadline)) != SL_OK) return rc;
     c->conn = std::make_unique<Connection>(SL_CLIENT, cfg->psk);
     if ((rc = c->conn->set_max_message(cfg->max_message ? cfg->max_message : SL_DEFAULT_MAX_MESSAGE)) != SL_OK) return rc;
+    if (cfg->rekey_bytes != 0 && (rc = c->conn->set_rekey_bytes(cfg->rekey_bytes)) != SL_OK) return rc;
     if (cfg->trace && cfg->log != nullptr) c->conn->set_trace(trace_frame, c);
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};
@@ -233,6 +234,12 @@ int sl_client_send(sl_client *c, int msg_type, const uint8_t *data, size_t len) 
     if (c == nullptr) return SL_EINVAL;
     int rc = c->conn->send(msg_type, data, len);
     // A server that stops reading must not hang us: a send may wait timeout_ms in all.
+    return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
+}
+
+int sl_client_rekey(sl_client *c) {
+    if (c == nullptr) return SL_EINVAL;
+    int rc = c->conn->rekey();
     return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
 }
 

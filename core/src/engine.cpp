@@ -69,6 +69,24 @@ int Connection::set_key_ring(const KeyRing *ring) noexcept {
     return SL_OK;
 }
 
+int Connection::set_rekey_bytes(uint64_t n) noexcept {
+    if (n == 0) return SL_EINVAL;
+    rekey_bytes_ = n;
+    return SL_OK;
+}
+
+int Connection::rekey() noexcept {
+    if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
+    if (state_ != State::Open) return SL_ESTATE;
+    int rc = seal(SL_MSG_KEY_UPDATE, nullptr, 0);
+    if (rc == SL_OK) rc = noise_rekey(send_key_);
+    if (rc == SL_OK) rc = send_.init(send_key_, true);
+    if (rc != SL_OK) return rc == SL_ENONCE_EXHAUSTED ? rc : fail(rc);
+    sent_under_key_ = 0;
+    ++rekeys_sent_;
+    return SL_OK;
+}
+
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
     int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
@@ -242,6 +260,8 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     if (rc == SL_OK) rc = send_.init(client ? k1 : k2, true);
     if (rc == SL_OK) rc = recv_.init(client ? k2 : k1, false);
     if (rc != SL_OK) return fail(rc);
+    std::memcpy(send_key_, client ? k1 : k2, kKeyLen);
+    std::memcpy(recv_key_, client ? k2 : k1, kKeyLen);
     state_ = State::Open;
     ev->type = SL_EVENT_HANDSHAKE_DONE;
     if (!client) return SL_OK;
@@ -322,10 +342,20 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
     case SL_MSG_PONG:
         if (content_len > SL_MAX_PING) return fail(SL_EBAD_PING);
         break;
+    case SL_MSG_KEY_UPDATE:
+        if (content_len != 0) return fail(SL_EBAD_KEY_UPDATE);
+        break;
     default: return fail(SL_EBAD_TYPE);
     }
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
+    if (type == SL_MSG_KEY_UPDATE) {  // PROTOCOL.md 10: the next frame is opened with REKEY(k)
+        int rc = noise_rekey(recv_key_);
+        if (rc == SL_OK) rc = recv_.init(recv_key_, false);
+        if (rc != SL_OK) return fail(rc);
+        ++rekeys_received_;
+        return SL_OK;
+    }
     if (type == SL_MSG_PONG && await_confirm_pong_) {
         await_confirm_pong_ = false;  // the answer to the key-confirmation PING: not delivered
         return SL_OK;
@@ -365,7 +395,12 @@ int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
     }
     trace(true, 3, body, body_len, send_n_, type, data, len);
     ++send_n_;
-    return SL_OK;
+    if (type == SL_MSG_KEY_UPDATE || type == SL_MSG_CLOSE) return SL_OK;
+    // Automatic rekeying (PROTOCOL.md 10): bytes, not frames, with one block per frame for the tag.
+    sent_under_key_ += 1 + len + SL_TAG_BYTES;
+    if (sent_under_key_ < rekey_bytes_) return SL_OK;
+    rc = rekey();
+    return rc == SL_ENONCE_EXHAUSTED ? SL_OK : rc;  // the message went; the next send says so
 }
 
 uint8_t *Connection::append_frame(size_t n) noexcept {

@@ -50,6 +50,11 @@ public:
     int key_index() const noexcept { return key_index_; }
     bool configuring() const noexcept { return state_ == State::New; }  // before start()
     int start() noexcept;
+    // Rekeying (PROTOCOL.md 10): KEY_UPDATE now, then the next sending key.
+    int rekey() noexcept;
+    int set_rekey_bytes(uint64_t n) noexcept;
+    uint64_t rekeys_sent() const noexcept { return rekeys_sent_; }
+    uint64_t rekeys_received() const noexcept { return rekeys_received_; }
     int feed(const uint8_t *data, size_t len, size_t *consumed, sl_event *ev) noexcept;
     int feed_eof() noexcept;
     int send(int type, const uint8_t *data, size_t len) noexcept;
@@ -128,6 +133,11 @@ private:
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;
     uint64_t send_n_ = 0, recv_n_ = 0;
+    // The current direction keys (replaced by REKEY at each KEY_UPDATE) and the bytes protected
+    // under the sending key so far (plaintext + 16 per frame).
+    Secret<kKeyLen> send_key_, recv_key_;
+    uint64_t rekey_bytes_ = SL_DEFAULT_REKEY_BYTES, sent_under_key_ = 0;
+    uint64_t rekeys_sent_ = 0, rekeys_received_ = 0;
 
     // Input: the length prefix, then the body, gathered across feed() calls when a frame
     // arrives in pieces. A frame that arrives whole is processed in place, without a copy.

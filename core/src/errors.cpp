@@ -33,6 +33,7 @@ constexpr ErrorInfo kErrors[] = {
     {SL_EAUTH, "AUTH", "frame failed authentication: tampered with, or from another session"},
     {SL_EBAD_TYPE, "BAD_TYPE", "unknown message type"},
     {SL_EBAD_PING, "BAD_PING", "PING/PONG content longer than 64 bytes"},
+    {SL_EBAD_KEY_UPDATE, "BAD_KEY_UPDATE", "the peer sent a KEY_UPDATE with content: a protocol error"},
     {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
     {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
     {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
@@ -110,6 +111,7 @@ extern "C" int sl_err_category(int err) {
     case SL_EAUTH:
     case SL_EBAD_TYPE:
     case SL_EBAD_PING:
+    case SL_EBAD_KEY_UPDATE:
     case SL_ENONCE_EXHAUSTED:
     case SL_ETRUNCATED:
     case SL_EPEER_CLOSED: return SL_CAT_SESSION;

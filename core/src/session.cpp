@@ -148,6 +148,7 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
     setup_ok_ = conn_.set_max_message(p_.cfg.max_message) == SL_OK &&
                 conn_.set_max_send(std::max<size_t>(p_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
     if (p_.logs(SL_LOG_TRACE)) conn_.set_trace(on_trace, this);
+    if (p_.cfg.rekey_bytes != 0) setup_ok_ = setup_ok_ && conn_.set_rekey_bytes(p_.cfg.rekey_bytes) == SL_OK;
     if (p_.keys.size() > 1) setup_ok_ = setup_ok_ && conn_.set_key_ring(&p_.keys) == SL_OK;
     setup_ok_ = setup_ok_ && conn_.start() == SL_OK;
     if (!setup_ok_) {

@@ -17,6 +17,8 @@ from .seclink_ref import (CLOSE, DATA, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, 
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
 ROTATION_PATH = VECTORS_PATH.with_name("seclink_v1_rotation.json")
+REKEY_PATH = VECTORS_PATH.with_name("seclink_v1_rekey.json")
+REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
 CLIENT_EPHEMERAL = sha256(b"seclink client ephemeral").digest()
@@ -267,6 +269,81 @@ def build_rotation_vectors() -> dict[str, Any]:
     }
 
 
+def build_rekey_vectors() -> dict[str, Any]:
+    """Section 10: the confirmed session with T = 64 on both sides and one requested KEY_UPDATE."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, rekey_bytes=REKEY_T)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, rekey_bytes=REKEY_T)
+    peers = {"client": client, "server": server}
+    keys: dict[str, list[str]] = {"client_to_server": [], "server_to_client": []}
+    wire: list[dict[str, Any]] = []
+
+    def note_keys() -> None:
+        if client._send is None or server._send is None:
+            return
+        for name, k in (("client_to_server", client._send.key), ("server_to_client", server._send.key)):
+            if not keys[name] or keys[name][-1] != k.hex():
+                keys[name].append(k.hex())
+
+    def deliver(sender: str, kind: str = "transport") -> None:
+        """Every frame `sender` has queued, in order, to the other side, recorded."""
+        out = peers[sender].data_to_send()
+        receiver = peers["server" if sender == "client" else "client"]
+        while out:
+            n = int.from_bytes(out[:4], "big")
+            frame, out = out[:4 + n], out[4 + n:]
+            entry: dict[str, Any] = {"from": sender, "kind": kind}
+            if kind == "transport":  # what the receiver is about to open (its current key)
+                pt = AESGCM(receiver._recv.key).decrypt(frame[4:16], frame[16:], b"")
+                entry.update(type=TYPE_NAMES[pt[0]], content=pt[1:].hex())
+            entry["bytes"] = frame.hex()
+            wire.append(entry)
+            receiver.receive(frame)
+        note_keys()
+
+    client.start()
+    deliver("client", "handshake1")
+    deliver("server", "handshake2")
+    deliver("client")  # the key-confirmation PING
+    deliver("server")  # its PONG
+    for i, text in enumerate([b"hello, seclink", b"second", b"a somewhat longer third message", b"4", b"five"]):
+        if i == 3:
+            client.rekey()  # on request
+        client.send(DATA, text)
+        deliver("client")
+        server.send(DATA, f"ACK: received {len(text)} bytes".encode())
+        deliver("server")
+    client.send(CLOSE, b"bye")
+    deliver("client")
+    assert len(keys["client_to_server"]) >= 3 and len(keys["server_to_client"]) >= 3
+    return {
+        "protocol": "seclink/1",
+        "description": "Rekeying (docs/PROTOCOL.md section 10): the confirmed session of section 8 with an "
+                       "automatic KEY_UPDATE threshold of 64 bytes on both sides and one KEY_UPDATE on request.",
+        "psk": PSK.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "rekey_bytes": REKEY_T,
+        "requested_before": "4",
+        "wire": wire,
+        "rekeyed_keys": keys,
+        "malformed": [{"name": "key_update_with_content", "to": "server", "after": 4,
+                       "bytes": sealed_after_confirmation(bytes([0x05]) + b"x").hex(), "error": "BAD_KEY_UPDATE"}],
+    }
+
+
+def sealed_after_confirmation(plaintext: bytes) -> bytes:
+    """The client's frame with counter 1 (after the confirmation PING) carrying `plaintext`."""
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, rekey_bytes=REKEY_T)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, rekey_bytes=REKEY_T)
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    client.data_to_send()  # the PING
+    client._seal(plaintext)  # bypasses rekey()'s rules on purpose
+    return client.data_to_send()
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -277,6 +354,8 @@ def main() -> None:
     print(f"wrote {VECTORS_PATH}")
     ROTATION_PATH.write_text(render(build_rotation_vectors()), encoding="utf-8")
     print(f"wrote {ROTATION_PATH}")
+    REKEY_PATH.write_text(render(build_rekey_vectors()), encoding="utf-8")
+    print(f"wrote {REKEY_PATH}")
 
 
 if __name__ == "__main__":

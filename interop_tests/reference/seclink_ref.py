@@ -34,7 +34,9 @@ MAGIC = b"SLNK"
 VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
-TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}
+KEY_UPDATE = 0x05  # section 10
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", KEY_UPDATE: "KEY_UPDATE"}
+DEFAULT_REKEY_BYTES = 2**32  # section 10: T
 MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -57,6 +59,7 @@ ERRORS = {
     "AUTH": "transport frame failed authentication: tampered or foreign",
     "BAD_TYPE": "unknown message type",
     "BAD_PING": "PING/PONG content over 64 bytes",
+    "BAD_KEY_UPDATE": "a KEY_UPDATE with content",
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
@@ -101,6 +104,11 @@ def dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
     if hmac.compare_digest(shared, bytes(32)):  # belt and braces; never reached with cryptography
         raise ProtocolError("WEAK_KEY")
     return shared
+
+
+def rekey(key: bytes) -> bytes:
+    """Section 10: REKEY(k) = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes)."""
+    return AESGCM(key).encrypt(nonce(MAX_NONCE), bytes(32), b"")[:32]
 
 
 class CipherState:
@@ -269,7 +277,7 @@ class Connection:
 
     def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
                  max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
-                 psks: list[bytes] | None = None) -> None:
+                 psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
@@ -278,6 +286,8 @@ class Connection:
         self.max_message = max_message
         self._ephemeral = ephemeral
         self._psks = psks            # section 9: the keys a server tries on frame 1, in order
+        self._rekey_bytes = rekey_bytes  # section 10: T
+        self._sent_under_key = 0
         self.psk_index: int | None = None  # which of them matched
         self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
         # states: "new" (client before start), "frame1" (server waits for it),
@@ -346,8 +356,8 @@ class Connection:
         self._check_alive()
         if self._state != "transport" or self._sent_close:
             raise ValueError("cannot send: handshake not done or connection closed")
-        if type not in TYPE_NAMES:
-            raise ValueError(f"unknown message type {type:#04x}")
+        if type not in TYPE_NAMES or type == KEY_UPDATE:
+            raise ValueError(f"cannot send message type {type:#04x} (KEY_UPDATE: use rekey())")
         # Refusals before anything is queued: the connection stays usable (section 7).
         if type in (PING, PONG) and len(content) > MAX_PING:
             raise ProtocolError("BAD_PING")
@@ -356,6 +366,15 @@ class Connection:
         self._queue_transport(bytes([type]) + content)
         if type == CLOSE:
             self._sent_close = True
+
+    def rekey(self) -> None:
+        """Section 10: queue a KEY_UPDATE, then send under REKEY(k)."""
+        self._check_alive()
+        if self._state != "transport" or self._sent_close:
+            raise ValueError("cannot rekey: handshake not done or connection closed")
+        self._seal(bytes([KEY_UPDATE]))
+        self._send.key = rekey(self._send.key)
+        self._sent_under_key = 0
 
     def close(self, reason: str = "") -> None:
         """Queue a CLOSE; the caller then closes the stream once data_to_send() is written."""
@@ -382,6 +401,15 @@ class Connection:
         self._out += len(body).to_bytes(4, "big") + body
 
     def _queue_transport(self, plaintext: bytes) -> None:
+        """Seal one message; then, past the section 10 threshold, a KEY_UPDATE."""
+        self._seal(plaintext)
+        if plaintext[0] in (KEY_UPDATE, CLOSE):
+            return
+        self._sent_under_key += len(plaintext) + TAG_LEN
+        if self._sent_under_key >= self._rekey_bytes:
+            self.rekey()
+
+    def _seal(self, plaintext: bytes) -> None:
         """iv || ENCRYPT(k, n, empty, plaintext), n = our counter (section 4)."""
         iv = nonce(self._send.n)
         self._queue_frame(iv + self._send.encrypt_with_ad(b"", plaintext))
@@ -483,6 +511,11 @@ class Connection:
                 self._await_pong = False
                 return []
             return [Message(type, content)]
+        if type == KEY_UPDATE:  # section 10: the next frame is opened with REKEY(k)
+            if content:
+                raise ProtocolError("BAD_KEY_UPDATE")
+            self._recv.key = rekey(self._recv.key)
+            return []
         raise ProtocolError("BAD_TYPE")
 
 

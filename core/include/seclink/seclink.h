@@ -92,7 +92,9 @@ typedef enum sl_err {
     SL_ETLS_TRUST = 54,       /* nothing to verify the server with: no readable CA file, no pin */
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
-    SL_EAFNOSUPPORT = 57      /* the address family (IPv6 or IPv4) is turned off on this machine */
+    SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
+
+    SL_EBAD_KEY_UPDATE = 60   /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
 } sl_err;
 
 /* What kind of failure an error is, for programs that report failures by kind. The values are
@@ -154,6 +156,7 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_FRAME_TIMEOUT_MS 60000u        /* a started frame must be complete by then */
 #define SL_DEFAULT_MAX_MEMORY (256u * 1024u * 1024u) /* all sessions' buffered bytes */
 #define SL_PROTOCOL_VERSION 1u
+#define SL_DEFAULT_REKEY_BYTES 0x100000000ull /* bytes under one key before an automatic KEY_UPDATE (4 GiB) */
 #define SL_MAX_PSKS 16u            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
 
 SL_API size_t sl_key_bytes(void);
@@ -205,7 +208,9 @@ typedef enum sl_msg_type {
     SL_MSG_DATA = 1,  /* application bytes */
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
-    SL_MSG_PONG = 4
+    SL_MSG_PONG = 4,
+    SL_MSG_KEY_UPDATE = 5 /* rekeying (PROTOCOL.md 10): sent by sl_conn_rekey() and automatically,
+                             never by sl_conn_send(); handled by the engine, never delivered */
 } sl_msg_type;
 
 typedef enum sl_event_type {
@@ -263,6 +268,19 @@ SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
  *  instead of the key given to sl_conn_new. Only before sl_conn_start().
  *  Returns SL_OK, SL_EINVAL (a client, count 0 or over SL_MAX_PSKS), SL_ESTATE, SL_ENOMEM. */
 SL_API int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count);
+
+/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE now; this side's sending key is then
+ *  replaced by the next one. Returns SL_OK, SL_EINVAL, SL_ESTATE (no handshake yet), SL_ECLOSED,
+ *  SL_ENONCE_EXHAUSTED, SL_ENOMEM, SL_ECRYPTO. */
+SL_API int sl_conn_rekey(sl_conn *conn);
+
+/** The bytes sent under one key (plaintext + 16 per frame) after which a KEY_UPDATE is sent
+ *  automatically: SL_DEFAULT_REKEY_BYTES unless set. Lower values are for tests (a rekey every few
+ *  frames); at least 1. Returns SL_OK, SL_EINVAL. */
+SL_API int sl_conn_set_rekey_bytes(sl_conn *conn, uint64_t bytes);
+
+/** Number of KEY_UPDATEs this side has sent and received so far. */
+SL_API int sl_conn_rekeys(const sl_conn *conn, uint64_t *sent, uint64_t *received);
 
 /** Server: the index of the key frame 1 matched (in sl_conn_set_psks order; 0 without it), or
  *  -1 before a frame 1 verified (and for a client, or NULL). */
@@ -418,6 +436,8 @@ typedef struct sl_server_config {
                                        accepted, tried in order; 0 means 1; at most SL_MAX_PSKS */
     const char *const *psk_names;   /* NULL, or psk_count names (e.g. the key files' paths, never
                                        the keys): "handshake complete (key NAME)" is logged */
+    uint64_t rekey_bytes;           /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+                                       Small values are for tests */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -579,6 +599,8 @@ typedef struct sl_client_config {
                                    with tls_ca both must hold */
     const char *tls_trust_dir;  /* or (neither set): trust <dir>/tls/cert.pem, the certificate a
                                    server on this machine generated; NULL: sl_config_dir() */
+    uint64_t rekey_bytes;       /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+                                   Small values are for tests */
 } sl_client_config;
 
 SL_API void sl_client_config_init(sl_client_config *cfg);
@@ -599,6 +621,10 @@ SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, 
  *  answered and skipped). `*data` stays valid until the next call on the client. Returns SL_OK,
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
+
+/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE and waits until it is written (as
+ *  sl_client_send); later messages go under the next key. Returns the sl_client_send errors. */
+SL_API int sl_client_rekey(sl_client *client);
 
 /** Sends CLOSE with `reason` (may be NULL), flushes and shuts the connection down. */
 SL_API int sl_client_close(sl_client *client, const char *reason);
