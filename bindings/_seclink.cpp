@@ -147,6 +147,20 @@ public:
     }
     int psk_index() const { return sl_conn_psk_index(c_); }
 
+    void rekey() {
+        Lock lock(this);
+        check(sl_conn_rekey(c_), "rekey");
+    }
+    void set_rekey_bytes(uint64_t n) {
+        Lock lock(this);
+        check(sl_conn_set_rekey_bytes(c_, n), "rekey_bytes");
+    }
+    py::tuple rekeys() const {
+        uint64_t sent = 0, received = 0;
+        sl_conn_rekeys(c_, &sent, &received);
+        return py::make_tuple(sent, received);
+    }
+
     // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
     // error). What a caller queues for that event comes before anything a later frame causes.
     py::tuple feed_one(const py::buffer &data, size_t offset) {
@@ -246,7 +260,7 @@ public:
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact,
-           const std::optional<std::vector<std::string>> &psk_names)
+           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         seclink_py::KeyList k(psk, psk_names);
@@ -255,6 +269,7 @@ public:
         cfg.host = host_.c_str();
         cfg.port = port;
         k.apply(cfg);
+        cfg.rekey_bytes = rekey_bytes;
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -419,7 +434,7 @@ class Client {
 public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
            py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
-           std::optional<std::string> tls_trust_dir)
+           std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes)
         : trace_(std::move(trace)) {
         auto k = key_from(psk);
         sl_client_config cfg;
@@ -429,6 +444,7 @@ public:
         cfg.psk = k.data();
         cfg.timeout_ms = timeout_ms;
         cfg.max_message = max_message;
+        cfg.rekey_bytes = rekey_bytes;
         if (!trace_.is_none()) {
             cfg.trace = 1;
             cfg.log = &Client::on_log;
@@ -451,6 +467,16 @@ public:
     Client &operator=(const Client &) = delete;
 
     std::string peer() const { return sl_client_peer(c_); }
+
+    void rekey() {
+        int rc;
+        {
+            Turns::Turn turn(turns_);
+            py::gil_scoped_release nogil;
+            rc = sl_client_rekey(c_);
+        }
+        check(rc, "rekey", peer());
+    }
 
     void send(int msg_type, const py::buffer &data) {
         Bytes in(data);
@@ -543,7 +569,8 @@ PYBIND11_MODULE(_seclink, m) {
                                     py::arg("TLS") = int{SL_CAT_TLS}, py::arg("SESSION") = int{SL_CAT_SESSION},
                                     py::arg("TOO_LARGE") = int{SL_CAT_TOO_LARGE});
     m.attr("MESSAGE_TYPES") = py::dict(py::arg("DATA") = int{SL_MSG_DATA}, py::arg("CLOSE") = int{SL_MSG_CLOSE},
-                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG});
+                                       py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG},
+                                       py::arg("KEY_UPDATE") = int{SL_MSG_KEY_UPDATE});
 
     m.attr("KEY_BYTES") = SL_KEY_BYTES;
     m.attr("PREFIX_BYTES") = SL_PREFIX_BYTES;
@@ -552,6 +579,7 @@ PYBIND11_MODULE(_seclink, m) {
     m.attr("OVERHEAD_BYTES") = SL_OVERHEAD_BYTES;
     m.attr("MAX_PING") = SL_MAX_PING;
     m.attr("MAX_PSKS") = SL_MAX_PSKS;
+    m.attr("DEFAULT_REKEY_BYTES") = static_cast<uint64_t>(SL_DEFAULT_REKEY_BYTES);
     m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
     m.attr("DEFAULT_TIMEOUT_MS") = SL_DEFAULT_TIMEOUT_MS;
     m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
@@ -622,6 +650,9 @@ PYBIND11_MODULE(_seclink, m) {
         .def("set_key_confirmation", &Connection::set_key_confirmation, py::arg("on"))
         .def("set_psks", &Connection::set_psks, py::arg("psks"))
         .def_property_readonly("psk_index", &Connection::psk_index)
+        .def("rekey", &Connection::rekey)
+        .def("set_rekey_bytes", &Connection::set_rekey_bytes, py::arg("n"))
+        .def_property_readonly("rekeys", &Connection::rekeys)
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))
@@ -635,13 +666,13 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool, const std::optional<std::vector<std::string>> &>(),
+                      size_t, bool, const std::optional<std::vector<std::string>> &, uint64_t>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false, py::arg("psk_names") = py::none())
+             py::arg("redact") = false, py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0})
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)
@@ -650,11 +681,13 @@ PYBIND11_MODULE(_seclink, m) {
 
     py::class_<Client>(m, "Client")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
-                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>>(),
+                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
-             py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"))
+             py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"),
+             py::arg("rekey_bytes") = uint64_t{0})
         .def_property_readonly("peer", &Client::peer)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
         .def("recv", &Client::recv, py::arg("timeout_ms"))
-        .def("close", &Client::close, py::arg("reason") = py::none());
+        .def("close", &Client::close, py::arg("reason") = py::none())
+        .def("rekey", &Client::rekey);
 }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <climits>
+
 #include "common.hpp"
 
 namespace {
@@ -161,6 +163,7 @@ int main(int argc, char **argv) {
     cfg.psk = psk;
     cfg.timeout_ms = static_cast<unsigned>(timeout_ms);
     cfg.max_message = max_message;
+    cfg.rekey_bytes = args.number("rekey-bytes", 0, 1, ULONG_MAX);
     cfg.trace = args.has("trace");
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;

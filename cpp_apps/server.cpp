@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -57,6 +58,7 @@ int main(int argc, char **argv) {
         static_cast<unsigned>(args.number("frame-timeout", SL_DEFAULT_FRAME_TIMEOUT_MS / 1000, 1, 86400) * 1000);
     cfg.max_memory = args.number("max-memory", SL_DEFAULT_MAX_MEMORY >> 20, 1, 1u << 20) << 20;
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
+    cfg.rekey_bytes = args.number("rekey-bytes", 0, 1, ULONG_MAX);
     cfg.echo = args.has("echo");
     cfg.log_level = args.has("trace") ? SL_LOG_TRACE : args.has("quiet") ? SL_LOG_WARN : SL_LOG_MSG;
     cfg.redact = args.has("redact");

@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Iterable, Iterator
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, Closed, Connection, Event, HandshakeDone, KeyFileError,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, Closed, Connection, Event, HandshakeDone, KeyFileError,
                           Message, ProtocolError, default_key_path, describe, load_key)
 
 QUIT_LINES = ("exit", "quit", "!DISCONNECT")
@@ -50,13 +50,13 @@ def stdin_lines() -> Iterator[bytes]:
 
 
 def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
-        max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        max_message: int = DEFAULT_MAX_MESSAGE, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
     try:
         sock = socket.create_connection((host, port))
     except OSError as error:
         raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
     with sock:
-        conn = Connection("client", psk, max_message=max_message)
+        conn = Connection("client", psk, max_message=max_message, rekey_bytes=rekey_bytes)
         conn.start()
         try:
             sock.sendall(conn.data_to_send())
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
     parser.add_argument("--message-file", action="append", default=[], help="send this file's bytes as one message")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
     args = parser.parse_args(argv)
     try:
         messages = [os.fsencode(m) for m in args.messages]
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                       "nothing was sent", file=sys.stderr)
                 return 3
         psk = load_key(default_key_path(args.psk_file))
-        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message)
+        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message, args.rekey_bytes)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -29,11 +29,12 @@ def log(line: str) -> None:
 
 
 def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
-                 max_message: int) -> None:
+                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
-    conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None)
+    conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
+                      rekey_bytes=rekey_bytes)
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
     args = parser.parse_args(argv)
     try:
         names = [str(default_key_path(p)) for p in args.psk_file or [None]]
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
-                                      args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message))
+                                      args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message,
+                                            args.rekey_bytes))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

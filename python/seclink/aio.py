@@ -237,7 +237,7 @@ class AioServer:
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
                  frame_timeout: float | None = None, max_memory: int = 0,
-                 psk_names: list[str] | None = None) -> None:
+                 psk_names: list[str] | None = None, rekey_bytes: int = 0) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -261,7 +261,7 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log, psk_names=psk_names)
+            log_level=log_level, log=log, psk_names=psk_names, rekey_bytes=rekey_bytes)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -501,7 +501,7 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> AioServer:
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -532,7 +532,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
-                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory)
+                           handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
+                           rekey_bytes=rekey_bytes)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -587,6 +588,10 @@ class AioClient:
         Messages arriving meanwhile are kept for :meth:`recv`."""
         await self._transmit(lambda: self._conn.send_ping(data))
         return await self._within(self._next_message(want_pong=True), timeout, "recv")
+
+    async def rekey(self) -> None:
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        await self._transmit(self._conn.rekey)
 
     async def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason) and closes the connection. Idempotent."""
@@ -694,7 +699,7 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
                   psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
-                  trace: Callable[[str], None] | None = None) -> AioClient:
+                  trace: Callable[[str], None] | None = None, rekey_bytes: int = 0) -> AioClient:
     """Connects to a seclink/1 server and completes the handshake, all within ``timeout`` seconds.
 
     The parameters are those of :class:`seclink.Client`. With ``tls=True`` the server's
@@ -715,7 +720,7 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
         try:
             if tls:
                 await _start_client_tls(stream, host, tls_ca, pin, tls_trust_dir, where)
-            conn = Connection("client", key, max_message=max_message)
+            conn = Connection("client", key, max_message=max_message, rekey_bytes=rekey_bytes or None)
             if trace is not None:
                 conn.set_trace(trace, stream.peer)
             conn.start()

@@ -384,6 +384,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
                 max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
+                rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
                 echo=args.has("echo"), redact=args.has("redact"),
                 log_level=LOG_TRACE if args.has("trace") else LOG_WARN if args.has("quiet") else LOG_MSG)
     if args.has("redact") and args.has("trace"):
@@ -645,6 +646,7 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     tls = args.has("tls")
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
+              rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     where = host_port(host, port)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None

@@ -38,7 +38,9 @@ class Client:
     1.3 and the server's certificate is always verified: against ``tls_ca`` (a PEM CA file, host
     name checked), ``tls_pin`` (its SHA-256 fingerprint), or, with neither, the certificate a
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
-    ``trace``, a callable, receives an annotated dump of every frame.
+    ``trace``, a callable, receives an annotated dump of every frame. Keys are replaced as the
+    session goes (docs/PROTOCOL.md 10): after ``rekey_bytes`` bytes under one key (0: the default,
+    4 GiB; small values are for tests) and on :meth:`rekey`.
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -59,7 +61,8 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
-                 tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
+                 tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None,
+                 rekey_bytes: int = 0) -> None:
         key = resolve_psk(psk, psk_file)
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
@@ -70,7 +73,7 @@ class Client:
         self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
-                                      tls_trust_dir)
+                                      tls_trust_dir, rekey_bytes)
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, f"{host}:{port}")
             if err is e:
@@ -112,6 +115,10 @@ class Client:
                 if msg_type == PONG:
                     return content
                 self._pending.append(content)
+
+    def rekey(self) -> None:
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        self._c.rekey()
 
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""

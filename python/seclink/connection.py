@@ -110,11 +110,15 @@ class Connection:
 
     Messages may be any bytes-like object (taken as ``bytes(data)`` would give it, whatever its
     shape or strides) or a str (sent as UTF-8).
+
+    Keys are replaced as the session goes (docs/PROTOCOL.md 10): a KEY_UPDATE goes out after
+    ``rekey_bytes`` bytes under one key (default 4 GiB; small values are for tests) and on
+    :meth:`rekey`.
     """
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
                  max_send: int | None = None, ephemeral_for_testing: bytes | None = None,
-                 key_confirmation: bool = True) -> None:
+                 key_confirmation: bool = True, rekey_bytes: int | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
@@ -122,6 +126,8 @@ class Connection:
                                       ephemeral_for_testing)
         if not key_confirmation:  # only to replay the `wire` vectors (docs/PROTOCOL.md 4.1, 8)
             self._c.set_key_confirmation(False)
+        if rekey_bytes is not None:
+            self._c.set_rekey_bytes(rekey_bytes)
         self._started = False
 
     def start(self) -> None:
@@ -176,6 +182,15 @@ class Connection:
     def send_ping(self, data: Message = b"") -> None:
         """Queues a PING (at most 64 bytes; a str as UTF-8); the peer answers with a PONG."""
         self._c.send(PING, message_bytes(data))
+
+    def rekey(self) -> None:
+        """Queues a KEY_UPDATE; what this side sends next goes under the next key."""
+        self._c.rekey()
+
+    @property
+    def rekeys(self) -> tuple[int, int]:
+        """(KEY_UPDATEs sent, KEY_UPDATEs received) so far."""
+        return self._c.rekeys
 
     def close(self, reason: str = "") -> None:
         """Queues a CLOSE with an optional reason; nothing more can be sent afterwards."""

@@ -56,6 +56,8 @@ class Server:
     sizes and counters, never content. Admission (``max_handshakes``,
     ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout`` and the memory budget
     ``max_memory`` (bytes) are the core session layer's, as in :func:`seclink.aio.serve`.
+    ``rekey_bytes`` lowers the bytes each session sends under one key before a KEY_UPDATE
+    (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -69,7 +71,7 @@ class Server:
                  max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                  handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY) -> None:
+                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0) -> None:
         key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
@@ -85,7 +87,8 @@ class Server:
                                       tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
-                                      max_memory=max_memory, redact=redact, psk_names=names)
+                                      max_memory=max_memory, redact=redact, psk_names=names,
+                                      rekey_bytes=rekey_bytes)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()
