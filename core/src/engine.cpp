@@ -344,18 +344,11 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         break;
     case SL_MSG_KEY_UPDATE:
         if (content_len != 0) return fail(SL_EBAD_KEY_UPDATE);
-        break;
+        return on_key_update(body, len);
     default: return fail(SL_EBAD_TYPE);
     }
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
-    if (type == SL_MSG_KEY_UPDATE) {  // PROTOCOL.md 10: the next frame is opened with REKEY(k)
-        int rc = noise_rekey(recv_key_);
-        if (rc == SL_OK) rc = recv_.init(recv_key_, false);
-        if (rc != SL_OK) return fail(rc);
-        ++rekeys_received_;
-        return SL_OK;
-    }
     if (type == SL_MSG_PONG && await_confirm_pong_) {
         await_confirm_pong_ = false;  // the answer to the key-confirmation PING: not delivered
         return SL_OK;
@@ -366,6 +359,17 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         if (rc != SL_OK) return fail(rc);
     }
     *ev = sl_event{SL_EVENT_MESSAGE, type, p + 1, content_len};
+    return SL_OK;
+}
+
+// A verified KEY_UPDATE (PROTOCOL.md 10): the next frame is opened with REKEY(k). Never delivered.
+int Connection::on_key_update(const uint8_t *body, size_t len) noexcept {
+    if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, SL_MSG_KEY_UPDATE, nullptr, 0);
+    confirmed_ = true;  // like any verified frame (PROTOCOL.md 4.1)
+    int rc = noise_rekey(recv_key_);
+    if (rc == SL_OK) rc = recv_.init(recv_key_, false);
+    if (rc != SL_OK) return fail(rc);
+    ++rekeys_received_;
     return SL_OK;
 }
 

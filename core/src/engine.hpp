@@ -106,6 +106,7 @@ private:
     int stream_transport(const uint8_t *p, size_t n) noexcept;
     int finish_streamed(sl_event *ev) noexcept;
     int on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int on_key_update(const uint8_t *body, size_t len) noexcept;
     int finish_handshake(sl_event *ev) noexcept;
     // Reserves a frame of body length n at the end of the output; returns where its body starts.
     uint8_t *append_frame(size_t n) noexcept;
