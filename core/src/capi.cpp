@@ -16,6 +16,7 @@ using seclink::detail::guard;
 struct sl_conn {
     Connection impl;
     seclink::detail::KeyRing ring;  // sl_conn_set_psks
+    seclink::detail::Secret<SL_KEY_BYTES> static_key;  // sl_conn_set_static_key
     sl_conn(sl_role role, const uint8_t *psk) noexcept : impl(role, psk) {}
 };
 
@@ -107,6 +108,32 @@ int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count) {
         return conn->impl.set_key_ring(&conn->ring);
     });
 }
+
+int sl_conn_set_mode(sl_conn *conn, int mode) { return conn != nullptr ? conn->impl.set_mode(mode) : SL_EINVAL; }
+
+int sl_conn_set_server_key(sl_conn *conn, const uint8_t pub[32]) {
+    return conn != nullptr && pub != nullptr ? conn->impl.set_expected_server_key(pub) : SL_EINVAL;
+}
+
+int sl_conn_set_static_key(sl_conn *conn, const uint8_t priv[32]) {
+    if (conn == nullptr || priv == nullptr) return SL_EINVAL;
+    if (!conn->impl.configuring()) return SL_ESTATE;
+    std::memcpy(conn->static_key.data(), priv, SL_KEY_BYTES);
+    return conn->impl.set_static_key(conn->static_key.data());
+}
+
+int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask) {
+    return conn != nullptr ? conn->impl.set_accepted_modes(mask) : SL_EINVAL;
+}
+
+int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]) {
+    if (conn == nullptr || out == nullptr) return SL_EINVAL;
+    if (conn->impl.server_static() == nullptr) return SL_ESTATE;
+    std::memcpy(out, conn->impl.server_static(), 32);
+    return SL_OK;
+}
+
+unsigned sl_conn_server_modes(const sl_conn *conn) { return conn != nullptr ? conn->impl.server_modes() : 0; }
 
 int sl_conn_rekey(sl_conn *conn) { return conn != nullptr ? conn->impl.rekey() : SL_EINVAL; }
 

@@ -193,10 +193,17 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     c->conn = std::make_unique<Connection>(SL_CLIENT, cfg->psk);
     if ((rc = c->conn->set_max_message(cfg->max_message ? cfg->max_message : SL_DEFAULT_MAX_MESSAGE)) != SL_OK) return rc;
     if (cfg->rekey_bytes != 0 && (rc = c->conn->set_rekey_bytes(cfg->rekey_bytes)) != SL_OK) return rc;
+    if (cfg->mode != 0 && (rc = c->conn->set_mode(cfg->mode)) != SL_OK) return rc;
+    if (cfg->server_key != nullptr && (rc = c->conn->set_expected_server_key(cfg->server_key)) != SL_OK) return rc;
     if (cfg->trace && cfg->log != nullptr) c->conn->set_trace(trace_frame, c);
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};
-    if ((rc = next_event(c, deadline, &ev)) != SL_OK) return rc;
+    rc = next_event(c, deadline, &ev);
+    // What the server said about itself (PROTOCOL.md 11), for the caller to show, even on failure.
+    if (cfg->server_key_seen != nullptr && c->conn->server_static() != nullptr)
+        std::memcpy(cfg->server_key_seen, c->conn->server_static(), SL_KEY_BYTES);
+    if (cfg->server_modes_seen != nullptr) *cfg->server_modes_seen = c->conn->server_modes();
+    if (rc != SL_OK) return rc;
     if (ev.type != SL_EVENT_HANDSHAKE_DONE) return SL_EINTERNAL;
     return flush(c, deadline);  // the key-confirmation PING (PROTOCOL.md 4.1), sent at once
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <openssl/crypto.h>
+
 namespace seclink::detail {
 namespace {
 
@@ -87,22 +89,53 @@ int Connection::rekey() noexcept {
     return SL_OK;
 }
 
+int Connection::set_mode(int mode) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_CLIENT || (mode != SL_MODE_PSK && mode != SL_MODE_SERVER_KEY)) return SL_EINVAL;
+    mode_ = mode;
+    return SL_OK;
+}
+
+int Connection::set_expected_server_key(const uint8_t pub[kDhLen]) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_CLIENT) return SL_EINVAL;
+    std::memcpy(expected_, pub, kDhLen);
+    has_expected_ = true;
+    return SL_OK;
+}
+
+int Connection::set_static_key(const uint8_t *priv) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_SERVER || priv == nullptr) return SL_EINVAL;
+    static_ = priv;
+    return SL_OK;
+}
+
+int Connection::set_accepted_modes(unsigned mask) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_SERVER || mask == 0 || (mask & ~SL_MODES_ALL) != 0) return SL_EINVAL;
+    accepted_ = mask;
+    return SL_OK;
+}
+
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
-    int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
-    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
-    if (rc != SL_OK) return fail(rc);
-    if (role_ == SL_SERVER) {
+    if (role_ == SL_SERVER) {  // the mode, so the handshake, is known with frame 1
         state_ = State::AwaitFrame1;
         return SL_OK;
     }
-    uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof kPrologue];
+    const uint8_t prologue[5] = {'S', 'L', 'N', 'K', static_cast<uint8_t>(mode_)};
+    int rc = hs_.init(true, prologue, sizeof prologue, psk_,
+                      mode_ == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2 : Handshake::Pattern::NNpsk0);
+    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
+    if (rc != SL_OK) return fail(rc);
+    uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof prologue];
     size_t len = 0;
     if ((rc = hs_.write_message(nullptr, 0, msg, &len)) != SL_OK) return fail(rc);
-    uint8_t *body = append_frame(sizeof kPrologue + len);
+    uint8_t *body = append_frame(sizeof prologue + len);
     if (body == nullptr) return fail(SL_ENOMEM);
-    std::memcpy(body, kPrologue, sizeof kPrologue);  // "SLNK" || version: the prologue's bytes
-    std::memcpy(body + sizeof kPrologue, msg, len);
+    std::memcpy(body, prologue, sizeof prologue);  // "SLNK" || version: the prologue's bytes
+    std::memcpy(body + sizeof prologue, msg, len);
     trace(true, 1, body, sizeof kPrologue + len);
     state_ = State::AwaitFrame2;
     return SL_OK;
@@ -213,12 +246,24 @@ int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept
 
 int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept {
     if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
-    if (body[sizeof kMagic] != SL_PROTOCOL_VERSION) return fail(SL_EBAD_VERSION);
+    const uint8_t version = body[sizeof kMagic];
+    // PROTOCOL.md 11.2: no mode, or one this server does not accept (or cannot: no static key).
+    if ((version != SL_MODE_PSK && version != SL_MODE_SERVER_KEY) || (accepted_ & (1u << version)) == 0 ||
+        (version == SL_MODE_SERVER_KEY && static_ == nullptr))
+        return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
     int rc = SL_EHANDSHAKE_AUTH;
-    if (ring_ == nullptr) {
-        rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+    if (version == SL_MODE_SERVER_KEY) {  // NXpsk2 with the first key (PROTOCOL.md 11.1)
+        rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
+                      Handshake::Pattern::NXpsk2);
+        if (rc == SL_OK) rc = hs_.set_static(static_);
+        if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+        if (rc == SL_OK) key_index_ = 0;
+        mode_ = SL_MODE_SERVER_KEY;
+    } else if (ring_ == nullptr) {
+        rc = hs_.init(false, kPrologue, sizeof kPrologue, psk_);
+        if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
         if (rc == SL_OK) key_index_ = 0;
     } else {
         // Key rotation (PROTOCOL.md 9): trial decryption of frame 1's payload under each key in
@@ -230,9 +275,10 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
         }
     }
     wipe(payload, payload_len);
+    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
     if (rc != SL_OK) return fail(rc);
     trace(false, 1, body, len);
-    uint8_t msg[SL_HANDSHAKE2_BYTES];
+    uint8_t msg[SL_HANDSHAKE2_BYTES + kDhLen + SL_TAG_BYTES];
     size_t msg_len = 0;
     if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
     uint8_t *out = append_frame(msg_len);
@@ -243,11 +289,24 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
 }
 
 int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    // PROTOCOL.md 11.2: a server refusing our mode says which modes it accepts (unauthenticated).
+    if (std::memcmp(body, kMagic, sizeof kMagic) == 0 && body[sizeof kMagic] == 0) {
+        const size_t n = std::min<size_t>(body[5], len - 6);
+        for (size_t i = 0; i < n; ++i)
+            if (body[6 + i] < 32) server_modes_ |= 1u << body[6 + i];
+        return fail(SL_EMODE_REFUSED);
+    }
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
     size_t payload_len = 0;
     int rc = hs_.read_message(body, len, payload, &payload_len);
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
+    if (mode_ == SL_MODE_SERVER_KEY) {  // frame 2 verified: the server holds the PSK and this key
+        std::memcpy(server_static_, hs_.remote_static(), kDhLen);
+        has_server_static_ = true;
+        if (!has_expected_) return fail(SL_ESERVER_KEY_UNKNOWN);
+        if (CRYPTO_memcmp(server_static_, expected_, kDhLen) != 0) return fail(SL_ESERVER_KEY_CHANGED);
+    }
     trace(false, 2, body, len);
     return finish_handshake(ev);
 }

@@ -49,6 +49,18 @@ public:
     // Server: which key of the ring frame 1 matched (0 without a ring); -1 before frame 1.
     int key_index() const noexcept { return key_index_; }
     bool configuring() const noexcept { return state_ == State::New; }  // before start()
+    // Modes (PROTOCOL.md 11). Client: the mode it asks for, the server key it expects (NULL: none,
+    // so a mode-2 server's key is SERVER_KEY_UNKNOWN). Server: its static key (not copied: it must
+    // outlive the handshake) and the modes it accepts (a bit mask of 1 << mode).
+    int set_mode(int mode) noexcept;
+    int set_expected_server_key(const uint8_t pub[kDhLen]) noexcept;
+    int set_static_key(const uint8_t *priv) noexcept;
+    int set_accepted_modes(unsigned mask) noexcept;
+    // Client: the static key a mode-2 server sent (also after SERVER_KEY_*), else NULL; the modes a
+    // server refusing ours accepts (after MODE_REFUSED), else 0.
+    const uint8_t *server_static() const noexcept { return has_server_static_ ? server_static_ : nullptr; }
+    unsigned server_modes() const noexcept { return server_modes_; }
+    int mode() const noexcept { return mode_; }  // server: that of frame 1, once it verified
     int start() noexcept;
     // Rekeying (PROTOCOL.md 10): KEY_UPDATE now, then the next sending key.
     int rekey() noexcept;
@@ -130,6 +142,11 @@ private:
     Handshake hs_;
     const KeyRing *ring_ = nullptr;
     int key_index_ = -1;
+    int mode_ = SL_MODE_PSK;
+    unsigned accepted_ = 1u << SL_MODE_PSK, server_modes_ = 0;
+    const uint8_t *static_ = nullptr;
+    uint8_t expected_[kDhLen] = {}, server_static_[kDhLen] = {};
+    bool has_expected_ = false, has_server_static_ = false;
     Secret<kKeyLen> psk_;  // until start(): then the handshake holds it
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;

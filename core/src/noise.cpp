@@ -122,36 +122,47 @@ void SymmetricState::clear() noexcept {
 }
 
 int Handshake::init(bool initiator, const uint8_t *prologue, size_t prologue_len,
-                    const uint8_t psk[kKeyLen]) noexcept {
+                    const uint8_t psk[kKeyLen], Pattern pattern) noexcept {
     initiator_ = initiator;
     step_ = 0;
+    pattern_ = pattern;
     std::memcpy(psk_, psk, kKeyLen);
-    int rc = ss_.init(kProtocolName);
+    int rc = ss_.init(pattern == Pattern::NXpsk2 ? kProtocolNameNX : kProtocolName);
     return rc == SL_OK ? ss_.mix_hash(prologue, prologue_len) : rc;
 }
 
-int Handshake::mix_ee() noexcept {
+int Handshake::mix_dh(const X25519 &mine, const uint8_t theirs[kDhLen]) noexcept {
     uint8_t dh[kDhLen];
-    int rc = e_.derive(re_, dh);
+    int rc = mine.derive(theirs, dh);
     if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
     wipe(dh, sizeof dh);
     return rc;
 }
+
+int Handshake::mix_ee() noexcept { return mix_dh(e_, re_); }
 
 int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
                              size_t *out_len) noexcept {
     if (step_ >= 2 || !my_turn()) return SL_ESTATE;
     if (len > kMaxPayload) return SL_EINVAL;
     int rc = SL_OK;
-    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
-    if (!e_.has_key() && (rc = e_.generate()) != SL_OK) return rc;                      // e
+    const bool nx = pattern_ == Pattern::NXpsk2;
+    if (step_ == 0 && !nx && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    if (!e_.has_key() && (rc = e_.generate()) != SL_OK) return rc;                             // e
     std::memcpy(out, e_.public_key(), kDhLen);
     if ((rc = ss_.mix_hash(out, kDhLen)) != SL_OK || (rc = ss_.mix_key(out, kDhLen)) != SL_OK)
         return rc;
+    size_t pos = kDhLen, c_len = 0;
     if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
-    size_t c_len = 0;
-    if ((rc = ss_.encrypt_and_hash(payload, len, out + kDhLen, &c_len)) != SL_OK) return rc;
-    *out_len = kDhLen + c_len;
+    if (step_ == 1 && nx) {
+        if (!s_.has_key()) return SL_ESTATE;
+        if ((rc = ss_.encrypt_and_hash(s_.public_key(), kDhLen, out + pos, &c_len)) != SL_OK) return rc;  // s
+        pos += c_len;
+        if ((rc = mix_dh(s_, re_)) != SL_OK) return rc;                                  // es
+        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;              // psk
+    }
+    if ((rc = ss_.encrypt_and_hash(payload, len, out + pos, &c_len)) != SL_OK) return rc;
+    *out_len = pos + c_len;
     ++step_;
     return SL_OK;
 }
@@ -160,13 +171,24 @@ int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out
                             size_t *payload_len) noexcept {
     if (step_ >= 2 || my_turn()) return SL_ESTATE;
     if (len < kDhLen + kTagLen) return SL_EFRAME_TOO_SHORT;
+    const bool nx = pattern_ == Pattern::NXpsk2;
+    // NXpsk2's message 2 carries the encrypted static key too: shorter is a forgery.
+    if (nx && step_ == 1 && len < kDhLen + kDhLen + 2 * kTagLen) return SL_EHANDSHAKE_AUTH;
     int rc = SL_OK;
-    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
-    std::memcpy(re_, msg, kDhLen);                                                      // e
+    if (step_ == 0 && !nx && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    std::memcpy(re_, msg, kDhLen);                                                             // e
     if ((rc = ss_.mix_hash(re_, kDhLen)) != SL_OK || (rc = ss_.mix_key(re_, kDhLen)) != SL_OK)
         return rc;
+    size_t pos = kDhLen;
     if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
-    if ((rc = ss_.decrypt_and_hash(msg + kDhLen, len - kDhLen, payload_out, payload_len)) != SL_OK)
+    if (step_ == 1 && nx) {
+        size_t n = 0;
+        if ((rc = ss_.decrypt_and_hash(msg + pos, kDhLen + kTagLen, rs_, &n)) != SL_OK) return rc;  // s
+        pos += kDhLen + kTagLen;
+        if ((rc = mix_dh(e_, rs_)) != SL_OK) return rc;                                          // es
+        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;                      // psk
+    }
+    if ((rc = ss_.decrypt_and_hash(msg + pos, len - pos, payload_out, payload_len)) != SL_OK)
         return rc;
     ++step_;
     return SL_OK;
@@ -183,6 +205,7 @@ int Handshake::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLe
 void Handshake::clear() noexcept {
     ss_.clear();
     e_.clear();
+    s_.clear();
     wipe(psk_, kKeyLen);
     wipe(re_, sizeof re_);
 }

@@ -48,15 +48,22 @@ private:
     HandshakeCipher cipher_;
 };
 
-// NNpsk0:  -> psk, e   <- e, ee
+// NNpsk0:  -> psk, e   <- e, ee                  (mode 1, PROTOCOL.md 3)
+// NXpsk2:  -> e        <- e, ee, s, es, psk      (mode 2, server identity, PROTOCOL.md 11)
 class Handshake {
 public:
+    enum class Pattern { NNpsk0, NXpsk2 };
     static constexpr const char *kProtocolName = "Noise_NNpsk0_25519_AESGCM_SHA256";
+    static constexpr const char *kProtocolNameNX = "Noise_NXpsk2_25519_AESGCM_SHA256";
     static constexpr size_t kMaxPayload = 1024;
 
     // SL_OK, SL_ECRYPTO.
     int init(bool initiator, const uint8_t *prologue, size_t prologue_len,
-             const uint8_t psk[kKeyLen]) noexcept;
+             const uint8_t psk[kKeyLen], Pattern pattern = Pattern::NNpsk0) noexcept;
+    // NXpsk2 responder: its static private key. Before the first message.
+    int set_static(const uint8_t priv[kDhLen]) noexcept { return s_.set_private(priv); }
+    // NXpsk2 initiator, after message 2: the responder's static public key.
+    const uint8_t *remote_static() const noexcept { return rs_; }
     // Use this private key instead of a fresh one (test vectors only). Before the first message.
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept { return e_.set_private(priv); }
 
@@ -77,9 +84,11 @@ public:
 private:
     bool my_turn() const noexcept { return (step_ == 0) == initiator_; }
     int mix_ee() noexcept;  // MixKey(DH(e, re)): SL_EWEAK_KEY for a low-order re
+    int mix_dh(const X25519 &mine, const uint8_t theirs[kDhLen]) noexcept;
     SymmetricState ss_;
-    X25519 e_;
-    uint8_t re_[kDhLen] = {};
+    Pattern pattern_ = Pattern::NNpsk0;
+    X25519 e_, s_;
+    uint8_t re_[kDhLen] = {}, rs_[kDhLen] = {};
     Secret<kKeyLen> psk_;
     bool initiator_ = false;
     int step_ = 0;  // messages processed: 0, 1, 2

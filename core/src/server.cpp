@@ -456,7 +456,8 @@ void sl_server_config_init(sl_server_config *cfg) {
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS)
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
+        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
         return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key

@@ -62,8 +62,23 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     if (c.psk != nullptr && n > 1) keys.assign(c.psk, n);
     if (c.psk_names != nullptr)
         for (size_t i = 0; i < n; ++i) key_names.emplace_back(c.psk_names[i] != nullptr ? c.psk_names[i] : "");
+    if (c.server_key != nullptr) {
+        std::memcpy(static_key.data(), c.server_key, SL_KEY_BYTES);
+        has_static_key = true;
+    }
+    if (cfg.modes == 0) cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u);
+    // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 11.2).
+    std::string body("SLNK\0\0", 6);
+    for (int m = 1; m < 32; ++m)
+        if (cfg.modes & (1u << m)) body += static_cast<char>(m);
+    body[5] = static_cast<char>(body.size() - 6);
+    body.resize(std::max<size_t>(body.size(), SL_HANDSHAKE2_BYTES), '\0');
+    const uint32_t blen = static_cast<uint32_t>(body.size());
+    modes_frame = std::string{static_cast<char>(blen >> 24), static_cast<char>(blen >> 16),
+                              static_cast<char>(blen >> 8), static_cast<char>(blen)} + body;
     cfg.psk = nullptr;  // the copies above are the only ones kept
     cfg.psk_names = nullptr;
+    cfg.server_key = nullptr;
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
@@ -149,6 +164,8 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
                 conn_.set_max_send(std::max<size_t>(p_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
     if (p_.logs(SL_LOG_TRACE)) conn_.set_trace(on_trace, this);
     if (p_.cfg.rekey_bytes != 0) setup_ok_ = setup_ok_ && conn_.set_rekey_bytes(p_.cfg.rekey_bytes) == SL_OK;
+    setup_ok_ = setup_ok_ && conn_.set_accepted_modes(p_.cfg.modes) == SL_OK;
+    if (p_.has_static_key) setup_ok_ = setup_ok_ && conn_.set_static_key(p_.static_key.data()) == SL_OK;
     if (p_.keys.size() > 1) setup_ok_ = setup_ok_ && conn_.set_key_ring(&p_.keys) == SL_OK;
     setup_ok_ = setup_ok_ && conn_.start() == SL_OK;
     if (!setup_ok_) {
@@ -219,6 +236,7 @@ void Session::authenticate(int64_t now) {
         // Which key file matched (key rotation, PROTOCOL.md 9): its name, never the key.
         const int k = conn_.key_index();
         std::string key = k >= 0 && static_cast<size_t>(k) < p_.key_names.size() ? " (key " + p_.key_names[k] + ")" : "";
+        if (conn_.mode() != SL_MODE_PSK) key += std::string(" (mode ") + sl_mode_name(conn_.mode()) + ")";
         p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete" + key);
     }
 }
@@ -282,6 +300,18 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         sl_event ev{};
         const bool was_confirmed = conn_.peer_confirmed(), was_established = conn_.established();
         int rc = conn_.feed(data + off, len - off, &used, &ev);
+        if (rc == SL_EBAD_VERSION) {
+            // PROTOCOL.md 11.2: say which modes this server accepts, then close.
+            raw_ = p_.modes_frame;
+            raw_pos_ = 0;
+            std::string accepted;
+            for (int m = 1; m < 32; ++m)
+                if (p_.cfg.modes & (1u << m)) accepted += std::string(accepted.empty() ? "" : ", ") + sl_mode_name(m);
+            finish(SL_LOG_WARN, "handshake failed: " + errtext(rc) + " (this server accepts: " + accepted + ")", nullptr,
+                   now);
+            off = len;
+            break;
+        }
         if (rc != SL_OK) {
             std::string why = (was_established ? "protocol error: " : "handshake failed: ") + errtext(rc);
             // Replies to the messages before the bad frame still go out (PROTOCOL.md 7).
@@ -573,7 +603,8 @@ extern "C" {
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS)
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
+        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
         return SL_EINVAL;
     return seclink::detail::guard([&] {
         *out = new sl_policy(*cfg);

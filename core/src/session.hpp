@@ -58,6 +58,9 @@ public:
     Secret<SL_KEY_BYTES> psk;  // dump-proof memory (secure_mem.hpp), wiped when the policy goes
     KeyRing keys;              // with several keys (key rotation): all of them, psk first
     std::vector<std::string> key_names;  // cfg.psk_names, if given
+    Secret<SL_KEY_BYTES> static_key;     // cfg.server_key (PROTOCOL.md 11), if has_static_key
+    bool has_static_key = false;
+    std::string modes_frame;             // how a frame 1 in a mode not accepted is answered (11.2)
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot

@@ -18,6 +18,8 @@ from .seclink_ref import (CLOSE, DATA, MAGIC, PING, PONG, PROLOGUE, TYPE_NAMES, 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
 ROTATION_PATH = VECTORS_PATH.with_name("seclink_v1_rotation.json")
 REKEY_PATH = VECTORS_PATH.with_name("seclink_v1_rekey.json")
+SERVER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_server_key.json")
+SERVER_STATIC = sha256(b"seclink server static").digest()
 REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
@@ -344,6 +346,63 @@ def sealed_after_confirmation(plaintext: bytes) -> bytes:
     return client.data_to_send()
 
 
+def build_server_key_vectors() -> dict[str, Any]:
+    """Section 11: a mode-2 connection (Noise NXpsk2) and what a client and a server refuse."""
+    from .seclink_ref import MODE_SERVER_KEY, Message, fingerprint, modes_frame, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+
+    def pair(expected: bytes | None = pub) -> tuple[Connection, Connection]:
+        return (Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_SERVER_KEY, server_key=expected),
+                Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC))
+
+    client, server = pair()
+    client.start()
+    wire: list[dict[str, Any]] = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "transport"),
+                         ("server", "transport")):
+        frame = (client if sender == "client" else server).data_to_send()
+        (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    wire[2].update(type="PING", content="")
+    wire[3].update(type="PONG", content="", delivered=False)
+    client.send(DATA, b"hello, seclink")
+    frame = client.data_to_send()
+    assert server.receive(frame) == [Message(DATA, b"hello, seclink")]
+    wire.append({"from": "client", "kind": "transport", "type": "DATA", "content": b"hello, seclink".hex(),
+                 "bytes": frame.hex()})
+    assert client.server_static == pub and client.handshake_hash == server.handshake_hash
+    frame1, frame2 = bytes.fromhex(wire[0]["bytes"]), bytes.fromhex(wire[1]["bytes"])
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 2, server identity (docs/PROTOCOL.md section 11): Noise_NXpsk2_25519_AESGCM_SHA256 "
+                       "from fixed keys, and what clients and servers refuse.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": pub.hex(),
+        "fingerprint": fingerprint(pub),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "prologue": b"SLNK\x02".hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "modes_frame_psk_only": modes_frame([1]).hex(),
+        "malformed": [
+            # (to, after, bytes, error, what the client expects for the server key)
+            {"name": "client_expects_another_key", "to": "client", "after": 1, "bytes": frame2.hex(),
+             "error": "SERVER_KEY_CHANGED", "expected_server_key": sha256(b"another key").hexdigest()},
+            {"name": "client_expects_no_key", "to": "client", "after": 1, "bytes": frame2.hex(),
+             "error": "SERVER_KEY_UNKNOWN", "expected_server_key": None},
+            {"name": "frame2_flipped_static", "to": "client", "after": 1, "bytes": flip(frame2, 4 + 32 + 5).hex(),
+             "error": "HANDSHAKE_AUTH", "expected_server_key": pub.hex()},
+            {"name": "modes_frame", "to": "client", "after": 1, "bytes": modes_frame([1]).hex(),
+             "error": "MODE_REFUSED", "expected_server_key": pub.hex(), "server_modes": [1]},
+            {"name": "server_without_mode_2", "to": "server", "after": 0, "bytes": frame1.hex(),
+             "error": "BAD_VERSION", "accepted_modes": [1]},
+        ],
+    }
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -356,6 +415,8 @@ def main() -> None:
     print(f"wrote {ROTATION_PATH}")
     REKEY_PATH.write_text(render(build_rekey_vectors()), encoding="utf-8")
     print(f"wrote {REKEY_PATH}")
+    SERVER_KEY_PATH.write_text(render(build_server_key_vectors()), encoding="utf-8")
+    print(f"wrote {SERVER_KEY_PATH}")
 
 
 if __name__ == "__main__":

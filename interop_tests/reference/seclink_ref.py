@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
 PROLOGUE = b"SLNK\x01"
+PROLOGUE_2 = b"SLNK\x02"  # section 11
+MODE_PSK, MODE_SERVER_KEY = 0x01, 0x02
+MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key"}
 MAGIC = b"SLNK"
 VERSION = 0x01
 
@@ -60,6 +63,9 @@ ERRORS = {
     "BAD_TYPE": "unknown message type",
     "BAD_PING": "PING/PONG content over 64 bytes",
     "BAD_KEY_UPDATE": "a KEY_UPDATE with content",
+    "SERVER_KEY_UNKNOWN": "the server's static key is not one this client expects",
+    "SERVER_KEY_CHANGED": "the server's static key differs from the one this client expects",
+    "MODE_REFUSED": "the server does not accept the handshake mode asked for",
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
@@ -139,9 +145,10 @@ class CipherState:
 class SymmetricState:
     """ck, h and a CipherState, with the operations of section 3.2."""
 
-    def __init__(self, prologue: bytes) -> None:
-        self.h = PROTOCOL_NAME  # 32 bytes, so used as is (not hashed)
-        self.ck = PROTOCOL_NAME
+    def __init__(self, prologue: bytes, name: bytes = PROTOCOL_NAME) -> None:
+        assert len(name) == 32  # both names are 32 bytes, so used as is (not hashed)
+        self.h = name
+        self.ck = name
         self.cipher = CipherState()
         self.mix_hash(prologue)
 
@@ -243,6 +250,77 @@ class NoiseHandshake:
         return send_i, send_r
 
 
+class NXpsk2Handshake:
+    """Section 11: Noise_NXpsk2_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es, psk.
+
+    The same interface as NoiseHandshake; the responder has a static key `static`, the
+    initiator learns it as `remote_static` from message 2."""
+
+    NAME = b"Noise_NXpsk2_25519_AESGCM_SHA256"  # exactly 32 bytes
+
+    def __init__(self, initiator: bool, psk: bytes, *, prologue: bytes = PROLOGUE_2,
+                 ephemeral: bytes | None = None, static: bytes | None = None) -> None:
+        self.initiator = initiator
+        self._psk = psk
+        self._e = (X25519PrivateKey.from_private_bytes(ephemeral) if ephemeral is not None
+                   else X25519PrivateKey.generate())
+        self._s = X25519PrivateKey.from_private_bytes(static) if static is not None else None
+        self._ss: SymmetricState | None = SymmetricState(prologue, name=self.NAME)
+        self.remote_static: bytes | None = None
+        self.handshake_hash: bytes | None = None
+
+    def write_message_1(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e" with a PSK in the pattern
+        return e_pub + ss.encrypt_and_hash(payload)
+
+    def read_message_1(self, message: bytes) -> bytes:
+        ss = self._ss
+        self._re, c1 = message[:32], message[32:]
+        ss.mix_hash(self._re)
+        ss.mix_key(self._re)
+        return ss.decrypt_and_hash(c1)
+
+    def write_message_2(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e"
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        cs = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "es" (responder: DH(s, re))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        return e_pub + cs + ss.encrypt_and_hash(payload)
+
+    def read_message_2(self, message: bytes) -> bytes:
+        ss = self._ss
+        re_pub, cs, c2 = message[:32], message[32:80], message[80:]
+        ss.mix_hash(re_pub)
+        ss.mix_key(re_pub)
+        ss.mix_key(dh(self._e, re_pub))          # "ee"
+        rs = ss.decrypt_and_hash(cs)             # "s"
+        ss.mix_key(dh(self._e, rs))              # "es" (initiator: DH(e, rs))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        payload = ss.decrypt_and_hash(c2)
+        self.remote_static = rs
+        return payload
+
+    split = NoiseHandshake.split
+
+
+def modes_frame(accepted: list[int]) -> bytes:
+    """Section 11.2: how a server answers a frame 1 in a mode it does not accept."""
+    body = MAGIC + b"\x00" + bytes([len(accepted)]) + bytes(sorted(accepted))
+    body += bytes(max(0, 48 - len(body)))
+    return len(body).to_bytes(4, "big") + body
+
+
+def fingerprint(pub: bytes) -> str:
+    """Section 11.3: base32 of the first 20 bytes of SHA-256(pub), in groups of 4."""
+    text = base64.b32encode(sha256(pub).digest()[:20]).decode()
+    return "-".join(text[i:i + 4] for i in range(0, 32, 4))
+
+
 # --------------------------------------------------------------------------- seclink (sections 2, 4, 5)
 
 @dataclass(frozen=True)
@@ -277,7 +355,9 @@ class Connection:
 
     def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
                  max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
-                 psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
+                 psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES,
+                 mode: int = MODE_PSK, static: bytes | None = None, server_key: bytes | None = None,
+                 accepted_modes: list[int] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
@@ -289,7 +369,18 @@ class Connection:
         self._rekey_bytes = rekey_bytes  # section 10: T
         self._sent_under_key = 0
         self.psk_index: int | None = None  # which of them matched
-        self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
+        # Section 11. Client: the mode it asks for and the server key it expects (None: any key
+        # is SERVER_KEY_UNKNOWN); what it learned: server_static, server_modes. Server: its
+        # static private key and the modes it accepts.
+        self.mode = mode
+        self._psk, self._static, self._expected = psk, static, server_key
+        self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY] if static else []))
+        self.server_static: bytes | None = None
+        self.server_modes: list[int] | None = None
+        if mode == MODE_SERVER_KEY and role == "client":
+            self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral)
+        else:
+            self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
         # states: "new" (client before start), "frame1" (server waits for it),
         # "frame2" (client waits for it), "transport", "closed" (CLOSE received or stream ended)
         self._state = "new" if role == "client" else "frame1"
@@ -317,7 +408,7 @@ class Connection:
         if self.role == "client":
             if self._state != "new":
                 raise ValueError("already started")
-            self._queue_frame(MAGIC + bytes([VERSION]) + self._noise.write_message_1())
+            self._queue_frame(MAGIC + bytes([self.mode]) + self._noise.write_message_1())
             self._state = "frame2"
 
     def receive(self, data: bytes) -> list[Event]:
@@ -448,9 +539,14 @@ class Connection:
             # Server, section 3.3: magic, then version, then the Noise message.
             if body[:4] != MAGIC:
                 raise ProtocolError("BAD_MAGIC")
-            if body[4] != VERSION:
-                raise ProtocolError("BAD_VERSION")
-            if self._psks is None:
+            if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
+                raise ProtocolError("BAD_VERSION")  # section 11.2: answered with modes_frame()
+            if body[4] == MODE_SERVER_KEY:  # section 11.1: the first PSK only
+                self._noise = NXpsk2Handshake(False, self._psks[0] if self._psks else self._psk,
+                                              ephemeral=self._ephemeral, static=self._static)
+                self._noise.read_message_1(body[5:])
+                self.psk_index = 0
+            elif self._psks is None:
                 self._noise.read_message_1(body[5:])   # payload ignored in version 1
                 self.psk_index = 0
             else:
@@ -461,7 +557,16 @@ class Connection:
             self._state = "transport"
             return [HandshakeDone()]
         if self._state == "frame2":
+            if body[:5] == MAGIC + b"\x00":          # section 11.2: the modes the server accepts
+                self.server_modes = list(body[6:6 + body[5]])
+                raise ProtocolError("MODE_REFUSED")
             self._noise.read_message_2(body)        # payload ignored in version 1
+            if self.mode == MODE_SERVER_KEY:        # section 11.1: c2 verified; now the key
+                self.server_static = self._noise.remote_static
+                if self._expected is None:
+                    raise ProtocolError("SERVER_KEY_UNKNOWN")
+                if not hmac.compare_digest(self._expected, self.server_static):
+                    raise ProtocolError("SERVER_KEY_CHANGED")
             self._send, self._recv = self._noise.split()
             self._state = "transport"
             self._confirmed = True                  # frame 2 proved the server's key

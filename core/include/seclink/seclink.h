@@ -94,7 +94,10 @@ typedef enum sl_err {
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
     SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
 
-    SL_EBAD_KEY_UPDATE = 60   /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
+    SL_EBAD_KEY_UPDATE = 60,  /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
+    SL_ESERVER_KEY_UNKNOWN = 61, /* the server's static key is not one this client knows (PROTOCOL.md 11) */
+    SL_ESERVER_KEY_CHANGED = 62, /* the server's static key differs from the one this client expects */
+    SL_EMODE_REFUSED = 63     /* the server does not accept the handshake mode asked for */
 } sl_err;
 
 /* What kind of failure an error is, for programs that report failures by kind. The values are
@@ -157,7 +160,16 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_MAX_MEMORY (256u * 1024u * 1024u) /* all sessions' buffered bytes */
 #define SL_PROTOCOL_VERSION 1u
 #define SL_DEFAULT_REKEY_BYTES 0x100000000ull /* bytes under one key before an automatic KEY_UPDATE (4 GiB) */
-#define SL_MAX_PSKS 16u            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
+#define SL_MAX_PSKS 16u
+#define SL_FINGERPRINT_CHARS 39u   /* "XXXX-XXXX-...": 8 groups of 4 base32 characters (PROTOCOL.md 11.3) */
+
+/* Handshake modes, the version byte of frame 1 (PROTOCOL.md 11). Masks of accepted modes have
+ * bit (1 << mode) set for each. */
+typedef enum sl_mode {
+    SL_MODE_PSK = 1,        /* Noise NNpsk0: both sides prove the PSK (the default) */
+    SL_MODE_SERVER_KEY = 2  /* Noise NXpsk2: and the server its static key, checked by the client */
+} sl_mode;
+#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY))            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -269,6 +281,35 @@ SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
  *  Returns SL_OK, SL_EINVAL (a client, count 0 or over SL_MAX_PSKS), SL_ESTATE, SL_ENOMEM. */
 SL_API int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count);
 
+/** Client: the handshake mode to ask for (sl_mode; default SL_MODE_PSK). Before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_mode(sl_conn *conn, int mode);
+
+/** Client, SL_MODE_SERVER_KEY: the server's static public key to expect (copied). Without it the
+ *  handshake stops after frame 2 with SL_ESERVER_KEY_UNKNOWN (sl_conn_server_key() then gives the
+ *  key, to show its fingerprint and ask); a different key is SL_ESERVER_KEY_CHANGED. Nothing is
+ *  sent to a server whose key was not expected. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_server_key(sl_conn *conn, const uint8_t pub[32]);
+
+/** Server: its static X25519 private key (copied), which enables SL_MODE_SERVER_KEY. Before
+ *  sl_conn_start(). Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ENOMEM. */
+SL_API int sl_conn_set_static_key(sl_conn *conn, const uint8_t priv[32]);
+
+/** Server: the modes it accepts, a mask of (1 << sl_mode) bits (default: SL_MODE_PSK only; mode 2
+ *  also needs sl_conn_set_static_key). A frame 1 in another mode fails with SL_EMODE_REFUSED (or
+ *  SL_EBAD_VERSION for no mode at all). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask);
+
+/** Client: the static key a mode-2 server sent, once frame 2 verified (also after
+ *  SL_ESERVER_KEY_UNKNOWN / CHANGED). Returns SL_OK, SL_EINVAL, SL_ESTATE (none received). */
+SL_API int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]);
+
+/** Client, after SL_EMODE_REFUSED: the modes the server said it accepts (mask), else 0. */
+SL_API unsigned sl_conn_server_modes(const sl_conn *conn);
+
+/** "psk", "server-key" for an sl_mode; "unknown" else. Static. */
+SL_API const char *sl_mode_name(int mode);
+
 /** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE now; this side's sending key is then
  *  replaced by the next one. Returns SL_OK, SL_EINVAL, SL_ESTATE (no handshake yet), SL_ECLOSED,
  *  SL_ENONCE_EXHAUSTED, SL_ENOMEM, SL_ECRYPTO. */
@@ -360,6 +401,34 @@ SL_API size_t sl_format_frame(const sl_frame_info *frame, const char *peer, char
  *  SL_ESTATE (handshake not complete). */
 SL_API int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]);
 
+/* ---- server identity: static keys, fingerprints, known servers (PROTOCOL.md 11) ------------ */
+
+/** The X25519 public key of the private key `priv` (e.g. a server key file, loaded with
+ *  sl_key_load: same format as a PSK file). Returns SL_OK, SL_EINVAL, SL_ECRYPTO. */
+SL_API int sl_key_public(const uint8_t priv[32], uint8_t pub[32]);
+
+/** Writes the fingerprint of public key `pub` (SL_FINGERPRINT_CHARS characters + NUL, so cap >=
+ *  40): base32 of the first 20 bytes of its SHA-256, in 8 groups of 4 joined by '-'. Returns
+ *  SL_OK, SL_EINVAL, SL_ERANGE, SL_ECRYPTO. */
+SL_API int sl_key_fingerprint(const uint8_t pub[32], char *buf, size_t cap);
+
+/** 1 if `text` is the fingerprint of `pub`, comparing without regard to case, '-' and spaces;
+ *  else 0. */
+SL_API int sl_fingerprint_matches(const char *text, const uint8_t pub[32]);
+
+/** Looks `host_port` ("host:port", "[v6]:port"; the host compared without regard to case) up in
+ *  the known-servers file at `path`. SL_OK: found, its key in `pub` and its line number in *line
+ *  (if not NULL); SL_ESERVER_KEY_UNKNOWN: no such line (or no such file). Also SL_EINVAL, SL_EIO,
+ *  SL_EKEY_PERMISSIONS (the file is writable by group or others: anyone could plant a key). */
+SL_API int sl_known_servers_lookup(const char *path, const char *host_port, uint8_t pub[32], unsigned *line);
+
+/** Appends "host:port BASE64(pub)" to the known-servers file at `path`, creating it (0600, and its
+ *  directory 0700) if needed. Returns SL_OK, SL_EINVAL, SL_EIO, SL_EKEY_PERMISSIONS. */
+SL_API int sl_known_servers_add(const char *path, const char *host_port, const uint8_t pub[32]);
+
+/** The default known-servers file, <sl_config_dir()>/known_servers (as sl_config_dir). */
+SL_API int sl_known_servers_path(char *buf, size_t cap, size_t *needed);
+
 /* ---- native I/O: logging shared by the server and client ---------------------------------- */
 
 typedef enum sl_log_level {
@@ -438,6 +507,10 @@ typedef struct sl_server_config {
                                        the keys): "handshake complete (key NAME)" is logged */
     uint64_t rekey_bytes;           /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
                                        Small values are for tests */
+    /* Server identity (PROTOCOL.md 11). */
+    const uint8_t *server_key;      /* 32-byte static private key (copied); NULL: no mode 2 */
+    unsigned modes;                 /* accepted modes, a mask of (1 << sl_mode); 0: psk, and
+                                       server-key if server_key is set */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -601,6 +674,12 @@ typedef struct sl_client_config {
                                    server on this machine generated; NULL: sl_config_dir() */
     uint64_t rekey_bytes;       /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
                                    Small values are for tests */
+    /* Server identity (PROTOCOL.md 11). */
+    int mode;                   /* sl_mode; 0: SL_MODE_PSK */
+    const uint8_t *server_key;  /* mode 2: the server's public key to expect (see sl_conn_set_server_key) */
+    uint8_t *server_key_seen;   /* if not NULL, 32 bytes: receives the key a mode-2 server sent, also
+                                   when connecting fails with SL_ESERVER_KEY_UNKNOWN / CHANGED */
+    unsigned *server_modes_seen; /* if not NULL: receives the modes a server refusing ours accepts */
 } sl_client_config;
 
 SL_API void sl_client_config_init(sl_client_config *cfg);

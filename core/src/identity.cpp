@@ -1,0 +1,154 @@
+// identity.cpp - server identity helpers (docs/PROTOCOL.md 11.3, 11.4): public keys, fingerprints
+// people can read aloud, and the clients' known-servers file.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "crypto.hpp"
+#include "guard.hpp"
+#include "keyfile.hpp"
+#include "seclink/seclink.h"
+
+namespace seclink::detail {
+namespace {
+
+std::string fingerprint_of(const uint8_t pub[kDhLen]) {
+    static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";  // RFC 4648 base32
+    uint8_t h[kHashLen];
+    if (sha256(pub, kDhLen, nullptr, 0, h) != SL_OK) return {};
+    std::string out;
+    unsigned bits = 0, have = 0;
+    for (size_t i = 0; i < 20; ++i) {  // 160 bits: exactly 32 characters
+        bits = (bits << 8) | h[i];
+        have += 8;
+        while (have >= 5) {
+            if (out.size() % 5 == 4) out += '-';
+            out += kAlphabet[(bits >> (have - 5)) & 31];
+            have -= 5;
+        }
+    }
+    return out;
+}
+
+std::string normalised(const char *text) {
+    std::string out;
+    for (const char *p = text; *p != '\0'; ++p)
+        if (*p != '-' && *p != ' ' && *p != ':') out += static_cast<char>(std::toupper(static_cast<unsigned char>(*p)));
+    return out;
+}
+
+std::string lower(std::string s) {
+    for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// Group or others may write the file: whoever can, can plant a key.
+int check_mode(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT ? SL_ESERVER_KEY_UNKNOWN : SL_EIO;
+    return (st.st_mode & 022) != 0 ? SL_EKEY_PERMISSIONS : SL_OK;
+}
+
+}  // namespace
+}  // namespace seclink::detail
+
+using namespace seclink::detail;
+
+extern "C" {
+
+int sl_key_public(const uint8_t priv[32], uint8_t pub[32]) {
+    if (priv == nullptr || pub == nullptr) return SL_EINVAL;
+    X25519 k;
+    int rc = k.set_private(priv);
+    if (rc == SL_OK) std::memcpy(pub, k.public_key(), kDhLen);
+    return rc;
+}
+
+int sl_key_fingerprint(const uint8_t pub[32], char *buf, size_t cap) {
+    if (pub == nullptr || buf == nullptr) return SL_EINVAL;
+    return guard([&]() -> int {
+        const std::string fp = fingerprint_of(pub);
+        if (fp.empty()) return SL_ECRYPTO;
+        if (cap <= fp.size()) return SL_ERANGE;
+        std::memcpy(buf, fp.c_str(), fp.size() + 1);
+        return SL_OK;
+    });
+}
+
+int sl_fingerprint_matches(const char *text, const uint8_t pub[32]) {
+    if (text == nullptr || pub == nullptr) return 0;
+    return guard([&]() -> int {
+        const std::string want = normalised(fingerprint_of(pub).c_str()), got = normalised(text);
+        return !want.empty() && got.size() == want.size() &&
+               CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
+    });
+}
+
+int sl_known_servers_lookup(const char *path, const char *host_port, uint8_t pub[32], unsigned *line) {
+    if (path == nullptr || host_port == nullptr || pub == nullptr) return SL_EINVAL;
+    return guard([&]() -> int {
+        int rc = check_mode(path);
+        if (rc != SL_OK) return rc;
+        std::ifstream f(path);
+        if (!f) return SL_EIO;
+        const std::string want = lower(host_port);
+        std::string text;
+        for (unsigned n = 1; std::getline(f, text); ++n) {
+            if (text.empty() || text[0] == '#') continue;
+            const size_t sp = text.find(' ');
+            if (sp == std::string::npos || lower(text.substr(0, sp)) != want) continue;
+            const std::string b64 = text.substr(sp + 1);
+            if (decode_key(b64.c_str(), b64.size(), pub) != SL_OK) return SL_EKEY_FORMAT;
+            if (line != nullptr) *line = n;
+            return SL_OK;
+        }
+        return SL_ESERVER_KEY_UNKNOWN;
+    });
+}
+
+int sl_known_servers_add(const char *path, const char *host_port, const uint8_t pub[32]) {
+    if (path == nullptr || host_port == nullptr || pub == nullptr || std::strpbrk(host_port, " \n") != nullptr)
+        return SL_EINVAL;
+    return guard([&]() -> int {
+        int rc = check_mode(path);
+        if (rc != SL_OK && rc != SL_ESERVER_KEY_UNKNOWN) return rc;
+        if ((rc = make_parents(path)) != SL_OK) return rc;
+        char b64[64];
+        EVP_EncodeBlock(reinterpret_cast<unsigned char *>(b64), pub, kDhLen);
+        const std::string text = lower(host_port) + " " + b64 + "\n";
+        const int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) return SL_EIO;
+        const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+        return close(fd) == 0 && ok ? SL_OK : SL_EIO;
+    });
+}
+
+int sl_known_servers_path(char *buf, size_t cap, size_t *needed) {
+    return guard([&]() -> int {
+        const std::string dir = config_dir();
+        if (dir.empty()) return SL_EINVAL;
+        const std::string p = dir + "/known_servers";
+        if (needed != nullptr) *needed = p.size();
+        if (buf == nullptr || cap <= p.size()) return SL_ERANGE;
+        std::memcpy(buf, p.c_str(), p.size() + 1);
+        return SL_OK;
+    });
+}
+
+const char *sl_mode_name(int mode) {
+    switch (mode) {
+    case SL_MODE_PSK: return "psk";
+    case SL_MODE_SERVER_KEY: return "server-key";
+    default: return "unknown";
+    }
+}
+
+}  // extern "C"
