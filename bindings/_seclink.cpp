@@ -36,6 +36,21 @@ namespace {
     throw py::error_already_set();
 }
 
+// Like raise_error, the exception also carrying what a server said about itself (PROTOCOL.md 11):
+// `server_key` (bytes or None) and `server_modes` (a list of mode numbers).
+[[noreturn]] void raise_with_server_info(int code, const std::string &context, const std::string &peer,
+                                         const uint8_t *server_key, unsigned modes) {
+    py::object exc = py::module_::import("seclink.errors").attr("from_code")(code, context, peer);
+    exc.attr("server_key") = server_key != nullptr ? py::object(py::bytes(reinterpret_cast<const char *>(server_key), 32))
+                                                   : py::object(py::none());
+    py::list m;
+    for (int i = 1; i < 32; ++i)
+        if (modes & (1u << i)) m.append(std::string(sl_mode_name(i)));
+    exc.attr("server_modes") = m;
+    PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+    throw py::error_already_set();
+}
+
 void check(int rc, const std::string &context = {}, const std::string &peer = {}) {
     if (rc != SL_OK) raise_error(rc, context, peer);
 }
@@ -151,6 +166,32 @@ public:
         Lock lock(this);
         check(sl_conn_rekey(c_), "rekey");
     }
+    void set_mode(int mode) {
+        Lock lock(this);
+        check(sl_conn_set_mode(c_, mode), "mode");
+    }
+    void set_server_key(const py::buffer &pub) {
+        Lock lock(this);
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a server key is 32 bytes");
+        check(sl_conn_set_server_key(c_, k.data()), "server_key");
+    }
+    void set_static_key(const py::buffer &priv) {
+        Lock lock(this);
+        Bytes k(priv);
+        if (k.size() != 32) throw py::value_error("a static key is 32 bytes");
+        check(sl_conn_set_static_key(c_, k.data()), "static_key");
+    }
+    void set_accepted_modes(unsigned mask) {
+        Lock lock(this);
+        check(sl_conn_set_accepted_modes(c_, mask), "accepted_modes");
+    }
+    py::object server_key() const {
+        uint8_t k[32];
+        if (sl_conn_server_key(c_, k) != SL_OK) return py::none();
+        return to_bytes(k, 32);
+    }
+    unsigned server_modes() const { return sl_conn_server_modes(c_); }
     void set_rekey_bytes(uint64_t n) {
         Lock lock(this);
         check(sl_conn_set_rekey_bytes(c_, n), "rekey_bytes");
@@ -260,7 +301,8 @@ public:
            py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact,
-           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes)
+           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
+           std::optional<py::buffer> server_key, unsigned modes)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         seclink_py::KeyList k(psk, psk_names);
@@ -270,6 +312,13 @@ public:
         cfg.port = port;
         k.apply(cfg);
         cfg.rekey_bytes = rekey_bytes;
+        std::optional<Bytes> static_key;
+        if (server_key) {
+            static_key.emplace(*server_key);
+            if (static_key->size() != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = static_key->data();
+        }
+        cfg.modes = modes;
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -434,7 +483,8 @@ class Client {
 public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
            py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
-           std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes)
+           std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes, int mode,
+           std::optional<py::buffer> server_key)
         : trace_(std::move(trace)) {
         auto k = key_from(psk);
         sl_client_config cfg;
@@ -445,6 +495,17 @@ public:
         cfg.timeout_ms = timeout_ms;
         cfg.max_message = max_message;
         cfg.rekey_bytes = rekey_bytes;
+        cfg.mode = mode;
+        std::optional<Bytes> expected;
+        if (server_key) {
+            expected.emplace(*server_key);
+            if (expected->size() != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = expected->data();
+        }
+        uint8_t seen[32] = {};
+        unsigned modes_seen = 0;
+        cfg.server_key_seen = seen;
+        cfg.server_modes_seen = &modes_seen;
         if (!trace_.is_none()) {
             cfg.trace = 1;
             cfg.log = &Client::on_log;
@@ -460,6 +521,12 @@ public:
             rc = sl_client_connect(&c_, &cfg);
         }
         wipe(k);
+        static const uint8_t none[32] = {};
+        const bool saw_key = std::memcmp(seen, none, 32) != 0;
+        if (saw_key) server_key_ = std::string(reinterpret_cast<const char *>(seen), 32);
+        if (rc != SL_OK && (saw_key || modes_seen != 0))
+            raise_with_server_info(rc, "cannot connect", host + ":" + std::to_string(port), saw_key ? seen : nullptr,
+                                   modes_seen);
         check(rc, "cannot connect", host + ":" + std::to_string(port));
     }
     ~Client() { sl_client_free(c_); }
@@ -467,6 +534,7 @@ public:
     Client &operator=(const Client &) = delete;
 
     std::string peer() const { return sl_client_peer(c_); }
+    py::object server_key() const { return server_key_.empty() ? py::object(py::none()) : py::object(py::bytes(server_key_)); }
 
     void rekey() {
         int rc;
@@ -527,6 +595,7 @@ private:
     }
     sl_client *c_ = nullptr;
     py::object trace_;
+    std::string server_key_;  // the static key a mode-2 server sent
     Turns turns_;
 };
 
@@ -580,6 +649,45 @@ PYBIND11_MODULE(_seclink, m) {
     m.attr("MAX_PING") = SL_MAX_PING;
     m.attr("MAX_PSKS") = SL_MAX_PSKS;
     m.attr("DEFAULT_REKEY_BYTES") = static_cast<uint64_t>(SL_DEFAULT_REKEY_BYTES);
+    m.attr("MODE_PSK") = int{SL_MODE_PSK};
+    m.attr("MODE_SERVER_KEY") = int{SL_MODE_SERVER_KEY};
+    m.def("mode_name", [](int mode) { return std::string(sl_mode_name(mode)); }, py::arg("mode"));
+    m.def("key_public", [](const py::buffer &priv) {
+        Bytes k(priv);
+        if (k.size() != 32) throw py::value_error("a private key is 32 bytes");
+        uint8_t pub[32];
+        check(sl_key_public(k.data(), pub));
+        return to_bytes(pub, 32);
+    }, py::arg("priv"));
+    m.def("key_fingerprint", [](const py::buffer &pub) {
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a public key is 32 bytes");
+        char buf[SL_FINGERPRINT_CHARS + 1];
+        check(sl_key_fingerprint(k.data(), buf, sizeof buf));
+        return std::string(buf);
+    }, py::arg("pub"));
+    m.def("fingerprint_matches", [](const std::string &text, const py::buffer &pub) {
+        Bytes k(pub);
+        return k.size() == 32 && sl_fingerprint_matches(text.c_str(), k.data()) == 1;
+    }, py::arg("text"), py::arg("pub"));
+    m.def("known_servers_lookup", [](const std::string &path, const std::string &host_port) -> py::object {
+        uint8_t pub[32];
+        unsigned line = 0;
+        int rc = sl_known_servers_lookup(path.c_str(), host_port.c_str(), pub, &line);
+        if (rc == SL_ESERVER_KEY_UNKNOWN) return py::none();
+        check(rc, "known servers file " + path);
+        return py::make_tuple(to_bytes(pub, 32), line);
+    }, py::arg("path"), py::arg("host_port"));
+    m.def("known_servers_add", [](const std::string &path, const std::string &host_port, const py::buffer &pub) {
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a public key is 32 bytes");
+        check(sl_known_servers_add(path.c_str(), host_port.c_str(), k.data()), "known servers file " + path);
+    }, py::arg("path"), py::arg("host_port"), py::arg("pub"));
+    m.def("known_servers_path", []() {
+        char buf[4096];
+        check(sl_known_servers_path(buf, sizeof buf, nullptr), "known servers file");
+        return std::string(buf);
+    });
     m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
     m.attr("DEFAULT_TIMEOUT_MS") = SL_DEFAULT_TIMEOUT_MS;
     m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
@@ -651,6 +759,12 @@ PYBIND11_MODULE(_seclink, m) {
         .def("set_psks", &Connection::set_psks, py::arg("psks"))
         .def_property_readonly("psk_index", &Connection::psk_index)
         .def("rekey", &Connection::rekey)
+        .def("set_mode", &Connection::set_mode, py::arg("mode"))
+        .def("set_server_key", &Connection::set_server_key, py::arg("pub"))
+        .def("set_static_key", &Connection::set_static_key, py::arg("priv"))
+        .def("set_accepted_modes", &Connection::set_accepted_modes, py::arg("mask"))
+        .def_property_readonly("server_key", &Connection::server_key)
+        .def_property_readonly("server_modes", &Connection::server_modes)
         .def("set_rekey_bytes", &Connection::set_rekey_bytes, py::arg("n"))
         .def_property_readonly("rekeys", &Connection::rekeys)
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
@@ -666,13 +780,15 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Server>(m, "Server")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool, const std::optional<std::vector<std::string>> &, uint64_t>(),
+                      size_t, bool, const std::optional<std::vector<std::string>> &, uint64_t,
+                      std::optional<py::buffer>, unsigned>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false, py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0})
+             py::arg("redact") = false, py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u)
         .def_property_readonly("port", &Server::port)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)
@@ -681,11 +797,13 @@ PYBIND11_MODULE(_seclink, m) {
 
     py::class_<Client>(m, "Client")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
-                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t>(),
+                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t, int,
+                      std::optional<py::buffer>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
              py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"),
-             py::arg("rekey_bytes") = uint64_t{0})
+             py::arg("rekey_bytes") = uint64_t{0}, py::arg("mode") = 0, py::arg("server_key") = py::none())
         .def_property_readonly("peer", &Client::peer)
+        .def_property_readonly("server_key", &Client::server_key)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
         .def("recv", &Client::recv, py::arg("timeout_ms"))
         .def("close", &Client::close, py::arg("reason") = py::none())

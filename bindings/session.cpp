@@ -18,13 +18,21 @@ public:
     Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
-           py::object log, const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes)
+           py::object log, const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
+           std::optional<py::buffer> server_key, unsigned modes)
         : log_(std::move(log)) {
         seclink_py::KeyList keys(psk, psk_names);
         sl_server_config cfg;
         sl_server_config_init(&cfg);
         keys.apply(cfg);
         cfg.rekey_bytes = rekey_bytes;
+        py::buffer_info static_key;
+        if (server_key) {
+            static_key = server_key->request();
+            if (static_key.size * static_key.itemsize != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = static_cast<const uint8_t *>(static_key.ptr);
+        }
+        cfg.modes = modes;
         cfg.max_clients = max_clients;
         cfg.max_handshakes = max_handshakes;
         cfg.max_handshakes_per_addr = max_handshakes_per_addr;
@@ -153,12 +161,13 @@ void bind_session(py::module_ &m) {
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object, const std::optional<std::vector<std::string>> &,
-                      uint64_t>(),
+                      uint64_t, std::optional<py::buffer>, unsigned>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
-             py::arg("log"), py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0})
+             py::arg("log"), py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u)
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)

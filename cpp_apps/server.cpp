@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "identity.hpp"
 
 namespace {
 
@@ -81,6 +82,24 @@ int main(int argc, char **argv) {
     std::string keys_line = (psk_files.size() == 1 ? "key " : "keys ") + psk_files[0];
     for (size_t i = 1; i < psk_files.size(); ++i) keys_line += ", " + psk_files[i];
 
+    // Server identity (PROTOCOL.md 11): the static key, unless only psk mode is accepted.
+    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or("psk,server-key"));
+    uint8_t server_key[32];
+    std::string server_key_line;
+    if (cfg.modes & (1u << SL_MODE_SERVER_KEY)) {
+        const auto sk_flag = args.get("server-key-file");
+        const auto given = args.all("psk-file");
+        const std::string sk_path = sk_flag ? *sk_flag : app::server_key_path(given.empty() ? psk_files[0] : given[0]);
+        if (app::load_server_key(kProg, sk_path, !sk_flag, server_key))
+            server_key_line = "[INFO] No server key found: created one at " + sk_path + " (mode 0600)\n";
+        cfg.server_key = server_key;
+        uint8_t pub[32];
+        if (sl_key_public(server_key, pub) != SL_OK) app::die(kProg, app::kKey, "server key file " + sk_path + " is unusable");
+        server_key_line += "[INFO] Server key " + sk_path + ", fingerprint " + app::fingerprint(pub);
+    } else if (args.has("server-key-file")) {
+        app::die(kProg, app::kUsage, "--server-key-file is for the server-key mode, which --modes leaves out");
+    }
+
     std::string cert, key;
     if (args.has("tls")) {
         cfg.tls = 1;
@@ -116,6 +135,7 @@ int main(int argc, char **argv) {
     sl_server *server = nullptr;
     int rc = sl_server_new(&server, &cfg);
     explicit_bzero(psks.data(), psks.size());  // the server keeps its own copy
+    explicit_bzero(server_key, sizeof server_key);
     if (rc == SL_EADDRINUSE)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
@@ -129,6 +149,12 @@ int main(int argc, char **argv) {
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
                               (threads == 1 ? " worker thread" : " worker threads") + ", max " +
                               std::to_string(cfg.max_clients) + " clients, " + keys_line);
+    for (size_t start = 0, nl; start < server_key_line.size(); start = nl + 1) {  // after the first line
+        nl = server_key_line.find('\n', start);
+        if (nl == std::string::npos) nl = server_key_line.size();
+        log.line(SL_LOG_INFO, server_key_line.substr(start, nl - start));
+    }
+    log.line(SL_LOG_INFO, "[INFO] Handshake modes accepted: " + app::mode_names(cfg.modes));
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
     // Only now, with every worker ready, does "Listening on" tell scripts the server is up.
     log.line(SL_LOG_INFO, "[INFO] Listening on " + app::host_port(host, sl_server_port(server)), true);

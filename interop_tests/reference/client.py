@@ -50,13 +50,15 @@ def stdin_lines() -> Iterator[bytes]:
 
 
 def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
-        max_message: int = DEFAULT_MAX_MESSAGE, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
+        max_message: int = DEFAULT_MAX_MESSAGE, rekey_bytes: int = DEFAULT_REKEY_BYTES,
+        server_key: bytes | None = None) -> None:
     try:
         sock = socket.create_connection((host, port))
     except OSError as error:
         raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
     with sock:
-        conn = Connection("client", psk, max_message=max_message, rekey_bytes=rekey_bytes)
+        conn = Connection("client", psk, max_message=max_message, rekey_bytes=rekey_bytes,
+                          mode=2 if server_key else 1, server_key=server_key)
         conn.start()
         try:
             sock.sendall(conn.data_to_send())
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--message-file", action="append", default=[], help="send this file's bytes as one message")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
+    parser.add_argument("--server-public-key", help="mode 2 (section 11): the server's static public key, hex")
     args = parser.parse_args(argv)
     try:
         messages = [os.fsencode(m) for m in args.messages]
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                       "nothing was sent", file=sys.stderr)
                 return 3
         psk = load_key(default_key_path(args.psk_file))
-        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message, args.rekey_bytes)
+        expected = bytes.fromhex(args.server_public_key) if args.server_public_key else None
+        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message, args.rekey_bytes, expected)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

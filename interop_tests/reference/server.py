@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, ERRORS, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, ERRORS, modes_frame, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -29,12 +29,12 @@ def log(line: str) -> None:
 
 
 def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
-                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES) -> None:
+                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
     conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
-                      rekey_bytes=rekey_bytes)
+                      rekey_bytes=rekey_bytes, static=static)
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -45,7 +45,12 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                 if not data and _stopping.is_set():
                     reason = "server shutting down"
                     break
-                events = conn.receive(data) if data else conn.eof()
+                try:
+                    events = conn.receive(data) if data else conn.eof()
+                except ProtocolError as error:
+                    if error.name == "BAD_VERSION":  # section 11.2: say which modes this server accepts
+                        sock.sendall(modes_frame(conn.accepted_modes))
+                    raise
                 for event in events:
                     if isinstance(event, HandshakeDone):
                         which = f" (key {names[conn.psk_index]})" if len(psks) > 1 else ""
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
+    parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 11)")
     args = parser.parse_args(argv)
     try:
         names = [str(default_key_path(p)) for p in args.psk_file or [None]]
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[INFO] Wrote a new key to {names[-1]}: give this file to every peer")
             return 0
         psks = [load_key(n) for n in names]
+        static = load_key(args.server_key_file) if args.server_key_file else None
     except (KeyFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
                                       args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message,
-                                            args.rekey_bytes))
+                                            args.rekey_bytes, static))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

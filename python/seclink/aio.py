@@ -40,7 +40,8 @@ from typing import Any, TypeVar, Union
 
 from . import _seclink
 from .connection import Closed, Connection, Data, Event, HandshakeComplete, Ping, Pong
-from .errors import ConnectionClosed, Err, Error, ProtocolError, as_handshake_error, from_code
+from .errors import ConnectionClosed, Err, Error, HandshakeError, ProtocolError, as_handshake_error, from_code
+from .connection import modes_mask
 from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, resolve_psks, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
@@ -237,7 +238,8 @@ class AioServer:
                  log_level: int, tls: bool, tls_cert: str | None, tls_key: str | None, redact: bool = False,
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
                  frame_timeout: float | None = None, max_memory: int = 0,
-                 psk_names: list[str] | None = None, rekey_bytes: int = 0) -> None:
+                 psk_names: list[str] | None = None, rekey_bytes: int = 0, server_key: bytes | None = None,
+                 modes: list[str] | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -261,7 +263,8 @@ class AioServer:
             handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
-            log_level=log_level, log=log, psk_names=psk_names, rekey_bytes=rekey_bytes)
+            log_level=log_level, log=log, psk_names=psk_names, rekey_bytes=rekey_bytes, server_key=server_key,
+            modes=modes_mask(modes))
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -501,7 +504,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0) -> AioServer:
+                max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0, server_key: bytes | None = None,
+                modes: list[str] | None = None) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -533,7 +537,7 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
                            handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
-                           rekey_bytes=rekey_bytes)
+                           rekey_bytes=rekey_bytes, server_key=server_key, modes=modes)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -618,6 +622,9 @@ class AioClient:
             await self._flush("cannot connect", where)
             await self._next_event("cannot connect", where)  # HandshakeComplete
             await self._flush("cannot connect", where)       # the key-confirmation PING, at once
+        except HandshakeError as e:  # what the server said about itself (PROTOCOL.md 11), to show
+            e.server_key, e.server_modes = self._conn.server_key, self._conn.server_modes  # type: ignore[attr-defined]
+            raise
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, where)
             if err is e:
@@ -699,7 +706,8 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
                   psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
-                  trace: Callable[[str], None] | None = None, rekey_bytes: int = 0) -> AioClient:
+                  trace: Callable[[str], None] | None = None, rekey_bytes: int = 0, mode: str = "psk",
+                  server_key: bytes | None = None) -> AioClient:
     """Connects to a seclink/1 server and completes the handshake, all within ``timeout`` seconds.
 
     The parameters are those of :class:`seclink.Client`. With ``tls=True`` the server's
@@ -720,7 +728,8 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
         try:
             if tls:
                 await _start_client_tls(stream, host, tls_ca, pin, tls_trust_dir, where)
-            conn = Connection("client", key, max_message=max_message, rekey_bytes=rekey_bytes or None)
+            conn = Connection("client", key, max_message=max_message, rekey_bytes=rekey_bytes or None, mode=mode,
+                              server_key=server_key)
             if trace is not None:
                 conn.set_trace(trace, stream.peer)
             conn.start()

@@ -23,8 +23,9 @@ from typing import Any, NoReturn, overload
 
 from . import _seclink
 from .client import Client
-from .errors import Category, ConnectionClosed, Err, Error, KeyFileError, MessageTooLarge, Timeout
-from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, wipe
+from .errors import Category, ConnectionClosed, Err, Error, HandshakeError, KeyFileError, MessageTooLarge, Timeout
+from .keys import (certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, server_key,
+                   server_key_path, wipe)
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md): the core's error categories (sl_category).
@@ -339,6 +340,35 @@ def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, l
     return None, files
 
 
+def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """--modes and the server's static key (docs/PROTOCOL.md 11), as the C++ server: puts
+    server_key and modes into `opts`; returns the modes and the lines to log at start."""
+    modes = (args.get("modes") or "psk,server-key").split(",")
+    if not modes or any(m not in ("psk", "server-key") for m in modes):
+        raise Exit(USAGE, f"--modes takes a list of psk and server-key, not '{args.get('modes')}'")
+    opts["modes"] = modes
+    lines: list[str] = []
+    if "server-key" in modes:
+        flag = args.get("server-key-file")
+        given = args.all("psk-file")
+        path = flag or server_key_path(given[0] if given else psk_files[0])
+        try:
+            key, created = server_key(path, create=flag is None)
+        except KeyFileError as e:
+            extra = (" (or leave out --server-key-file to use the default, created on first use)"
+                     if e.name == "KEY_NOT_FOUND" else "")
+            raise Exit(KEY, f"server key file {path}: {describe(e)}{extra}") from None
+        if created:  # said after the first line, as the C++ server does
+            lines.append(f"[INFO] No server key found: created one at {path} (mode 0600)")
+        opts["server_key"] = key
+        lines.append(f"[INFO] Server key {path}, fingerprint {_seclink.key_fingerprint(_seclink.key_public(key))}")
+    elif args.has("server-key-file"):
+        raise Exit(USAGE, "--server-key-file is for the server-key mode, which --modes leaves out")
+    order = [m for m in ("psk", "server-key") if m in modes]
+    lines.append(f"[INFO] Handshake modes accepted: {', '.join(order)}")
+    return modes, lines
+
+
 def _loaded(path: str, log: Logger) -> bytearray:
     key, warnings = _seclink.key_load_ex(path)
     if warnings & _seclink.KEY_WARN_OTHER_OWNER:
@@ -398,6 +428,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     if psk is None:
         opts["psk_file"] = psk_files
     keys_line = f"key {psk_files[0]}" if len(psk_files) == 1 else f"keys {', '.join(psk_files)}"
+    modes, identity_lines = server_identity(args, psk_files, log, opts)
 
     cert = key = None
     if args.has("tls"):
@@ -436,6 +467,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     def started(workers: int, bound_port: int, tag: str) -> None:
         log.line(LOG_INFO, f"[INFO] seclink server {_seclink.version()} ({tag}): {workers} worker "
                            f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, {keys_line}")
+        for text in identity_lines:
+            log.line(LOG_INFO, text)
         log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound_port)}", always=True)
 
     def stopping(signum: int, sessions: int) -> None:
@@ -463,6 +496,8 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     finally:
         if psk is not None:
             wipe(psk)  # the server keeps its own copy
+        if opts.get("server_key") is not None:
+            wipe(opts["server_key"])
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
     stop_set = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
@@ -492,6 +527,8 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
     finally:
         if psk is not None:
             wipe(psk)  # the server keeps its own copy
+        if opts.get("server_key") is not None:
+            wipe(opts["server_key"])
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -515,9 +552,13 @@ def _tls_dir() -> str:
 
 # ------------------------------------------------------------------------------------------ client
 
-def connect_error(e: Error, where: str) -> Exit:
+def connect_error(e: Error, where: str, mode: str = "psk") -> Exit:
     """The exit code and sentence for a failure to connect (as the C++ client's)."""
     at = f"cannot connect to {where}: "
+    if e.code == Err.MODE_REFUSED:  # the server said which modes it accepts (PROTOCOL.md 11.2)
+        modes = ", ".join(getattr(e, "server_modes", None) or []) or "none"
+        return Exit(HANDSHAKE, f"the server at {where} accepts only the modes: {modes}; this client asked for "
+                               f"{mode} (choose one with --mode) [MODE_REFUSED]")
     if e.code == Err.TIMEDOUT:
         return Exit(NETWORK, at + "no answer in time (is the host right, and a server running? see --timeout)")
     if e.code == Err.HANDSHAKE_AUTH:
@@ -536,6 +577,75 @@ def connect_error(e: Error, where: str) -> Exit:
     if category == Category.TLS:
         return Exit(TLS, f"TLS with {where} failed: {describe(e)}")
     return Exit(INTERNAL, at + describe(e))
+
+
+_CHANGED_WARNING = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: THE SERVER'S KEY HAS CHANGED!               @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be in the middle of this connection right now, reading and changing it.
+It is also possible that the server's key has just been replaced.
+The key the server sent has the fingerprint {seen}.
+The key trusted for {where} has the fingerprint {trusted} ({known}, line {line}).
+If you know the change is expected (ask the server's operator for the new fingerprint),
+delete line {line} of {known} and connect again.
+"""
+
+
+def connect_checked(args: Args, where: str, make: Any, log: Logger) -> Any:
+    """The client's side of docs/PROTOCOL.md 11.4, as the C++ client's (cpp_apps/identity.hpp):
+    a known key is expected; an unknown one is learned with a first connection that stops after
+    frame 2, accepted by --server-key, --trust-on-first-use or the user's answer, recorded, and
+    connected to again expecting it. Raises Exit on a refusal of this kind."""
+    known = args.get("known-servers") or _seclink.known_servers_path()
+    try:
+        found = _seclink.known_servers_lookup(known, where)
+    except Error as e:
+        hint = f" (run 'chmod go-w {known}')" if e.name == "KEY_PERMISSIONS" else ""
+        raise Exit(KEY, f"known-servers file {known}: {describe(e)}{hint}") from None
+    expected, line = found if found else (None, 0)
+    try:
+        try:
+            return make(server_key=expected)
+        except HandshakeError as e:
+            if e.name != "SERVER_KEY_UNKNOWN":
+                raise
+            seen = e.server_key  # type: ignore[attr-defined]
+        fp = _seclink.key_fingerprint(seen)
+        pinned = args.get("server-key")
+        if pinned is not None:
+            if not _seclink.fingerprint_matches(pinned, seen):
+                raise Exit(HANDSHAKE, f"the server at {where} has the key {fp}, not the one given with --server-key "
+                                      f"({pinned}): refusing to connect; check the fingerprint with the server's operator")
+            trusted = True
+        elif args.has("trust-on-first-use"):
+            trusted = True
+        elif sys.stdin.isatty() and sys.stderr.isatty():
+            sys.stderr.write(f"The authenticity of server '{where}' can't be established.\nIts key fingerprint is {fp}.\n"
+                             "Compare it with the fingerprint the server printed. Trust it (yes/no)? ")
+            sys.stderr.flush()
+            trusted = sys.stdin.readline().strip() in ("yes", "y")
+        else:
+            trusted = False
+        if not trusted:
+            raise Exit(HANDSHAKE, f"the server at {where} is not known: its key fingerprint is {fp}. Compare it with "
+                                  f"the fingerprint the server printed, then connect with --server-key {fp} (or "
+                                  "--trust-on-first-use) [SERVER_KEY_UNKNOWN]")
+        try:
+            _seclink.known_servers_add(known, where, seen)
+        except Error as e:
+            raise Exit(KEY, f"cannot add the server's key to {known}: {describe(e)}") from None
+        log.line(LOG_INFO, f"[INFO] Added {where} (key {fp}) to the known servers in {known}")
+        expected = seen
+        return make(server_key=expected)
+    except HandshakeError as e:
+        if e.name == "SERVER_KEY_CHANGED":
+            sys.stderr.write(_CHANGED_WARNING.format(seen=_seclink.key_fingerprint(e.server_key), where=where,  # type: ignore[attr-defined]
+                                                     trusted=_seclink.key_fingerprint(expected), known=known, line=line))
+            raise Exit(HANDSHAKE, f"the key of the server at {where} has changed: refusing to connect "
+                                  "[SERVER_KEY_CHANGED]") from None
+        raise
 
 
 class _AioSession:
@@ -648,17 +758,26 @@ def _client(prog: str, argv: Sequence[str]) -> int:
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
               rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
+    mode = args.get("mode", "psk")
+    if mode not in ("psk", "server-key"):
+        raise Exit(USAGE, f"--mode takes one mode: psk or server-key, not '{mode}'")
+    if mode != "server-key" and (args.has("server-key") or args.has("trust-on-first-use")):
+        raise Exit(USAGE, "--server-key and --trust-on-first-use need --mode server-key")
+    kw["mode"] = mode
     where = host_port(host, port)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
-            client = _AioSession(loop, **kw) if loop else Client(**kw)
+            def make(**extra: Any) -> Any:
+                return _AioSession(loop, **kw, **extra) if loop else Client(**kw, **extra)
+            client = connect_checked(args, where, make, log) if mode == "server-key" else make()
         except Error as e:
-            raise connect_error(e, where) from None
+            raise connect_error(e, where, mode) from None
         finally:
             wipe(psk)  # the client keeps its own copy
         del kw
-        log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
+        noise = "Noise NXpsk2, server key verified" if mode == "server-key" else "Noise NNpsk0"
+        log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: {noise} + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
         session = Session(client, log, timeout, args.has("redact"))
         if messages:

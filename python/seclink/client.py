@@ -8,7 +8,7 @@ from typing import Any
 from collections import deque
 
 from . import _seclink
-from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
+from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes, mode_number
 from .errors import ConnectionClosed, ProtocolError, as_handshake_error
 from .keys import resolve_psk, wipe
 
@@ -40,7 +40,11 @@ class Client:
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
     ``trace``, a callable, receives an annotated dump of every frame. Keys are replaced as the
     session goes (docs/PROTOCOL.md 10): after ``rekey_bytes`` bytes under one key (0: the default,
-    4 GiB; small values are for tests) and on :meth:`rekey`.
+    4 GiB; small values are for tests) and on :meth:`rekey`. ``mode="server-key"`` checks the
+    server's identity too (docs/PROTOCOL.md 11): ``server_key`` is the public key to expect; an
+    unknown or different key raises HandshakeError (SERVER_KEY_UNKNOWN / SERVER_KEY_CHANGED) whose
+    ``server_key`` attribute is the key the server sent, and a server that does not accept the mode
+    raises HandshakeError (MODE_REFUSED) with ``server_modes``.
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -62,7 +66,7 @@ class Client:
                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None,
-                 rekey_bytes: int = 0) -> None:
+                 rekey_bytes: int = 0, mode: str = "psk", server_key: bytes | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
@@ -73,7 +77,7 @@ class Client:
         self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
-                                      tls_trust_dir, rekey_bytes)
+                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key)
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, f"{host}:{port}")
             if err is e:
@@ -115,6 +119,11 @@ class Client:
                 if msg_type == PONG:
                     return content
                 self._pending.append(content)
+
+    @property
+    def server_key(self) -> bytes | None:
+        """Mode 2: the server's static public key (as verified)."""
+        return self._c.server_key
 
     def rekey(self) -> None:
         """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""

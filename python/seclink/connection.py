@@ -35,6 +35,19 @@ DATA, CLOSE, PING, PONG = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgType.PON
 _HANDSHAKE_DONE, _MESSAGE = 1, 2
 
 
+def mode_number(name: str) -> int:
+    """"psk" -> 1, "server-key" -> 2 (docs/PROTOCOL.md 11)."""
+    for m in range(1, 32):
+        if _seclink.mode_name(m) == name:
+            return m
+    raise ValueError(f"unknown mode {name!r}: psk or server-key")
+
+
+def modes_mask(names: list[str] | None) -> int:
+    """The bit mask of a list of mode names; 0 (the default) for None."""
+    return sum(1 << mode_number(n) for n in set(names)) if names else 0
+
+
 @dataclass(frozen=True)
 class HandshakeComplete:
     """The handshake finished: messages may now be sent in both directions."""
@@ -111,6 +124,11 @@ class Connection:
     Messages may be any bytes-like object (taken as ``bytes(data)`` would give it, whatever its
     shape or strides) or a str (sent as UTF-8).
 
+    Server identity (docs/PROTOCOL.md 11): a client's ``mode="server-key"`` asks for mode 2 and
+    expects the server's static public key ``server_key`` (without it the handshake stops with
+    HandshakeError SERVER_KEY_UNKNOWN; :attr:`server_key` then holds the key the server sent). A
+    server's ``static_key`` (private) enables mode 2; ``accepted_modes`` lists the modes it takes.
+
     Keys are replaced as the session goes (docs/PROTOCOL.md 10): a KEY_UPDATE goes out after
     ``rekey_bytes`` bytes under one key (default 4 GiB; small values are for tests) and on
     :meth:`rekey`.
@@ -118,7 +136,9 @@ class Connection:
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
                  max_send: int | None = None, ephemeral_for_testing: bytes | None = None,
-                 key_confirmation: bool = True, rekey_bytes: int | None = None) -> None:
+                 key_confirmation: bool = True, rekey_bytes: int | None = None, mode: str = "psk",
+                 server_key: bytes | None = None, static_key: bytes | None = None,
+                 accepted_modes: list[str] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
@@ -128,6 +148,14 @@ class Connection:
             self._c.set_key_confirmation(False)
         if rekey_bytes is not None:
             self._c.set_rekey_bytes(rekey_bytes)
+        if mode != "psk":
+            self._c.set_mode(mode_number(mode))
+        if server_key is not None:
+            self._c.set_server_key(server_key)
+        if static_key is not None:
+            self._c.set_static_key(static_key)
+        if accepted_modes is not None:
+            self._c.set_accepted_modes(modes_mask(accepted_modes))
         self._started = False
 
     def start(self) -> None:
@@ -186,6 +214,16 @@ class Connection:
     def rekey(self) -> None:
         """Queues a KEY_UPDATE; what this side sends next goes under the next key."""
         self._c.rekey()
+
+    @property
+    def server_key(self) -> bytes | None:
+        """Client, mode 2: the static public key the server sent (also after SERVER_KEY_*)."""
+        return self._c.server_key
+
+    @property
+    def server_modes(self) -> list[str]:
+        """Client, after MODE_REFUSED: the modes the server accepts."""
+        return [_seclink.mode_name(m) for m in range(1, 32) if self._c.server_modes & (1 << m)]
 
     @property
     def rekeys(self) -> tuple[int, int]:

@@ -15,10 +15,11 @@ import os
 import warnings
 
 from . import _seclink
-from .errors import Err, from_code
+from .errors import Err, KeyFileError, from_code
 
 __all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "resolve_psks", "key_files", "wipe", "KeyOwnerWarning",
-           "ensure_self_signed_certificate", "certificate_fingerprint"]
+           "ensure_self_signed_certificate", "certificate_fingerprint", "server_key", "server_key_path", "fingerprint",
+           "public_key"]
 
 
 class KeyOwnerWarning(UserWarning):
@@ -119,6 +120,38 @@ def resolve_psks(psk: bytes | bytearray | list[bytes] | None,
     for k in keys:
         wipe(k)
     return out, names
+
+
+def server_key(path: str | os.PathLike[str], create: bool = True) -> tuple[bytearray, bool]:
+    """A server's static private key (docs/PROTOCOL.md 11.3) from `path`, a file in the PSK file's
+    format, created (0600) if missing and `create`. Returns (key, created); raises KeyFileError."""
+    try:
+        return _load(os.fspath(path), stacklevel=3), False
+    except KeyFileError as e:
+        if e.name != "KEY_NOT_FOUND" or not create:
+            raise
+    try:
+        return bytearray(_seclink.key_generate(os.fspath(path))), True
+    except KeyFileError as e:
+        if e.name != "KEY_EXISTS":
+            raise
+    return _load(os.fspath(path), stacklevel=3), False  # another program was faster
+
+
+def server_key_path(psk_path: str | os.PathLike[str]) -> str:
+    """Where a server keeps its static key by default: beside its (first) PSK file, or beside a
+    directory of PSK files."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(psk_path))), "server_key")
+
+
+def fingerprint(pub: bytes) -> str:
+    """The fingerprint of a public key, to read aloud: 8 groups of 4 base32 characters."""
+    return _seclink.key_fingerprint(pub)
+
+
+def public_key(priv: bytes | bytearray) -> bytes:
+    """The X25519 public key of a private key (e.g. of :func:`server_key`)."""
+    return _seclink.key_public(priv)
 
 
 def ensure_self_signed_certificate(cert: str | None = None, key: str | None = None) -> tuple[str, str, bool]:

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable
 
 from . import _seclink
+from .connection import modes_mask
 from .keys import ensure_self_signed_certificate, resolve_psks, wipe
 
 __all__ = ["Server", "Handler", "LogFn"]
@@ -57,7 +58,10 @@ class Server:
     ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout`` and the memory budget
     ``max_memory`` (bytes) are the core session layer's, as in :func:`seclink.aio.serve`.
     ``rekey_bytes`` lowers the bytes each session sends under one key before a KEY_UPDATE
-    (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests.
+    (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests. ``server_key`` (32 bytes, a static
+    X25519 private key, e.g. from :func:`seclink.keys.server_key`) lets clients verify the server
+    (mode ``"server-key"``, docs/PROTOCOL.md 11); ``modes`` (``["psk", "server-key"]``) narrows the
+    modes accepted (default: psk, and server-key with a key).
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -71,7 +75,8 @@ class Server:
                  max_handshakes_per_address: int = _seclink.DEFAULT_MAX_HANDSHAKES_PER_ADDR,
                  handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
-                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0) -> None:
+                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0,
+                 server_key: bytes | None = None, modes: list[str] | None = None) -> None:
         key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
@@ -88,7 +93,7 @@ class Server:
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
                                       max_memory=max_memory, redact=redact, psk_names=names,
-                                      rekey_bytes=rekey_bytes)
+                                      rekey_bytes=rekey_bytes, server_key=server_key, modes=modes_mask(modes))
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()
