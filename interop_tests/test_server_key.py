@@ -98,3 +98,33 @@ def test_a_mode_the_server_does_not_accept_is_named_with_those_it_does(start_ser
     if server != "ref":
         srv.wait_for(r"handshake failed: BAD_VERSION: .* \(this server accepts: psk\)$")
         assert not (tmp_path / "server_key").exists(), "no server key without the server-key mode"
+
+
+@pytest.mark.parametrize("client", ["cpp", "py"])
+def test_at_a_terminal_an_unknown_key_is_shown_and_asked_about(start_server, server_key, tmp_path: Path, env,  # noqa: F811
+                                                               keys, client: str) -> None:  # noqa: F811
+    """Standard input and error on a terminal (a pty): the fingerprint is shown and the answer
+    read; 'no' refuses (nothing recorded), 'yes' records the key and connects."""
+    import os
+    import pty
+    import select
+    import subprocess
+    srv = start_server("cpp")
+    argv = [*CLIENTS[client], "127.0.0.1", str(srv.port), "hi", "--psk-file", str(keys[0]), "--log-file", "-",
+            *mode2(client, tmp_path)]
+    for answer, code in (("no", 5), ("yes", 0)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(argv, stdin=follower, stdout=subprocess.PIPE, stderr=follower, env=env, cwd=tmp_path)
+        os.close(follower)
+        seen = b""
+        while b"Trust it (yes/no)? " not in seen:
+            ready, _, _ = select.select([leader], [], [], 10)
+            assert ready, seen
+            seen += os.read(leader, 4096)
+        assert f"Its key fingerprint is {fingerprint(server_key)}.".encode() in seen
+        os.write(leader, answer.encode() + b"\n")
+        out, _ = proc.communicate(timeout=10)
+        os.close(leader)
+        assert proc.returncode == code, (answer, out, seen)
+        assert (tmp_path / "known").exists() == (answer == "yes")
+    assert b"ACK: received 2 bytes" in out
