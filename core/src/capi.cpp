@@ -133,6 +133,13 @@ int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]) {
     return SL_OK;
 }
 
+int sl_conn_client_key(const sl_conn *conn, uint8_t out[32]) {
+    if (conn == nullptr || out == nullptr) return SL_EINVAL;
+    if (conn->impl.client_static() == nullptr) return SL_ESTATE;
+    std::memcpy(out, conn->impl.client_static(), 32);
+    return SL_OK;
+}
+
 unsigned sl_conn_server_modes(const sl_conn *conn) { return conn != nullptr ? conn->impl.server_modes() : 0; }
 
 int sl_conn_rekey(sl_conn *conn) { return conn != nullptr ? conn->impl.rekey() : SL_EINVAL; }

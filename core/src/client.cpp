@@ -31,6 +31,7 @@ struct sl_client {
     Stream io;
     SslCtxPtr tls_ctx;
     std::unique_ptr<Connection> conn;
+    seclink::detail::Secret<SL_KEY_BYTES> identity;  // mode 3 (PROTOCOL.md 12): what conn points at
     std::string peer;
     sl_log_fn log = nullptr;
     void *log_ud = nullptr;
@@ -195,6 +196,10 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if (cfg->rekey_bytes != 0 && (rc = c->conn->set_rekey_bytes(cfg->rekey_bytes)) != SL_OK) return rc;
     if (cfg->mode != 0 && (rc = c->conn->set_mode(cfg->mode)) != SL_OK) return rc;
     if (cfg->server_key != nullptr && (rc = c->conn->set_expected_server_key(cfg->server_key)) != SL_OK) return rc;
+    if (cfg->identity != nullptr) {
+        std::memcpy(c->identity.data(), cfg->identity, SL_KEY_BYTES);
+        if ((rc = c->conn->set_static_key(c->identity.data())) != SL_OK) return rc;
+    }
     if (cfg->trace && cfg->log != nullptr) c->conn->set_trace(trace_frame, c);
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};

@@ -91,7 +91,7 @@ int Connection::rekey() noexcept {
 
 int Connection::set_mode(int mode) noexcept {
     if (state_ != State::New) return SL_ESTATE;
-    if (role_ != SL_CLIENT || (mode != SL_MODE_PSK && mode != SL_MODE_SERVER_KEY)) return SL_EINVAL;
+    if (role_ != SL_CLIENT || mode < SL_MODE_PSK || mode > SL_MODE_USER_KEY) return SL_EINVAL;
     mode_ = mode;
     return SL_OK;
 }
@@ -106,7 +106,7 @@ int Connection::set_expected_server_key(const uint8_t pub[kDhLen]) noexcept {
 
 int Connection::set_static_key(const uint8_t *priv) noexcept {
     if (state_ != State::New) return SL_ESTATE;
-    if (role_ != SL_SERVER || priv == nullptr) return SL_EINVAL;
+    if (priv == nullptr) return SL_EINVAL;  // a server's key, or a mode-3 client's identity
     static_ = priv;
     return SL_OK;
 }
@@ -124,10 +124,14 @@ int Connection::start() noexcept {
         state_ = State::AwaitFrame1;
         return SL_OK;
     }
+    if (mode_ == SL_MODE_USER_KEY && static_ == nullptr) return SL_EINVAL;  // no identity to show
     const uint8_t prologue[5] = {'S', 'L', 'N', 'K', static_cast<uint8_t>(mode_)};
     int rc = hs_.init(true, prologue, sizeof prologue, psk_,
-                      mode_ == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2 : Handshake::Pattern::NNpsk0);
+                      mode_ == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2
+                      : mode_ == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3
+                                                  : Handshake::Pattern::NNpsk0);
     wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
+    if (rc == SL_OK && mode_ == SL_MODE_USER_KEY) rc = hs_.set_static(static_);
     if (rc != SL_OK) return fail(rc);
     uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof prologue];
     size_t len = 0;
@@ -145,12 +149,14 @@ size_t Connection::min_body() const noexcept {
     switch (state_) {
     case State::AwaitFrame1: return SL_HANDSHAKE1_BYTES;
     case State::AwaitFrame2: return SL_HANDSHAKE2_BYTES;
+    case State::AwaitFrame3: return kHandshake3MinBody;
     default: return kTransportMinBody;
     }
 }
 
 size_t Connection::max_body() const noexcept {
-    if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2) return SL_MAX_HANDSHAKE_BYTES;
+    if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2 || state_ == State::AwaitFrame3)
+        return SL_MAX_HANDSHAKE_BYTES;
     // Until the client has proved that it holds the key, a server buffers no more for it than
     // for a handshake frame (PROTOCOL.md 4.1): a replayed frame 1 buys a peer a few bytes only.
     if (!confirmed_) return std::min<size_t>(max_message_ + kTransportMinBody, SL_MAX_FIRST_FRAME_BYTES);
@@ -239,6 +245,7 @@ int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept
     switch (state_) {
     case State::AwaitFrame1: return on_handshake1(body, len, ev);
     case State::AwaitFrame2: return on_handshake2(body, len, ev);
+    case State::AwaitFrame3: return on_handshake3(body, len, ev);
     case State::Open: return on_transport(body, len, ev);
     default: return fail(SL_EINTERNAL);
     }
@@ -248,19 +255,19 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
     const uint8_t version = body[sizeof kMagic];
     // PROTOCOL.md 11.2: no mode, or one this server does not accept (or cannot: no static key).
-    if ((version != SL_MODE_PSK && version != SL_MODE_SERVER_KEY) || (accepted_ & (1u << version)) == 0 ||
-        (version == SL_MODE_SERVER_KEY && static_ == nullptr))
+    if (version < SL_MODE_PSK || version > SL_MODE_USER_KEY || (accepted_ & (1u << version)) == 0 ||
+        (version != SL_MODE_PSK && static_ == nullptr))
         return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
     int rc = SL_EHANDSHAKE_AUTH;
-    if (version == SL_MODE_SERVER_KEY) {  // NXpsk2 with the first key (PROTOCOL.md 11.1)
+    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 11.1, 12)
         rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
-                      Handshake::Pattern::NXpsk2);
+                      version == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2 : Handshake::Pattern::XXpsk3);
         if (rc == SL_OK) rc = hs_.set_static(static_);
         if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
         if (rc == SL_OK) key_index_ = 0;
-        mode_ = SL_MODE_SERVER_KEY;
+        mode_ = version;
     } else if (ring_ == nullptr) {
         rc = hs_.init(false, kPrologue, sizeof kPrologue, psk_);
         if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
@@ -285,6 +292,23 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     if (out == nullptr) return fail(SL_ENOMEM);
     std::memcpy(out, msg, msg_len);
     trace(true, 2, out, msg_len);
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3 completes the handshake (PROTOCOL.md 12)
+        state_ = State::AwaitFrame3;
+        return SL_OK;
+    }
+    return finish_handshake(ev);
+}
+
+int Connection::on_handshake3(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
+    size_t payload_len = 0;
+    int rc = hs_.read_message(body, len, payload, &payload_len);
+    wipe(payload, payload_len);
+    if (rc != SL_OK) return fail(rc);
+    trace(false, 4, body, len);
+    std::memcpy(client_static_, hs_.remote_static(), kDhLen);
+    has_client_static_ = true;
+    confirmed_ = true;  // frame 3 proved the PSK and the client's key: no confirmation PING follows
     return finish_handshake(ev);
 }
 
@@ -301,11 +325,20 @@ int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noe
     int rc = hs_.read_message(body, len, payload, &payload_len);
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
-    if (mode_ == SL_MODE_SERVER_KEY) {  // frame 2 verified: the server holds the PSK and this key
+    if (mode_ != SL_MODE_PSK) {  // frame 2 verified: the server holds this key (and, mode 2, the PSK)
         std::memcpy(server_static_, hs_.remote_static(), kDhLen);
         has_server_static_ = true;
         if (!has_expected_) return fail(SL_ESERVER_KEY_UNKNOWN);
         if (CRYPTO_memcmp(server_static_, expected_, kDhLen) != 0) return fail(SL_ESERVER_KEY_CHANGED);
+    }
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3: our identity, then the PSK (PROTOCOL.md 12)
+        uint8_t msg[kHandshake3MinBody];
+        size_t msg_len = 0;
+        if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
+        uint8_t *out = append_frame(msg_len);
+        if (out == nullptr) return fail(SL_ENOMEM);
+        std::memcpy(out, msg, msg_len);
+        trace(true, 4, out, msg_len);
     }
     trace(false, 2, body, len);
     return finish_handshake(ev);
@@ -325,7 +358,7 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     ev->type = SL_EVENT_HANDSHAKE_DONE;
     if (!client) return SL_OK;
     confirmed_ = true;  // frame 2 decrypted: the server holds the key
-    if (!key_confirmation_) return SL_OK;
+    if (!key_confirmation_ || mode_ == SL_MODE_USER_KEY) return SL_OK;  // mode 3: frame 3 confirmed it
     // Key confirmation: the client's first transport frame is an empty PING, queued at once
     // (so it is pipelined with whatever the application sends next, at no extra round trip).
     if ((rc = seal(SL_MSG_PING, nullptr, 0)) != SL_OK) return fail(rc);

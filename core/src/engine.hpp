@@ -18,6 +18,7 @@ namespace seclink::detail {
 inline constexpr uint8_t kPrologue[5] = {'S', 'L', 'N', 'K', 0x01};
 inline constexpr uint8_t kMagic[4] = {'S', 'L', 'N', 'K'};
 inline constexpr size_t kTransportMinBody = SL_IV_BYTES + SL_TYPE_BYTES + SL_TAG_BYTES;  // 29
+inline constexpr size_t kHandshake3MinBody = 32 + 16 + 16;  // mode 3's frame 3 (PROTOCOL.md 12)
 
 // Key rotation (PROTOCOL.md 9): the pre-shared keys a server accepts, in the order they are tried
 // on frame 1. Each key lives in dump-proof memory (secure_mem.hpp) and is wiped with the ring.
@@ -61,6 +62,8 @@ public:
     const uint8_t *server_static() const noexcept { return has_server_static_ ? server_static_ : nullptr; }
     unsigned server_modes() const noexcept { return server_modes_; }
     int mode() const noexcept { return mode_; }  // server: that of frame 1, once it verified
+    // Server, mode 3: the client's static key once frame 3 verified, else NULL.
+    const uint8_t *client_static() const noexcept { return has_client_static_ ? client_static_ : nullptr; }
     int start() noexcept;
     // Rekeying (PROTOCOL.md 10): KEY_UPDATE now, then the next sending key.
     int rekey() noexcept;
@@ -106,7 +109,7 @@ public:
     void set_recv_counter_for_testing(uint64_t n) noexcept { recv_n_ = n; }
 
 private:
-    enum class State { New, AwaitFrame1, AwaitFrame2, Open, PeerClosed, Failed };
+    enum class State { New, AwaitFrame1, AwaitFrame2, AwaitFrame3, Open, PeerClosed, Failed };
 
     size_t min_body() const noexcept;
     size_t max_body() const noexcept;
@@ -114,6 +117,7 @@ private:
     int on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept;
+    int on_handshake3(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int on_transport(const uint8_t *body, size_t len, sl_event *ev) noexcept;
     int stream_transport(const uint8_t *p, size_t n) noexcept;
     int finish_streamed(sl_event *ev) noexcept;
@@ -145,8 +149,8 @@ private:
     int mode_ = SL_MODE_PSK;
     unsigned accepted_ = 1u << SL_MODE_PSK, server_modes_ = 0;
     const uint8_t *static_ = nullptr;
-    uint8_t expected_[kDhLen] = {}, server_static_[kDhLen] = {};
-    bool has_expected_ = false, has_server_static_ = false;
+    uint8_t expected_[kDhLen] = {}, server_static_[kDhLen] = {}, client_static_[kDhLen] = {};
+    bool has_expected_ = false, has_server_static_ = false, has_client_static_ = false;
     Secret<kKeyLen> psk_;  // until start(): then the handshake holds it
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;

@@ -14,11 +14,11 @@
 
 #include "crypto.hpp"
 #include "guard.hpp"
+#include "identity.hpp"
 #include "keyfile.hpp"
 #include "seclink/seclink.h"
 
 namespace seclink::detail {
-namespace {
 
 std::string fingerprint_of(const uint8_t pub[kDhLen]) {
     static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";  // RFC 4648 base32
@@ -37,6 +37,33 @@ std::string fingerprint_of(const uint8_t pub[kDhLen]) {
     }
     return out;
 }
+
+int read_authorized_keys(const std::string &path, UserKeys &out, unsigned *bad_line) {
+    std::ifstream f(path);
+    if (!f) return errno == ENOENT ? SL_EKEY_NOT_FOUND : SL_EIO;
+    UserKeys users;
+    std::string text;
+    for (unsigned n = 1; std::getline(f, text); ++n) {
+        if (!text.empty() && text.back() == '\r') text.pop_back();
+        if (text.empty() || text[0] == '#') continue;
+        const size_t sp = text.find(' ');
+        const std::string name = text.substr(0, sp), b64 = sp == std::string::npos ? "" : text.substr(text.find_first_not_of(' ', sp));
+        bool ok = !name.empty() && name.size() <= 32;
+        for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+        std::array<uint8_t, 32> key{};
+        ok = ok && decode_key(b64.c_str(), b64.size(), key.data()) == SL_OK;
+        for (const auto &u : users) ok = ok && u.second != key;  // a key listed twice
+        if (!ok) {
+            if (bad_line != nullptr) *bad_line = n;
+            return SL_EKEY_FORMAT;
+        }
+        users.emplace_back(name, key);
+    }
+    out = std::move(users);
+    return SL_OK;
+}
+
+namespace {
 
 std::string normalised(const char *text) {
     std::string out;
@@ -147,6 +174,7 @@ const char *sl_mode_name(int mode) {
     switch (mode) {
     case SL_MODE_PSK: return "psk";
     case SL_MODE_SERVER_KEY: return "server-key";
+    case SL_MODE_USER_KEY: return "user-key";
     default: return "unknown";
     }
 }

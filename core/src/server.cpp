@@ -31,6 +31,7 @@
 #include "guard.hpp"
 #include "net.hpp"
 #include "poller.hpp"
+#include "identity.hpp"
 #include "session.hpp"
 #include "seclink/seclink.h"
 
@@ -460,6 +461,11 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
         (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
         return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
+        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+            seclink::detail::UserKeys users;
+            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
+            if (rc != SL_OK) return rc;
+        }
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
@@ -478,6 +484,11 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
 }
 
 uint16_t sl_server_port(const sl_server *server) { return server != nullptr ? server->port : 0; }
+
+int sl_server_reload_users(sl_server *server) {
+    if (server == nullptr) return SL_EINVAL;
+    return seclink::detail::guard([&] { return server->sh.policy.reload_users(); });
+}
 
 size_t sl_server_sessions(const sl_server *server) { return server != nullptr ? server->sh.policy.connections.load() : 0; }
 

@@ -3,6 +3,7 @@
 #include "session.hpp"
 
 #include "guard.hpp"
+#include "identity.hpp"
 
 #include <algorithm>
 #include <climits>
@@ -13,6 +14,8 @@
 #include <memory>
 #include <new>
 #include <utility>
+
+#include <openssl/crypto.h>
 
 namespace seclink::detail {
 namespace {
@@ -66,7 +69,15 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
         std::memcpy(static_key.data(), c.server_key, SL_KEY_BYTES);
         has_static_key = true;
     }
-    if (cfg.modes == 0) cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u);
+    if (c.authorized_keys != nullptr) {
+        users_path_ = c.authorized_keys;
+        unsigned line = 0;
+        if (read_authorized_keys(users_path_, users_, &line) != SL_OK) users_path_.clear();  // sl_policy_new refuses
+    }
+    cfg.authorized_keys = nullptr;
+    if (cfg.modes == 0)
+        cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u) |
+                    (has_static_key && !users_path_.empty() ? 1u << SL_MODE_USER_KEY : 0u);
     // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 11.2).
     std::string body("SLNK\0\0", 6);
     for (int m = 1; m < 32; ++m)
@@ -83,6 +94,32 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
     if (cfg.redact && cfg.log_level > SL_LOG_MSG) cfg.log_level = SL_LOG_MSG;  // traces hold plaintext
+}
+
+std::string Policy::user_for(const uint8_t pub[32]) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    for (const auto &u : users_)
+        if (CRYPTO_memcmp(u.second.data(), pub, 32) == 0) return u.first;
+    return {};
+}
+
+int Policy::reload_users() {
+    if (users_path_.empty()) return SL_EINVAL;
+    UserKeys fresh;
+    unsigned line = 0;
+    const int rc = read_authorized_keys(users_path_, fresh, &line);
+    if (rc != SL_OK) {
+        log(SL_LOG_WARN, "[WARN] authorized keys " + users_path_ + (line ? " line " + std::to_string(line) : "") + ": " +
+                             errtext(rc) + "; the previous list stays in force");
+        return rc;
+    }
+    const size_t n = fresh.size();
+    {
+        std::lock_guard<std::mutex> lock(users_mu_);
+        users_.swap(fresh);
+    }
+    log(SL_LOG_INFO, "[INFO] authorized keys " + users_path_ + ": " + std::to_string(n) + (n == 1 ? " user" : " users"));
+    return SL_OK;
 }
 
 void Policy::log(int level, const std::string &line) noexcept {
@@ -225,6 +262,15 @@ void Session::leave_queue() noexcept {
 void Session::authenticate(int64_t now) {
     if (holds_handshake_) p_.release_handshake(addr_);
     holds_handshake_ = false;
+    if (conn_.mode() == SL_MODE_USER_KEY) {  // PROTOCOL.md 12: only the keys listed get in
+        user_ = p_.user_for(conn_.client_static());
+        if (user_.empty()) {
+            finish(SL_LOG_WARN, "refused: unknown user (key " + fingerprint_of(conn_.client_static()) + ")",
+                   "unknown user", now);
+            return;
+        }
+        peer_ = user_ + "@" + peer_;  // every later line of the session names the user
+    }
     if (!p_.take_session()) {
         finish(SL_LOG_WARN, "refused: server full (" + std::to_string(p_.cfg.max_clients) + " clients)",
                "server full: try again later", now);
@@ -606,7 +652,12 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
         (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
         return SL_EINVAL;
-    return seclink::detail::guard([&] {
+    return seclink::detail::guard([&]() -> int {
+        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+            seclink::detail::UserKeys users;
+            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
+            if (rc != SL_OK) return rc;
+        }
         *out = new sl_policy(*cfg);
         return SL_OK;
     });
@@ -705,5 +756,12 @@ void sl_session_close(sl_session *s) {
 }
 
 const char *sl_session_peer(const sl_session *s) { return s != nullptr ? s->impl.peer().c_str() : ""; }
+
+const char *sl_session_user(const sl_session *s) { return s != nullptr ? s->impl.user().c_str() : ""; }
+
+int sl_policy_reload_users(sl_policy *p) {
+    if (p == nullptr) return SL_EINVAL;
+    return seclink::detail::guard([&] { return p->impl.reload_users(); });
+}
 
 }  // extern "C"

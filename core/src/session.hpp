@@ -4,6 +4,7 @@
 // these and do nothing else of their own: same admission, limits, deadlines and log lines.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +62,10 @@ public:
     Secret<SL_KEY_BYTES> static_key;     // cfg.server_key (PROTOCOL.md 11), if has_static_key
     bool has_static_key = false;
     std::string modes_frame;             // how a frame 1 in a mode not accepted is answered (11.2)
+
+    // Key users (PROTOCOL.md 12): the name for a client key, "" if none; and re-reading the file.
+    std::string user_for(const uint8_t pub[32]);
+    int reload_users();
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot
@@ -75,6 +80,9 @@ private:
     std::mutex mu_;  // guards addrs_ and the handshake count's check-then-take
     std::unordered_map<std::string, Addr> addrs_;
     std::mutex log_mu_;
+    std::mutex users_mu_;
+    std::string users_path_;
+    std::vector<std::pair<std::string, std::array<uint8_t, 32>>> users_;
 };
 
 class Session {
@@ -105,6 +113,7 @@ public:
     // Out of memory (or a bug) in the middle of a call: the session closes at once.
     void fail() noexcept;
     const std::string &peer() const noexcept { return peer_; }
+    const std::string &user() const noexcept { return user_; }
     bool ok() const noexcept { return setup_ok_; }
 
 private:
@@ -126,7 +135,7 @@ private:
 
     Policy &p_;
     Connection conn_;
-    std::string peer_, addr_;
+    std::string peer_, addr_, user_;
     Phase phase_ = Phase::Waiting;
     int status_ = SL_SESSION_OPEN;
     bool setup_ok_ = true;

@@ -20,6 +20,8 @@ ROTATION_PATH = VECTORS_PATH.with_name("seclink_v1_rotation.json")
 REKEY_PATH = VECTORS_PATH.with_name("seclink_v1_rekey.json")
 SERVER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_server_key.json")
 SERVER_STATIC = sha256(b"seclink server static").digest()
+USER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_user_key.json")
+CLIENT_STATIC = sha256(b"seclink client identity").digest()
 REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
@@ -403,6 +405,52 @@ def build_server_key_vectors() -> dict[str, Any]:
     }
 
 
+def build_user_key_vectors() -> dict[str, Any]:
+    """Section 12: a mode-3 connection (Noise XXpsk3) from fixed keys."""
+    from .seclink_ref import MODE_USER_KEY, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    server_pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+    client_pub = public_bytes(X25519PrivateKey.from_private_bytes(CLIENT_STATIC))
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_USER_KEY, server_key=server_pub,
+                        identity=CLIENT_STATIC)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC)
+    client.start()
+    wire: list[dict[str, Any]] = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "handshake3")):
+        frame = (client if sender == "client" else server).data_to_send()
+        (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    client.send(DATA, b"hello, seclink")
+    frame = client.data_to_send()
+    assert server.receive(frame)[0].content == b"hello, seclink"
+    wire.append({"from": "client", "kind": "transport", "type": "DATA", "content": b"hello, seclink".hex(),
+                 "bytes": frame.hex()})
+    assert server.client_static == client_pub and client.handshake_hash == server.handshake_hash
+    frame3 = bytes.fromhex(wire[2]["bytes"])
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 3, key users (docs/PROTOCOL.md section 12): Noise_XXpsk3_25519_AESGCM_SHA256 from "
+                       "fixed keys.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": server_pub.hex(),
+        "client_static": CLIENT_STATIC.hex(),
+        "client_static_public": client_pub.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "malformed": [
+            {"name": "frame3_flipped_static", "to": "server", "after": 2, "bytes": flip(frame3, 4 + 3).hex(),
+             "error": "HANDSHAKE_AUTH"},
+            {"name": "frame3_flipped_tag", "to": "server", "after": 2, "bytes": flip(frame3, -1).hex(),
+             "error": "HANDSHAKE_AUTH"},
+            {"name": "frame3_length_63", "to": "server", "after": 2, "bytes": (63).to_bytes(4, "big").hex(),
+             "error": "FRAME_TOO_SHORT"},
+        ],
+    }
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -417,6 +465,8 @@ def main() -> None:
     print(f"wrote {REKEY_PATH}")
     SERVER_KEY_PATH.write_text(render(build_server_key_vectors()), encoding="utf-8")
     print(f"wrote {SERVER_KEY_PATH}")
+    USER_KEY_PATH.write_text(render(build_user_key_vectors()), encoding="utf-8")
+    print(f"wrote {USER_KEY_PATH}")
 
 
 if __name__ == "__main__":

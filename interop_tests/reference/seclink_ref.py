@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
 PROLOGUE = b"SLNK\x01"
 PROLOGUE_2 = b"SLNK\x02"  # section 11
-MODE_PSK, MODE_SERVER_KEY = 0x01, 0x02
-MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key"}
+MODE_PSK, MODE_SERVER_KEY, MODE_USER_KEY = 0x01, 0x02, 0x03
+MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key", MODE_USER_KEY: "user-key"}
+FRAME3_MIN = 64  # section 12
 MAGIC = b"SLNK"
 VERSION = 0x01
 
@@ -308,6 +309,56 @@ class NXpsk2Handshake:
     split = NoiseHandshake.split
 
 
+class XXpsk3Handshake(NXpsk2Handshake):
+    """Section 12: Noise_XXpsk3_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es   -> s, se, psk.
+
+    Message 1 is NXpsk2's; the initiator has a static key `static` too, which the responder
+    learns as `remote_static` from message 3."""
+
+    NAME = b"Noise_XXpsk3_25519_AESGCM_SHA256"
+
+    def __init__(self, initiator: bool, psk: bytes, *, prologue: bytes = b"SLNK\x03",
+                 ephemeral: bytes | None = None, static: bytes | None = None) -> None:
+        super().__init__(initiator, psk, prologue=prologue, ephemeral=ephemeral, static=static)
+
+    def write_message_2(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e"
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        cs = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "es"
+        return e_pub + cs + ss.encrypt_and_hash(payload)
+
+    def read_message_2(self, message: bytes) -> bytes:
+        ss = self._ss
+        self._re, cs, c2 = message[:32], message[32:80], message[80:]
+        ss.mix_hash(self._re)
+        ss.mix_key(self._re)
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        rs = ss.decrypt_and_hash(cs)             # "s"
+        ss.mix_key(dh(self._e, rs))              # "es"
+        payload = ss.decrypt_and_hash(c2)
+        self.remote_static = rs
+        return payload
+
+    def write_message_3(self, payload: bytes = b"") -> bytes:
+        ss = self._ss
+        cc = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "se" (initiator: DH(s, re))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        return cc + ss.encrypt_and_hash(payload)
+
+    def read_message_3(self, message: bytes) -> bytes:
+        ss = self._ss
+        rc = ss.decrypt_and_hash(message[:48])   # "s"
+        ss.mix_key(dh(self._e, rc))              # "se" (responder: DH(e, rs))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        payload = ss.decrypt_and_hash(message[48:])
+        self.remote_static = rc
+        return payload
+
+
 def modes_frame(accepted: list[int]) -> bytes:
     """Section 11.2: how a server answers a frame 1 in a mode it does not accept."""
     body = MAGIC + b"\x00" + bytes([len(accepted)]) + bytes(sorted(accepted))
@@ -357,7 +408,7 @@ class Connection:
                  max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
                  psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES,
                  mode: int = MODE_PSK, static: bytes | None = None, server_key: bytes | None = None,
-                 accepted_modes: list[int] | None = None) -> None:
+                 accepted_modes: list[int] | None = None, identity: bytes | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
@@ -374,11 +425,14 @@ class Connection:
         # static private key and the modes it accepts.
         self.mode = mode
         self._psk, self._static, self._expected = psk, static, server_key
-        self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY] if static else []))
+        self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY, MODE_USER_KEY] if static else []))
         self.server_static: bytes | None = None
+        self.client_static: bytes | None = None  # section 12: server, after frame 3
         self.server_modes: list[int] | None = None
         if mode == MODE_SERVER_KEY and role == "client":
             self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral)
+        elif mode == MODE_USER_KEY and role == "client":
+            self._noise = XXpsk3Handshake(True, psk, ephemeral=ephemeral, static=identity)
         else:
             self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
         # states: "new" (client before start), "frame1" (server waits for it),
@@ -510,6 +564,8 @@ class Connection:
             return FRAME1_MIN, HANDSHAKE_MAX
         if self._state == "frame2":
             return FRAME2_MIN, HANDSHAKE_MAX
+        if self._state == "frame3":
+            return FRAME3_MIN, HANDSHAKE_MAX
         largest = self.max_message + TRANSPORT_OVERHEAD
         if self.role == "server" and not self._confirmed:
             largest = min(largest, FIRST_FRAME_MAX)  # section 4.1
@@ -541,11 +597,16 @@ class Connection:
                 raise ProtocolError("BAD_MAGIC")
             if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
                 raise ProtocolError("BAD_VERSION")  # section 11.2: answered with modes_frame()
-            if body[4] == MODE_SERVER_KEY:  # section 11.1: the first PSK only
-                self._noise = NXpsk2Handshake(False, self._psks[0] if self._psks else self._psk,
-                                              ephemeral=self._ephemeral, static=self._static)
+            if body[4] in (MODE_SERVER_KEY, MODE_USER_KEY):  # sections 11.1, 12: the first PSK only
+                kind = NXpsk2Handshake if body[4] == MODE_SERVER_KEY else XXpsk3Handshake
+                self._noise = kind(False, self._psks[0] if self._psks else self._psk,
+                                   ephemeral=self._ephemeral, static=self._static)
                 self._noise.read_message_1(body[5:])
                 self.psk_index = 0
+                if body[4] == MODE_USER_KEY:  # frame 2, then frame 3 completes the handshake
+                    self._queue_frame(self._noise.write_message_2())
+                    self._state = "frame3"
+                    return []
             elif self._psks is None:
                 self._noise.read_message_1(body[5:])   # payload ignored in version 1
                 self.psk_index = 0
@@ -556,17 +617,30 @@ class Connection:
             self._recv, self._send = self._noise.split()
             self._state = "transport"
             return [HandshakeDone()]
+        if self._state == "frame3":                 # section 12 (server)
+            self._noise.read_message_3(body)
+            self.client_static = self._noise.remote_static
+            self._recv, self._send = self._noise.split()
+            self._state = "transport"
+            self._confirmed = True
+            return [HandshakeDone()]
         if self._state == "frame2":
             if body[:5] == MAGIC + b"\x00":          # section 11.2: the modes the server accepts
                 self.server_modes = list(body[6:6 + body[5]])
                 raise ProtocolError("MODE_REFUSED")
             self._noise.read_message_2(body)        # payload ignored in version 1
-            if self.mode == MODE_SERVER_KEY:        # section 11.1: c2 verified; now the key
+            if self.mode in (MODE_SERVER_KEY, MODE_USER_KEY):  # 11.1: c2 verified; now the key
                 self.server_static = self._noise.remote_static
                 if self._expected is None:
                     raise ProtocolError("SERVER_KEY_UNKNOWN")
                 if not hmac.compare_digest(self._expected, self.server_static):
                     raise ProtocolError("SERVER_KEY_CHANGED")
+            if self.mode == MODE_USER_KEY:          # section 12: frame 3, no confirmation PING
+                self._queue_frame(self._noise.write_message_3())
+                self._send, self._recv = self._noise.split()
+                self._state = "transport"
+                self._confirmed = True
+                return [HandshakeDone()]
             self._send, self._recv = self._noise.split()
             self._state = "transport"
             self._confirmed = True                  # frame 2 proved the server's key

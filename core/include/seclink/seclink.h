@@ -167,9 +167,10 @@ SL_API const char *sl_errname(int err);
  * bit (1 << mode) set for each. */
 typedef enum sl_mode {
     SL_MODE_PSK = 1,        /* Noise NNpsk0: both sides prove the PSK (the default) */
-    SL_MODE_SERVER_KEY = 2  /* Noise NXpsk2: and the server its static key, checked by the client */
+    SL_MODE_SERVER_KEY = 2, /* Noise NXpsk2: and the server its static key, checked by the client */
+    SL_MODE_USER_KEY = 3    /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 12) */
 } sl_mode;
-#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY))            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
+#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY))            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -291,7 +292,8 @@ SL_API int sl_conn_set_mode(sl_conn *conn, int mode);
  *  sent to a server whose key was not expected. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
 SL_API int sl_conn_set_server_key(sl_conn *conn, const uint8_t pub[32]);
 
-/** Server: its static X25519 private key (copied), which enables SL_MODE_SERVER_KEY. Before
+/** Server: its static X25519 private key (copied), which enables SL_MODE_SERVER_KEY and
+ *  SL_MODE_USER_KEY. Client in SL_MODE_USER_KEY: its identity's private key (required). Before
  *  sl_conn_start(). Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ENOMEM. */
 SL_API int sl_conn_set_static_key(sl_conn *conn, const uint8_t priv[32]);
 
@@ -303,6 +305,10 @@ SL_API int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask);
 /** Client: the static key a mode-2 server sent, once frame 2 verified (also after
  *  SL_ESERVER_KEY_UNKNOWN / CHANGED). Returns SL_OK, SL_EINVAL, SL_ESTATE (none received). */
 SL_API int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]);
+
+/** Server, SL_MODE_USER_KEY: the client's static public key, once frame 3 verified. Returns
+ *  SL_OK, SL_EINVAL, SL_ESTATE (none yet). */
+SL_API int sl_conn_client_key(const sl_conn *conn, uint8_t out[32]);
 
 /** Client, after SL_EMODE_REFUSED: the modes the server said it accepts (mask), else 0. */
 SL_API unsigned sl_conn_server_modes(const sl_conn *conn);
@@ -375,7 +381,8 @@ SL_API int sl_conn_is_closed(const sl_conn *conn);
 /** What sl_conn_set_trace() reports for each frame sent or received. */
 typedef struct sl_frame_info {
     int sent;                 /* 1: this side sent the frame; 0: it received it */
-    int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport */
+    int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport,
+                                 4: handshake frame 3 (mode 3, PROTOCOL.md 12) */
     const uint8_t *body;      /* the frame's body as on the wire (after the 4-byte length) */
     size_t body_len;          /* = the length prefix */
     uint64_t counter;         /* transport: the frame's counter (its IV) */
@@ -510,7 +517,10 @@ typedef struct sl_server_config {
     /* Server identity (PROTOCOL.md 11). */
     const uint8_t *server_key;      /* 32-byte static private key (copied); NULL: no mode 2 */
     unsigned modes;                 /* accepted modes, a mask of (1 << sl_mode); 0: psk, and
-                                       server-key if server_key is set */
+                                       server-key if server_key is set, and user-key if
+                                       authorized_keys is set too */
+    const char *authorized_keys;    /* key users (PROTOCOL.md 12): a file of NAME BASE64(KEY)
+                                       lines, read at start and by sl_*_reload_users */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -541,6 +551,10 @@ SL_API int sl_server_wait(sl_server *server);
 
 /** Number of connections open now (authenticated or not). */
 SL_API size_t sl_server_sessions(const sl_server *server);
+
+/** sl_policy_reload_users for the server's policy; async-signal-unsafe (call it from a thread,
+ *  e.g. after sigwait). */
+SL_API int sl_server_reload_users(sl_server *server);
 
 /** Stops (if running), joins and frees. Accepts NULL. */
 SL_API void sl_server_free(sl_server *server);
@@ -650,8 +664,18 @@ SL_API void sl_session_shutdown(sl_session *session, int64_t now_ms);
  *  slots and memory to the policy. Idempotent. */
 SL_API void sl_session_close(sl_session *session);
 
-/** "host:port" of the peer, as logged. */
+/** "host:port" of the peer, as logged; "NAME@host:port" once a key user (mode 3) is
+ *  authenticated, so a handler sees who it serves. */
 SL_API const char *sl_session_peer(const sl_session *session);
+
+/** The name of the session's key user (mode 3, PROTOCOL.md 12), or "" (no user / not yet). */
+SL_API const char *sl_session_user(const sl_session *session);
+
+/** Reads the config's authorized_keys file again (e.g. on SIGHUP): sessions whose handshake ends
+ *  after this use the new list; a user removed is refused from then on. A file that does not
+ *  parse leaves the previous list in force. Logs the outcome. Returns SL_OK, SL_EINVAL (no
+ *  file configured), SL_EKEY_NOT_FOUND, SL_EKEY_FORMAT (a bad line), SL_EIO. */
+SL_API int sl_policy_reload_users(sl_policy *policy);
 
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
 /* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
@@ -680,6 +704,7 @@ typedef struct sl_client_config {
     uint8_t *server_key_seen;   /* if not NULL, 32 bytes: receives the key a mode-2 server sent, also
                                    when connecting fails with SL_ESERVER_KEY_UNKNOWN / CHANGED */
     unsigned *server_modes_seen; /* if not NULL: receives the modes a server refusing ours accepts */
+    const uint8_t *identity;    /* SL_MODE_USER_KEY: the client's 32-byte private key (copied) */
 } sl_client_config;
 
 SL_API void sl_client_config_init(sl_client_config *cfg);
