@@ -302,7 +302,7 @@ public:
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact,
            const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes)
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         seclink_py::KeyList k(psk, psk_names);
@@ -319,6 +319,7 @@ public:
             cfg.server_key = static_key->data();
         }
         cfg.modes = modes;
+        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -360,6 +361,14 @@ public:
     void wait() {
         py::gil_scoped_release nogil;
         sl_server_wait(s_);
+    }
+    void reload_users() {
+        int rc;
+        {
+            py::gil_scoped_release nogil;  // it logs, and the log callback takes the GIL
+            rc = sl_server_reload_users(s_);
+        }
+        check(rc, "authorized keys");
     }
 
 private:
@@ -484,7 +493,7 @@ public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
            py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
            std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes, int mode,
-           std::optional<py::buffer> server_key)
+           std::optional<py::buffer> server_key, std::optional<py::buffer> identity)
         : trace_(std::move(trace)) {
         auto k = key_from(psk);
         sl_client_config cfg;
@@ -501,6 +510,12 @@ public:
             expected.emplace(*server_key);
             if (expected->size() != 32) throw py::value_error("a server key is 32 bytes");
             cfg.server_key = expected->data();
+        }
+        std::optional<Bytes> ident;
+        if (identity) {
+            ident.emplace(*identity);
+            if (ident->size() != 32) throw py::value_error("an identity is a 32-byte private key");
+            cfg.identity = ident->data();
         }
         uint8_t seen[32] = {};
         unsigned modes_seen = 0;
@@ -781,15 +796,16 @@ PYBIND11_MODULE(_seclink, m) {
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
                       size_t, bool, const std::optional<std::vector<std::string>> &, uint64_t,
-                      std::optional<py::buffer>, unsigned>(),
+                      std::optional<py::buffer>, unsigned, std::optional<std::string>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
              py::arg("redact") = false, py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
-             py::arg("server_key") = py::none(), py::arg("modes") = 0u)
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none())
         .def_property_readonly("port", &Server::port)
+        .def("reload_users", &Server::reload_users)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)
         .def("stop", &Server::stop)
@@ -798,10 +814,11 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Client>(m, "Client")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
                       std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t, int,
-                      std::optional<py::buffer>>(),
+                      std::optional<py::buffer>, std::optional<py::buffer>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
              py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"),
-             py::arg("rekey_bytes") = uint64_t{0}, py::arg("mode") = 0, py::arg("server_key") = py::none())
+             py::arg("rekey_bytes") = uint64_t{0}, py::arg("mode") = 0, py::arg("server_key") = py::none(),
+             py::arg("identity") = py::none())
         .def_property_readonly("peer", &Client::peer)
         .def_property_readonly("server_key", &Client::server_key)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))

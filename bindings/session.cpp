@@ -19,7 +19,7 @@ public:
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
            py::object log, const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes)
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys)
         : log_(std::move(log)) {
         seclink_py::KeyList keys(psk, psk_names);
         sl_server_config cfg;
@@ -33,6 +33,7 @@ public:
             cfg.server_key = static_cast<const uint8_t *>(static_key.ptr);
         }
         cfg.modes = modes;
+        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
         cfg.max_clients = max_clients;
         cfg.max_handshakes = max_handshakes;
         cfg.max_handshakes_per_addr = max_handshakes_per_addr;
@@ -54,6 +55,11 @@ public:
         // answering itself; it never calls this function.
         if (app_replies) cfg.handler = &Policy::unused_handler;
         int rc = sl_policy_new(&p_, &cfg);  // copies the key
+        if (rc != SL_OK && sl_err_category(rc) == SL_CAT_KEY) {  // the authorized-keys file
+            py::object exc = py::module_::import("seclink.errors").attr("from_code")(rc, "authorized keys", "");
+            PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+            throw py::error_already_set();
+        }
         if (rc != SL_OK) throw py::value_error(std::string("invalid server configuration: ") + sl_strerror(rc));
     }
     ~Policy() { sl_policy_free(p_); }
@@ -65,6 +71,7 @@ public:
     size_t connections() const { return sl_policy_connections(p_); }
     size_t handshakes() const { return sl_policy_handshakes(p_); }
     size_t memory() const { return sl_policy_memory(p_); }
+    int reload_users() { return sl_policy_reload_users(p_); }
 
 private:
     static void on_log(void *ud, int level, const char *line) {
@@ -161,17 +168,18 @@ void bind_session(py::module_ &m) {
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object, const std::optional<std::vector<std::string>> &,
-                      uint64_t, std::optional<py::buffer>, unsigned>(),
+                      uint64_t, std::optional<py::buffer>, unsigned, std::optional<std::string>>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
              py::arg("log"), py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
-             py::arg("server_key") = py::none(), py::arg("modes") = 0u)
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none())
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
-        .def_property_readonly("memory", &Policy::memory);
+        .def_property_readonly("memory", &Policy::memory)
+        .def("reload_users", &Policy::reload_users);
 
     py::class_<Session>(m, "Session")
         .def(py::init<py::object, const std::string &, int64_t>(), py::arg("policy"), py::arg("peer"), py::arg("now"))

@@ -172,21 +172,26 @@ int main(int argc, char **argv) {
     cfg.tls = args.has("tls");
     cfg.tls_ca = ca.empty() ? nullptr : ca.c_str();
     cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
-    cfg.mode = static_cast<int>(app::parse_modes(kProg, args.get("mode").value_or("psk")) == (1u << SL_MODE_SERVER_KEY)
-                                    ? SL_MODE_SERVER_KEY
-                                    : SL_MODE_PSK);
-    if (args.get("mode") && args.get("mode")->find(',') != std::string::npos)
-        app::die(kProg, app::kUsage, "--mode takes one mode: psk or server-key");
-    if (cfg.mode != SL_MODE_SERVER_KEY && (args.has("server-key") || args.has("trust-on-first-use")))
-        app::die(kProg, app::kUsage, "--server-key and --trust-on-first-use need --mode server-key");
+    const unsigned mode_mask = app::parse_modes(kProg, args.get("mode").value_or("psk"));
+    if ((mode_mask & (mode_mask - 1)) != 0) app::die(kProg, app::kUsage, "--mode takes one mode: psk, server-key or user-key");
+    for (int m = 1; m < 32; ++m)
+        if (mode_mask == (1u << m)) cfg.mode = m;
+    if (cfg.mode == SL_MODE_PSK && (args.has("server-key") || args.has("trust-on-first-use")))
+        app::die(kProg, app::kUsage, "--server-key and --trust-on-first-use need --mode server-key or user-key");
+    if (cfg.mode != SL_MODE_USER_KEY && args.has("identity")) app::die(kProg, app::kUsage, "--identity needs --mode user-key");
+    uint8_t identity[32];
+    if (cfg.mode == SL_MODE_USER_KEY) {
+        app::load_identity(kProg, args, log, identity);
+        cfg.identity = identity;
+    }
 
     const std::string where = app::host_port(host, port);
     unsigned modes_seen = 0;
     cfg.server_modes_seen = &modes_seen;
     sl_client *c = nullptr;
-    int rc = cfg.mode == SL_MODE_SERVER_KEY ? app::connect_checked(kProg, cfg, args, where, log, &c)
-                                            : sl_client_connect(&c, &cfg);
+    int rc = cfg.mode != SL_MODE_PSK ? app::connect_checked(kProg, cfg, args, where, log, &c) : sl_client_connect(&c, &cfg);
     explicit_bzero(psk, sizeof psk);
+    explicit_bzero(identity, sizeof identity);
     if (rc == SL_EMODE_REFUSED) app::mode_refused(kProg, where, modes_seen, cfg.mode);
     if (rc != SL_OK) {
         Outcome o = connect_error(rc, where);
@@ -194,6 +199,7 @@ int main(int argc, char **argv) {
     }
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where +
                               (cfg.mode == SL_MODE_SERVER_KEY ? " (seclink/1: Noise NXpsk2, server key verified + AES-256-GCM"
+                               : cfg.mode == SL_MODE_USER_KEY ? " (seclink/1: Noise XXpsk3, server key verified, as a key user + AES-256-GCM"
                                                               : " (seclink/1: Noise NNpsk0 + AES-256-GCM") +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
     Session session(c, log, timeout_ms, args.has("redact"));

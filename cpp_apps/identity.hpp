@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/evp.h>
+
 #include "common.hpp"
 
 namespace app {
@@ -72,9 +74,9 @@ inline bool load_server_key(const char *prog, const std::string &path, bool is_d
         if (rc == SL_EKEY_EXISTS) rc = sl_key_load_ex(path.c_str(), key, &warnings);
     }
     if (rc == SL_EKEY_NOT_FOUND)
-        die(prog, kKey, "server key file " + path + ": " + describe(rc) + " (or leave out --server-key-file to use "
+        die(prog, kKey, "key file " + path + ": " + describe(rc) + " (or leave out the flag that names it to use "
                         "the default, created on first use)");
-    if (rc != SL_OK) die(prog, kKey, "server key file " + path + ": " + describe(rc));
+    if (rc != SL_OK) die(prog, kKey, "key file " + path + ": " + describe(rc));
     return created;
 }
 
@@ -82,6 +84,26 @@ inline bool load_server_key(const char *prog, const std::string &path, bool is_d
 [[noreturn]] inline void mode_refused(const char *prog, const std::string &where, unsigned accepted, int asked) {
     die(prog, kHandshake, "the server at " + where + " accepts only the modes: " + mode_names(accepted) +
                               "; this client asked for " + sl_mode_name(asked) + " (choose one with --mode) [MODE_REFUSED]");
+}
+
+// The client's identity (mode 3, PROTOCOL.md 12): loaded, or created on first use at the default
+// location; its public key is printed for the server's authorized-keys file.
+inline void load_identity(const char *prog, const Args &args, Logger &log, uint8_t priv[32]) {
+    std::string path = args.get("identity").value_or("");
+    const bool is_default = path.empty();
+    if (is_default) {
+        char dir[4096];
+        if (sl_config_dir(dir, sizeof dir, nullptr) != SL_OK)
+            die(prog, kKey, "cannot work out where the identity file is (set HOME or use --identity)");
+        path = std::string(dir) + "/identity";
+    }
+    if (load_server_key(prog, path, is_default, priv))
+        log.line(SL_LOG_INFO, "[INFO] No identity found: created one at " + path + " (mode 0600)");
+    uint8_t pub[32];
+    char b64[64];
+    if (sl_key_public(priv, pub) != SL_OK) die(prog, kKey, "identity file " + path + " is unusable");
+    EVP_EncodeBlock(reinterpret_cast<unsigned char *>(b64), pub, 32);
+    log.line(SL_LOG_INFO, "[INFO] Identity " + path + ", public key " + b64 + " (the server lists it as NAME " + b64 + ")");
 }
 
 // The client's side of PROTOCOL.md 11.4. Connects with `cfg` (mode 2): a known key is expected;

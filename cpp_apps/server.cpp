@@ -83,10 +83,18 @@ int main(int argc, char **argv) {
     for (size_t i = 1; i < psk_files.size(); ++i) keys_line += ", " + psk_files[i];
 
     // Server identity (PROTOCOL.md 11): the static key, unless only psk mode is accepted.
-    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or("psk,server-key"));
+    const auto authorized = args.get("authorized-keys");
+    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or(authorized ? "psk,server-key,user-key" : "psk,server-key"));
+    if ((cfg.modes & (1u << SL_MODE_USER_KEY)) && !authorized)
+        app::die(kProg, app::kUsage, "the user-key mode needs --authorized-keys FILE (the users' public keys)");
+    if (authorized) {
+        if (!(cfg.modes & (1u << SL_MODE_USER_KEY)))
+            app::die(kProg, app::kUsage, "--authorized-keys is for the user-key mode, which --modes leaves out");
+        cfg.authorized_keys = authorized->c_str();
+    }
     uint8_t server_key[32];
     std::string server_key_line;
-    if (cfg.modes & (1u << SL_MODE_SERVER_KEY)) {
+    if (cfg.modes & ((1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY))) {
         const auto sk_flag = args.get("server-key-file");
         const auto given = args.all("psk-file");
         const std::string sk_path = sk_flag ? *sk_flag : app::server_key_path(given.empty() ? psk_files[0] : given[0]);
@@ -97,7 +105,7 @@ int main(int argc, char **argv) {
         if (sl_key_public(server_key, pub) != SL_OK) app::die(kProg, app::kKey, "server key file " + sk_path + " is unusable");
         server_key_line += "[INFO] Server key " + sk_path + ", fingerprint " + app::fingerprint(pub);
     } else if (args.has("server-key-file")) {
-        app::die(kProg, app::kUsage, "--server-key-file is for the server-key mode, which --modes leaves out");
+        app::die(kProg, app::kUsage, "--server-key-file is for the server-key and user-key modes, which --modes leaves out");
     }
 
     std::string cert, key;
@@ -130,6 +138,7 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);  // re-read --authorized-keys
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     sl_server *server = nullptr;
@@ -140,6 +149,9 @@ int main(int argc, char **argv) {
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
     if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
+    if (rc != SL_OK && authorized && sl_err_category(rc) == SL_CAT_KEY)
+        app::die(kProg, app::kKey, "authorized keys " + *authorized + ": " + app::describe(rc) +
+                                       " (each line: NAME BASE64-PUBLIC-KEY, as a client's --identity prints it)");
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
     if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
@@ -160,7 +172,10 @@ int main(int argc, char **argv) {
     log.line(SL_LOG_INFO, "[INFO] Listening on " + app::host_port(host, sl_server_port(server)), true);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+        if (authorized) sl_server_reload_users(server);  // logs what it did
+        else log.line(SL_LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys)");
+    }
     log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
                               app::count(sl_server_sessions(server), "session"));
     sl_server_stop(server);

@@ -11,6 +11,7 @@ answered by the Connection itself. SIGTERM or SIGINT stops it with exit status 0
 from __future__ import annotations
 
 import argparse
+import base64
 import signal
 import socket
 import sys
@@ -29,12 +30,14 @@ def log(line: str) -> None:
 
 
 def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
-                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None) -> None:
+                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None,
+                 users: dict[bytes, str] | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
     conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
-                      rekey_bytes=rekey_bytes, static=static)
+                      rekey_bytes=rekey_bytes, static=static,
+                      accepted_modes=[1] + ([2] if static else []) + ([3] if static and users is not None else []))
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -54,6 +57,14 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                 for event in events:
                     if isinstance(event, HandshakeDone):
                         which = f" (key {names[conn.psk_index]})" if len(psks) > 1 else ""
+                        if conn.client_static is not None:  # section 12: a key user, if listed
+                            user = (users or {}).get(conn.client_static)
+                            if user is None:
+                                conn.close("unknown user")
+                                reason = "unknown user"
+                                done = True
+                                break
+                            which += f" (user {user})"
                         log(f"[INFO] {peer}: handshake done{which}")
                     elif isinstance(event, Message) and event.type == DATA:
                         received += 1
@@ -97,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
     parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 11)")
+    parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 12)")
     args = parser.parse_args(argv)
     try:
         names = [str(default_key_path(p)) for p in args.psk_file or [None]]
@@ -106,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         psks = [load_key(n) for n in names]
         static = load_key(args.server_key_file) if args.server_key_file else None
+        users = None
+        if args.authorized_keys:
+            with open(args.authorized_keys) as f:
+                users = {base64.b64decode(line.split()[1]): line.split()[0] for line in f
+                         if line.strip() and not line.startswith("#")}
     except (KeyFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
                                       args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message,
-                                            args.rekey_bytes, static))
+                                            args.rekey_bytes, static, users))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

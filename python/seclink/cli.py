@@ -9,6 +9,7 @@ the same cases against both.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
 import errno
 import json
@@ -343,12 +344,19 @@ def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, l
 def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
     """--modes and the server's static key (docs/PROTOCOL.md 11), as the C++ server: puts
     server_key and modes into `opts`; returns the modes and the lines to log at start."""
-    modes = (args.get("modes") or "psk,server-key").split(",")
-    if not modes or any(m not in ("psk", "server-key") for m in modes):
+    authorized = args.get("authorized-keys")
+    modes = (args.get("modes") or ("psk,server-key,user-key" if authorized else "psk,server-key")).split(",")
+    if not modes or any(m not in ("psk", "server-key", "user-key") for m in modes):
         raise Exit(USAGE, f"--modes takes a list of psk and server-key, not '{args.get('modes')}'")
+    if "user-key" in modes and not authorized:
+        raise Exit(USAGE, "the user-key mode needs --authorized-keys FILE (the users' public keys)")
+    if authorized:
+        if "user-key" not in modes:
+            raise Exit(USAGE, "--authorized-keys is for the user-key mode, which --modes leaves out")
+        opts["authorized_keys"] = authorized
     opts["modes"] = modes
     lines: list[str] = []
-    if "server-key" in modes:
+    if "server-key" in modes or "user-key" in modes:
         flag = args.get("server-key-file")
         given = args.all("psk-file")
         path = flag or server_key_path(given[0] if given else psk_files[0])
@@ -363,10 +371,21 @@ def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[st
         opts["server_key"] = key
         lines.append(f"[INFO] Server key {path}, fingerprint {_seclink.key_fingerprint(_seclink.key_public(key))}")
     elif args.has("server-key-file"):
-        raise Exit(USAGE, "--server-key-file is for the server-key mode, which --modes leaves out")
-    order = [m for m in ("psk", "server-key") if m in modes]
+        raise Exit(USAGE, "--server-key-file is for the server-key and user-key modes, which --modes leaves out")
+    order = [m for m in ("psk", "server-key", "user-key") if m in modes]
     lines.append(f"[INFO] Handshake modes accepted: {', '.join(order)}")
     return modes, lines
+
+
+def reload_users(reload: Any, opts: dict[str, Any], log: Logger) -> None:
+    """SIGHUP: the core re-reads --authorized-keys and logs the outcome (a bad file keeps the old list)."""
+    if not opts.get("authorized_keys"):
+        log.line(LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys)")
+        return
+    try:
+        reload()
+    except Error:
+        pass  # logged by the core
 
 
 def _loaded(path: str, log: Logger) -> bytearray:
@@ -451,6 +470,9 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     def listen_error(e: Exception) -> Exit:
         code = getattr(e, "name", "")
+        if opts.get("authorized_keys") and isinstance(e, KeyFileError):
+            return Exit(KEY, f"authorized keys {opts['authorized_keys']}: {describe(e)} (each line: NAME "
+                             "BASE64-PUBLIC-KEY, as a client's --identity prints it)")
         if code == "ADDRINUSE":
             return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: the port is in use by another program "
                                  "(choose another with --port)")
@@ -489,6 +511,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: stop.set())  # wakes the loop below: reload
     try:
         server = Server(host, port, psk=psk, threads=threads, **opts)
     except (Error, ValueError) as e:
@@ -499,14 +522,16 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         if opts.get("server_key") is not None:
             wipe(opts["server_key"])
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
-    stop_set = {signal.SIGINT, signal.SIGTERM}
+    stop_set = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
     try:
         server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_set)
     started(threads or os.cpu_count() or 1, server.port, "python")  # "Listening on": every worker is ready
-    stop.wait()
+    while stop.wait() and not stop_signal:  # SIGHUP: re-read --authorized-keys, as the C++ server
+        stop.clear()
+        reload_users(server.reload_users, opts, log)
     stopping(stop_signal[0], server.sessions)
     server.close()
     log.line(LOG_INFO, "[INFO] Server stopped")
@@ -529,6 +554,7 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
             wipe(psk)  # the server keeps its own copy
         if opts.get("server_key") is not None:
             wipe(opts["server_key"])
+    loop.add_signal_handler(signal.SIGHUP, reload_users, server.reload_users, opts, log)
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -591,6 +617,25 @@ The key trusted for {where} has the fingerprint {trusted} ({known}, line {line})
 If you know the change is expected (ask the server's operator for the new fingerprint),
 delete line {line} of {known} and connect again.
 """
+
+
+def load_identity(args: Args, log: Logger) -> bytearray:
+    """The client's identity (mode user-key, docs/PROTOCOL.md 12), created on first use at the
+    default location; its public key is printed for the server's --authorized-keys."""
+    path = args.get("identity")
+    is_default = path is None
+    if is_default:
+        path = os.path.join(config_dir(), "identity")
+    try:
+        key, created = server_key(path, create=is_default)
+    except KeyFileError as e:
+        extra = " (or leave out the flag that names it to use the default, created on first use)" if e.name == "KEY_NOT_FOUND" else ""
+        raise Exit(KEY, f"key file {path}: {describe(e)}{extra}") from None
+    if created:
+        log.line(LOG_INFO, f"[INFO] No identity found: created one at {path} (mode 0600)")
+    pub = base64.b64encode(_seclink.key_public(key)).decode()
+    log.line(LOG_INFO, f"[INFO] Identity {path}, public key {pub} (the server lists it as NAME {pub})")
+    return key
 
 
 def connect_checked(args: Args, where: str, make: Any, log: Logger) -> Any:
@@ -759,24 +804,29 @@ def _client(prog: str, argv: Sequence[str]) -> int:
               rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     mode = args.get("mode", "psk")
-    if mode not in ("psk", "server-key"):
-        raise Exit(USAGE, f"--mode takes one mode: psk or server-key, not '{mode}'")
-    if mode != "server-key" and (args.has("server-key") or args.has("trust-on-first-use")):
-        raise Exit(USAGE, "--server-key and --trust-on-first-use need --mode server-key")
+    if mode not in ("psk", "server-key", "user-key"):
+        raise Exit(USAGE, f"--mode takes one mode: psk, server-key or user-key, not '{mode}'")
+    if mode == "psk" and (args.has("server-key") or args.has("trust-on-first-use")):
+        raise Exit(USAGE, "--server-key and --trust-on-first-use need --mode server-key or user-key")
+    if mode != "user-key" and args.has("identity"):
+        raise Exit(USAGE, "--identity needs --mode user-key")
     kw["mode"] = mode
+    if mode == "user-key":
+        kw["identity"] = load_identity(args, log)
     where = host_port(host, port)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
             def make(**extra: Any) -> Any:
                 return _AioSession(loop, **kw, **extra) if loop else Client(**kw, **extra)
-            client = connect_checked(args, where, make, log) if mode == "server-key" else make()
+            client = connect_checked(args, where, make, log) if mode != "psk" else make()
         except Error as e:
             raise connect_error(e, where, mode) from None
         finally:
             wipe(psk)  # the client keeps its own copy
         del kw
-        noise = "Noise NXpsk2, server key verified" if mode == "server-key" else "Noise NNpsk0"
+        noise = {"server-key": "Noise NXpsk2, server key verified",
+                 "user-key": "Noise XXpsk3, server key verified, as a key user"}.get(mode, "Noise NNpsk0")
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: {noise} + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
         session = Session(client, log, timeout, args.has("redact"))

@@ -44,7 +44,9 @@ class Client:
     server's identity too (docs/PROTOCOL.md 11): ``server_key`` is the public key to expect; an
     unknown or different key raises HandshakeError (SERVER_KEY_UNKNOWN / SERVER_KEY_CHANGED) whose
     ``server_key`` attribute is the key the server sent, and a server that does not accept the mode
-    raises HandshakeError (MODE_REFUSED) with ``server_modes``.
+    raises HandshakeError (MODE_REFUSED) with ``server_modes``. ``mode="user-key"`` also presents
+    ``identity`` (a 32-byte private key, e.g. from :func:`seclink.keys.server_key`) as a key user
+    (docs/PROTOCOL.md 12); a server that does not list it closes the session ("unknown user").
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -66,7 +68,8 @@ class Client:
                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None,
-                 rekey_bytes: int = 0, mode: str = "psk", server_key: bytes | None = None) -> None:
+                 rekey_bytes: int = 0, mode: str = "psk", server_key: bytes | None = None,
+                 identity: bytes | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
@@ -77,7 +80,7 @@ class Client:
         self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
-                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key)
+                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key, identity)
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, f"{host}:{port}")
             if err is e:

@@ -61,7 +61,10 @@ class Server:
     (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests. ``server_key`` (32 bytes, a static
     X25519 private key, e.g. from :func:`seclink.keys.server_key`) lets clients verify the server
     (mode ``"server-key"``, docs/PROTOCOL.md 11); ``modes`` (``["psk", "server-key"]``) narrows the
-    modes accepted (default: psk, and server-key with a key).
+    modes accepted (default: psk, and server-key with a key). ``authorized_keys`` (a file of
+    ``NAME PUBLIC-KEY`` lines) admits key users (mode ``"user-key"``, docs/PROTOCOL.md 12);
+    :meth:`reload_users` reads it again; a key user's ``peer`` is ``NAME@host:port``, in the log
+    lines and for the handler.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -76,7 +79,8 @@ class Server:
                  handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0,
-                 server_key: bytes | None = None, modes: list[str] | None = None) -> None:
+                 server_key: bytes | None = None, modes: list[str] | None = None,
+                 authorized_keys: str | os.PathLike[str] | None = None) -> None:
         key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
@@ -93,12 +97,17 @@ class Server:
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
                                       max_memory=max_memory, redact=redact, psk_names=names,
-                                      rekey_bytes=rekey_bytes, server_key=server_key, modes=modes_mask(modes))
+                                      rekey_bytes=rekey_bytes, server_key=server_key, modes=modes_mask(modes),
+                                      authorized_keys=os.fspath(authorized_keys) if authorized_keys else None)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()
         finally:
             wipe(key)  # the native server keeps its own copy, in dump-proof memory
+
+    def reload_users(self) -> None:
+        """Reads the authorized-keys file again (the programs do so on SIGHUP)."""
+        self._s.reload_users()
 
     @property
     def port(self) -> int:
