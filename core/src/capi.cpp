@@ -133,6 +133,10 @@ int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]) {
     return SL_OK;
 }
 
+int sl_conn_set_login(sl_conn *conn, const char *user, const uint8_t *password, size_t password_len) {
+    return conn != nullptr ? conn->impl.set_login(user, password, password_len) : SL_EINVAL;
+}
+
 int sl_conn_client_key(const sl_conn *conn, uint8_t out[32]) {
     if (conn == nullptr || out == nullptr) return SL_EINVAL;
     if (conn->impl.client_static() == nullptr) return SL_ESTATE;

@@ -196,6 +196,8 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if (cfg->rekey_bytes != 0 && (rc = c->conn->set_rekey_bytes(cfg->rekey_bytes)) != SL_OK) return rc;
     if (cfg->mode != 0 && (rc = c->conn->set_mode(cfg->mode)) != SL_OK) return rc;
     if (cfg->server_key != nullptr && (rc = c->conn->set_expected_server_key(cfg->server_key)) != SL_OK) return rc;
+    if (cfg->user != nullptr && (rc = c->conn->set_login(cfg->user, cfg->password, cfg->password_len)) != SL_OK)
+        return rc;
     if (cfg->identity != nullptr) {
         std::memcpy(c->identity.data(), cfg->identity, SL_KEY_BYTES);
         if ((rc = c->conn->set_static_key(c->identity.data())) != SL_OK) return rc;

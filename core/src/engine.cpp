@@ -37,7 +37,10 @@ Connection::Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept : role
     std::memcpy(psk_, psk, kKeyLen);
 }
 
-Connection::~Connection() { wipe(psk_, kKeyLen); }
+Connection::~Connection() {
+    wipe(psk_, kKeyLen);
+    wipe(login_, sizeof login_);
+}
 
 int Connection::set_max_message(size_t n) noexcept {
     if (state_ != State::New) return SL_ESTATE;
@@ -91,7 +94,7 @@ int Connection::rekey() noexcept {
 
 int Connection::set_mode(int mode) noexcept {
     if (state_ != State::New) return SL_ESTATE;
-    if (role_ != SL_CLIENT || mode < SL_MODE_PSK || mode > SL_MODE_USER_KEY) return SL_EINVAL;
+    if (role_ != SL_CLIENT || mode < SL_MODE_PSK || mode > SL_MODE_PASSWORD) return SL_EINVAL;
     mode_ = mode;
     return SL_OK;
 }
@@ -118,6 +121,18 @@ int Connection::set_accepted_modes(unsigned mask) noexcept {
     return SL_OK;
 }
 
+int Connection::set_login(const char *user, const uint8_t *password, size_t len) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    const size_t n = user != nullptr ? std::strlen(user) : 0;
+    if (role_ != SL_CLIENT || n == 0 || n > 32 || len > SL_MAX_PASSWORD || (password == nullptr && len != 0))
+        return SL_EINVAL;
+    login_[0] = static_cast<uint8_t>(n);
+    std::memcpy(login_ + 1, user, n);
+    if (len != 0) std::memcpy(login_ + 1 + n, password, len);
+    login_len_ = 1 + n + len;
+    return SL_OK;
+}
+
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
     if (role_ == SL_SERVER) {  // the mode, so the handshake, is known with frame 1
@@ -125,11 +140,12 @@ int Connection::start() noexcept {
         return SL_OK;
     }
     if (mode_ == SL_MODE_USER_KEY && static_ == nullptr) return SL_EINVAL;  // no identity to show
+    if (mode_ == SL_MODE_PASSWORD && login_len_ == 0) return SL_EINVAL;     // no user name
     const uint8_t prologue[5] = {'S', 'L', 'N', 'K', static_cast<uint8_t>(mode_)};
     int rc = hs_.init(true, prologue, sizeof prologue, psk_,
-                      mode_ == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2
-                      : mode_ == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3
-                                                  : Handshake::Pattern::NNpsk0);
+                      mode_ == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3
+                      : mode_ == SL_MODE_PSK    ? Handshake::Pattern::NNpsk0
+                                                : Handshake::Pattern::NXpsk2);  // modes 2 and 4
     wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
     if (rc == SL_OK && mode_ == SL_MODE_USER_KEY) rc = hs_.set_static(static_);
     if (rc != SL_OK) return fail(rc);
@@ -255,7 +271,7 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
     const uint8_t version = body[sizeof kMagic];
     // PROTOCOL.md 11.2: no mode, or one this server does not accept (or cannot: no static key).
-    if (version < SL_MODE_PSK || version > SL_MODE_USER_KEY || (accepted_ & (1u << version)) == 0 ||
+    if (version < SL_MODE_PSK || version > SL_MODE_PASSWORD || (accepted_ & (1u << version)) == 0 ||
         (version != SL_MODE_PSK && static_ == nullptr))
         return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
@@ -263,7 +279,7 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     int rc = SL_EHANDSHAKE_AUTH;
     if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 11.1, 12)
         rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
-                      version == SL_MODE_SERVER_KEY ? Handshake::Pattern::NXpsk2 : Handshake::Pattern::XXpsk3);
+                      version == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3 : Handshake::Pattern::NXpsk2);
         if (rc == SL_OK) rc = hs_.set_static(static_);
         if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
         if (rc == SL_OK) key_index_ = 0;
@@ -358,6 +374,11 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     ev->type = SL_EVENT_HANDSHAKE_DONE;
     if (!client) return SL_OK;
     confirmed_ = true;  // frame 2 decrypted: the server holds the key
+    if (mode_ == SL_MODE_PASSWORD) {  // PROTOCOL.md 13: AUTH first, instead of the PING
+        rc = seal(SL_MSG_AUTH, login_, login_len_);
+        wipe(login_, sizeof login_);
+        return rc != SL_OK ? fail(rc) : SL_OK;
+    }
     if (!key_confirmation_ || mode_ == SL_MODE_USER_KEY) return SL_OK;  // mode 3: frame 3 confirmed it
     // Key confirmation: the client's first transport frame is an empty PING, queued at once
     // (so it is pipelined with whatever the application sends next, at no extra round trip).
@@ -437,9 +458,18 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
     case SL_MSG_KEY_UPDATE:
         if (content_len != 0) return fail(SL_EBAD_KEY_UPDATE);
         return on_key_update(body, len);
+    case SL_MSG_AUTH:  // only as a mode-4 client's first frame, checked below
+        if (!(role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_)) return fail(SL_EBAD_TYPE);
+        break;
     default: return fail(SL_EBAD_TYPE);
     }
-    if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_) {  // PROTOCOL.md 13
+        const size_t n = content_len > 0 ? p[1] : 0;
+        if (type != SL_MSG_AUTH || n < 1 || n > 32 || content_len < 1 + n || content_len - 1 - n > SL_MAX_PASSWORD)
+            return fail(SL_EBAD_AUTH);
+    }
+    if (body != nullptr && type != SL_MSG_AUTH) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (body != nullptr && type == SL_MSG_AUTH) trace(false, 3, body, len, recv_n_ - 1, type, nullptr, 0);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
     if (type == SL_MSG_PONG && await_confirm_pong_) {
         await_confirm_pong_ = false;  // the answer to the key-confirmation PING: not delivered
@@ -489,7 +519,8 @@ int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
         out_len_ -= SL_PREFIX_BYTES + body_len;
         return fail(rc);
     }
-    trace(true, 3, body, body_len, send_n_, type, data, len);
+    // The password in an AUTH is never traced (PROTOCOL.md 13: no password in any log).
+    trace(true, 3, body, body_len, send_n_, type, type == SL_MSG_AUTH ? nullptr : data, type == SL_MSG_AUTH ? 0 : len);
     ++send_n_;
     if (type == SL_MSG_KEY_UPDATE || type == SL_MSG_CLOSE) return SL_OK;
     // Automatic rekeying (PROTOCOL.md 10): bytes, not frames, with one block per frame for the tag.

@@ -57,6 +57,7 @@ public:
     int set_expected_server_key(const uint8_t pub[kDhLen]) noexcept;
     int set_static_key(const uint8_t *priv) noexcept;
     int set_accepted_modes(unsigned mask) noexcept;
+    int set_login(const char *user, const uint8_t *password, size_t len) noexcept;
     // Client: the static key a mode-2 server sent (also after SERVER_KEY_*), else NULL; the modes a
     // server refusing ours accepts (after MODE_REFUSED), else 0.
     const uint8_t *server_static() const noexcept { return has_server_static_ ? server_static_ : nullptr; }
@@ -151,6 +152,8 @@ private:
     const uint8_t *static_ = nullptr;
     uint8_t expected_[kDhLen] = {}, server_static_[kDhLen] = {}, client_static_[kDhLen] = {};
     bool has_expected_ = false, has_server_static_ = false, has_client_static_ = false;
+    uint8_t login_[1 + 32 + SL_MAX_PASSWORD] = {};  // mode 4's AUTH content, wiped once sent
+    size_t login_len_ = 0;
     Secret<kKeyLen> psk_;  // until start(): then the handshake holds it
     uint8_t h_[kHashLen] = {};
     Aead send_, recv_;

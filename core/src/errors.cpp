@@ -38,6 +38,7 @@ constexpr ErrorInfo kErrors[] = {
     {SL_ESERVER_KEY_CHANGED, "SERVER_KEY_CHANGED",
      "the server's key is not the one trusted for it: someone may be in the middle, or the key was replaced"},
     {SL_EMODE_REFUSED, "MODE_REFUSED", "the server does not accept the handshake mode asked for"},
+    {SL_EBAD_AUTH, "BAD_AUTH", "the client did not start with a well-formed user name and password"},
     {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
     {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
     {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
@@ -110,7 +111,8 @@ extern "C" int sl_err_category(int err) {
     case SL_EWEAK_KEY:
     case SL_ESERVER_KEY_UNKNOWN:
     case SL_ESERVER_KEY_CHANGED:
-    case SL_EMODE_REFUSED: return SL_CAT_HANDSHAKE;
+    case SL_EMODE_REFUSED:
+    case SL_EBAD_AUTH: return SL_CAT_HANDSHAKE;
     case SL_ECLOSED:
     case SL_EFRAME_TOO_SHORT:
     case SL_EFRAME_TOO_LARGE:

@@ -119,6 +119,7 @@ const char *type_name(int t) {
     case SL_MSG_PING: return "PING";
     case SL_MSG_PONG: return "PONG";
     case SL_MSG_KEY_UPDATE: return "KEY_UPDATE";
+    case SL_MSG_AUTH: return "AUTH";
     default: return "?";
     }
 }

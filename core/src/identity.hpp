@@ -18,4 +18,10 @@ int read_authorized_keys(const std::string &path, UserKeys &out, unsigned *bad_l
 
 std::string fingerprint_of(const uint8_t pub[32]);
 
+// Password users (PROTOCOL.md 13): the file's lines, checked; whether `name` has this password
+// (scrypt with the line's parameters, compared in constant time; an unknown name costs as much).
+int read_password_users(const std::string &path, std::vector<std::string> &lines, unsigned *bad_line);
+bool password_matches(const std::vector<std::string> &lines, const std::string &name, const uint8_t *password,
+                      size_t len);
+
 }  // namespace seclink::detail

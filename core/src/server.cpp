@@ -466,6 +466,11 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
             const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
             if (rc != SL_OK) return rc;
         }
+        if (cfg->password_users != nullptr) {
+            std::vector<std::string> lines;
+            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
+            if (rc != SL_OK) return rc;
+        }
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
         s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());

@@ -75,9 +75,15 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
         if (read_authorized_keys(users_path_, users_, &line) != SL_OK) users_path_.clear();  // sl_policy_new refuses
     }
     cfg.authorized_keys = nullptr;
+    if (c.password_users != nullptr) {
+        passwords_path_ = c.password_users;
+        if (read_password_users(passwords_path_, passwords_, nullptr) != SL_OK) passwords_path_.clear();
+    }
+    cfg.password_users = nullptr;
     if (cfg.modes == 0)
         cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u) |
-                    (has_static_key && !users_path_.empty() ? 1u << SL_MODE_USER_KEY : 0u);
+                    (has_static_key && !users_path_.empty() ? 1u << SL_MODE_USER_KEY : 0u) |
+                    (has_static_key && !passwords_path_.empty() ? 1u << SL_MODE_PASSWORD : 0u);
     // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 11.2).
     std::string body("SLNK\0\0", 6);
     for (int m = 1; m < 32; ++m)
@@ -104,22 +110,76 @@ std::string Policy::user_for(const uint8_t pub[32]) {
 }
 
 int Policy::reload_users() {
-    if (users_path_.empty()) return SL_EINVAL;
-    UserKeys fresh;
-    unsigned line = 0;
-    const int rc = read_authorized_keys(users_path_, fresh, &line);
-    if (rc != SL_OK) {
-        log(SL_LOG_WARN, "[WARN] authorized keys " + users_path_ + (line ? " line " + std::to_string(line) : "") + ": " +
-                             errtext(rc) + "; the previous list stays in force");
-        return rc;
+    if (users_path_.empty() && passwords_path_.empty()) return SL_EINVAL;
+    int result = SL_OK;
+    auto report = [&](const char *what, const std::string &path, int rc, unsigned line, size_t n) {
+        if (rc != SL_OK) {
+            log(SL_LOG_WARN, std::string("[WARN] ") + what + " " + path + (line ? " line " + std::to_string(line) : "") +
+                                 ": " + errtext(rc) + "; the previous list stays in force");
+            result = rc;
+        } else {
+            log(SL_LOG_INFO, std::string("[INFO] ") + what + " " + path + ": " + std::to_string(n) + (n == 1 ? " user" : " users"));
+        }
+    };
+    if (!users_path_.empty()) {
+        UserKeys fresh;
+        unsigned line = 0;
+        const int rc = read_authorized_keys(users_path_, fresh, &line);
+        const size_t n = fresh.size();
+        if (rc == SL_OK) {
+            std::lock_guard<std::mutex> lock(users_mu_);
+            users_.swap(fresh);
+        }
+        report("authorized keys", users_path_, rc, line, n);
     }
-    const size_t n = fresh.size();
+    if (!passwords_path_.empty()) {
+        std::vector<std::string> fresh;
+        unsigned line = 0;
+        const int rc = read_password_users(passwords_path_, fresh, &line);
+        const size_t n = fresh.size();
+        if (rc == SL_OK) {
+            std::lock_guard<std::mutex> lock(users_mu_);
+            passwords_.swap(fresh);
+        }
+        report("password users", passwords_path_, rc, line, n);
+    }
+    return result;
+}
+
+bool Policy::check_password(const std::string &name, const uint8_t *password, size_t len) {
+    std::vector<std::string> lines;
     {
         std::lock_guard<std::mutex> lock(users_mu_);
-        users_.swap(fresh);
+        lines = passwords_;  // scrypt runs outside the lock
     }
-    log(SL_LOG_INFO, "[INFO] authorized keys " + users_path_ + ": " + std::to_string(n) + (n == 1 ? " user" : " users"));
-    return SL_OK;
+    return password_matches(lines, name, password, len);
+}
+
+bool Policy::locked_out(const std::string &name, const std::string &addr, int64_t now) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    for (const std::string &key : {"u:" + name, "a:" + addr}) {
+        auto it = failures_.find(key);
+        if (it != failures_.end() && it->second.count >= kFreeFailures && now - it->second.last < kLockoutMs) return true;
+    }
+    return false;
+}
+
+void Policy::login_result(const std::string &name, const std::string &addr, bool ok, int64_t now) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    if (failures_.size() > 4096) {  // forget failures older than the lockout
+        for (auto it = failures_.begin(); it != failures_.end();)
+            it = now - it->second.last >= kLockoutMs ? failures_.erase(it) : std::next(it);
+    }
+    for (const std::string &key : {"u:" + name, "a:" + addr}) {
+        if (ok) {
+            failures_.erase(key);
+            continue;
+        }
+        Failures &f = failures_[key];
+        if (now - f.last >= kLockoutMs) f.count = 0;
+        ++f.count;
+        f.last = now;
+    }
 }
 
 void Policy::log(int level, const std::string &line) noexcept {
@@ -287,6 +347,29 @@ void Session::authenticate(int64_t now) {
     }
 }
 
+// PROTOCOL.md 13: the AUTH of a mode-4 client. The password is never logged.
+void Session::login(const sl_event &ev, int64_t now) {
+    const size_t n = ev.data[0];
+    const std::string name(reinterpret_cast<const char *>(ev.data) + 1, n);
+    bool valid = true;
+    for (char c : name) valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+    const std::string who = valid ? name : "(not a valid name)";
+    if (p_.locked_out(name, addr_, now)) {
+        finish(SL_LOG_WARN, "refused: too many failed attempts (user " + who + " or address " + addr_ + "); not checked",
+               "too many failed attempts: try again later", now);
+        return;
+    }
+    const bool ok = valid && p_.check_password(name, ev.data + 1 + n, ev.len - 1 - n);
+    p_.login_result(name, addr_, ok, now);
+    if (!ok) {
+        finish(SL_LOG_WARN, "refused: wrong user or password (user " + who + ")", "wrong user or password", now);
+        return;
+    }
+    user_ = name;
+    peer_ = user_ + "@" + peer_;  // every later line of the session names the user
+    authenticate(now);
+}
+
 bool Session::wants_read() const noexcept {
     return status_ == SL_SESSION_OPEN && (phase_ == Phase::Handshake || phase_ == Phase::Open) && !awaiting_reply_ &&
            conn_.pending_size() <= kHighWater;
@@ -368,6 +451,10 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         }
         off += used;
         const bool confirming = !was_confirmed && conn_.peer_confirmed();
+        if (confirming && conn_.mode() == SL_MODE_PASSWORD) {  // the engine let only a well-formed AUTH through
+            login(ev, now);
+            continue;
+        }
         if (confirming) authenticate(now);
         if (ev.type != SL_EVENT_MESSAGE || status_ != SL_SESSION_OPEN) continue;
         // The key-confirmation PING (PROTOCOL.md 4.1) is part of the handshake, not a message.
@@ -656,6 +743,11 @@ int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
         if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
             seclink::detail::UserKeys users;
             const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
+            if (rc != SL_OK) return rc;
+        }
+        if (cfg->password_users != nullptr) {
+            std::vector<std::string> lines;
+            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
             if (rc != SL_OK) return rc;
         }
         *out = new sl_policy(*cfg);

@@ -66,6 +66,13 @@ public:
     // Key users (PROTOCOL.md 12): the name for a client key, "" if none; and re-reading the file.
     std::string user_for(const uint8_t pub[32]);
     int reload_users();
+    // Password users (PROTOCOL.md 13) and the failed-attempt limits per user name and address.
+    bool has_password_users() const noexcept { return !passwords_path_.empty(); }
+    bool check_password(const std::string &name, const uint8_t *password, size_t len);
+    bool locked_out(const std::string &name, const std::string &addr, int64_t now);
+    void login_result(const std::string &name, const std::string &addr, bool ok, int64_t now);
+    static constexpr unsigned kFreeFailures = 3;       // then refused...
+    static constexpr int64_t kLockoutMs = 60000;       // ...for this long after the last failure
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot
@@ -83,6 +90,13 @@ private:
     std::mutex users_mu_;
     std::string users_path_;
     std::vector<std::pair<std::string, std::array<uint8_t, 32>>> users_;
+    std::string passwords_path_;
+    std::vector<std::string> passwords_;
+    struct Failures {
+        unsigned count = 0;
+        int64_t last = 0;
+    };
+    std::unordered_map<std::string, Failures> failures_;  // "u:NAME" and "a:ADDR", under users_mu_
 };
 
 class Session {
@@ -122,6 +136,7 @@ private:
     void try_admit(int64_t now);
     void leave_queue() noexcept;
     void authenticate(int64_t now);
+    void login(const sl_event &ev, int64_t now);
     void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
     int send_reply(const uint8_t *data, size_t len, int64_t now);
     // Starts closing: queues CLOSE `close_reason` (if authenticated and it may still send),

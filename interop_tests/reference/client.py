@@ -51,14 +51,16 @@ def stdin_lines() -> Iterator[bytes]:
 
 def run(host: str, port: int, psk: bytes, messages: Iterable[bytes],
         max_message: int = DEFAULT_MAX_MESSAGE, rekey_bytes: int = DEFAULT_REKEY_BYTES,
-        server_key: bytes | None = None, identity: bytes | None = None) -> None:
+        server_key: bytes | None = None, identity: bytes | None = None,
+        login: tuple[str, bytes] | None = None) -> None:
     try:
         sock = socket.create_connection((host, port))
     except OSError as error:
         raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
     with sock:
         conn = Connection("client", psk, max_message=max_message, rekey_bytes=rekey_bytes,
-                          mode=(3 if identity else 2) if server_key else 1, server_key=server_key, identity=identity)
+                          mode=(4 if login else 3 if identity else 2) if server_key else 1, server_key=server_key,
+                          identity=identity, login=login)
         conn.start()
         try:
             sock.sendall(conn.data_to_send())
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
     parser.add_argument("--server-public-key", help="mode 2 (section 11): the server's static public key, hex")
     parser.add_argument("--identity-file", help="with --server-public-key, mode 3 (section 12): this key file")
+    parser.add_argument("--user", help="with --server-public-key, mode 4 (section 13): this user, the password "
+                                       "from $SECLINK_PASSWORD")
     args = parser.parse_args(argv)
     try:
         messages = [os.fsencode(m) for m in args.messages]
@@ -112,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         psk = load_key(default_key_path(args.psk_file))
         expected = bytes.fromhex(args.server_public_key) if args.server_public_key else None
         identity = load_key(args.identity_file) if args.identity_file else None
-        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message, args.rekey_bytes, expected, identity)
+        login = (args.user, os.environ.get("SECLINK_PASSWORD", "").encode()) if args.user else None
+        run(args.host, args.port, psk, messages or stdin_lines(), args.max_message, args.rekey_bytes, expected, identity,
+            login)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ SERVER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_server_key.json")
 SERVER_STATIC = sha256(b"seclink server static").digest()
 USER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_user_key.json")
 CLIENT_STATIC = sha256(b"seclink client identity").digest()
+PASSWORD_PATH = VECTORS_PATH.with_name("seclink_v1_password.json")
 REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
@@ -451,6 +452,53 @@ def build_user_key_vectors() -> dict[str, Any]:
     }
 
 
+def build_password_vectors() -> dict[str, Any]:
+    """Section 13: a mode-4 connection with its AUTH frame, and a users-file line."""
+    import base64
+    import hashlib
+    from .seclink_ref import MODE_PASSWORD, password_matches, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    server_pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+    salt = sha256(b"seclink password salt").digest()[:16]
+    password = "correct horse battery staple"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, dklen=32)
+    line = f"bob scrypt 16384 8 1 {base64.b64encode(salt).decode()} {base64.b64encode(digest).decode()}"
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_PASSWORD, server_key=server_pub,
+                        login=("bob", password.encode()))
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC, accepted_modes=[1, 2, 4])
+    client.start()
+    wire = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "transport")):
+        frame = (client if sender == "client" else server).data_to_send()
+        events = (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    wire[2].update(type="AUTH", content=(bytes([3]) + b"bob" + password.encode()).hex())
+    assert events[0].name == "bob" and password_matches(line, "bob", events[0].password)
+    # A first frame that is not AUTH (an empty PING, sealed with the client's key at counter 0).
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from .seclink_ref import nonce
+    c2s = client._send.key
+    body = nonce(0) + AESGCM(c2s).encrypt(nonce(0), bytes([PING]), b"")
+    not_auth = prefixed(body)
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 4, password users (docs/PROTOCOL.md section 13): Noise NXpsk2 with prologue SLNK 04, "
+                       "then the AUTH message; and a users-file line for the password.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": server_pub.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "user": "bob",
+        "password": password,
+        "users_line": line,
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "malformed": [{"name": "first_frame_not_auth", "to": "server", "after": 2, "bytes": not_auth.hex(),
+                       "error": "BAD_AUTH"}],
+    }
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -463,6 +511,8 @@ def main() -> None:
     print(f"wrote {ROTATION_PATH}")
     REKEY_PATH.write_text(render(build_rekey_vectors()), encoding="utf-8")
     print(f"wrote {REKEY_PATH}")
+    PASSWORD_PATH.write_text(render(build_password_vectors()), encoding="utf-8")
+    print(f"wrote {PASSWORD_PATH}")
     SERVER_KEY_PATH.write_text(render(build_server_key_vectors()), encoding="utf-8")
     print(f"wrote {SERVER_KEY_PATH}")
     USER_KEY_PATH.write_text(render(build_user_key_vectors()), encoding="utf-8")

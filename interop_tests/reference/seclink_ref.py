@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
 PROLOGUE = b"SLNK\x01"
 PROLOGUE_2 = b"SLNK\x02"  # section 11
-MODE_PSK, MODE_SERVER_KEY, MODE_USER_KEY = 0x01, 0x02, 0x03
-MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key", MODE_USER_KEY: "user-key"}
+MODE_PSK, MODE_SERVER_KEY, MODE_USER_KEY, MODE_PASSWORD = 0x01, 0x02, 0x03, 0x04
+MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key", MODE_USER_KEY: "user-key", MODE_PASSWORD: "password"}
+AUTH = 0x06  # section 13
 FRAME3_MIN = 64  # section 12
 MAGIC = b"SLNK"
 VERSION = 0x01
@@ -67,6 +68,7 @@ ERRORS = {
     "SERVER_KEY_UNKNOWN": "the server's static key is not one this client expects",
     "SERVER_KEY_CHANGED": "the server's static key differs from the one this client expects",
     "MODE_REFUSED": "the server does not accept the handshake mode asked for",
+    "BAD_AUTH": "mode 4: the first frame is not a well-formed AUTH",
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
@@ -359,6 +361,19 @@ class XXpsk3Handshake(NXpsk2Handshake):
         return payload
 
 
+def password_matches(line: str, name: str, password: bytes) -> bool:
+    """Section 13: `line` of a users file (NAME scrypt N r p SALT HASH) holds this name and password."""
+    import hashlib
+    fields = line.split()
+    if len(fields) != 7 or fields[0] != name or fields[1] != "scrypt":
+        return False
+    n, r, p = int(fields[2]), int(fields[3]), int(fields[4])
+    want = base64.b64decode(fields[6])
+    got = hashlib.scrypt(password, salt=base64.b64decode(fields[5]), n=n, r=r, p=p, dklen=len(want),
+                         maxmem=2 * 128 * r * (n + p + 2))
+    return hmac.compare_digest(got, want)
+
+
 def modes_frame(accepted: list[int]) -> bytes:
     """Section 11.2: how a server answers a frame 1 in a mode it does not accept."""
     body = MAGIC + b"\x00" + bytes([len(accepted)]) + bytes(sorted(accepted))
@@ -387,13 +402,20 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """Section 13 (server, mode 4): the client's user name and password, for the server to check."""
+    name: str
+    password: bytes
+
+
+@dataclass(frozen=True)
 class Closed:
     """The peer sent CLOSE (reason: its text, invalid UTF-8 replaced), or the stream ended
     between frames without a CLOSE (reason None: the peer vanished)."""
     reason: str | None
 
 
-Event = HandshakeDone | Message | Closed
+Event = HandshakeDone | Message | Closed | Auth
 
 
 class Connection:
@@ -408,7 +430,8 @@ class Connection:
                  max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
                  psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES,
                  mode: int = MODE_PSK, static: bytes | None = None, server_key: bytes | None = None,
-                 accepted_modes: list[int] | None = None, identity: bytes | None = None) -> None:
+                 accepted_modes: list[int] | None = None, identity: bytes | None = None,
+                 login: tuple[str, bytes] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
@@ -428,9 +451,10 @@ class Connection:
         self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY, MODE_USER_KEY] if static else []))
         self.server_static: bytes | None = None
         self.client_static: bytes | None = None  # section 12: server, after frame 3
+        self._login = login  # section 13: a mode-4 client's (name, password)
         self.server_modes: list[int] | None = None
-        if mode == MODE_SERVER_KEY and role == "client":
-            self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral)
+        if mode in (MODE_SERVER_KEY, MODE_PASSWORD) and role == "client":
+            self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral, prologue=MAGIC + bytes([mode]))
         elif mode == MODE_USER_KEY and role == "client":
             self._noise = XXpsk3Handshake(True, psk, ephemeral=ephemeral, static=identity)
         else:
@@ -597,10 +621,11 @@ class Connection:
                 raise ProtocolError("BAD_MAGIC")
             if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
                 raise ProtocolError("BAD_VERSION")  # section 11.2: answered with modes_frame()
-            if body[4] in (MODE_SERVER_KEY, MODE_USER_KEY):  # sections 11.1, 12: the first PSK only
-                kind = NXpsk2Handshake if body[4] == MODE_SERVER_KEY else XXpsk3Handshake
-                self._noise = kind(False, self._psks[0] if self._psks else self._psk,
+            if body[4] != MODE_PSK:  # sections 11.1, 12, 13: the first PSK only
+                kind = XXpsk3Handshake if body[4] == MODE_USER_KEY else NXpsk2Handshake
+                self._noise = kind(False, self._psks[0] if self._psks else self._psk, prologue=body[:5],
                                    ephemeral=self._ephemeral, static=self._static)
+                self.mode = body[4]
                 self._noise.read_message_1(body[5:])
                 self.psk_index = 0
                 if body[4] == MODE_USER_KEY:  # frame 2, then frame 3 completes the handshake
@@ -629,7 +654,7 @@ class Connection:
                 self.server_modes = list(body[6:6 + body[5]])
                 raise ProtocolError("MODE_REFUSED")
             self._noise.read_message_2(body)        # payload ignored in version 1
-            if self.mode in (MODE_SERVER_KEY, MODE_USER_KEY):  # 11.1: c2 verified; now the key
+            if self.mode != MODE_PSK:               # 11.1: c2 verified; now the key
                 self.server_static = self._noise.remote_static
                 if self._expected is None:
                     raise ProtocolError("SERVER_KEY_UNKNOWN")
@@ -644,7 +669,10 @@ class Connection:
             self._send, self._recv = self._noise.split()
             self._state = "transport"
             self._confirmed = True                  # frame 2 proved the server's key
-            if self._key_confirmation:              # section 4.1: the empty PING goes first
+            if self.mode == MODE_PASSWORD:          # section 13: AUTH goes first, not the PING
+                name, password = self._login
+                self._seal(bytes([AUTH, len(name)]) + name.encode() + password)
+            elif self._key_confirmation:            # section 4.1: the empty PING goes first
                 self._queue_transport(bytes([PING]))
                 self._await_pong = True
             return [HandshakeDone()]
@@ -674,7 +702,13 @@ class Connection:
         except InvalidTag:
             raise ProtocolError("AUTH") from None
         type, content = plaintext[0], plaintext[1:]
+        first = not self._confirmed
         self._confirmed = True  # (server) a valid frame from the client: it holds the key
+        if self.role == "server" and self.mode == MODE_PASSWORD and first:  # section 13
+            n = content[0] if content else 0
+            if type != AUTH or not 1 <= n <= 32 or len(content) < 1 + n or len(content) - 1 - n > 1024:
+                raise ProtocolError("BAD_AUTH")
+            return [Auth(content[1:1 + n].decode("utf-8", "replace"), content[1 + n:])]
         if type == DATA:
             return [Message(DATA, content)]
         if type == CLOSE:

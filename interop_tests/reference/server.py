@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, ERRORS, modes_frame, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (Auth, password_matches, DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, ERRORS, modes_frame, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -31,13 +31,14 @@ def log(line: str) -> None:
 
 def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
                  max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None,
-                 users: dict[bytes, str] | None = None) -> None:
+                 users: dict[bytes, str] | None = None, passwords: list[str] | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
     # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
     conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
                       rekey_bytes=rekey_bytes, static=static,
-                      accepted_modes=[1] + ([2] if static else []) + ([3] if static and users is not None else []))
+                      accepted_modes=[1] + ([2] if static else []) + ([3] if static and users is not None else [])
+                      + ([4] if static and passwords is not None else []))
     received = sent = 0
     reason = "peer vanished"
     try:
@@ -66,6 +67,14 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                                 break
                             which += f" (user {user})"
                         log(f"[INFO] {peer}: handshake done{which}")
+                    elif isinstance(event, Auth):  # section 13: a password user
+                        if any(password_matches(line, event.name, event.password) for line in passwords or []):
+                            log(f"[INFO] {peer}: handshake done (user {event.name})")
+                        else:
+                            conn.close("wrong user or password")
+                            reason = "wrong user or password"
+                            done = True
+                            break
                     elif isinstance(event, Message) and event.type == DATA:
                         received += 1
                         log(f"[RECV] {peer} #{received} {describe(event.content)} ({len(event.content)} bytes)")
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
     parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 11)")
     parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 12)")
+    parser.add_argument("--users", help="password users file: accept mode 4 too (section 13)")
     args = parser.parse_args(argv)
     try:
         names = [str(default_key_path(p)) for p in args.psk_file or [None]]
@@ -118,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         psks = [load_key(n) for n in names]
         static = load_key(args.server_key_file) if args.server_key_file else None
+        passwords = None
+        if args.users:
+            with open(args.users) as f:
+                passwords = [line for line in f if line.strip() and not line.startswith("#")]
         users = None
         if args.authorized_keys:
             with open(args.authorized_keys) as f:
@@ -142,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
                                       args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message,
-                                            args.rekey_bytes, static, users))
+                                            args.rekey_bytes, static, users, passwords))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

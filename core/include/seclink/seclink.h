@@ -97,7 +97,8 @@ typedef enum sl_err {
     SL_EBAD_KEY_UPDATE = 60,  /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
     SL_ESERVER_KEY_UNKNOWN = 61, /* the server's static key is not one this client knows (PROTOCOL.md 11) */
     SL_ESERVER_KEY_CHANGED = 62, /* the server's static key differs from the one this client expects */
-    SL_EMODE_REFUSED = 63     /* the server does not accept the handshake mode asked for */
+    SL_EMODE_REFUSED = 63,    /* the server does not accept the handshake mode asked for */
+    SL_EBAD_AUTH = 64         /* mode 4: the client's first frame is not a well-formed AUTH (PROTOCOL.md 13) */
 } sl_err;
 
 /* What kind of failure an error is, for programs that report failures by kind. The values are
@@ -168,9 +169,12 @@ SL_API const char *sl_errname(int err);
 typedef enum sl_mode {
     SL_MODE_PSK = 1,        /* Noise NNpsk0: both sides prove the PSK (the default) */
     SL_MODE_SERVER_KEY = 2, /* Noise NXpsk2: and the server its static key, checked by the client */
-    SL_MODE_USER_KEY = 3    /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 12) */
+    SL_MODE_USER_KEY = 3,   /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 12) */
+    SL_MODE_PASSWORD = 4    /* as SL_MODE_SERVER_KEY, then a user name and password (PROTOCOL.md 13) */
 } sl_mode;
-#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY))            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
+#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY) | \
+                      (1u << SL_MODE_PASSWORD))
+#define SL_MAX_PASSWORD 1024u /* bytes */            /* keys a server accepts at once (key rotation, PROTOCOL.md 9) */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -222,8 +226,10 @@ typedef enum sl_msg_type {
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
     SL_MSG_PONG = 4,
-    SL_MSG_KEY_UPDATE = 5 /* rekeying (PROTOCOL.md 10): sent by sl_conn_rekey() and automatically,
+    SL_MSG_KEY_UPDATE = 5, /* rekeying (PROTOCOL.md 10): sent by sl_conn_rekey() and automatically,
                              never by sl_conn_send(); handled by the engine, never delivered */
+    SL_MSG_AUTH = 6       /* mode 4 (PROTOCOL.md 13): sent by the engine (sl_conn_set_login); a server's
+                             session layer checks it (delivered by sl_conn_feed to it) */
 } sl_msg_type;
 
 typedef enum sl_event_type {
@@ -305,6 +311,16 @@ SL_API int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask);
 /** Client: the static key a mode-2 server sent, once frame 2 verified (also after
  *  SL_ESERVER_KEY_UNKNOWN / CHANGED). Returns SL_OK, SL_EINVAL, SL_ESTATE (none received). */
 SL_API int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]);
+
+/** Client, SL_MODE_PASSWORD: the user name and password (copied; wiped once sent) that the engine
+ *  sends as AUTH once the server's key is accepted. Before sl_conn_start(). Returns SL_OK,
+ *  SL_EINVAL (a name of 0 or over 32 characters, a password over SL_MAX_PASSWORD), SL_ESTATE. */
+SL_API int sl_conn_set_login(sl_conn *conn, const char *user, const uint8_t *password, size_t password_len);
+
+/** Appends (or replaces) the line of `user` in the password users file at `path` (PROTOCOL.md 13):
+ *  a salted scrypt hash (N 16384, r 8, p 1, OpenSSL's KDF), the file created with mode 0600.
+ *  Returns SL_OK, SL_EINVAL, SL_EIO, SL_ECRYPTO, SL_EKEY_PERMISSIONS (group/other may write it). */
+SL_API int sl_users_add(const char *path, const char *user, const uint8_t *password, size_t password_len);
 
 /** Server, SL_MODE_USER_KEY: the client's static public key, once frame 3 verified. Returns
  *  SL_OK, SL_EINVAL, SL_ESTATE (none yet). */
@@ -521,6 +537,9 @@ typedef struct sl_server_config {
                                        authorized_keys is set too */
     const char *authorized_keys;    /* key users (PROTOCOL.md 12): a file of NAME BASE64(KEY)
                                        lines, read at start and by sl_*_reload_users */
+    const char *password_users;     /* password users (PROTOCOL.md 13): a file written by
+                                       sl_users_add, read at start and by sl_*_reload_users;
+                                       enables SL_MODE_PASSWORD (with server_key) */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -705,6 +724,9 @@ typedef struct sl_client_config {
                                    when connecting fails with SL_ESERVER_KEY_UNKNOWN / CHANGED */
     unsigned *server_modes_seen; /* if not NULL: receives the modes a server refusing ours accepts */
     const uint8_t *identity;    /* SL_MODE_USER_KEY: the client's 32-byte private key (copied) */
+    const char *user;           /* SL_MODE_PASSWORD: see sl_conn_set_login */
+    const uint8_t *password;
+    size_t password_len;
 } sl_client_config;
 
 SL_API void sl_client_config_init(sl_client_config *cfg);
