@@ -112,8 +112,8 @@ TEST(ServerKeyTest, Mode1ClientsStillConnectToAServerWithAKey) {
     EXPECT_EQ(sl_conn_set_mode(p.server, SL_MODE_SERVER_KEY), SL_ESTATE);
     Pair q;
     EXPECT_EQ(sl_conn_set_mode(q.server, SL_MODE_SERVER_KEY), SL_EINVAL) << "a client's setting";
-    EXPECT_EQ(sl_conn_set_mode(q.client, 4), SL_EINVAL);
-    EXPECT_EQ(sl_conn_set_accepted_modes(q.server, 1u << 4), SL_EINVAL);
+    EXPECT_EQ(sl_conn_set_mode(q.client, 5), SL_EINVAL);
+    EXPECT_EQ(sl_conn_set_accepted_modes(q.server, 1u << 5), SL_EINVAL);
 }
 
 TEST(ServerKeyTest, FingerprintsAreBase32GroupsAndMatchLoosely) {
