@@ -182,6 +182,11 @@ public:
         if (k.size() != 32) throw py::value_error("a static key is 32 bytes");
         check(sl_conn_set_static_key(c_, k.data()), "static_key");
     }
+    void set_login(const std::string &user, const py::buffer &password) {
+        Lock lock(this);
+        Bytes pw(password);
+        check(sl_conn_set_login(c_, user.c_str(), pw.data(), pw.size()), "login");
+    }
     void set_accepted_modes(unsigned mask) {
         Lock lock(this);
         check(sl_conn_set_accepted_modes(c_, mask), "accepted_modes");
@@ -302,7 +307,8 @@ public:
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact,
            const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys)
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
+           std::optional<std::string> password_users)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
         seclink_py::KeyList k(psk, psk_names);
@@ -320,6 +326,7 @@ public:
         }
         cfg.modes = modes;
         if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
+        if (password_users) cfg.password_users = password_users->c_str();
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -493,7 +500,8 @@ public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
            py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
            std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes, int mode,
-           std::optional<py::buffer> server_key, std::optional<py::buffer> identity)
+           std::optional<py::buffer> server_key, std::optional<py::buffer> identity, std::optional<std::string> user,
+           std::optional<py::buffer> password)
         : trace_(std::move(trace)) {
         auto k = key_from(psk);
         sl_client_config cfg;
@@ -516,6 +524,15 @@ public:
             ident.emplace(*identity);
             if (ident->size() != 32) throw py::value_error("an identity is a 32-byte private key");
             cfg.identity = ident->data();
+        }
+        std::optional<Bytes> pw;
+        if (user) {
+            cfg.user = user->c_str();
+            if (password) {
+                pw.emplace(*password);
+                cfg.password = pw->data();
+                cfg.password_len = pw->size();
+            }
         }
         uint8_t seen[32] = {};
         unsigned modes_seen = 0;
@@ -698,6 +715,15 @@ PYBIND11_MODULE(_seclink, m) {
         if (k.size() != 32) throw py::value_error("a public key is 32 bytes");
         check(sl_known_servers_add(path.c_str(), host_port.c_str(), k.data()), "known servers file " + path);
     }, py::arg("path"), py::arg("host_port"), py::arg("pub"));
+    m.def("users_add", [](const std::string &path, const std::string &user, const py::buffer &password) {
+        Bytes pw(password);
+        int rc;
+        {
+            py::gil_scoped_release nogil;  // scrypt takes a while
+            rc = sl_users_add(path.c_str(), user.c_str(), pw.data(), pw.size());
+        }
+        check(rc, "users file " + path);
+    }, py::arg("path"), py::arg("user"), py::arg("password"));
     m.def("known_servers_path", []() {
         char buf[4096];
         check(sl_known_servers_path(buf, sizeof buf, nullptr), "known servers file");
@@ -778,6 +804,7 @@ PYBIND11_MODULE(_seclink, m) {
         .def("set_server_key", &Connection::set_server_key, py::arg("pub"))
         .def("set_static_key", &Connection::set_static_key, py::arg("priv"))
         .def("set_accepted_modes", &Connection::set_accepted_modes, py::arg("mask"))
+        .def("set_login", &Connection::set_login, py::arg("user"), py::arg("password"))
         .def_property_readonly("server_key", &Connection::server_key)
         .def_property_readonly("server_modes", &Connection::server_modes)
         .def("set_rekey_bytes", &Connection::set_rekey_bytes, py::arg("n"))
@@ -796,14 +823,15 @@ PYBIND11_MODULE(_seclink, m) {
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
                       size_t, bool, const std::optional<std::vector<std::string>> &, uint64_t,
-                      std::optional<py::buffer>, unsigned, std::optional<std::string>>(),
+                      std::optional<py::buffer>, unsigned, std::optional<std::string>, std::optional<std::string>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
              py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
              py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
              py::arg("redact") = false, py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
-             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none())
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none(),
+             py::arg("password_users") = py::none())
         .def_property_readonly("port", &Server::port)
         .def("reload_users", &Server::reload_users)
         .def_property_readonly("sessions", &Server::sessions)
@@ -814,11 +842,12 @@ PYBIND11_MODULE(_seclink, m) {
     py::class_<Client>(m, "Client")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
                       std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t, int,
-                      std::optional<py::buffer>, std::optional<py::buffer>>(),
+                      std::optional<py::buffer>, std::optional<py::buffer>, std::optional<std::string>,
+                      std::optional<py::buffer>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
              py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"),
              py::arg("rekey_bytes") = uint64_t{0}, py::arg("mode") = 0, py::arg("server_key") = py::none(),
-             py::arg("identity") = py::none())
+             py::arg("identity") = py::none(), py::arg("user") = py::none(), py::arg("password") = py::none())
         .def_property_readonly("peer", &Client::peer)
         .def_property_readonly("server_key", &Client::server_key)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))

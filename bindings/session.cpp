@@ -19,7 +19,8 @@ public:
            unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
            py::object log, const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys)
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
+           std::optional<std::string> password_users)
         : log_(std::move(log)) {
         seclink_py::KeyList keys(psk, psk_names);
         sl_server_config cfg;
@@ -34,6 +35,7 @@ public:
         }
         cfg.modes = modes;
         if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
+        if (password_users) cfg.password_users = password_users->c_str();
         cfg.max_clients = max_clients;
         cfg.max_handshakes = max_handshakes;
         cfg.max_handshakes_per_addr = max_handshakes_per_addr;
@@ -168,13 +170,15 @@ void bind_session(py::module_ &m) {
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object, const std::optional<std::vector<std::string>> &,
-                      uint64_t, std::optional<py::buffer>, unsigned, std::optional<std::string>>(),
+                      uint64_t, std::optional<py::buffer>, unsigned, std::optional<std::string>,
+                      std::optional<std::string>>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
              py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
              py::arg("log"), py::arg("psk_names") = py::none(), py::arg("rekey_bytes") = uint64_t{0},
-             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none())
+             py::arg("server_key") = py::none(), py::arg("modes") = 0u, py::arg("authorized_keys") = py::none(),
+             py::arg("password_users") = py::none())
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)

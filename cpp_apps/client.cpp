@@ -179,6 +179,16 @@ int main(int argc, char **argv) {
     if (cfg.mode == SL_MODE_PSK && (args.has("server-key") || args.has("trust-on-first-use")))
         app::die(kProg, app::kUsage, "--server-key and --trust-on-first-use need --mode server-key or user-key");
     if (cfg.mode != SL_MODE_USER_KEY && args.has("identity")) app::die(kProg, app::kUsage, "--identity needs --mode user-key");
+    if ((cfg.mode == SL_MODE_PASSWORD) != args.has("user"))
+        app::die(kProg, app::kUsage, "--mode password and --user NAME go together");
+    const std::string user = args.get("user").value_or("");
+    std::string password;
+    if (cfg.mode == SL_MODE_PASSWORD) {
+        password = app::read_password(kProg, args, "Password for " + user + ": ", false);
+        cfg.user = user.c_str();
+        cfg.password = reinterpret_cast<const uint8_t *>(password.data());
+        cfg.password_len = password.size();
+    }
     uint8_t identity[32];
     if (cfg.mode == SL_MODE_USER_KEY) {
         app::load_identity(kProg, args, log, identity);
@@ -192,6 +202,7 @@ int main(int argc, char **argv) {
     int rc = cfg.mode != SL_MODE_PSK ? app::connect_checked(kProg, cfg, args, where, log, &c) : sl_client_connect(&c, &cfg);
     explicit_bzero(psk, sizeof psk);
     explicit_bzero(identity, sizeof identity);
+    explicit_bzero(password.data(), password.size());
     if (rc == SL_EMODE_REFUSED) app::mode_refused(kProg, where, modes_seen, cfg.mode);
     if (rc != SL_OK) {
         Outcome o = connect_error(rc, where);
@@ -200,6 +211,7 @@ int main(int argc, char **argv) {
     log.line(SL_LOG_INFO, "[INFO] Connected to " + where +
                               (cfg.mode == SL_MODE_SERVER_KEY ? " (seclink/1: Noise NXpsk2, server key verified + AES-256-GCM"
                                : cfg.mode == SL_MODE_USER_KEY ? " (seclink/1: Noise XXpsk3, server key verified, as a key user + AES-256-GCM"
+                               : cfg.mode == SL_MODE_PASSWORD ? " (seclink/1: Noise NXpsk2, server key verified, as " + user + " + AES-256-GCM"
                                                               : " (seclink/1: Noise NNpsk0 + AES-256-GCM") +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
     Session session(c, log, timeout_ms, args.has("redact"));

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -104,6 +105,43 @@ inline void load_identity(const char *prog, const Args &args, Logger &log, uint8
     if (sl_key_public(priv, pub) != SL_OK) die(prog, kKey, "identity file " + path + " is unusable");
     EVP_EncodeBlock(reinterpret_cast<unsigned char *>(b64), pub, 32);
     log.line(SL_LOG_INFO, "[INFO] Identity " + path + ", public key " + b64 + " (the server lists it as NAME " + b64 + ")");
+}
+
+// A password (PROTOCOL.md 13): from --password-fd N, else $SECLINK_PASSWORD, else asked on the
+// terminal without echo (twice, when `confirm`). Never logged.
+inline std::string read_password(const char *prog, const Args &args, const std::string &prompt, bool confirm) {
+    std::string pw;
+    if (auto fd_text = args.get("password-fd")) {
+        const int fd = static_cast<int>(args.parse_number("--password-fd", *fd_text, 0, 1 << 20));
+        char c;
+        while (read(fd, &c, 1) == 1 && c != '\n') pw += c;
+        return pw;
+    }
+    if (const char *env = std::getenv("SECLINK_PASSWORD")) return env;
+    const int tty = open("/dev/tty", O_RDWR | O_CLOEXEC);
+    if (tty < 0)
+        die(prog, kUsage, "no terminal to ask for the password on: use --password-fd N or $SECLINK_PASSWORD");
+    auto ask = [&](const std::string &text) {
+        std::string out;
+        termios old{}, quiet{};
+        tcgetattr(tty, &old);
+        quiet = old;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        tcsetattr(tty, TCSAFLUSH, &quiet);
+        (void)!write(tty, text.data(), text.size());
+        char c;
+        while (read(tty, &c, 1) == 1 && c != '\n') out += c;
+        tcsetattr(tty, TCSAFLUSH, &old);
+        (void)!write(tty, "\n", 1);
+        return out;
+    };
+    pw = ask(prompt);
+    if (confirm && ask("Again: ") != pw) {
+        close(tty);
+        die(prog, kUsage, "the two passwords differ; nothing was changed");
+    }
+    close(tty);
+    return pw;
 }
 
 // The client's side of PROTOCOL.md 11.4. Connects with `cfg` (mode 2): a known key is expected;

@@ -34,6 +34,17 @@ int main(int argc, char **argv) {
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 
+    if (auto name = args.get("add-user")) {  // PROTOCOL.md 13: store a password user, then exit
+        const auto file = args.get("users");
+        if (!file) app::die(kProg, app::kUsage, "--add-user NAME needs --users FILE (where the password hashes go)");
+        std::string pw = app::read_password(kProg, args, "New password for " + *name + ": ", true);
+        const int rc = sl_users_add(file->c_str(), name->c_str(), reinterpret_cast<const uint8_t *>(pw.data()), pw.size());
+        explicit_bzero(pw.data(), pw.size());
+        if (rc == SL_EINVAL) app::die(kProg, app::kUsage, "a user name is 1 to 32 of A-Z a-z 0-9 . _ -, not '" + *name + "'");
+        if (rc != SL_OK) app::die(kProg, app::kKey, "cannot write " + *file + ": " + app::describe(rc));
+        std::printf("[INFO] Stored a salted scrypt hash of %s's password in %s (mode 0600)\n", name->c_str(), file->c_str());
+        return app::kOk;
+    }
     if (args.has("keygen")) {
         if (args.all("psk-file").size() > 1)
             app::die(kProg, app::kUsage, "--keygen writes one key file: give at most one --psk-file");
@@ -83,8 +94,18 @@ int main(int argc, char **argv) {
     for (size_t i = 1; i < psk_files.size(); ++i) keys_line += ", " + psk_files[i];
 
     // Server identity (PROTOCOL.md 11): the static key, unless only psk mode is accepted.
-    const auto authorized = args.get("authorized-keys");
-    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or(authorized ? "psk,server-key,user-key" : "psk,server-key"));
+    const auto authorized = args.get("authorized-keys"), passwords = args.get("users");
+    std::string default_modes = "psk,server-key";
+    if (authorized) default_modes += ",user-key";
+    if (passwords) default_modes += ",password";
+    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or(default_modes));
+    if ((cfg.modes & (1u << SL_MODE_PASSWORD)) && !passwords)
+        app::die(kProg, app::kUsage, "the password mode needs --users FILE (written by --add-user)");
+    if (passwords) {
+        if (!(cfg.modes & (1u << SL_MODE_PASSWORD)))
+            app::die(kProg, app::kUsage, "--users is for the password mode, which --modes leaves out");
+        cfg.password_users = passwords->c_str();
+    }
     if ((cfg.modes & (1u << SL_MODE_USER_KEY)) && !authorized)
         app::die(kProg, app::kUsage, "the user-key mode needs --authorized-keys FILE (the users' public keys)");
     if (authorized) {
@@ -94,7 +115,7 @@ int main(int argc, char **argv) {
     }
     uint8_t server_key[32];
     std::string server_key_line;
-    if (cfg.modes & ((1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY))) {
+    if (cfg.modes & ((1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY) | (1u << SL_MODE_PASSWORD))) {
         const auto sk_flag = args.get("server-key-file");
         const auto given = args.all("psk-file");
         const std::string sk_path = sk_flag ? *sk_flag : app::server_key_path(given.empty() ? psk_files[0] : given[0]);
@@ -149,9 +170,11 @@ int main(int argc, char **argv) {
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
     if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
-    if (rc != SL_OK && authorized && sl_err_category(rc) == SL_CAT_KEY)
-        app::die(kProg, app::kKey, "authorized keys " + *authorized + ": " + app::describe(rc) +
-                                       " (each line: NAME BASE64-PUBLIC-KEY, as a client's --identity prints it)");
+    if (rc != SL_OK && (authorized || passwords) && sl_err_category(rc) == SL_CAT_KEY)
+        app::die(kProg, app::kKey, std::string(authorized ? "authorized keys " + *authorized : "") +
+                                       (authorized && passwords ? " or " : "") +
+                                       (passwords ? "users file " + *passwords : "") + ": " + app::describe(rc) +
+                                       " (authorized keys: NAME BASE64-PUBLIC-KEY lines; users: written by --add-user)");
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
     if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
@@ -173,8 +196,8 @@ int main(int argc, char **argv) {
 
     int sig = 0;
     while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
-        if (authorized) sl_server_reload_users(server);  // logs what it did
-        else log.line(SL_LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys)");
+        if (authorized || passwords) sl_server_reload_users(server);  // logs what it did
+        else log.line(SL_LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys or --users)");
     }
     log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
                               app::count(sl_server_sessions(server), "session"));

@@ -239,7 +239,8 @@ class AioServer:
                  max_handshakes: int = 0, max_handshakes_per_address: int = 0, handshake_rate: int = 0,
                  frame_timeout: float | None = None, max_memory: int = 0,
                  psk_names: list[str] | None = None, rekey_bytes: int = 0, server_key: bytes | None = None,
-                 modes: list[str] | None = None, authorized_keys: str | None = None) -> None:
+                 modes: list[str] | None = None, authorized_keys: str | None = None,
+                 password_users: str | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -264,7 +265,7 @@ class AioServer:
             frame_timeout_ms=0 if frame_timeout is None else _ms(frame_timeout), max_message=max_message,
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
             log_level=log_level, log=log, psk_names=psk_names, rekey_bytes=rekey_bytes, server_key=server_key,
-            modes=modes_mask(modes), authorized_keys=authorized_keys)
+            modes=modes_mask(modes), authorized_keys=authorized_keys, password_users=password_users)
         self._conns: dict[asyncio.Task[Any], _Conn] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -512,7 +513,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 handshake_rate: int = _seclink.DEFAULT_HANDSHAKE_RATE,
                 frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                 max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0, server_key: bytes | None = None,
-                modes: list[str] | None = None, authorized_keys: str | os.PathLike[str] | None = None) -> AioServer:
+                modes: list[str] | None = None, authorized_keys: str | os.PathLike[str] | None = None,
+                password_users: str | os.PathLike[str] | None = None) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -545,7 +547,8 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
                            handshake_rate=handshake_rate, frame_timeout=frame_timeout, max_memory=max_memory,
                            rekey_bytes=rekey_bytes, server_key=server_key, modes=modes,
-                           authorized_keys=os.fspath(authorized_keys) if authorized_keys else None)
+                           authorized_keys=os.fspath(authorized_keys) if authorized_keys else None,
+                           password_users=os.fspath(password_users) if password_users else None)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -715,7 +718,8 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
                   trace: Callable[[str], None] | None = None, rekey_bytes: int = 0, mode: str = "psk",
-                  server_key: bytes | None = None, identity: bytes | None = None) -> AioClient:
+                  server_key: bytes | None = None, identity: bytes | None = None, user: str | None = None,
+                  password: bytes | str | None = None) -> AioClient:
     """Connects to a seclink/1 server and completes the handshake, all within ``timeout`` seconds.
 
     The parameters are those of :class:`seclink.Client`. With ``tls=True`` the server's
@@ -737,7 +741,8 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
             if tls:
                 await _start_client_tls(stream, host, tls_ca, pin, tls_trust_dir, where)
             conn = Connection("client", key, max_message=max_message, rekey_bytes=rekey_bytes or None, mode=mode,
-                              server_key=server_key, static_key=identity)
+                              server_key=server_key, static_key=identity,
+                              login=(user, password if password is not None else b"") if user else None)
             if trace is not None:
                 conn.set_trace(trace, stream.peer)
             conn.start()

@@ -344,10 +344,17 @@ def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, l
 def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
     """--modes and the server's static key (docs/PROTOCOL.md 11), as the C++ server: puts
     server_key and modes into `opts`; returns the modes and the lines to log at start."""
-    authorized = args.get("authorized-keys")
-    modes = (args.get("modes") or ("psk,server-key,user-key" if authorized else "psk,server-key")).split(",")
-    if not modes or any(m not in ("psk", "server-key", "user-key") for m in modes):
+    authorized, passwords = args.get("authorized-keys"), args.get("users")
+    default = "psk,server-key" + (",user-key" if authorized else "") + (",password" if passwords else "")
+    modes = (args.get("modes") or default).split(",")
+    if not modes or any(m not in ("psk", "server-key", "user-key", "password") for m in modes):
         raise Exit(USAGE, f"--modes takes a list of psk and server-key, not '{args.get('modes')}'")
+    if "password" in modes and not passwords:
+        raise Exit(USAGE, "the password mode needs --users FILE (written by --add-user)")
+    if passwords:
+        if "password" not in modes:
+            raise Exit(USAGE, "--users is for the password mode, which --modes leaves out")
+        opts["password_users"] = passwords
     if "user-key" in modes and not authorized:
         raise Exit(USAGE, "the user-key mode needs --authorized-keys FILE (the users' public keys)")
     if authorized:
@@ -356,7 +363,7 @@ def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[st
         opts["authorized_keys"] = authorized
     opts["modes"] = modes
     lines: list[str] = []
-    if "server-key" in modes or "user-key" in modes:
+    if any(m in modes for m in ("server-key", "user-key", "password")):
         flag = args.get("server-key-file")
         given = args.all("psk-file")
         path = flag or server_key_path(given[0] if given else psk_files[0])
@@ -372,15 +379,15 @@ def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[st
         lines.append(f"[INFO] Server key {path}, fingerprint {_seclink.key_fingerprint(_seclink.key_public(key))}")
     elif args.has("server-key-file"):
         raise Exit(USAGE, "--server-key-file is for the server-key and user-key modes, which --modes leaves out")
-    order = [m for m in ("psk", "server-key", "user-key") if m in modes]
+    order = [m for m in ("psk", "server-key", "user-key", "password") if m in modes]
     lines.append(f"[INFO] Handshake modes accepted: {', '.join(order)}")
     return modes, lines
 
 
 def reload_users(reload: Any, opts: dict[str, Any], log: Logger) -> None:
     """SIGHUP: the core re-reads --authorized-keys and logs the outcome (a bad file keeps the old list)."""
-    if not opts.get("authorized_keys"):
-        log.line(LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys)")
+    if not opts.get("authorized_keys") and not opts.get("password_users"):
+        log.line(LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys or --users)")
         return
     try:
         reload()
@@ -411,6 +418,19 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
+    if args.get("add-user") is not None:  # docs/PROTOCOL.md 13: store a password user, then exit
+        name, users = args.get("add-user"), args.get("users")
+        if not users:
+            raise Exit(USAGE, "--add-user NAME needs --users FILE (where the password hashes go)")
+        password = read_password(args, f"New password for {name}: ", confirm=True)
+        try:
+            _seclink.users_add(users, name, password.encode())
+        except Error as e:
+            if e.name == "INVAL":
+                raise Exit(USAGE, f"a user name is 1 to 32 of A-Z a-z 0-9 . _ -, not '{name}'") from None
+            raise Exit(KEY, f"cannot write {users}: {describe(e)}") from None
+        print(f"[INFO] Stored a salted scrypt hash of {name}'s password in {users} (mode 0600)")
+        return OK
     if args.has("keygen"):
         if len(args.all("psk-file")) > 1:
             raise Exit(USAGE, "--keygen writes one key file: give at most one --psk-file")
@@ -470,9 +490,11 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     def listen_error(e: Exception) -> Exit:
         code = getattr(e, "name", "")
-        if opts.get("authorized_keys") and isinstance(e, KeyFileError):
-            return Exit(KEY, f"authorized keys {opts['authorized_keys']}: {describe(e)} (each line: NAME "
-                             "BASE64-PUBLIC-KEY, as a client's --identity prints it)")
+        if (opts.get("authorized_keys") or opts.get("password_users")) and isinstance(e, KeyFileError):
+            files = " or ".join(f for f in (f"authorized keys {opts['authorized_keys']}" if opts.get("authorized_keys") else "",
+                                            f"users file {opts['password_users']}" if opts.get("password_users") else "") if f)
+            return Exit(KEY, f"{files}: {describe(e)} (authorized keys: NAME BASE64-PUBLIC-KEY lines; users: "
+                             "written by --add-user)")
         if code == "ADDRINUSE":
             return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: the port is in use by another program "
                                  "(choose another with --port)")
@@ -617,6 +639,29 @@ The key trusted for {where} has the fingerprint {trusted} ({known}, line {line})
 If you know the change is expected (ask the server's operator for the new fingerprint),
 delete line {line} of {known} and connect again.
 """
+
+
+def read_password(args: Args, prompt: str, confirm: bool = False) -> str:
+    """docs/PROTOCOL.md 13, as the C++ programs: --password-fd N, else $SECLINK_PASSWORD, else
+    asked on the terminal without echo (twice with `confirm`). Never logged."""
+    fd = args.get("password-fd")
+    if fd is not None:
+        n = parse_number("--password-fd", fd, 0, 1 << 20)
+        data = b""
+        while (c := os.read(n, 1)) and c != b"\n":
+            data += c
+        return data.decode("utf-8", "replace")
+    if "SECLINK_PASSWORD" in os.environ:
+        return os.environ["SECLINK_PASSWORD"]
+    import getpass
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR))
+    except OSError:
+        raise Exit(USAGE, "no terminal to ask for the password on: use --password-fd N or $SECLINK_PASSWORD") from None
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Again: ") != password:
+        raise Exit(USAGE, "the two passwords differ; nothing was changed")
+    return password
 
 
 def load_identity(args: Args, log: Logger) -> bytearray:
@@ -804,8 +849,13 @@ def _client(prog: str, argv: Sequence[str]) -> int:
               rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
     mode = args.get("mode", "psk")
-    if mode not in ("psk", "server-key", "user-key"):
+    if mode not in ("psk", "server-key", "user-key", "password"):
         raise Exit(USAGE, f"--mode takes one mode: psk, server-key or user-key, not '{mode}'")
+    if (mode == "password") != (args.get("user") is not None):
+        raise Exit(USAGE, "--mode password and --user NAME go together")
+    if mode == "password":
+        kw["user"] = args.get("user")
+        kw["password"] = read_password(args, f"Password for {kw['user']}: ")
     if mode == "psk" and (args.has("server-key") or args.has("trust-on-first-use")):
         raise Exit(USAGE, "--server-key and --trust-on-first-use need --mode server-key or user-key")
     if mode != "user-key" and args.has("identity"):
@@ -826,7 +876,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
             wipe(psk)  # the client keeps its own copy
         del kw
         noise = {"server-key": "Noise NXpsk2, server key verified",
-                 "user-key": "Noise XXpsk3, server key verified, as a key user"}.get(mode, "Noise NNpsk0")
+                 "user-key": "Noise XXpsk3, server key verified, as a key user",
+                 "password": f"Noise NXpsk2, server key verified, as {args.get('user')}"}.get(mode, "Noise NNpsk0")
         log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: {noise} + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
         session = Session(client, log, timeout, args.has("redact"))

@@ -47,6 +47,8 @@ class Client:
     raises HandshakeError (MODE_REFUSED) with ``server_modes``. ``mode="user-key"`` also presents
     ``identity`` (a 32-byte private key, e.g. from :func:`seclink.keys.server_key`) as a key user
     (docs/PROTOCOL.md 12); a server that does not list it closes the session ("unknown user").
+    ``mode="password"`` logs in as ``user`` with ``password`` once the server's key is verified
+    (docs/PROTOCOL.md 13); a wrong one closes the session ("wrong user or password").
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -69,7 +71,7 @@ class Client:
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                  tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None,
                  rekey_bytes: int = 0, mode: str = "psk", server_key: bytes | None = None,
-                 identity: bytes | None = None) -> None:
+                 identity: bytes | None = None, user: str | None = None, password: bytes | str | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
@@ -80,7 +82,8 @@ class Client:
         self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
-                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key, identity)
+                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key, identity, user,
+                                      message_bytes(password) if password is not None else None)
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, f"{host}:{port}")
             if err is e:

@@ -138,7 +138,7 @@ class Connection:
                  max_send: int | None = None, ephemeral_for_testing: bytes | None = None,
                  key_confirmation: bool = True, rekey_bytes: int | None = None, mode: str = "psk",
                  server_key: bytes | None = None, static_key: bytes | None = None,
-                 accepted_modes: list[str] | None = None) -> None:
+                 accepted_modes: list[str] | None = None, login: tuple[str, bytes | str] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
@@ -156,6 +156,8 @@ class Connection:
             self._c.set_static_key(static_key)
         if accepted_modes is not None:
             self._c.set_accepted_modes(modes_mask(accepted_modes))
+        if login is not None:  # mode "password": (user, password), sent as AUTH (docs/PROTOCOL.md 13)
+            self._c.set_login(login[0], message_bytes(login[1]))
         self._started = False
 
     def start(self) -> None:

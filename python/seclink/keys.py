@@ -18,7 +18,7 @@ from . import _seclink
 from .errors import Err, KeyFileError, from_code
 
 __all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "resolve_psks", "key_files", "wipe", "KeyOwnerWarning",
-           "ensure_self_signed_certificate", "certificate_fingerprint", "server_key", "server_key_path", "fingerprint",
+           "ensure_self_signed_certificate", "certificate_fingerprint", "server_key", "server_key_path", "fingerprint", "add_user",
            "public_key"]
 
 
@@ -142,6 +142,12 @@ def server_key_path(psk_path: str | os.PathLike[str]) -> str:
     """Where a server keeps its static key by default: beside its (first) PSK file, or beside a
     directory of PSK files."""
     return os.path.join(os.path.dirname(os.path.abspath(os.fspath(psk_path))), "server_key")
+
+
+def add_user(path: str | os.PathLike[str], name: str, password: bytes | str) -> None:
+    """Stores a salted scrypt hash of `name`'s password in the users file at `path` (0600),
+    replacing the user's old line (docs/PROTOCOL.md 13)."""
+    _seclink.users_add(os.fspath(path), name, password.encode() if isinstance(password, str) else password)
 
 
 def fingerprint(pub: bytes) -> str:

@@ -64,7 +64,9 @@ class Server:
     modes accepted (default: psk, and server-key with a key). ``authorized_keys`` (a file of
     ``NAME PUBLIC-KEY`` lines) admits key users (mode ``"user-key"``, docs/PROTOCOL.md 12);
     :meth:`reload_users` reads it again; a key user's ``peer`` is ``NAME@host:port``, in the log
-    lines and for the handler.
+    lines and for the handler. ``password_users`` (a file written by :func:`seclink.keys.add_user`
+    or ``server.py --add-user``) admits password users likewise (mode ``"password"``,
+    docs/PROTOCOL.md 13).
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
@@ -80,7 +82,8 @@ class Server:
                  frame_timeout: float = _seclink.DEFAULT_FRAME_TIMEOUT_MS / 1000,
                  max_memory: int = _seclink.DEFAULT_MAX_MEMORY, rekey_bytes: int = 0,
                  server_key: bytes | None = None, modes: list[str] | None = None,
-                 authorized_keys: str | os.PathLike[str] | None = None) -> None:
+                 authorized_keys: str | os.PathLike[str] | None = None,
+                 password_users: str | os.PathLike[str] | None = None) -> None:
         key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
@@ -98,7 +101,8 @@ class Server:
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
                                       max_memory=max_memory, redact=redact, psk_names=names,
                                       rekey_bytes=rekey_bytes, server_key=server_key, modes=modes_mask(modes),
-                                      authorized_keys=os.fspath(authorized_keys) if authorized_keys else None)
+                                      authorized_keys=os.fspath(authorized_keys) if authorized_keys else None,
+                                      password_users=os.fspath(password_users) if password_users else None)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()

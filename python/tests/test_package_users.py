@@ -4,6 +4,7 @@ server's key."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 
@@ -72,3 +73,35 @@ def test_a_mode_2_client_checks_the_server_key():
         with pytest.raises(seclink.HandshakeError) as e:
             seclink.Client(HOST, srv.port, psk=psk, mode="server-key")
         assert e.value.name == "MODE_REFUSED" and e.value.server_modes == ["psk"]
+
+
+@pytest.mark.parametrize("kind", ["native", "aio"])
+def test_password_users_in_the_package(tmp_path, kind):
+    from seclink.keys import add_user
+    psk, server_priv = os.urandom(32), os.urandom(32)
+    users = tmp_path / "users"
+    add_user(users, "bob", "pw")
+    opts = dict(psk=psk, server_key=server_priv, password_users=users, handler=lambda data, peer: peer.split("@")[0])
+
+    async def scenario() -> None:
+        srv = await aio.serve(HOST, 0, **opts) if kind == "aio" else seclink.Server(HOST, 0, **opts)
+        if kind != "aio":
+            srv.start()
+        try:
+            c = await aio.connect(HOST, srv.port, psk=psk, mode="password", server_key=public_key(server_priv),
+                                  user="bob", password="pw")
+            assert await c.request(b"who am i") == b"bob"
+            await c.close()
+            def wrong() -> None:  # the blocking client, off the event loop the aio server runs on
+                with seclink.Client(HOST, srv.port, psk=psk, mode="password", server_key=public_key(server_priv),
+                                    user="bob", password=b"nope") as c2:
+                    with pytest.raises(seclink.ConnectionClosed, match="wrong user or password"):
+                        c2.request(b"x")
+            await asyncio.to_thread(wrong)
+        finally:
+            if kind == "aio":
+                await srv.close()
+            else:
+                srv.close()
+
+    run(scenario(), timeout=20)
