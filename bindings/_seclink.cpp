@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "keylist.hpp"
 #include "seclink/seclink.h"
 
 namespace py = pybind11;
@@ -33,6 +34,21 @@ namespace {
 // Raises seclink.errors.from_code(code, context, peer). Needs the GIL.
 [[noreturn]] void raise_error(int code, const std::string &context = {}, const std::string &peer = {}) {
     py::object exc = py::module_::import("seclink.errors").attr("from_code")(code, context, peer);
+    PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+    throw py::error_already_set();
+}
+
+// Like raise_error, the exception also carrying what a server said about itself (PROTOCOL.md 11):
+// `server_key` (bytes or None) and `server_modes` (a list of mode numbers).
+[[noreturn]] void raise_with_server_info(int code, const std::string &context, const std::string &peer,
+                                         const uint8_t *server_key, unsigned modes) {
+    py::object exc = py::module_::import("seclink.errors").attr("from_code")(code, context, peer);
+    exc.attr("server_key") = server_key != nullptr ? py::object(py::bytes(reinterpret_cast<const char *>(server_key), 32))
+                                                   : py::object(py::none());
+    py::list m;
+    for (int i = 1; i < 32; ++i)
+        if (modes & (1u << i)) m.append(std::string(sl_mode_name(i)));
+    exc.attr("server_modes") = m;
     PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
     throw py::error_already_set();
 }
@@ -88,6 +104,7 @@ std::array<uint8_t, SL_KEY_BYTES> key_from(const py::buffer &psk) {
 
 void wipe(std::array<uint8_t, SL_KEY_BYTES> &k) { OPENSSL_cleanse(k.data(), k.size()); }
 
+
 std::string format_frame(const sl_frame_info *f, const char *peer) {
     std::string out(64 * 1024, '\0');
     out.resize(sl_format_frame(f, peer, out.data(), out.size()));
@@ -138,6 +155,58 @@ public:
     void set_key_confirmation(bool on) {
         Lock lock(this);
         check(sl_conn_set_key_confirmation(c_, on ? 1 : 0), "key_confirmation");
+    }
+
+    void set_psks(const py::buffer &psks) {
+        Lock lock(this);
+        seclink_py::KeyList k(psks, std::nullopt);
+        check(sl_conn_set_psks(c_, k.keys.data(), k.count()), "psks");
+    }
+    int psk_index() const { return sl_conn_psk_index(c_); }
+
+    void rekey() {
+        Lock lock(this);
+        check(sl_conn_rekey(c_), "rekey");
+    }
+    void set_mode(int mode) {
+        Lock lock(this);
+        check(sl_conn_set_mode(c_, mode), "mode");
+    }
+    void set_server_key(const py::buffer &pub) {
+        Lock lock(this);
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a server key is 32 bytes");
+        check(sl_conn_set_server_key(c_, k.data()), "server_key");
+    }
+    void set_static_key(const py::buffer &priv) {
+        Lock lock(this);
+        Bytes k(priv);
+        if (k.size() != 32) throw py::value_error("a static key is 32 bytes");
+        check(sl_conn_set_static_key(c_, k.data()), "static_key");
+    }
+    void set_login(const std::string &user, const py::buffer &password) {
+        Lock lock(this);
+        Bytes pw(password);
+        check(sl_conn_set_login(c_, user.c_str(), pw.data(), pw.size()), "login");
+    }
+    void set_accepted_modes(unsigned mask) {
+        Lock lock(this);
+        check(sl_conn_set_accepted_modes(c_, mask), "accepted_modes");
+    }
+    py::object server_key() const {
+        uint8_t k[32];
+        if (sl_conn_server_key(c_, k) != SL_OK) return py::none();
+        return to_bytes(k, 32);
+    }
+    unsigned server_modes() const { return sl_conn_server_modes(c_); }
+    void set_rekey_bytes(uint64_t n) {
+        Lock lock(this);
+        check(sl_conn_set_rekey_bytes(c_, n), "rekey_bytes");
+    }
+    py::tuple rekeys() const {
+        uint64_t sent = 0, received = 0;
+        sl_conn_rekeys(c_, &sent, &received);
+        return py::make_tuple(sent, received);
     }
 
     // Feeds `data` from `offset` up to the next event only; returns (event or None, new offset,
@@ -240,15 +309,28 @@ public:
            unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
            unsigned frame_timeout_ms, size_t max_memory, bool redact, std::optional<std::string> files_dir,
            bool files_overwrite, uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms,
-           unsigned chat_members, unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster)
+           unsigned chat_members, unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster,
+           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
+           std::optional<std::string> password_users)
         : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
           handler_(std::move(handler)) {
-        auto k = key_from(psk);
+        seclink_py::KeyList k(psk, psk_names);
         sl_server_config cfg;
         sl_server_config_init(&cfg);
         cfg.host = host_.c_str();
         cfg.port = port;
-        cfg.psk = k.data();
+        k.apply(cfg);
+        cfg.rekey_bytes = rekey_bytes;
+        std::optional<Bytes> static_key;
+        if (server_key) {
+            static_key.emplace(*server_key);
+            if (static_key->size() != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = static_key->data();
+        }
+        cfg.modes = modes;
+        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
+        if (password_users) cfg.password_users = password_users->c_str();
         cfg.threads = threads;
         cfg.max_clients = max_clients;
         cfg.handshake_timeout_ms = handshake_timeout_ms;
@@ -284,7 +366,6 @@ public:
         cfg.max_file_size = max_file_size;
         cfg.max_files_total = max_files_total;
         int rc = sl_server_new(&s_, &cfg);
-        wipe(k);
         if (rc == SL_EINVAL && !chat_cluster.empty())
             throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
                                   (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
@@ -305,6 +386,14 @@ public:
     void wait() {
         py::gil_scoped_release nogil;
         sl_server_wait(s_);
+    }
+    void reload_users() {
+        int rc;
+        {
+            py::gil_scoped_release nogil;  // it logs, and the log callback takes the GIL
+            rc = sl_server_reload_users(s_);
+        }
+        check(rc, "authorized keys");
     }
 
 private:
@@ -428,7 +517,9 @@ class Client {
 public:
     Client(const py::buffer &psk, std::string host, uint16_t port, unsigned timeout_ms, size_t max_message,
            py::object trace, bool tls, std::optional<std::string> tls_ca, std::optional<std::string> tls_pin,
-           std::optional<std::string> tls_trust_dir)
+           std::optional<std::string> tls_trust_dir, uint64_t rekey_bytes, int mode,
+           std::optional<py::buffer> server_key, std::optional<py::buffer> identity, std::optional<std::string> user,
+           std::optional<py::buffer> password)
         : trace_(std::move(trace)) {
         auto k = key_from(psk);
         sl_client_config cfg;
@@ -438,6 +529,33 @@ public:
         cfg.psk = k.data();
         cfg.timeout_ms = timeout_ms;
         cfg.max_message = max_message;
+        cfg.rekey_bytes = rekey_bytes;
+        cfg.mode = mode;
+        std::optional<Bytes> expected;
+        if (server_key) {
+            expected.emplace(*server_key);
+            if (expected->size() != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = expected->data();
+        }
+        std::optional<Bytes> ident;
+        if (identity) {
+            ident.emplace(*identity);
+            if (ident->size() != 32) throw py::value_error("an identity is a 32-byte private key");
+            cfg.identity = ident->data();
+        }
+        std::optional<Bytes> pw;
+        if (user) {
+            cfg.user = user->c_str();
+            if (password) {
+                pw.emplace(*password);
+                cfg.password = pw->data();
+                cfg.password_len = pw->size();
+            }
+        }
+        uint8_t seen[32] = {};
+        unsigned modes_seen = 0;
+        cfg.server_key_seen = seen;
+        cfg.server_modes_seen = &modes_seen;
         if (!trace_.is_none()) {
             cfg.trace = 1;
             cfg.log = &Client::on_log;
@@ -453,6 +571,12 @@ public:
             rc = sl_client_connect(&c_, &cfg);
         }
         wipe(k);
+        static const uint8_t none[32] = {};
+        const bool saw_key = std::memcmp(seen, none, 32) != 0;
+        if (saw_key) server_key_ = std::string(reinterpret_cast<const char *>(seen), 32);
+        if (rc != SL_OK && (saw_key || modes_seen != 0))
+            raise_with_server_info(rc, "cannot connect", host + ":" + std::to_string(port), saw_key ? seen : nullptr,
+                                   modes_seen);
         check(rc, "cannot connect", host + ":" + std::to_string(port));
     }
     ~Client() { sl_client_free(c_); }
@@ -460,6 +584,17 @@ public:
     Client &operator=(const Client &) = delete;
 
     std::string peer() const { return sl_client_peer(c_); }
+    py::object server_key() const { return server_key_.empty() ? py::object(py::none()) : py::object(py::bytes(server_key_)); }
+
+    void rekey() {
+        int rc;
+        {
+            Turns::Turn turn(turns_);
+            py::gil_scoped_release nogil;
+            rc = sl_client_rekey(c_);
+        }
+        check(rc, "rekey", peer());
+    }
 
     void send(int msg_type, const py::buffer &data) {
         Bytes in(data);
@@ -573,6 +708,7 @@ private:
     }
     sl_client *c_ = nullptr;
     py::object trace_;
+    std::string server_key_;  // the static key a mode-2 server sent
     Turns turns_;
 };
 
@@ -626,6 +762,7 @@ PYBIND11_MODULE(_seclink, m) {
                                     py::arg("TOO_LARGE") = int{SL_CAT_TOO_LARGE});
     m.attr("MESSAGE_TYPES") = py::dict(py::arg("DATA") = int{SL_MSG_DATA}, py::arg("CLOSE") = int{SL_MSG_CLOSE},
                                        py::arg("PING") = int{SL_MSG_PING}, py::arg("PONG") = int{SL_MSG_PONG},
+                                       py::arg("KEY_UPDATE") = int{SL_MSG_KEY_UPDATE},
                                        py::arg("EOF") = int{SL_MSG_EOF});
 
     m.attr("KEY_BYTES") = SL_KEY_BYTES;
@@ -634,6 +771,56 @@ PYBIND11_MODULE(_seclink, m) {
     m.attr("TAG_BYTES") = SL_TAG_BYTES;
     m.attr("OVERHEAD_BYTES") = SL_OVERHEAD_BYTES;
     m.attr("MAX_PING") = SL_MAX_PING;
+    m.attr("MAX_PSKS") = SL_MAX_PSKS;
+    m.attr("DEFAULT_REKEY_BYTES") = static_cast<uint64_t>(SL_DEFAULT_REKEY_BYTES);
+    m.attr("MODE_PSK") = int{SL_MODE_PSK};
+    m.attr("MODE_SERVER_KEY") = int{SL_MODE_SERVER_KEY};
+    m.def("mode_name", [](int mode) { return std::string(sl_mode_name(mode)); }, py::arg("mode"));
+    m.def("key_public", [](const py::buffer &priv) {
+        Bytes k(priv);
+        if (k.size() != 32) throw py::value_error("a private key is 32 bytes");
+        uint8_t pub[32];
+        check(sl_key_public(k.data(), pub));
+        return to_bytes(pub, 32);
+    }, py::arg("priv"));
+    m.def("key_fingerprint", [](const py::buffer &pub) {
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a public key is 32 bytes");
+        char buf[SL_FINGERPRINT_CHARS + 1];
+        check(sl_key_fingerprint(k.data(), buf, sizeof buf));
+        return std::string(buf);
+    }, py::arg("pub"));
+    m.def("fingerprint_matches", [](const std::string &text, const py::buffer &pub) {
+        Bytes k(pub);
+        return k.size() == 32 && sl_fingerprint_matches(text.c_str(), k.data()) == 1;
+    }, py::arg("text"), py::arg("pub"));
+    m.def("known_servers_lookup", [](const std::string &path, const std::string &host_port) -> py::object {
+        uint8_t pub[32];
+        unsigned line = 0;
+        int rc = sl_known_servers_lookup(path.c_str(), host_port.c_str(), pub, &line);
+        if (rc == SL_ESERVER_KEY_UNKNOWN) return py::none();
+        check(rc, "known servers file " + path);
+        return py::make_tuple(to_bytes(pub, 32), line);
+    }, py::arg("path"), py::arg("host_port"));
+    m.def("known_servers_add", [](const std::string &path, const std::string &host_port, const py::buffer &pub) {
+        Bytes k(pub);
+        if (k.size() != 32) throw py::value_error("a public key is 32 bytes");
+        check(sl_known_servers_add(path.c_str(), host_port.c_str(), k.data()), "known servers file " + path);
+    }, py::arg("path"), py::arg("host_port"), py::arg("pub"));
+    m.def("users_add", [](const std::string &path, const std::string &user, const py::buffer &password) {
+        Bytes pw(password);
+        int rc;
+        {
+            py::gil_scoped_release nogil;  // scrypt takes a while
+            rc = sl_users_add(path.c_str(), user.c_str(), pw.data(), pw.size());
+        }
+        check(rc, "users file " + path);
+    }, py::arg("path"), py::arg("user"), py::arg("password"));
+    m.def("known_servers_path", []() {
+        char buf[4096];
+        check(sl_known_servers_path(buf, sizeof buf, nullptr), "known servers file");
+        return std::string(buf);
+    });
     m.attr("DEFAULT_MAX_MESSAGE") = SL_DEFAULT_MAX_MESSAGE;
     m.attr("DEFAULT_TIMEOUT_MS") = SL_DEFAULT_TIMEOUT_MS;
     m.attr("MAX_MESSAGE_LIMIT") = SL_MAX_MESSAGE_LIMIT;
@@ -702,6 +889,18 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("ephemeral") = py::none())
         .def("start", &Connection::start)
         .def("set_key_confirmation", &Connection::set_key_confirmation, py::arg("on"))
+        .def("set_psks", &Connection::set_psks, py::arg("psks"))
+        .def_property_readonly("psk_index", &Connection::psk_index)
+        .def("rekey", &Connection::rekey)
+        .def("set_mode", &Connection::set_mode, py::arg("mode"))
+        .def("set_server_key", &Connection::set_server_key, py::arg("pub"))
+        .def("set_static_key", &Connection::set_static_key, py::arg("priv"))
+        .def("set_accepted_modes", &Connection::set_accepted_modes, py::arg("mask"))
+        .def("set_login", &Connection::set_login, py::arg("user"), py::arg("password"))
+        .def_property_readonly("server_key", &Connection::server_key)
+        .def_property_readonly("server_modes", &Connection::server_modes)
+        .def("set_rekey_bytes", &Connection::set_rekey_bytes, py::arg("n"))
+        .def_property_readonly("rekeys", &Connection::rekeys)
         .def("feed_one", &Connection::feed_one, py::arg("data"), py::arg("offset"))
         .def("feed_eof", &Connection::feed_eof)
         .def("send", &Connection::send, py::arg("msg_type"), py::arg("data"))
@@ -716,7 +915,8 @@ PYBIND11_MODULE(_seclink, m) {
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
                       py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
                       size_t, bool, std::optional<std::string>, bool, uint64_t, uint64_t, bool, unsigned, unsigned,
-                      unsigned, unsigned, const std::string &>(),
+                      unsigned, unsigned, const std::string &, const std::optional<std::vector<std::string>> &, uint64_t,
+                      std::optional<py::buffer>, unsigned, std::optional<std::string>, std::optional<std::string>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
              py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
              py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
@@ -726,8 +926,11 @@ PYBIND11_MODULE(_seclink, m) {
              py::arg("max_file_size") = uint64_t{0}, py::arg("max_files_total") = uint64_t{0},
              py::arg("chat") = false, py::arg("chat_rooms") = 0u,
              py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
-             py::arg("chat_cluster") = std::string())
+             py::arg("chat_cluster") = std::string(), py::arg("psk_names") = py::none(),
+             py::arg("rekey_bytes") = uint64_t{0}, py::arg("server_key") = py::none(), py::arg("modes") = 0u,
+             py::arg("authorized_keys") = py::none(), py::arg("password_users") = py::none())
         .def_property_readonly("port", &Server::port)
+        .def("reload_users", &Server::reload_users)
         .def_property_readonly("sessions", &Server::sessions)
         .def("start", &Server::start)
         .def("stop", &Server::stop)
@@ -735,10 +938,15 @@ PYBIND11_MODULE(_seclink, m) {
 
     py::class_<Client>(m, "Client")
         .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, size_t, py::object, bool,
-                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>>(),
+                      std::optional<std::string>, std::optional<std::string>, std::optional<std::string>, uint64_t, int,
+                      std::optional<py::buffer>, std::optional<py::buffer>, std::optional<std::string>,
+                      std::optional<py::buffer>>(),
              py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("timeout_ms"), py::arg("max_message"),
-             py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"))
+             py::arg("trace"), py::arg("tls"), py::arg("tls_ca"), py::arg("tls_pin"), py::arg("tls_trust_dir"),
+             py::arg("rekey_bytes") = uint64_t{0}, py::arg("mode") = 0, py::arg("server_key") = py::none(),
+             py::arg("identity") = py::none(), py::arg("user") = py::none(), py::arg("password") = py::none())
         .def_property_readonly("peer", &Client::peer)
+        .def_property_readonly("server_key", &Client::server_key)
         .def("send", &Client::send, py::arg("msg_type"), py::arg("data"))
         .def("recv", &Client::recv, py::arg("timeout_ms"))
         .def("transfer", &Client::transfer, py::arg("upload"), py::arg("a"), py::arg("b"), py::arg("overwrite"),
@@ -748,5 +956,6 @@ PYBIND11_MODULE(_seclink, m) {
         .def("poll_message", &Client::poll_message)
         .def_property_readonly("pending", &Client::pending)
         .def_property_readonly("fd", &Client::fd)
-        .def("close", &Client::close, py::arg("reason") = py::none());
+        .def("close", &Client::close, py::arg("reason") = py::none())
+        .def("rekey", &Client::rekey);
 }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "keylist.hpp"
 #include "seclink/seclink.h"
 
 namespace py = pybind11;
@@ -28,15 +29,25 @@ public:
            size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
            py::object log, bool stream, std::optional<std::string> files_dir, bool files_overwrite,
            uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms, unsigned chat_members,
-           unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster)
+           unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster,
+           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
+           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
+           std::optional<std::string> password_users)
         : log_(std::move(log)) {
-        py::buffer_info key = psk.request();  // the package's wipeable bytearray: C-contiguous bytes
-        const size_t n = static_cast<size_t>(key.size * key.itemsize);
-        if (n != SL_KEY_BYTES || (key.ndim == 1 && key.strides[0] != key.itemsize))
-            throw py::value_error("a pre-shared key is exactly " + std::to_string(SL_KEY_BYTES) + " contiguous bytes");
+        seclink_py::KeyList keys(psk, psk_names);
         sl_server_config cfg;
         sl_server_config_init(&cfg);
-        cfg.psk = static_cast<const uint8_t *>(key.ptr);
+        keys.apply(cfg);
+        cfg.rekey_bytes = rekey_bytes;
+        py::buffer_info static_key;
+        if (server_key) {
+            static_key = server_key->request();
+            if (static_key.size * static_key.itemsize != 32) throw py::value_error("a server key is 32 bytes");
+            cfg.server_key = static_cast<const uint8_t *>(static_key.ptr);
+        }
+        cfg.modes = modes;
+        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
+        if (password_users) cfg.password_users = password_users->c_str();
         cfg.max_clients = max_clients;
         cfg.max_handshakes = max_handshakes;
         cfg.max_handshakes_per_addr = max_handshakes_per_addr;
@@ -74,6 +85,11 @@ public:
             throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
                                   (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
                                                                : "this build has no NATS client (install libnats-dev, rebuild)"));
+        if (rc != SL_OK && sl_err_category(rc) == SL_CAT_KEY) {  // the authorized-keys file
+            py::object exc = py::module_::import("seclink.errors").attr("from_code")(rc, "authorized keys", "");
+            PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+            throw py::error_already_set();
+        }
         if (rc != SL_OK) throw py::value_error(std::string("invalid server configuration: ") + sl_strerror(rc));
     }
     ~Policy() {
@@ -116,6 +132,7 @@ public:
     size_t connections() const { return sl_policy_connections(p_); }
     size_t handshakes() const { return sl_policy_handshakes(p_); }
     size_t memory() const { return sl_policy_memory(p_); }
+    int reload_users() { return sl_policy_reload_users(p_); }
 
 private:
     static void on_log(void *ud, int level, const char *line) {
@@ -274,7 +291,9 @@ void bind_session(py::module_ &m) {
     py::class_<Policy>(m, "Policy")
         .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
                       size_t, bool, bool, bool, bool, int, py::object, bool, std::optional<std::string>, bool, uint64_t,
-                      uint64_t, bool, unsigned, unsigned, unsigned, unsigned, const std::string &>(),
+                      uint64_t, bool, unsigned, unsigned, unsigned, unsigned, const std::string &,
+                      const std::optional<std::vector<std::string>> &, uint64_t, std::optional<py::buffer>, unsigned,
+                      std::optional<std::string>, std::optional<std::string>>(),
              py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
              py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
              py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
@@ -283,13 +302,16 @@ void bind_session(py::module_ &m) {
              py::arg("files_overwrite") = false, py::arg("max_file_size") = uint64_t{0},
              py::arg("max_files_total") = uint64_t{0}, py::arg("chat") = false, py::arg("chat_rooms") = 0u,
              py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
-             py::arg("chat_cluster") = std::string())
+             py::arg("chat_cluster") = std::string(), py::arg("psk_names") = py::none(),
+             py::arg("rekey_bytes") = uint64_t{0}, py::arg("server_key") = py::none(), py::arg("modes") = 0u,
+             py::arg("authorized_keys") = py::none(), py::arg("password_users") = py::none())
         .def("set_notify_fd", &Policy::set_notify_fd, py::arg("fd"))
         .def("take_pending", &Policy::take_pending)
         .def_property_readonly("sessions", &Policy::sessions)
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
-        .def_property_readonly("memory", &Policy::memory);
+        .def_property_readonly("memory", &Policy::memory)
+        .def("reload_users", &Policy::reload_users);
 
     py::class_<Session>(m, "Session")
         .def(py::init<py::object, const std::string &, int64_t>(), py::arg("policy"), py::arg("peer"), py::arg("now"))

@@ -15,7 +15,10 @@
 #include <string>
 #include <vector>
 
+#include <climits>
+
 #include "common.hpp"
+#include "identity.hpp"
 #include "pipe.hpp"
 #include "transfer.hpp"
 
@@ -355,6 +358,8 @@ int main(int argc, char **argv) {
         std::printf("seclink client %s (c++), protocol seclink/%u\n", sl_version(), sl_protocol_version());
         return app::kOk;
     }
+    if (args.all("psk-file").size() > 1)
+        app::die(kProg, app::kUsage, "a client uses one key: give --psk-file once (several are for a server)");
     const auto psk_flag = args.get("psk-file");
     const std::string psk_path = app::key_path(kProg, psk_flag);
     if (args.has("keygen")) app::keygen(kProg, psk_path);
@@ -418,6 +423,7 @@ int main(int argc, char **argv) {
     cfg.psk = psk;
     cfg.timeout_ms = static_cast<unsigned>(timeout_ms);
     cfg.max_message = max_message;
+    cfg.rekey_bytes = args.number("rekey-bytes", 0, 1, ULONG_MAX);
     cfg.trace = args.has("trace");
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;
@@ -425,20 +431,51 @@ int main(int argc, char **argv) {
     cfg.tls = args.has("tls");
     cfg.tls_ca = ca.empty() ? nullptr : ca.c_str();
     cfg.tls_pin = pin.empty() ? nullptr : pin.c_str();
+    const unsigned mode_mask = app::parse_modes(kProg, args.get("mode").value_or("psk"));
+    if ((mode_mask & (mode_mask - 1)) != 0) app::die(kProg, app::kUsage, "--mode takes one mode: psk, server-key or user-key");
+    for (int m = 1; m < 32; ++m)
+        if (mode_mask == (1u << m)) cfg.mode = m;
+    if (cfg.mode == SL_MODE_PSK && (args.has("server-key") || args.has("trust-on-first-use")))
+        app::die(kProg, app::kUsage, "--server-key and --trust-on-first-use need --mode server-key or user-key");
+    if (cfg.mode != SL_MODE_USER_KEY && args.has("identity")) app::die(kProg, app::kUsage, "--identity needs --mode user-key");
+    if ((cfg.mode == SL_MODE_PASSWORD) != args.has("user"))
+        app::die(kProg, app::kUsage, "--mode password and --user NAME go together");
+    const std::string user = args.get("user").value_or("");
+    std::string password;
+    if (cfg.mode == SL_MODE_PASSWORD) {
+        password = app::read_password(kProg, args, "Password for " + user + ": ", false);
+        cfg.user = user.c_str();
+        cfg.password = reinterpret_cast<const uint8_t *>(password.data());
+        cfg.password_len = password.size();
+    }
+    uint8_t identity[32];
+    if (cfg.mode == SL_MODE_USER_KEY) {
+        app::load_identity(kProg, args, log, identity);
+        cfg.identity = identity;
+    }
 
     const std::string where = app::host_port(host, port);
     if (listen) {  // a tunnel: every local connection gets its own session, with this key
         log.line(SL_LOG_INFO, "[INFO] Tunnel: connections to " + *listen + " are carried to " + where);
         return app::pipe::run_tunnel_client(kProg, cfg, psk, *listen, log);
     }
+    unsigned modes_seen = 0;
+    cfg.server_modes_seen = &modes_seen;
     sl_client *c = nullptr;
-    int rc = sl_client_connect(&c, &cfg);
+    int rc = cfg.mode != SL_MODE_PSK ? app::connect_checked(kProg, cfg, args, where, log, &c) : sl_client_connect(&c, &cfg);
     app::wipe(psk, sizeof psk);
+    app::wipe(identity, sizeof identity);
+    app::wipe(password.data(), password.size());
+    if (rc == SL_EMODE_REFUSED) app::mode_refused(kProg, where, modes_seen, cfg.mode);
     if (rc != SL_OK) {
         Outcome o = connect_error(rc, where);
         app::die(kProg, o.code, o.text);
     }
-    log.line(SL_LOG_INFO, "[INFO] Connected to " + where + " (seclink/1: Noise NNpsk0 + AES-256-GCM" +
+    log.line(SL_LOG_INFO, "[INFO] Connected to " + where +
+                              (cfg.mode == SL_MODE_SERVER_KEY ? " (seclink/1: Noise NXpsk2, server key verified + AES-256-GCM"
+                               : cfg.mode == SL_MODE_USER_KEY ? " (seclink/1: Noise XXpsk3, server key verified, as a key user + AES-256-GCM"
+                               : cfg.mode == SL_MODE_PASSWORD ? " (seclink/1: Noise NXpsk2, server key verified, as " + user + " + AES-256-GCM"
+                                                              : " (seclink/1: Noise NNpsk0 + AES-256-GCM") +
                               (cfg.tls ? ", inside TLS 1.3)" : ")"));
     if (pipe) return app::pipe::run_client(kProg, c, log, max_message);
     if (files) {

@@ -2,6 +2,7 @@
 // logger, finding (or creating) the pre-shared key, and the documented exit codes.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -377,6 +379,54 @@ inline void load_key(const char *prog, const std::string &path, bool is_default,
     if (warnings & SL_KEY_WARN_OTHER_OWNER)
         log.line(SL_LOG_WARN, "[WARN] key file " + path + " (or its directory) belongs to another user: loaded only because "
                                   "root may read any key (run the program as the key's owner instead)");
+}
+
+// Key rotation (docs/PROTOCOL.md 9): the key files several --psk-file flags stand for, in order;
+// a directory stands for its files whose names do not start with '.', sorted by name.
+inline std::vector<std::string> key_files(const char *prog, const std::vector<std::string> &given) {
+    std::vector<std::string> out;
+    for (const auto &p : given) {
+        struct stat st;
+        if (lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+            out.push_back(p);
+            continue;
+        }
+        DIR *d = opendir(p.c_str());
+        if (d == nullptr) die(prog, kKey, "cannot read the key directory " + p + ": " + std::strerror(errno));
+        std::vector<std::string> names;
+        while (const dirent *e = readdir(d))
+            if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+        closedir(d);
+        if (names.empty()) die(prog, kKey, p + ": a key directory with no key files in it");
+        std::sort(names.begin(), names.end());
+        for (const auto &n : names) out.push_back(p + (p.back() == '/' ? "" : "/") + n);
+    }
+    return out;
+}
+
+// The server's keys, one after the other, and their files: every --psk-file (key rotation), or
+// the one key at --psk-file or the default location (created there on first use). *rotation: the
+// former, where the log names the key file each session used.
+inline std::vector<std::string> server_keys(const char *prog, const Args &args, Logger &log, std::vector<uint8_t> &keys,
+                                            bool *rotation) {
+    const auto given = args.all("psk-file");
+    struct stat st;
+    if (given.size() <= 1 && !(given.size() == 1 && lstat(given[0].c_str(), &st) == 0 && S_ISDIR(st.st_mode))) {
+        const auto flag = args.get("psk-file");
+        const std::string path = key_path(prog, flag);
+        keys.resize(SL_KEY_BYTES);
+        load_key(prog, path, default_key_location(flag), log, keys.data());
+        *rotation = false;
+        return {path};
+    }
+    auto files = key_files(prog, given);
+    if (files.size() > SL_MAX_PSKS)
+        die(prog, kUsage, std::to_string(files.size()) + " key files: a server accepts at most " +
+                              std::to_string(SL_MAX_PSKS) + " at once (remove the keys no client uses any more)");
+    keys.resize(files.size() * SL_KEY_BYTES);
+    *rotation = true;
+    for (size_t i = 0; i < files.size(); ++i) load_key(prog, files[i], false, log, keys.data() + i * SL_KEY_BYTES);
+    return files;
 }
 
 }  // namespace app

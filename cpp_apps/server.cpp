@@ -3,11 +3,14 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common.hpp"
+#include "identity.hpp"
 #include "pipe.hpp"
 
 namespace {
@@ -32,9 +35,22 @@ int main(int argc, char **argv) {
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 
-    const auto psk_flag = args.get("psk-file");
-    const std::string psk_path = app::key_path(kProg, psk_flag);
-    if (args.has("keygen")) app::keygen(kProg, psk_path);
+    if (auto name = args.get("add-user")) {  // PROTOCOL.md 13: store a password user, then exit
+        const auto file = args.get("users");
+        if (!file) app::die(kProg, app::kUsage, "--add-user NAME needs --users FILE (where the password hashes go)");
+        std::string pw = app::read_password(kProg, args, "New password for " + *name + ": ", true);
+        const int rc = sl_users_add(file->c_str(), name->c_str(), reinterpret_cast<const uint8_t *>(pw.data()), pw.size());
+        app::wipe(pw.data(), pw.size());
+        if (rc == SL_EINVAL) app::die(kProg, app::kUsage, "a user name is 1 to 32 of A-Z a-z 0-9 . _ -, not '" + *name + "'");
+        if (rc != SL_OK) app::die(kProg, app::kKey, "cannot write " + *file + ": " + app::describe(rc));
+        std::printf("[INFO] Stored a salted scrypt hash of %s's password in %s (mode 0600)\n", name->c_str(), file->c_str());
+        return app::kOk;
+    }
+    if (args.has("keygen")) {
+        if (args.all("psk-file").size() > 1)
+            app::die(kProg, app::kUsage, "--keygen writes one key file: give at most one --psk-file");
+        app::keygen(kProg, app::key_path(kProg, args.get("psk-file")));
+    }
 
     sl_server_config cfg;
     sl_server_config_init(&cfg);
@@ -55,6 +71,7 @@ int main(int argc, char **argv) {
         static_cast<unsigned>(args.number("frame-timeout", SL_DEFAULT_FRAME_TIMEOUT_MS / 1000, 1, 86400) * 1000);
     cfg.max_memory = args.number("max-memory", SL_DEFAULT_MAX_MEMORY >> 20, 1, 1u << 20) << 20;
     cfg.max_message = args.number("max-message", SL_DEFAULT_MAX_MESSAGE, 0, SL_MAX_MESSAGE_LIMIT);
+    cfg.rekey_bytes = args.number("rekey-bytes", 0, 1, ULONG_MAX);
     cfg.echo = args.has("echo");
     const std::string files_dir = args.get("files").value_or("");
     if (!args.has("files") && (args.has("overwrite") || args.has("max-file-size") || args.has("max-files-total")))
@@ -102,17 +119,62 @@ int main(int argc, char **argv) {
     cfg.log = app::Logger::callback;
     cfg.log_ud = &log;
 
-    uint8_t psk[SL_KEY_BYTES];
     if (!args.has("tls") && (args.has("tls-cert") || args.has("tls-key")))
         app::die(kProg, app::kUsage, "--tls-cert and --tls-key need --tls");
-    app::load_key(kProg, psk_path, app::default_key_location(psk_flag), log, psk);
-    cfg.psk = psk;
+    std::vector<uint8_t> psks;
+    bool rotation = false;
+    const std::vector<std::string> psk_files = app::server_keys(kProg, args, log, psks, &rotation);
+    std::vector<const char *> psk_names;
+    for (const auto &f : psk_files) psk_names.push_back(f.c_str());
+    cfg.psk = psks.data();
+    cfg.psk_count = psk_files.size();
+    if (rotation) cfg.psk_names = psk_names.data();
+    std::string keys_line = (psk_files.size() == 1 ? "key " : "keys ") + psk_files[0];
+    for (size_t i = 1; i < psk_files.size(); ++i) keys_line += ", " + psk_files[i];
+
+    // Pipe and tunnel servers take the PSK mode only.
     if (pipe) {
         const int code = app::pipe::run_server(kProg, cfg, host, port, log);
-        explicit_bzero(psk, sizeof psk);
+        app::wipe(psks.data(), psks.size());
         return code;
     }
     if (auto target = args.get("forward")) return app::pipe::run_forward_server(kProg, cfg, host, port, *target, log);
+
+    // Server identity (PROTOCOL.md 11): the static key, unless only psk mode is accepted.
+    const auto authorized = args.get("authorized-keys"), passwords = args.get("users");
+    std::string default_modes = "psk,server-key";
+    if (authorized) default_modes += ",user-key";
+    if (passwords) default_modes += ",password";
+    cfg.modes = app::parse_modes(kProg, args.get("modes").value_or(default_modes));
+    if ((cfg.modes & (1u << SL_MODE_PASSWORD)) && !passwords)
+        app::die(kProg, app::kUsage, "the password mode needs --users FILE (written by --add-user)");
+    if (passwords) {
+        if (!(cfg.modes & (1u << SL_MODE_PASSWORD)))
+            app::die(kProg, app::kUsage, "--users is for the password mode, which --modes leaves out");
+        cfg.password_users = passwords->c_str();
+    }
+    if ((cfg.modes & (1u << SL_MODE_USER_KEY)) && !authorized)
+        app::die(kProg, app::kUsage, "the user-key mode needs --authorized-keys FILE (the users' public keys)");
+    if (authorized) {
+        if (!(cfg.modes & (1u << SL_MODE_USER_KEY)))
+            app::die(kProg, app::kUsage, "--authorized-keys is for the user-key mode, which --modes leaves out");
+        cfg.authorized_keys = authorized->c_str();
+    }
+    uint8_t server_key[32];
+    std::string server_key_line;
+    if (cfg.modes & ((1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY) | (1u << SL_MODE_PASSWORD))) {
+        const auto sk_flag = args.get("server-key-file");
+        const auto given = args.all("psk-file");
+        const std::string sk_path = sk_flag ? *sk_flag : app::server_key_path(given.empty() ? psk_files[0] : given[0]);
+        if (app::load_server_key(kProg, sk_path, !sk_flag, server_key))
+            server_key_line = "[INFO] No server key found: created one at " + sk_path + " (mode 0600)\n";
+        cfg.server_key = server_key;
+        uint8_t pub[32];
+        if (sl_key_public(server_key, pub) != SL_OK) app::die(kProg, app::kKey, "server key file " + sk_path + " is unusable");
+        server_key_line += "[INFO] Server key " + sk_path + ", fingerprint " + app::fingerprint(pub);
+    } else if (args.has("server-key-file")) {
+        app::die(kProg, app::kUsage, "--server-key-file is for the server-key and user-key modes, which --modes leaves out");
+    }
 
     std::string cert, key;
     if (args.has("tls")) {
@@ -144,15 +206,22 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);  // re-read --authorized-keys
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     sl_server *server = nullptr;
     int rc = sl_server_new(&server, &cfg);
-    app::wipe(psk, sizeof psk);  // the server keeps its own copy
+    app::wipe(psks.data(), psks.size());  // the server keeps its own copy
+    app::wipe(server_key, sizeof server_key);
     if (rc == SL_EADDRINUSE)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) +
                                            ": the port is in use by another program (choose another with --port)");
     if (rc == SL_ERESOLVE) app::die(kProg, app::kNetwork, "cannot listen on '" + host + "': not a local address (check --host)");
+    if (rc != SL_OK && (authorized || passwords) && sl_err_category(rc) == SL_CAT_KEY)
+        app::die(kProg, app::kKey, std::string(authorized ? "authorized keys " + *authorized : "") +
+                                       (authorized && passwords ? " or " : "") +
+                                       (passwords ? "users file " + *passwords : "") + ": " + app::describe(rc) +
+                                       " (authorized keys: NAME BASE64-PUBLIC-KEY lines; users: written by --add-user)");
     if (rc == SL_ETLS_CERT) app::die(kProg, app::kTls, "TLS certificate/key unusable: " + cert + ", " + key + " (check --tls-cert and --tls-key)");
     if (rc != SL_OK && sl_err_category(rc) == SL_CAT_NETWORK)
         app::die(kProg, app::kNetwork, "cannot listen on " + app::host_port(host, port) + ": " + app::describe(rc));
@@ -163,13 +232,22 @@ int main(int argc, char **argv) {
     const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
                               (threads == 1 ? " worker thread" : " worker threads") + ", max " +
-                              std::to_string(cfg.max_clients) + " clients, key " + psk_path);
+                              std::to_string(cfg.max_clients) + " clients, " + keys_line);
+    for (size_t start = 0, nl; start < server_key_line.size(); start = nl + 1) {  // after the first line
+        nl = server_key_line.find('\n', start);
+        if (nl == std::string::npos) nl = server_key_line.size();
+        log.line(SL_LOG_INFO, server_key_line.substr(start, nl - start));
+    }
+    log.line(SL_LOG_INFO, "[INFO] Handshake modes accepted: " + app::mode_names(cfg.modes));
     if ((rc = sl_server_start(server)) != SL_OK) app::die(kProg, app::kInternal, "cannot start: " + app::describe(rc));
     // Only now, with every worker ready, does "Listening on" tell scripts the server is up.
     log.line(SL_LOG_INFO, "[INFO] Listening on " + app::host_port(host, sl_server_port(server)), true);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    while (sigwait(&stop_signals, &sig) == 0 && sig == SIGHUP) {
+        if (authorized || passwords) sl_server_reload_users(server);  // logs what it did
+        else log.line(SL_LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys or --users)");
+    }
     log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
                               app::count(sl_server_sessions(server), "session"));
     sl_server_stop(server);

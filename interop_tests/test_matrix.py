@@ -320,6 +320,7 @@ def normalized_log(path: Path) -> list[str]:
 def test_cpp_and_python_servers_log_the_same_session_identically(start_server, run_client, tmp_path: Path,
                                                                  keys) -> None:
     logs = {}
+    generate_key(tmp_path / "server_key")  # every server starts with the same files (none creates one)
     for kind in ("cpp", "py", "py-asyncio"):
         log = tmp_path / f"same-{kind}.log"
         flags = ["--threads", "1"] if kind != "py-asyncio" else []

@@ -15,6 +15,8 @@ using seclink::detail::guard;
 
 struct sl_conn {
     Connection impl;
+    seclink::detail::KeyRing ring;  // sl_conn_set_psks
+    seclink::detail::Secret<SL_KEY_BYTES> static_key;  // sl_conn_set_static_key
     sl_conn(sl_role role, const uint8_t *psk) noexcept : impl(role, psk) {}
 };
 
@@ -97,6 +99,67 @@ int sl_conn_set_ephemeral_for_testing(sl_conn *conn, const uint8_t priv[32]) {
 int sl_conn_set_key_confirmation(sl_conn *conn, int on) {
     return conn != nullptr ? conn->impl.set_key_confirmation(on != 0) : SL_EINVAL;
 }
+
+int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count) {
+    if (conn == nullptr || psks == nullptr || count == 0 || count > SL_MAX_PSKS) return SL_EINVAL;
+    if (!conn->impl.configuring()) return SL_ESTATE;
+    return guard([&]() -> int {
+        conn->ring.assign(psks, count);
+        return conn->impl.set_key_ring(&conn->ring);
+    });
+}
+
+int sl_conn_set_mode(sl_conn *conn, int mode) { return conn != nullptr ? conn->impl.set_mode(mode) : SL_EINVAL; }
+
+int sl_conn_set_server_key(sl_conn *conn, const uint8_t pub[32]) {
+    return conn != nullptr && pub != nullptr ? conn->impl.set_expected_server_key(pub) : SL_EINVAL;
+}
+
+int sl_conn_set_static_key(sl_conn *conn, const uint8_t priv[32]) {
+    if (conn == nullptr || priv == nullptr) return SL_EINVAL;
+    if (!conn->impl.configuring()) return SL_ESTATE;
+    std::memcpy(conn->static_key.data(), priv, SL_KEY_BYTES);
+    return conn->impl.set_static_key(conn->static_key.data());
+}
+
+int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask) {
+    return conn != nullptr ? conn->impl.set_accepted_modes(mask) : SL_EINVAL;
+}
+
+int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]) {
+    if (conn == nullptr || out == nullptr) return SL_EINVAL;
+    if (conn->impl.server_static() == nullptr) return SL_ESTATE;
+    std::memcpy(out, conn->impl.server_static(), 32);
+    return SL_OK;
+}
+
+int sl_conn_set_login(sl_conn *conn, const char *user, const uint8_t *password, size_t password_len) {
+    return conn != nullptr ? conn->impl.set_login(user, password, password_len) : SL_EINVAL;
+}
+
+int sl_conn_client_key(const sl_conn *conn, uint8_t out[32]) {
+    if (conn == nullptr || out == nullptr) return SL_EINVAL;
+    if (conn->impl.client_static() == nullptr) return SL_ESTATE;
+    std::memcpy(out, conn->impl.client_static(), 32);
+    return SL_OK;
+}
+
+unsigned sl_conn_server_modes(const sl_conn *conn) { return conn != nullptr ? conn->impl.server_modes() : 0; }
+
+int sl_conn_rekey(sl_conn *conn) { return conn != nullptr ? conn->impl.rekey() : SL_EINVAL; }
+
+int sl_conn_set_rekey_bytes(sl_conn *conn, uint64_t bytes) {
+    return conn != nullptr ? conn->impl.set_rekey_bytes(bytes) : SL_EINVAL;
+}
+
+int sl_conn_rekeys(const sl_conn *conn, uint64_t *sent, uint64_t *received) {
+    if (conn == nullptr) return SL_EINVAL;
+    if (sent != nullptr) *sent = conn->impl.rekeys_sent();
+    if (received != nullptr) *received = conn->impl.rekeys_received();
+    return SL_OK;
+}
+
+int sl_conn_psk_index(const sl_conn *conn) { return conn != nullptr ? conn->impl.key_index() : -1; }
 
 int sl_conn_peer_confirmed(const sl_conn *conn) { return conn != nullptr && conn->impl.peer_confirmed(); }
 

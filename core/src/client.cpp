@@ -38,6 +38,7 @@ struct sl_client {
     Stream io;
     SslCtxPtr tls_ctx;
     std::unique_ptr<Connection> conn;
+    seclink::detail::Secret<SL_KEY_BYTES> identity;  // mode 3 (PROTOCOL.md 12): what conn points at
     std::string peer;
     sl_log_fn log = nullptr;
     void *log_ud = nullptr;
@@ -199,10 +200,24 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if (cfg->tls && (rc = start_tls(c, cfg, deadline)) != SL_OK) return rc;
     c->conn = std::make_unique<Connection>(SL_CLIENT, cfg->psk);
     if ((rc = c->conn->set_max_message(cfg->max_message ? cfg->max_message : SL_DEFAULT_MAX_MESSAGE)) != SL_OK) return rc;
+    if (cfg->rekey_bytes != 0 && (rc = c->conn->set_rekey_bytes(cfg->rekey_bytes)) != SL_OK) return rc;
+    if (cfg->mode != 0 && (rc = c->conn->set_mode(cfg->mode)) != SL_OK) return rc;
+    if (cfg->server_key != nullptr && (rc = c->conn->set_expected_server_key(cfg->server_key)) != SL_OK) return rc;
+    if (cfg->user != nullptr && (rc = c->conn->set_login(cfg->user, cfg->password, cfg->password_len)) != SL_OK)
+        return rc;
+    if (cfg->identity != nullptr) {
+        std::memcpy(c->identity.data(), cfg->identity, SL_KEY_BYTES);
+        if ((rc = c->conn->set_static_key(c->identity.data())) != SL_OK) return rc;
+    }
     if (cfg->trace && cfg->log != nullptr) c->conn->set_trace(trace_frame, c);
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};
-    if ((rc = next_event(c, deadline, &ev)) != SL_OK) return rc;
+    rc = next_event(c, deadline, &ev);
+    // What the server said about itself (PROTOCOL.md 11), for the caller to show, even on failure.
+    if (cfg->server_key_seen != nullptr && c->conn->server_static() != nullptr)
+        std::memcpy(cfg->server_key_seen, c->conn->server_static(), SL_KEY_BYTES);
+    if (cfg->server_modes_seen != nullptr) *cfg->server_modes_seen = c->conn->server_modes();
+    if (rc != SL_OK) return rc;
     if (ev.type != SL_EVENT_HANDSHAKE_DONE) return SL_EINTERNAL;
     return flush(c, deadline);  // the key-confirmation PING (PROTOCOL.md 4.1), sent at once
 }
@@ -497,6 +512,12 @@ int sl_client_flush(sl_client *c, int timeout_ms) {
 size_t sl_client_pending(const sl_client *c) { return c != nullptr ? c->conn->pending_size() : 0; }
 
 int sl_client_fd(const sl_client *c) { return c != nullptr ? c->io.fd : -1; }
+
+int sl_client_rekey(sl_client *c) {
+    if (c == nullptr) return SL_EINVAL;
+    int rc = c->conn->rekey();
+    return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
+}
 
 int sl_client_recv(sl_client *c, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len) {
     if (c == nullptr || msg_type == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;

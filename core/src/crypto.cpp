@@ -124,6 +124,18 @@ bool Aead::open_finish(const uint8_t tag[kTagLen]) noexcept {
            EVP_DecryptFinal_ex(ctx_.get(), none, &n) == 1;
 }
 
+int noise_rekey(uint8_t k[kKeyLen]) noexcept {
+    static const uint8_t zeros[kKeyLen] = {};
+    uint8_t iv[kNonceLen], out[kKeyLen], tag[kTagLen];
+    make_nonce(UINT64_MAX, iv);
+    Aead a;
+    int rc = a.init(k, true);
+    if (rc == SL_OK) rc = a.seal(iv, nullptr, 0, zeros, sizeof zeros, nullptr, 0, out, tag);
+    if (rc == SL_OK) std::memcpy(k, out, kKeyLen);
+    wipe(out, sizeof out);
+    return rc;
+}
+
 int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
            uint8_t out[kHashLen]) noexcept {
     const EVP_MD *md = sha256_md();

@@ -65,6 +65,10 @@ private:
     CipherCtxPtr ctx_;
 };
 
+// Noise REKEY(k) in place (PROTOCOL.md 10): the first 32 bytes of ENCRYPT(k, 2^64-1, empty,
+// 32 zero bytes). Returns SL_OK, SL_ENOMEM or SL_ECRYPTO.
+int noise_rekey(uint8_t k[kKeyLen]) noexcept;
+
 // SHA-256 of a || b. Returns SL_OK or SL_ECRYPTO.
 int sha256(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len,
            uint8_t out[kHashLen]) noexcept;

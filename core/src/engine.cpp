@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <openssl/crypto.h>
+
 namespace seclink::detail {
 namespace {
 
@@ -20,11 +22,26 @@ void store_be32(uint8_t *p, uint32_t v) noexcept {
 
 }  // namespace
 
+bool KeyRing::assign(const uint8_t *keys, size_t n) {
+    if (n == 0 || n > SL_MAX_PSKS) return false;
+    std::vector<std::unique_ptr<Secret<kKeyLen>>> v;
+    v.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        v.push_back(std::make_unique<Secret<kKeyLen>>());
+        std::memcpy(v.back()->data(), keys + i * kKeyLen, kKeyLen);
+    }
+    keys_ = std::move(v);
+    return true;
+}
+
 Connection::Connection(sl_role role, const uint8_t psk[kKeyLen]) noexcept : role_(role) {
     std::memcpy(psk_, psk, kKeyLen);
 }
 
-Connection::~Connection() { wipe(psk_, kKeyLen); }
+Connection::~Connection() {
+    wipe(psk_, kKeyLen);
+    wipe(login_, sizeof login_);
+}
 
 int Connection::set_max_message(size_t n) noexcept {
     if (state_ != State::New) return SL_ESTATE;
@@ -51,22 +68,95 @@ int Connection::set_key_confirmation(bool on) noexcept {
     return SL_OK;
 }
 
+int Connection::set_key_ring(const KeyRing *ring) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_SERVER || ring == nullptr || ring->size() == 0) return SL_EINVAL;
+    ring_ = ring;
+    return SL_OK;
+}
+
+int Connection::set_rekey_bytes(uint64_t n) noexcept {
+    if (n == 0) return SL_EINVAL;
+    rekey_bytes_ = n;
+    return SL_OK;
+}
+
+int Connection::rekey() noexcept {
+    if (state_ == State::Failed || state_ == State::PeerClosed || sent_close_) return SL_ECLOSED;
+    if (state_ != State::Open) return SL_ESTATE;
+    int rc = seal(SL_MSG_KEY_UPDATE, nullptr, 0);
+    if (rc == SL_OK) rc = noise_rekey(send_key_);
+    if (rc == SL_OK) rc = send_.init(send_key_, true);
+    if (rc != SL_OK) return rc == SL_ENONCE_EXHAUSTED ? rc : fail(rc);
+    sent_under_key_ = 0;
+    ++rekeys_sent_;
+    return SL_OK;
+}
+
+int Connection::set_mode(int mode) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_CLIENT || mode < SL_MODE_PSK || mode > SL_MODE_PASSWORD) return SL_EINVAL;
+    mode_ = mode;
+    return SL_OK;
+}
+
+int Connection::set_expected_server_key(const uint8_t pub[kDhLen]) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_CLIENT) return SL_EINVAL;
+    std::memcpy(expected_, pub, kDhLen);
+    has_expected_ = true;
+    return SL_OK;
+}
+
+int Connection::set_static_key(const uint8_t *priv) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (priv == nullptr) return SL_EINVAL;  // a server's key, or a mode-3 client's identity
+    static_ = priv;
+    return SL_OK;
+}
+
+int Connection::set_accepted_modes(unsigned mask) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    if (role_ != SL_SERVER || mask == 0 || (mask & ~SL_MODES_ALL) != 0) return SL_EINVAL;
+    accepted_ = mask;
+    return SL_OK;
+}
+
+int Connection::set_login(const char *user, const uint8_t *password, size_t len) noexcept {
+    if (state_ != State::New) return SL_ESTATE;
+    const size_t n = user != nullptr ? std::strlen(user) : 0;
+    if (role_ != SL_CLIENT || n == 0 || n > 32 || len > SL_MAX_PASSWORD || (password == nullptr && len != 0))
+        return SL_EINVAL;
+    login_[0] = static_cast<uint8_t>(n);
+    std::memcpy(login_ + 1, user, n);
+    if (len != 0) std::memcpy(login_ + 1 + n, password, len);
+    login_len_ = 1 + n + len;
+    return SL_OK;
+}
+
 int Connection::start() noexcept {
     if (state_ != State::New) return SL_ESTATE;
-    int rc = hs_.init(role_ == SL_CLIENT, kPrologue, sizeof kPrologue, psk_);
-    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
-    if (rc != SL_OK) return fail(rc);
-    if (role_ == SL_SERVER) {
+    if (role_ == SL_SERVER) {  // the mode, so the handshake, is known with frame 1
         state_ = State::AwaitFrame1;
         return SL_OK;
     }
-    uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof kPrologue];
+    if (mode_ == SL_MODE_USER_KEY && static_ == nullptr) return SL_EINVAL;  // no identity to show
+    if (mode_ == SL_MODE_PASSWORD && login_len_ == 0) return SL_EINVAL;     // no user name
+    const uint8_t prologue[5] = {'S', 'L', 'N', 'K', static_cast<uint8_t>(mode_)};
+    int rc = hs_.init(true, prologue, sizeof prologue, psk_,
+                      mode_ == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3
+                      : mode_ == SL_MODE_PSK    ? Handshake::Pattern::NNpsk0
+                                                : Handshake::Pattern::NXpsk2);  // modes 2 and 4
+    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
+    if (rc == SL_OK && mode_ == SL_MODE_USER_KEY) rc = hs_.set_static(static_);
+    if (rc != SL_OK) return fail(rc);
+    uint8_t msg[SL_HANDSHAKE1_BYTES - sizeof prologue];
     size_t len = 0;
     if ((rc = hs_.write_message(nullptr, 0, msg, &len)) != SL_OK) return fail(rc);
-    uint8_t *body = append_frame(sizeof kPrologue + len);
+    uint8_t *body = append_frame(sizeof prologue + len);
     if (body == nullptr) return fail(SL_ENOMEM);
-    std::memcpy(body, kPrologue, sizeof kPrologue);  // "SLNK" || version: the prologue's bytes
-    std::memcpy(body + sizeof kPrologue, msg, len);
+    std::memcpy(body, prologue, sizeof prologue);  // "SLNK" || version: the prologue's bytes
+    std::memcpy(body + sizeof prologue, msg, len);
     trace(true, 1, body, sizeof kPrologue + len);
     state_ = State::AwaitFrame2;
     return SL_OK;
@@ -76,12 +166,14 @@ size_t Connection::min_body() const noexcept {
     switch (state_) {
     case State::AwaitFrame1: return SL_HANDSHAKE1_BYTES;
     case State::AwaitFrame2: return SL_HANDSHAKE2_BYTES;
+    case State::AwaitFrame3: return kHandshake3MinBody;
     default: return kTransportMinBody;
     }
 }
 
 size_t Connection::max_body() const noexcept {
-    if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2) return SL_MAX_HANDSHAKE_BYTES;
+    if (state_ == State::AwaitFrame1 || state_ == State::AwaitFrame2 || state_ == State::AwaitFrame3)
+        return SL_MAX_HANDSHAKE_BYTES;
     // Until the client has proved that it holds the key, a server buffers no more for it than
     // for a handshake frame (PROTOCOL.md 4.1): a replayed frame 1 buys a peer a few bytes only.
     if (!confirmed_) return std::min<size_t>(max_message_ + kTransportMinBody, SL_MAX_FIRST_FRAME_BYTES);
@@ -170,6 +262,7 @@ int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept
     switch (state_) {
     case State::AwaitFrame1: return on_handshake1(body, len, ev);
     case State::AwaitFrame2: return on_handshake2(body, len, ev);
+    case State::AwaitFrame3: return on_handshake3(body, len, ev);
     case State::Open: return on_transport(body, len, ev);
     default: return fail(SL_EINTERNAL);
     }
@@ -177,29 +270,93 @@ int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept
 
 int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept {
     if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
-    if (body[sizeof kMagic] != SL_PROTOCOL_VERSION) return fail(SL_EBAD_VERSION);
+    const uint8_t version = body[sizeof kMagic];
+    // PROTOCOL.md 11.2: no mode, or one this server does not accept (or cannot: no static key).
+    if (version < SL_MODE_PSK || version > SL_MODE_PASSWORD || (accepted_ & (1u << version)) == 0 ||
+        (version != SL_MODE_PSK && static_ == nullptr))
+        return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
-    int rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+    int rc = SL_EHANDSHAKE_AUTH;
+    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 11.1, 12)
+        rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
+                      version == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3 : Handshake::Pattern::NXpsk2);
+        if (rc == SL_OK) rc = hs_.set_static(static_);
+        if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+        if (rc == SL_OK) key_index_ = 0;
+        mode_ = version;
+    } else if (ring_ == nullptr) {
+        rc = hs_.init(false, kPrologue, sizeof kPrologue, psk_);
+        if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+        if (rc == SL_OK) key_index_ = 0;
+    } else {
+        // Key rotation (PROTOCOL.md 9): trial decryption of frame 1's payload under each key in
+        // turn, at most SL_MAX_PSKS; the first whose tag verifies is the session's key.
+        for (size_t i = 0; i < ring_->size() && rc == SL_EHANDSHAKE_AUTH; ++i) {
+            rc = hs_.init(false, kPrologue, sizeof kPrologue, (*ring_)[i]);
+            if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
+            if (rc == SL_OK) key_index_ = static_cast<int>(i);
+        }
+    }
     wipe(payload, payload_len);
+    wipe(psk_, kKeyLen);  // the handshake keeps the only copy, and erases it at split
     if (rc != SL_OK) return fail(rc);
     trace(false, 1, body, len);
-    uint8_t msg[SL_HANDSHAKE2_BYTES];
+    uint8_t msg[SL_HANDSHAKE2_BYTES + kDhLen + SL_TAG_BYTES];
     size_t msg_len = 0;
     if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
     uint8_t *out = append_frame(msg_len);
     if (out == nullptr) return fail(SL_ENOMEM);
     std::memcpy(out, msg, msg_len);
     trace(true, 2, out, msg_len);
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3 completes the handshake (PROTOCOL.md 12)
+        state_ = State::AwaitFrame3;
+        return SL_OK;
+    }
     return finish_handshake(ev);
 }
 
-int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+int Connection::on_handshake3(const uint8_t *body, size_t len, sl_event *ev) noexcept {
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
     size_t payload_len = 0;
     int rc = hs_.read_message(body, len, payload, &payload_len);
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
+    trace(false, 4, body, len);
+    std::memcpy(client_static_, hs_.remote_static(), kDhLen);
+    has_client_static_ = true;
+    confirmed_ = true;  // frame 3 proved the PSK and the client's key: no confirmation PING follows
+    return finish_handshake(ev);
+}
+
+int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept {
+    // PROTOCOL.md 11.2: a server refusing our mode says which modes it accepts (unauthenticated).
+    if (std::memcmp(body, kMagic, sizeof kMagic) == 0 && body[sizeof kMagic] == 0) {
+        const size_t n = std::min<size_t>(body[5], len - 6);
+        for (size_t i = 0; i < n; ++i)
+            if (body[6 + i] < 32) server_modes_ |= 1u << body[6 + i];
+        return fail(SL_EMODE_REFUSED);
+    }
+    uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
+    size_t payload_len = 0;
+    int rc = hs_.read_message(body, len, payload, &payload_len);
+    wipe(payload, payload_len);
+    if (rc != SL_OK) return fail(rc);
+    if (mode_ != SL_MODE_PSK) {  // frame 2 verified: the server holds this key (and, mode 2, the PSK)
+        std::memcpy(server_static_, hs_.remote_static(), kDhLen);
+        has_server_static_ = true;
+        if (!has_expected_) return fail(SL_ESERVER_KEY_UNKNOWN);
+        if (CRYPTO_memcmp(server_static_, expected_, kDhLen) != 0) return fail(SL_ESERVER_KEY_CHANGED);
+    }
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3: our identity, then the PSK (PROTOCOL.md 12)
+        uint8_t msg[kHandshake3MinBody];
+        size_t msg_len = 0;
+        if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
+        uint8_t *out = append_frame(msg_len);
+        if (out == nullptr) return fail(SL_ENOMEM);
+        std::memcpy(out, msg, msg_len);
+        trace(true, 4, out, msg_len);
+    }
     trace(false, 2, body, len);
     return finish_handshake(ev);
 }
@@ -212,11 +369,18 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     if (rc == SL_OK) rc = send_.init(client ? k1 : k2, true);
     if (rc == SL_OK) rc = recv_.init(client ? k2 : k1, false);
     if (rc != SL_OK) return fail(rc);
+    std::memcpy(send_key_, client ? k1 : k2, kKeyLen);
+    std::memcpy(recv_key_, client ? k2 : k1, kKeyLen);
     state_ = State::Open;
     ev->type = SL_EVENT_HANDSHAKE_DONE;
     if (!client) return SL_OK;
     confirmed_ = true;  // frame 2 decrypted: the server holds the key
-    if (!key_confirmation_) return SL_OK;
+    if (mode_ == SL_MODE_PASSWORD) {  // PROTOCOL.md 13: AUTH first, instead of the PING
+        rc = seal(SL_MSG_AUTH, login_, login_len_);
+        wipe(login_, sizeof login_);
+        return rc != SL_OK ? fail(rc) : SL_OK;
+    }
+    if (!key_confirmation_ || mode_ == SL_MODE_USER_KEY) return SL_OK;  // mode 3: frame 3 confirmed it
     // Key confirmation: the client's first transport frame is an empty PING, queued at once
     // (so it is pipelined with whatever the application sends next, at no extra round trip).
     if ((rc = seal(SL_MSG_PING, nullptr, 0)) != SL_OK) return fail(rc);
@@ -298,11 +462,23 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         if (content_len != 0 || peer_eof_) return fail(SL_EBAD_EOF);
         peer_eof_ = true;
         break;
+    case SL_MSG_KEY_UPDATE:
+        if (content_len != 0) return fail(SL_EBAD_KEY_UPDATE);
+        return on_key_update(body, len);
+    case SL_MSG_AUTH:  // only as a mode-4 client's first frame, checked below
+        if (!(role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_)) return fail(SL_EBAD_TYPE);
+        break;
     default:
         if (!is_file_msg(type)) return fail(SL_EBAD_TYPE);  // file messages: PROTOCOL.md 10
         break;
     }
-    if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_) {  // PROTOCOL.md 13
+        const size_t n = content_len > 0 ? p[1] : 0;
+        if (type != SL_MSG_AUTH || n < 1 || n > 32 || content_len < 1 + n || content_len - 1 - n > SL_MAX_PASSWORD)
+            return fail(SL_EBAD_AUTH);
+    }
+    if (body != nullptr && type != SL_MSG_AUTH) trace(false, 3, body, len, recv_n_ - 1, type, p + 1, content_len);
+    if (body != nullptr && type == SL_MSG_AUTH) trace(false, 3, body, len, recv_n_ - 1, type, nullptr, 0);
     confirmed_ = true;  // (server) the client's first transport frame verified: it holds the key
     if (type == SL_MSG_PONG && await_confirm_pong_) {
         await_confirm_pong_ = false;  // the answer to the key-confirmation PING: not delivered
@@ -314,6 +490,17 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         if (rc != SL_OK) return fail(rc);
     }
     *ev = sl_event{SL_EVENT_MESSAGE, type, p + 1, content_len};
+    return SL_OK;
+}
+
+// A verified KEY_UPDATE (PROTOCOL.md 10): the next frame is opened with REKEY(k). Never delivered.
+int Connection::on_key_update(const uint8_t *body, size_t len) noexcept {
+    if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, SL_MSG_KEY_UPDATE, nullptr, 0);
+    confirmed_ = true;  // like any verified frame (PROTOCOL.md 4.1)
+    int rc = noise_rekey(recv_key_);
+    if (rc == SL_OK) rc = recv_.init(recv_key_, false);
+    if (rc != SL_OK) return fail(rc);
+    ++rekeys_received_;
     return SL_OK;
 }
 
@@ -344,9 +531,15 @@ int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
         out_len_ -= SL_PREFIX_BYTES + body_len;
         return fail(rc);
     }
-    trace(true, 3, body, body_len, send_n_, type, data, len);
+    // The password in an AUTH is never traced (PROTOCOL.md 13: no password in any log).
+    trace(true, 3, body, body_len, send_n_, type, type == SL_MSG_AUTH ? nullptr : data, type == SL_MSG_AUTH ? 0 : len);
     ++send_n_;
-    return SL_OK;
+    if (type == SL_MSG_KEY_UPDATE || type == SL_MSG_CLOSE) return SL_OK;
+    // Automatic rekeying (PROTOCOL.md 10): bytes, not frames, with one block per frame for the tag.
+    sent_under_key_ += 1 + len + SL_TAG_BYTES;
+    if (sent_under_key_ < rekey_bytes_) return SL_OK;
+    rc = rekey();
+    return rc == SL_ENONCE_EXHAUSTED ? SL_OK : rc;  // the message went; the next send says so
 }
 
 uint8_t *Connection::append_frame(size_t n) noexcept {

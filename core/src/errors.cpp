@@ -33,6 +33,12 @@ constexpr ErrorInfo kErrors[] = {
     {SL_EAUTH, "AUTH", "frame failed authentication: tampered with, or from another session"},
     {SL_EBAD_TYPE, "BAD_TYPE", "unknown message type"},
     {SL_EBAD_PING, "BAD_PING", "PING/PONG content longer than 64 bytes"},
+    {SL_EBAD_KEY_UPDATE, "BAD_KEY_UPDATE", "the peer sent a KEY_UPDATE with content: a protocol error"},
+    {SL_ESERVER_KEY_UNKNOWN, "SERVER_KEY_UNKNOWN", "the server's key is not known here: check its fingerprint, then trust it"},
+    {SL_ESERVER_KEY_CHANGED, "SERVER_KEY_CHANGED",
+     "the server's key is not the one trusted for it: someone may be in the middle, or the key was replaced"},
+    {SL_EMODE_REFUSED, "MODE_REFUSED", "the server does not accept the handshake mode asked for"},
+    {SL_EBAD_AUTH, "BAD_AUTH", "the client did not start with a well-formed user name and password"},
     {SL_EMSG_TOO_LARGE, "MSG_TOO_LARGE", "message larger than the connection's maximum message size"},
     {SL_ENONCE_EXHAUSTED, "NONCE_EXHAUSTED", "message counter exhausted: open a new connection"},
     {SL_ETRUNCATED, "TRUNCATED", "the stream ended in the middle of a frame"},
@@ -117,7 +123,11 @@ extern "C" int sl_err_category(int err) {
     case SL_EBAD_MAGIC:
     case SL_EBAD_VERSION:
     case SL_EHANDSHAKE_AUTH:
-    case SL_EWEAK_KEY: return SL_CAT_HANDSHAKE;
+    case SL_EWEAK_KEY:
+    case SL_ESERVER_KEY_UNKNOWN:
+    case SL_ESERVER_KEY_CHANGED:
+    case SL_EMODE_REFUSED:
+    case SL_EBAD_AUTH: return SL_CAT_HANDSHAKE;
     case SL_ECLOSED:
     case SL_EFRAME_TOO_SHORT:
     case SL_EFRAME_TOO_LARGE:
@@ -125,6 +135,7 @@ extern "C" int sl_err_category(int err) {
     case SL_EAUTH:
     case SL_EBAD_TYPE:
     case SL_EBAD_PING:
+    case SL_EBAD_KEY_UPDATE:
     case SL_ENONCE_EXHAUSTED:
     case SL_ETRUNCATED:
     case SL_EBAD_EOF:

@@ -128,6 +128,8 @@ const char *type_name(int t) {
     case SL_MSG_FILE_END: return "FILE_END";
     case SL_MSG_FILE_DONE: return "FILE_DONE";
     case SL_MSG_FILE_ERROR: return "FILE_ERROR";
+    case SL_MSG_KEY_UPDATE: return "KEY_UPDATE";
+    case SL_MSG_AUTH: return "AUTH";
     default: return "?";
     }
 }
@@ -157,17 +159,28 @@ extern "C" size_t sl_format_frame(const sl_frame_info *f, const char *peer, char
         const size_t n = f->body_len;
         const uint8_t prefix[4] = {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
                                    static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
-        const char *kind = f->kind == 1 ? "handshake frame 1" : f->kind == 2 ? "handshake frame 2" : "transport frame";
+        const char *kind = f->kind == 1   ? "handshake frame 1"
+                           : f->kind == 2 ? "handshake frame 2"
+                           : f->kind == 4 ? "handshake frame 3"
+                                          : "transport frame";
         std::string s = std::string("[TRACE] ") + (peer ? peer : "peer") + (f->sent ? " -> sent " : " <- received ") +
                         kind + ", " + std::to_string(n + 4) + " bytes on the wire";
         s += row("length", hex(prefix, 4), std::to_string(n) + " bytes follow (big-endian)");
         if (f->kind == 1 && n >= 53) {
-            s += row("magic", hex(b, 5), "\"SLNK\", protocol version 1");
+            s += row("magic", hex(b, 5), "\"SLNK\", version " + std::to_string(b[4]) + " (mode " + sl_mode_name(b[4]) + ")");
             s += row("e.pub", hex(b + 5, 32), "client's ephemeral X25519 public key");
             s += row("tag", hex(b + 37, n - 37), "encrypted empty payload: proves the PSK");
         } else if (f->kind == 2 && n >= 48) {
             s += row("e.pub", hex(b, 32), "server's ephemeral X25519 public key");
-            s += row("tag", hex(b + 32, n - 32), "encrypted empty payload: proves the PSK + DH");
+            if (n >= 96) {  // modes 2 and 3 (PROTOCOL.md 11, 12)
+                s += row("s", hex(b + 32, 48), "server's static public key, encrypted");
+                s += row("tag", hex(b + 80, n - 80), "encrypted empty payload: proves the server's keys");
+            } else {
+                s += row("tag", hex(b + 32, n - 32), "encrypted empty payload: proves the PSK + DH");
+            }
+        } else if (f->kind == 4 && n >= 64) {
+            s += row("s", hex(b, 48), "client's static public key (its identity), encrypted");
+            s += row("tag", hex(b + 48, n - 48), "encrypted empty payload: proves the PSK + the client's key");
         } else if (f->kind == 3 && n >= 29) {
             const size_t ct = n - 12 - 16;
             s += row("iv", hex(b, 12), "counter " + std::to_string(f->counter));

@@ -38,15 +38,6 @@ int from_errno(int e) noexcept {
     }
 }
 
-// Creates each missing parent directory of `path` with mode 0700.
-int make_parents(const std::string &path) {  // may throw bad_alloc: generate_key guards it
-    for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
-        std::string dir = path.substr(0, i);
-        if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return SL_EIO;
-    }
-    return SL_OK;
-}
-
 // Who may own a key file or its directory: the user we run as; root, for the directory; and,
 // when we run as root, anyone, with a warning.
 int check_owner(uid_t owner, bool is_dir, int refusal, unsigned *warnings) noexcept {
@@ -101,6 +92,16 @@ std::string home_dir() {
 }
 
 }  // namespace
+
+// Creates each missing parent directory of `path` with mode 0700.
+int make_parents(const std::string &path) {  // may throw bad_alloc: generate_key guards it
+    for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
+        std::string dir = path.substr(0, i);
+        if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return SL_EIO;
+    }
+    return SL_OK;
+}
+
 
 // Strict standard base64 with padding; the decoded length is checked by the caller.
 int decode_key(const char *text, size_t len, uint8_t key[kKeyLen]) noexcept {

@@ -122,52 +122,86 @@ void SymmetricState::clear() noexcept {
 }
 
 int Handshake::init(bool initiator, const uint8_t *prologue, size_t prologue_len,
-                    const uint8_t psk[kKeyLen]) noexcept {
+                    const uint8_t psk[kKeyLen], Pattern pattern) noexcept {
     initiator_ = initiator;
     step_ = 0;
+    pattern_ = pattern;
     std::memcpy(psk_, psk, kKeyLen);
-    int rc = ss_.init(kProtocolName);
+    int rc = ss_.init(pattern == Pattern::NXpsk2   ? kProtocolNameNX
+                      : pattern == Pattern::XXpsk3 ? kProtocolNameXX
+                                                   : kProtocolName);
     return rc == SL_OK ? ss_.mix_hash(prologue, prologue_len) : rc;
 }
 
-int Handshake::mix_ee() noexcept {
+int Handshake::mix_dh(const X25519 &mine, const uint8_t theirs[kDhLen]) noexcept {
     uint8_t dh[kDhLen];
-    int rc = e_.derive(re_, dh);
+    int rc = mine.derive(theirs, dh);
     if (rc == SL_OK) rc = ss_.mix_key(dh, kDhLen);
     wipe(dh, sizeof dh);
     return rc;
 }
 
+int Handshake::mix_ee() noexcept { return mix_dh(e_, re_); }
+
+// The tokens of each pattern (noise.hpp). Every `e` is followed by MixKey(e.pub) (a PSK is in
+// every pattern); message 1 of NNpsk0 starts with `psk`.
 int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
                              size_t *out_len) noexcept {
-    if (step_ >= 2 || !my_turn()) return SL_ESTATE;
+    if (done() || !my_turn()) return SL_ESTATE;
     if (len > kMaxPayload) return SL_EINVAL;
     int rc = SL_OK;
-    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
-    if (!e_.has_key() && (rc = e_.generate()) != SL_OK) return rc;                      // e
-    std::memcpy(out, e_.public_key(), kDhLen);
-    if ((rc = ss_.mix_hash(out, kDhLen)) != SL_OK || (rc = ss_.mix_key(out, kDhLen)) != SL_OK)
-        return rc;
+    const bool nn = pattern_ == Pattern::NNpsk0, xx = pattern_ == Pattern::XXpsk3;
+    size_t pos = 0, c_len = 0;
+    if (step_ == 0 && nn && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    if (step_ < 2) {
+        if (!e_.has_key() && (rc = e_.generate()) != SL_OK) return rc;                        // e
+        std::memcpy(out, e_.public_key(), kDhLen);
+        if ((rc = ss_.mix_hash(out, kDhLen)) != SL_OK || (rc = ss_.mix_key(out, kDhLen)) != SL_OK) return rc;
+        pos = kDhLen;
+    }
     if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
-    size_t c_len = 0;
-    if ((rc = ss_.encrypt_and_hash(payload, len, out + kDhLen, &c_len)) != SL_OK) return rc;
-    *out_len = kDhLen + c_len;
+    if ((step_ == 1 && !nn) || step_ == 2) {                // s, then es (responder) or se (initiator)
+        if (!s_.has_key()) return SL_ESTATE;
+        if ((rc = ss_.encrypt_and_hash(s_.public_key(), kDhLen, out + pos, &c_len)) != SL_OK) return rc;
+        pos += c_len;
+        if ((rc = mix_dh(s_, re_)) != SL_OK) return rc;
+    }
+    if ((step_ == 1 && !nn && !xx) || step_ == 2) {          // psk (NXpsk2's message 2, XXpsk3's 3)
+        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;
+    }
+    if ((rc = ss_.encrypt_and_hash(payload, len, out + pos, &c_len)) != SL_OK) return rc;
+    *out_len = pos + c_len;
     ++step_;
     return SL_OK;
 }
 
 int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out,
                             size_t *payload_len) noexcept {
-    if (step_ >= 2 || my_turn()) return SL_ESTATE;
+    if (done() || my_turn()) return SL_ESTATE;
+    const bool nn = pattern_ == Pattern::NNpsk0, xx = pattern_ == Pattern::XXpsk3;
+    const bool has_e = step_ < 2, has_s = (step_ == 1 && !nn) || step_ == 2;
+    const size_t need = (has_e ? kDhLen : 0) + (has_s ? kDhLen + kTagLen : 0) + kTagLen;
     if (len < kDhLen + kTagLen) return SL_EFRAME_TOO_SHORT;
+    if (len < need) return SL_EHANDSHAKE_AUTH;  // a message without its encrypted static key: a forgery
     int rc = SL_OK;
-    if (step_ == 0 && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
-    std::memcpy(re_, msg, kDhLen);                                                      // e
-    if ((rc = ss_.mix_hash(re_, kDhLen)) != SL_OK || (rc = ss_.mix_key(re_, kDhLen)) != SL_OK)
-        return rc;
+    size_t pos = 0;
+    if (step_ == 0 && nn && (rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;  // psk
+    if (has_e) {                                                                               // e
+        std::memcpy(re_, msg, kDhLen);
+        if ((rc = ss_.mix_hash(re_, kDhLen)) != SL_OK || (rc = ss_.mix_key(re_, kDhLen)) != SL_OK) return rc;
+        pos = kDhLen;
+    }
     if (step_ == 1 && (rc = mix_ee()) != SL_OK) return rc;  // ee
-    if ((rc = ss_.decrypt_and_hash(msg + kDhLen, len - kDhLen, payload_out, payload_len)) != SL_OK)
-        return rc;
+    if (has_s) {  // s, then es (initiator) or se (responder): DH(e, rs) on this side either way
+        size_t n = 0;
+        if ((rc = ss_.decrypt_and_hash(msg + pos, kDhLen + kTagLen, rs_, &n)) != SL_OK) return rc;
+        pos += kDhLen + kTagLen;
+        if ((rc = mix_dh(e_, rs_)) != SL_OK) return rc;
+    }
+    if ((step_ == 1 && !nn && !xx) || step_ == 2) {  // psk
+        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;
+    }
+    if ((rc = ss_.decrypt_and_hash(msg + pos, len - pos, payload_out, payload_len)) != SL_OK) return rc;
     ++step_;
     return SL_OK;
 }
@@ -183,6 +217,7 @@ int Handshake::split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLe
 void Handshake::clear() noexcept {
     ss_.clear();
     e_.clear();
+    s_.clear();
     wipe(psk_, kKeyLen);
     wipe(re_, sizeof re_);
 }

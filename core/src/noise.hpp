@@ -48,15 +48,24 @@ private:
     HandshakeCipher cipher_;
 };
 
-// NNpsk0:  -> psk, e   <- e, ee
+// NNpsk0:  -> psk, e   <- e, ee                  (mode 1, PROTOCOL.md 3)
+// NXpsk2:  -> e        <- e, ee, s, es, psk      (mode 2, server identity, PROTOCOL.md 11)
+// XXpsk3:  -> e        <- e, ee, s, es   -> s, se, psk   (mode 3, key users, PROTOCOL.md 12)
 class Handshake {
 public:
+    enum class Pattern { NNpsk0, NXpsk2, XXpsk3 };
     static constexpr const char *kProtocolName = "Noise_NNpsk0_25519_AESGCM_SHA256";
+    static constexpr const char *kProtocolNameNX = "Noise_NXpsk2_25519_AESGCM_SHA256";
+    static constexpr const char *kProtocolNameXX = "Noise_XXpsk3_25519_AESGCM_SHA256";
     static constexpr size_t kMaxPayload = 1024;
 
     // SL_OK, SL_ECRYPTO.
     int init(bool initiator, const uint8_t *prologue, size_t prologue_len,
-             const uint8_t psk[kKeyLen]) noexcept;
+             const uint8_t psk[kKeyLen], Pattern pattern = Pattern::NNpsk0) noexcept;
+    // NXpsk2 / XXpsk3: this side's static private key (responder; XXpsk3 initiator too).
+    int set_static(const uint8_t priv[kDhLen]) noexcept { return s_.set_private(priv); }
+    // The peer's static public key once its message carrying it verified (else zeros).
+    const uint8_t *remote_static() const noexcept { return rs_; }
     // Use this private key instead of a fresh one (test vectors only). Before the first message.
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept { return e_.set_private(priv); }
 
@@ -67,7 +76,7 @@ public:
     // SL_OK, SL_ESTATE, SL_EFRAME_TOO_SHORT, SL_EWEAK_KEY, SL_EHANDSHAKE_AUTH, SL_ECRYPTO.
     int read_message(const uint8_t *msg, size_t len, uint8_t *payload_out, size_t *payload_len) noexcept;
 
-    bool done() const noexcept { return step_ == 2; }
+    bool done() const noexcept { return step_ == (pattern_ == Pattern::XXpsk3 ? 3 : 2); }
     // After done(): the two transport keys (initiator->responder, responder->initiator) and the
     // handshake hash; erases the rest of the handshake state.
     int split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen], uint8_t h[kHashLen]) noexcept;
@@ -75,11 +84,13 @@ public:
     ~Handshake() { clear(); }
 
 private:
-    bool my_turn() const noexcept { return (step_ == 0) == initiator_; }
+    bool my_turn() const noexcept { return (step_ % 2 == 0) == initiator_; }
     int mix_ee() noexcept;  // MixKey(DH(e, re)): SL_EWEAK_KEY for a low-order re
+    int mix_dh(const X25519 &mine, const uint8_t theirs[kDhLen]) noexcept;
     SymmetricState ss_;
-    X25519 e_;
-    uint8_t re_[kDhLen] = {};
+    Pattern pattern_ = Pattern::NNpsk0;
+    X25519 e_, s_;
+    uint8_t re_[kDhLen] = {}, rs_[kDhLen] = {};
     Secret<kKeyLen> psk_;
     bool initiator_ = false;
     int step_ = 0;  // messages processed: 0, 1, 2

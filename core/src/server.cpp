@@ -31,6 +31,7 @@
 #include "guard.hpp"
 #include "net.hpp"
 #include "poller.hpp"
+#include "identity.hpp"
 #include "session.hpp"
 #include "seclink/seclink.h"
 
@@ -496,9 +497,21 @@ void sl_server_config_init(sl_server_config *cfg) {
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->stream)
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
+        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr) ||
+        cfg->stream)
         return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
     return seclink::detail::guard([&]() -> int {
+        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+            seclink::detail::UserKeys users;
+            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
+            if (rc != SL_OK) return rc;
+        }
+        if (cfg->password_users != nullptr) {
+            std::vector<std::string> lines;
+            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
+            if (rc != SL_OK) return rc;
+        }
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
         if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster
@@ -519,6 +532,11 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
 }
 
 uint16_t sl_server_port(const sl_server *server) { return server != nullptr ? server->port : 0; }
+
+int sl_server_reload_users(sl_server *server) {
+    if (server == nullptr) return SL_EINVAL;
+    return seclink::detail::guard([&] { return server->sh.policy.reload_users(); });
+}
 
 size_t sl_server_sessions(const sl_server *server) { return server != nullptr ? server->sh.policy.connections.load() : 0; }
 

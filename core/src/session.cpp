@@ -3,6 +3,7 @@
 #include "session.hpp"
 
 #include "guard.hpp"
+#include "identity.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 #include <memory>
 #include <new>
 #include <utility>
+
+#include <openssl/crypto.h>
 
 namespace seclink::detail {
 namespace {
@@ -67,7 +70,41 @@ void apply_server_defaults(sl_server_config &c) noexcept {
 
 Policy::Policy(const sl_server_config &c) : cfg(c) {
     if (c.psk != nullptr) std::memcpy(psk.data(), c.psk, SL_KEY_BYTES);
-    cfg.psk = nullptr;  // the copy above is the only one kept
+    const size_t n = c.psk_count == 0 ? 1 : c.psk_count;
+    if (c.psk != nullptr && n > 1) keys.assign(c.psk, n);
+    if (c.psk_names != nullptr)
+        for (size_t i = 0; i < n; ++i) key_names.emplace_back(c.psk_names[i] != nullptr ? c.psk_names[i] : "");
+    if (c.server_key != nullptr) {
+        std::memcpy(static_key.data(), c.server_key, SL_KEY_BYTES);
+        has_static_key = true;
+    }
+    if (c.authorized_keys != nullptr) {
+        users_path_ = c.authorized_keys;
+        unsigned line = 0;
+        if (read_authorized_keys(users_path_, users_, &line) != SL_OK) users_path_.clear();  // sl_policy_new refuses
+    }
+    cfg.authorized_keys = nullptr;
+    if (c.password_users != nullptr) {
+        passwords_path_ = c.password_users;
+        if (read_password_users(passwords_path_, passwords_, nullptr) != SL_OK) passwords_path_.clear();
+    }
+    cfg.password_users = nullptr;
+    if (cfg.modes == 0)
+        cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u) |
+                    (has_static_key && !users_path_.empty() ? 1u << SL_MODE_USER_KEY : 0u) |
+                    (has_static_key && !passwords_path_.empty() ? 1u << SL_MODE_PASSWORD : 0u);
+    // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 11.2).
+    std::string body("SLNK\0\0", 6);
+    for (int m = 1; m < 32; ++m)
+        if (cfg.modes & (1u << m)) body += static_cast<char>(m);
+    body[5] = static_cast<char>(body.size() - 6);
+    body.resize(std::max<size_t>(body.size(), SL_HANDSHAKE2_BYTES), '\0');
+    const uint32_t blen = static_cast<uint32_t>(body.size());
+    modes_frame = std::string{static_cast<char>(blen >> 24), static_cast<char>(blen >> 16),
+                              static_cast<char>(blen >> 8), static_cast<char>(blen)} + body;
+    cfg.psk = nullptr;  // the copies above are the only ones kept
+    cfg.psk_names = nullptr;
+    cfg.server_key = nullptr;
     cfg.host = nullptr;
     cfg.tls_cert = cfg.tls_key = nullptr;
     apply_server_defaults(cfg);
@@ -88,6 +125,86 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
 
 Policy::~Policy() {
     if (files.dirfd >= 0) ::close(files.dirfd);
+}
+
+std::string Policy::user_for(const uint8_t pub[32]) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    for (const auto &u : users_)
+        if (CRYPTO_memcmp(u.second.data(), pub, 32) == 0) return u.first;
+    return {};
+}
+
+int Policy::reload_users() {
+    if (users_path_.empty() && passwords_path_.empty()) return SL_EINVAL;
+    int result = SL_OK;
+    auto report = [&](const char *what, const std::string &path, int rc, unsigned line, size_t n) {
+        if (rc != SL_OK) {
+            log(SL_LOG_WARN, std::string("[WARN] ") + what + " " + path + (line ? " line " + std::to_string(line) : "") +
+                                 ": " + errtext(rc) + "; the previous list stays in force");
+            result = rc;
+        } else {
+            log(SL_LOG_INFO, std::string("[INFO] ") + what + " " + path + ": " + std::to_string(n) + (n == 1 ? " user" : " users"));
+        }
+    };
+    if (!users_path_.empty()) {
+        UserKeys fresh;
+        unsigned line = 0;
+        const int rc = read_authorized_keys(users_path_, fresh, &line);
+        const size_t n = fresh.size();
+        if (rc == SL_OK) {
+            std::lock_guard<std::mutex> lock(users_mu_);
+            users_.swap(fresh);
+        }
+        report("authorized keys", users_path_, rc, line, n);
+    }
+    if (!passwords_path_.empty()) {
+        std::vector<std::string> fresh;
+        unsigned line = 0;
+        const int rc = read_password_users(passwords_path_, fresh, &line);
+        const size_t n = fresh.size();
+        if (rc == SL_OK) {
+            std::lock_guard<std::mutex> lock(users_mu_);
+            passwords_.swap(fresh);
+        }
+        report("password users", passwords_path_, rc, line, n);
+    }
+    return result;
+}
+
+bool Policy::check_password(const std::string &name, const uint8_t *password, size_t len) {
+    std::vector<std::string> lines;
+    {
+        std::lock_guard<std::mutex> lock(users_mu_);
+        lines = passwords_;  // scrypt runs outside the lock
+    }
+    return password_matches(lines, name, password, len);
+}
+
+bool Policy::locked_out(const std::string &name, const std::string &addr, int64_t now) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    for (const std::string &key : {"u:" + name, "a:" + addr}) {
+        auto it = failures_.find(key);
+        if (it != failures_.end() && it->second.count >= kFreeFailures && now - it->second.last < kLockoutMs) return true;
+    }
+    return false;
+}
+
+void Policy::login_result(const std::string &name, const std::string &addr, bool ok, int64_t now) {
+    std::lock_guard<std::mutex> lock(users_mu_);
+    if (failures_.size() > 4096) {  // forget failures older than the lockout
+        for (auto it = failures_.begin(); it != failures_.end();)
+            it = now - it->second.last >= kLockoutMs ? failures_.erase(it) : std::next(it);
+    }
+    for (const std::string &key : {"u:" + name, "a:" + addr}) {
+        if (ok) {
+            failures_.erase(key);
+            continue;
+        }
+        Failures &f = failures_[key];
+        if (now - f.last >= kLockoutMs) f.count = 0;
+        ++f.count;
+        f.last = now;
+    }
 }
 
 void Policy::log(int level, const std::string &line) noexcept {
@@ -168,6 +285,10 @@ Session::Session(Policy &policy, std::string peer, int64_t now)
     setup_ok_ = conn_.set_max_message(p_.cfg.max_message) == SL_OK &&
                 conn_.set_max_send(std::max<size_t>(p_.cfg.max_message, SL_DEFAULT_MAX_MESSAGE)) == SL_OK;
     if (p_.logs(SL_LOG_TRACE)) conn_.set_trace(on_trace, this);
+    if (p_.cfg.rekey_bytes != 0) setup_ok_ = setup_ok_ && conn_.set_rekey_bytes(p_.cfg.rekey_bytes) == SL_OK;
+    setup_ok_ = setup_ok_ && conn_.set_accepted_modes(p_.cfg.modes) == SL_OK;
+    if (p_.has_static_key) setup_ok_ = setup_ok_ && conn_.set_static_key(p_.static_key.data()) == SL_OK;
+    if (p_.keys.size() > 1) setup_ok_ = setup_ok_ && conn_.set_key_ring(&p_.keys) == SL_OK;
     setup_ok_ = setup_ok_ && conn_.start() == SL_OK;
     if (!setup_ok_) {
         p_.log(SL_LOG_ERROR, "[ERROR] " + peer_ + " could not be set up; connection dropped");
@@ -230,6 +351,15 @@ void Session::leave_queue() noexcept {
 void Session::authenticate(int64_t now) {
     if (holds_handshake_) p_.release_handshake(addr_);
     holds_handshake_ = false;
+    if (conn_.mode() == SL_MODE_USER_KEY) {  // PROTOCOL.md 12: only the keys listed get in
+        user_ = p_.user_for(conn_.client_static());
+        if (user_.empty()) {
+            finish(SL_LOG_WARN, "refused: unknown user (key " + fingerprint_of(conn_.client_static()) + ")",
+                   "unknown user", now);
+            return;
+        }
+        peer_ = user_ + "@" + peer_;  // every later line of the session names the user
+    }
     if (!p_.take_session()) {
         finish(SL_LOG_WARN, "refused: server full (" + std::to_string(p_.cfg.max_clients) + " clients)",
                "server full: try again later", now);
@@ -237,8 +367,37 @@ void Session::authenticate(int64_t now) {
     }
     holds_session_ = true;
     phase_ = Phase::Open;
-    if (p_.logs(SL_LOG_INFO)) p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete");
+    if (p_.logs(SL_LOG_INFO)) {
+        // Which key file matched (key rotation, PROTOCOL.md 9): its name, never the key.
+        const int k = conn_.key_index();
+        std::string key = k >= 0 && static_cast<size_t>(k) < p_.key_names.size() ? " (key " + p_.key_names[k] + ")" : "";
+        if (conn_.mode() != SL_MODE_PSK) key += std::string(" (mode ") + sl_mode_name(conn_.mode()) + ")";
+        p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete" + key);
+    }
     if (chat_) p_.chat->enter(*chat_, now);
+}
+
+// PROTOCOL.md 13: the AUTH of a mode-4 client. The password is never logged.
+void Session::login(const sl_event &ev, int64_t now) {
+    const size_t n = ev.data[0];
+    const std::string name(reinterpret_cast<const char *>(ev.data) + 1, n);
+    bool valid = true;
+    for (char c : name) valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+    const std::string who = valid ? name : "(not a valid name)";
+    if (p_.locked_out(name, addr_, now)) {
+        finish(SL_LOG_WARN, "refused: too many failed attempts (user " + who + " or address " + addr_ + "); not checked",
+               "too many failed attempts: try again later", now);
+        return;
+    }
+    const bool ok = valid && p_.check_password(name, ev.data + 1 + n, ev.len - 1 - n);
+    p_.login_result(name, addr_, ok, now);
+    if (!ok) {
+        finish(SL_LOG_WARN, "refused: wrong user or password (user " + who + ")", "wrong user or password", now);
+        return;
+    }
+    user_ = name;
+    peer_ = user_ + "@" + peer_;  // every later line of the session names the user
+    authenticate(now);
 }
 
 bool Session::wants_read() const noexcept {
@@ -300,6 +459,18 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         sl_event ev{};
         const bool was_confirmed = conn_.peer_confirmed(), was_established = conn_.established();
         int rc = conn_.feed(data + off, len - off, &used, &ev);
+        if (rc == SL_EBAD_VERSION) {
+            // PROTOCOL.md 11.2: say which modes this server accepts, then close.
+            raw_ = p_.modes_frame;
+            raw_pos_ = 0;
+            std::string accepted;
+            for (int m = 1; m < 32; ++m)
+                if (p_.cfg.modes & (1u << m)) accepted += std::string(accepted.empty() ? "" : ", ") + sl_mode_name(m);
+            finish(SL_LOG_WARN, "handshake failed: " + errtext(rc) + " (this server accepts: " + accepted + ")", nullptr,
+                   now);
+            off = len;
+            break;
+        }
         if (rc != SL_OK) {
             std::string why = (was_established ? "protocol error: " : "handshake failed: ") + errtext(rc);
             // Replies to the messages before the bad frame still go out (PROTOCOL.md 7).
@@ -310,6 +481,10 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         }
         off += used;
         const bool confirming = !was_confirmed && conn_.peer_confirmed();
+        if (confirming && conn_.mode() == SL_MODE_PASSWORD) {  // the engine let only a well-formed AUTH through
+            login(ev, now);
+            continue;
+        }
         if (confirming) authenticate(now);
         if (ev.type != SL_EVENT_MESSAGE || status_ != SL_SESSION_OPEN) continue;
         // The key-confirmation PING (PROTOCOL.md 4.1) is part of the handshake, not a message.
@@ -710,8 +885,20 @@ extern "C" {
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT) return SL_EINVAL;
+    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
+        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
+        return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
+        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+            seclink::detail::UserKeys users;
+            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
+            if (rc != SL_OK) return rc;
+        }
+        if (cfg->password_users != nullptr) {
+            std::vector<std::string> lines;
+            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
+            if (rc != SL_OK) return rc;
+        }
         auto p = std::make_unique<sl_policy>(*cfg);
         if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
         if (p->impl.chat && !p->impl.chat->ok()) return p->impl.chat->error();  // the cluster URL
@@ -843,5 +1030,12 @@ void sl_session_set_wake(sl_session *s, sl_wake_fn wake, void *ud) {
 }
 
 void sl_session_pump(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.pump(now_ms); }); }
+
+const char *sl_session_user(const sl_session *s) { return s != nullptr ? s->impl.user().c_str() : ""; }
+
+int sl_policy_reload_users(sl_policy *p) {
+    if (p == nullptr) return SL_EINVAL;
+    return seclink::detail::guard([&] { return p->impl.reload_users(); });
+}
 
 }  // extern "C"

@@ -4,6 +4,7 @@
 // these and do nothing else of their own: same admission, limits, deadlines and log lines.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "chat.hpp"
 #include "crypto.hpp"
@@ -60,6 +62,22 @@ public:
 
     sl_server_config cfg{};
     Secret<SL_KEY_BYTES> psk;  // dump-proof memory (secure_mem.hpp), wiped when the policy goes
+    KeyRing keys;              // with several keys (key rotation): all of them, psk first
+    std::vector<std::string> key_names;  // cfg.psk_names, if given
+    Secret<SL_KEY_BYTES> static_key;     // cfg.server_key (PROTOCOL.md 11), if has_static_key
+    bool has_static_key = false;
+    std::string modes_frame;             // how a frame 1 in a mode not accepted is answered (11.2)
+
+    // Key users (PROTOCOL.md 12): the name for a client key, "" if none; and re-reading the file.
+    std::string user_for(const uint8_t pub[32]);
+    int reload_users();
+    // Password users (PROTOCOL.md 13) and the failed-attempt limits per user name and address.
+    bool has_password_users() const noexcept { return !passwords_path_.empty(); }
+    bool check_password(const std::string &name, const uint8_t *password, size_t len);
+    bool locked_out(const std::string &name, const std::string &addr, int64_t now);
+    void login_result(const std::string &name, const std::string &addr, bool ok, int64_t now);
+    static constexpr unsigned kFreeFailures = 3;       // then refused...
+    static constexpr int64_t kLockoutMs = 60000;       // ...for this long after the last failure
     std::atomic<size_t> sessions{0}, handshakes{0}, memory{0};
     std::atomic<size_t> connections{0};  // every session not yet closed, whatever its phase
     std::atomic<size_t> waiting{0};      // sessions waiting for a free handshake slot
@@ -75,6 +93,16 @@ private:
     std::mutex mu_;  // guards addrs_ and the handshake count's check-then-take
     std::unordered_map<std::string, Addr> addrs_;
     std::mutex log_mu_;
+    std::mutex users_mu_;
+    std::string users_path_;
+    std::vector<std::pair<std::string, std::array<uint8_t, 32>>> users_;
+    std::string passwords_path_;
+    std::vector<std::string> passwords_;
+    struct Failures {
+        unsigned count = 0;
+        int64_t last = 0;
+    };
+    std::unordered_map<std::string, Failures> failures_;  // "u:NAME" and "a:ADDR", under users_mu_
 };
 
 class Session {
@@ -111,6 +139,7 @@ public:
     // Out of memory (or a bug) in the middle of a call: the session closes at once.
     void fail() noexcept;
     const std::string &peer() const noexcept { return peer_; }
+    const std::string &user() const noexcept { return user_; }
     bool ok() const noexcept { return setup_ok_; }
     // Chat servers (chat.hpp): who to wake when other sessions queue lines for this one, and
     // moving those lines into the output.
@@ -123,6 +152,7 @@ private:
     void try_admit(int64_t now);
     void leave_queue() noexcept;
     void authenticate(int64_t now);
+    void login(const sl_event &ev, int64_t now);
     void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
     int send_reply(const uint8_t *data, size_t len, int64_t now, int type = SL_MSG_DATA);
     void on_file(const sl_event &ev, int64_t now);
@@ -138,7 +168,7 @@ private:
 
     Policy &p_;
     Connection conn_;
-    std::string peer_, addr_;
+    std::string peer_, addr_, user_;
     Phase phase_ = Phase::Waiting;
     int status_ = SL_SESSION_OPEN;
     bool setup_ok_ = true;

@@ -59,3 +59,34 @@ TEST(CppWrapperTest, MoveTransfersOwnership) {
     EXPECT_EQ(b.get(), raw);
     EXPECT_EQ(a.get(), nullptr);  // NOLINT(bugprone-use-after-move): checking the moved-from state
 }
+
+TEST(CppWrapperTest, RotationAndRekeying) {
+    seclink::Key old_key{}, new_key{};
+    new_key.fill(2);
+    seclink::Connection client(seclink::Role::Client, new_key), server(seclink::Role::Server, old_key);
+    server.set_psks({old_key, new_key});
+    client.set_rekey_bytes(1);  // a KEY_UPDATE after every message
+    client.start();
+    server.start();
+    seclink::Event ev;
+    auto pump = [&ev](seclink::Connection &from, seclink::Connection &to) {
+        auto out = from.pending();
+        std::vector<uint8_t> bytes(out.begin(), out.end());
+        from.consume(out.size());
+        size_t pos = 0;
+        while (pos < bytes.size()) pos += to.feed(seclink::Bytes(bytes.data() + pos, bytes.size() - pos), ev);
+    };
+    pump(client, server);
+    EXPECT_EQ(server.psk_index(), 1);
+    pump(server, client);
+    client.send(SL_MSG_DATA, "one");
+    client.rekey();
+    client.send(SL_MSG_DATA, "two");
+    pump(client, server);  // PING, KEY_UPDATE, "one", KEY_UPDATE, KEY_UPDATE, "two", KEY_UPDATE
+    uint64_t sent = 0, received = 0;
+    ASSERT_EQ(sl_conn_rekeys(client.get(), &sent, nullptr), SL_OK);
+    ASSERT_EQ(sl_conn_rekeys(server.get(), nullptr, &received), SL_OK);
+    EXPECT_EQ(sent, 4u);
+    EXPECT_EQ(received, 4u);
+    EXPECT_EQ(ev.type, SL_EVENT_NONE);  // the last frame was a KEY_UPDATE: no event
+}

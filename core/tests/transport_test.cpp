@@ -165,7 +165,7 @@ TEST(TransportTest, ServerFrameReflectedToTheServerFailsAuthentication) {
 }
 
 TEST(TransportTest, UnknownMessageTypeIsAProtocolError) {
-    for (uint8_t type : std::initializer_list<uint8_t>{0x00, 0x05, 0x7f, 0xff}) {
+    for (uint8_t type : std::initializer_list<uint8_t>{0x00, 0x06, 0x7f, 0xff}) {
         Pair p;
         p.start();
         RawClient raw(p.server);

@@ -29,8 +29,9 @@ import socket
 import sys
 from collections.abc import Iterable, Iterator
 
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, FILE_CHUNK, FILE_CODES, FILE_DATA, FILE_DONE, FILE_END,
-                          FILE_ERROR, FILE_GET, FILE_INFO, FILE_PUT, FILE_READ, FILE_READY, FILE_TYPES, Closed, Connection, Event, HandshakeDone, KeyFileError,
+from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, EOF, FILE_CHUNK, FILE_CODES, FILE_DATA, FILE_DONE,
+                          FILE_END, FILE_ERROR, FILE_GET, FILE_INFO, FILE_PUT, FILE_READ, FILE_READY, FILE_TYPES, Closed,
+                          Connection, Event, HandshakeDone, KeyFileError,
                           Message, ProtocolError, default_key_path, describe, load_key)
 
 QUIT_LINES = ("exit", "quit", "!DISCONNECT")
@@ -62,13 +63,17 @@ def stdin_lines() -> Iterator[bytes]:
 
 
 def run(host: str, port: int, psk: bytes, messages: Iterable[bytes] | tuple[list[str], list[str]] | None,
-        max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        max_message: int = DEFAULT_MAX_MESSAGE, rekey_bytes: int = DEFAULT_REKEY_BYTES,
+        server_key: bytes | None = None, identity: bytes | None = None,
+        login: tuple[str, bytes] | None = None) -> None:
     try:
         sock = socket.create_connection((host, port))
     except OSError as error:
         raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
     with sock:
-        conn = Connection("client", psk, max_message=max_message)
+        conn = Connection("client", psk, max_message=max_message, rekey_bytes=rekey_bytes,
+                          mode=(4 if login else 3 if identity else 2) if server_key else 1, server_key=server_key,
+                          identity=identity, login=login)
         conn.start()
         try:
             sock.sendall(conn.data_to_send())
@@ -305,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipe", action="store_true", help="standard input as a stream, replies to standard output "
                                                              "(section 9)")
     parser.add_argument("--chat", action="store_true", help="live chat (docs/PROTOCOL.md section 11)")
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
+    parser.add_argument("--server-public-key", help="mode 2 (section 11): the server's static public key, hex")
+    parser.add_argument("--identity-file", help="with --server-public-key, mode 3 (section 12): this key file")
+    parser.add_argument("--user", help="with --server-public-key, mode 4 (section 13): this user, the password "
+                                       "from $SECLINK_PASSWORD")
     args = parser.parse_args(argv)
     try:
         if args.chat:
@@ -322,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         psk = load_key(default_key_path(args.psk_file))
         what = (None if args.pipe else (args.send, args.get) if args.send or args.get
                 else messages or stdin_lines())
-        run(args.host, args.port, psk, what, args.max_message)
+        expected = bytes.fromhex(args.server_public_key) if args.server_public_key else None
+        identity = load_key(args.identity_file) if args.identity_file else None
+        login = (args.user, os.environ.get("SECLINK_PASSWORD", "").encode()) if args.user else None
+        run(args.host, args.port, psk, what, args.max_message, args.rekey_bytes, expected, identity, login)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -17,6 +17,14 @@ from .seclink_ref import (CLOSE, DATA, EOF, FILE_DATA, FILE_DONE, FILE_END, FILE
                           DEFAULT_MAX_MESSAGE, SymmetricState)
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "seclink_v1.json"
+ROTATION_PATH = VECTORS_PATH.with_name("seclink_v1_rotation.json")
+REKEY_PATH = VECTORS_PATH.with_name("seclink_v1_rekey.json")
+SERVER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_server_key.json")
+SERVER_STATIC = sha256(b"seclink server static").digest()
+USER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_user_key.json")
+CLIENT_STATIC = sha256(b"seclink client identity").digest()
+PASSWORD_PATH = VECTORS_PATH.with_name("seclink_v1_password.json")
+REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
 CLIENT_EPHEMERAL = sha256(b"seclink client ephemeral").digest()
@@ -292,6 +300,261 @@ def build_vectors() -> dict[str, Any]:
     }
 
 
+def build_rotation_vectors() -> dict[str, Any]:
+    """Section 9: a server holding three keys answers a client that holds the second one."""
+    psks = [sha256(b"seclink rotation key %d" % i).digest() for i in range(2)] + [PSK]
+    psks[1], psks[2] = psks[2], psks[1]  # the client's key (PSK) second, a key after it
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL)
+    server = Connection("server", psks[0], ephemeral=SERVER_EPHEMERAL, psks=psks)
+    client.start()
+    frame1 = client.data_to_send()
+    server.receive(frame1)
+    frame2 = server.data_to_send()
+    client.receive(frame2)
+    assert server.psk_index == 1 and client.handshake_hash == server.handshake_hash
+    stranger = Connection("client", OTHER_PSK, ephemeral=CLIENT_EPHEMERAL)
+    stranger.start()
+    return {
+        "protocol": "seclink/1",
+        "description": "Key rotation (docs/PROTOCOL.md section 9): a server with several pre-shared keys finds "
+                       "the client's by trial decryption of frame 1.",
+        "psks": [k.hex() for k in psks],
+        "client_psk_index": 1,
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "frame1": frame1.hex(),
+        "frame2": frame2.hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "frame1_no_key": stranger.data_to_send().hex(),
+        "frame1_no_key_error": "HANDSHAKE_AUTH",
+    }
+
+
+def build_rekey_vectors() -> dict[str, Any]:
+    """Section 10: the confirmed session with T = 64 on both sides and one requested KEY_UPDATE."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, rekey_bytes=REKEY_T)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, rekey_bytes=REKEY_T)
+    peers = {"client": client, "server": server}
+    keys: dict[str, list[str]] = {"client_to_server": [], "server_to_client": []}
+    wire: list[dict[str, Any]] = []
+
+    def note_keys() -> None:
+        if client._send is None or server._send is None:
+            return
+        for name, k in (("client_to_server", client._send.key), ("server_to_client", server._send.key)):
+            if not keys[name] or keys[name][-1] != k.hex():
+                keys[name].append(k.hex())
+
+    def deliver(sender: str, kind: str = "transport") -> None:
+        """Every frame `sender` has queued, in order, to the other side, recorded."""
+        out = peers[sender].data_to_send()
+        receiver = peers["server" if sender == "client" else "client"]
+        while out:
+            n = int.from_bytes(out[:4], "big")
+            frame, out = out[:4 + n], out[4 + n:]
+            entry: dict[str, Any] = {"from": sender, "kind": kind}
+            if kind == "transport":  # what the receiver is about to open (its current key)
+                pt = AESGCM(receiver._recv.key).decrypt(frame[4:16], frame[16:], b"")
+                entry.update(type=TYPE_NAMES[pt[0]], content=pt[1:].hex())
+            entry["bytes"] = frame.hex()
+            wire.append(entry)
+            receiver.receive(frame)
+        note_keys()
+
+    client.start()
+    deliver("client", "handshake1")
+    deliver("server", "handshake2")
+    deliver("client")  # the key-confirmation PING
+    deliver("server")  # its PONG
+    for i, text in enumerate([b"hello, seclink", b"second", b"a somewhat longer third message", b"4", b"five"]):
+        if i == 3:
+            client.rekey()  # on request
+        client.send(DATA, text)
+        deliver("client")
+        server.send(DATA, f"ACK: received {len(text)} bytes".encode())
+        deliver("server")
+    client.send(CLOSE, b"bye")
+    deliver("client")
+    assert len(keys["client_to_server"]) >= 3 and len(keys["server_to_client"]) >= 3
+    return {
+        "protocol": "seclink/1",
+        "description": "Rekeying (docs/PROTOCOL.md section 10): the confirmed session of section 8 with an "
+                       "automatic KEY_UPDATE threshold of 64 bytes on both sides and one KEY_UPDATE on request.",
+        "psk": PSK.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "rekey_bytes": REKEY_T,
+        "requested_before": "4",
+        "wire": wire,
+        "rekeyed_keys": keys,
+        "malformed": [{"name": "key_update_with_content", "to": "server", "after": 4,
+                       "bytes": sealed_after_confirmation(bytes([0x05]) + b"x").hex(), "error": "BAD_KEY_UPDATE"}],
+    }
+
+
+def sealed_after_confirmation(plaintext: bytes) -> bytes:
+    """The client's frame with counter 1 (after the confirmation PING) carrying `plaintext`."""
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, rekey_bytes=REKEY_T)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, rekey_bytes=REKEY_T)
+    client.start()
+    server.receive(client.data_to_send())
+    client.receive(server.data_to_send())
+    client.data_to_send()  # the PING
+    client._seal(plaintext)  # bypasses rekey()'s rules on purpose
+    return client.data_to_send()
+
+
+def build_server_key_vectors() -> dict[str, Any]:
+    """Section 11: a mode-2 connection (Noise NXpsk2) and what a client and a server refuse."""
+    from .seclink_ref import MODE_SERVER_KEY, Message, fingerprint, modes_frame, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+
+    def pair(expected: bytes | None = pub) -> tuple[Connection, Connection]:
+        return (Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_SERVER_KEY, server_key=expected),
+                Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC))
+
+    client, server = pair()
+    client.start()
+    wire: list[dict[str, Any]] = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "transport"),
+                         ("server", "transport")):
+        frame = (client if sender == "client" else server).data_to_send()
+        (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    wire[2].update(type="PING", content="")
+    wire[3].update(type="PONG", content="", delivered=False)
+    client.send(DATA, b"hello, seclink")
+    frame = client.data_to_send()
+    assert server.receive(frame) == [Message(DATA, b"hello, seclink")]
+    wire.append({"from": "client", "kind": "transport", "type": "DATA", "content": b"hello, seclink".hex(),
+                 "bytes": frame.hex()})
+    assert client.server_static == pub and client.handshake_hash == server.handshake_hash
+    frame1, frame2 = bytes.fromhex(wire[0]["bytes"]), bytes.fromhex(wire[1]["bytes"])
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 2, server identity (docs/PROTOCOL.md section 11): Noise_NXpsk2_25519_AESGCM_SHA256 "
+                       "from fixed keys, and what clients and servers refuse.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": pub.hex(),
+        "fingerprint": fingerprint(pub),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "prologue": b"SLNK\x02".hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "modes_frame_psk_only": modes_frame([1]).hex(),
+        "malformed": [
+            # (to, after, bytes, error, what the client expects for the server key)
+            {"name": "client_expects_another_key", "to": "client", "after": 1, "bytes": frame2.hex(),
+             "error": "SERVER_KEY_CHANGED", "expected_server_key": sha256(b"another key").hexdigest()},
+            {"name": "client_expects_no_key", "to": "client", "after": 1, "bytes": frame2.hex(),
+             "error": "SERVER_KEY_UNKNOWN", "expected_server_key": None},
+            {"name": "frame2_flipped_static", "to": "client", "after": 1, "bytes": flip(frame2, 4 + 32 + 5).hex(),
+             "error": "HANDSHAKE_AUTH", "expected_server_key": pub.hex()},
+            {"name": "modes_frame", "to": "client", "after": 1, "bytes": modes_frame([1]).hex(),
+             "error": "MODE_REFUSED", "expected_server_key": pub.hex(), "server_modes": [1]},
+            {"name": "server_without_mode_2", "to": "server", "after": 0, "bytes": frame1.hex(),
+             "error": "BAD_VERSION", "accepted_modes": [1]},
+        ],
+    }
+
+
+def build_user_key_vectors() -> dict[str, Any]:
+    """Section 12: a mode-3 connection (Noise XXpsk3) from fixed keys."""
+    from .seclink_ref import MODE_USER_KEY, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    server_pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+    client_pub = public_bytes(X25519PrivateKey.from_private_bytes(CLIENT_STATIC))
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_USER_KEY, server_key=server_pub,
+                        identity=CLIENT_STATIC)
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC)
+    client.start()
+    wire: list[dict[str, Any]] = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "handshake3")):
+        frame = (client if sender == "client" else server).data_to_send()
+        (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    client.send(DATA, b"hello, seclink")
+    frame = client.data_to_send()
+    assert server.receive(frame)[0].content == b"hello, seclink"
+    wire.append({"from": "client", "kind": "transport", "type": "DATA", "content": b"hello, seclink".hex(),
+                 "bytes": frame.hex()})
+    assert server.client_static == client_pub and client.handshake_hash == server.handshake_hash
+    frame3 = bytes.fromhex(wire[2]["bytes"])
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 3, key users (docs/PROTOCOL.md section 12): Noise_XXpsk3_25519_AESGCM_SHA256 from "
+                       "fixed keys.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": server_pub.hex(),
+        "client_static": CLIENT_STATIC.hex(),
+        "client_static_public": client_pub.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "malformed": [
+            {"name": "frame3_flipped_static", "to": "server", "after": 2, "bytes": flip(frame3, 4 + 3).hex(),
+             "error": "HANDSHAKE_AUTH"},
+            {"name": "frame3_flipped_tag", "to": "server", "after": 2, "bytes": flip(frame3, -1).hex(),
+             "error": "HANDSHAKE_AUTH"},
+            {"name": "frame3_length_63", "to": "server", "after": 2, "bytes": (63).to_bytes(4, "big").hex(),
+             "error": "FRAME_TOO_SHORT"},
+        ],
+    }
+
+
+def build_password_vectors() -> dict[str, Any]:
+    """Section 13: a mode-4 connection with its AUTH frame, and a users-file line."""
+    import base64
+    import hashlib
+    from .seclink_ref import MODE_PASSWORD, password_matches, public_bytes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    server_pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
+    salt = sha256(b"seclink password salt").digest()[:16]
+    password = "correct horse battery staple"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=16384, r=8, p=1, dklen=32)
+    line = f"bob scrypt 16384 8 1 {base64.b64encode(salt).decode()} {base64.b64encode(digest).decode()}"
+    client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, mode=MODE_PASSWORD, server_key=server_pub,
+                        login=("bob", password.encode()))
+    server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, static=SERVER_STATIC, accepted_modes=[1, 2, 4])
+    client.start()
+    wire = []
+    for sender, kind in (("client", "handshake1"), ("server", "handshake2"), ("client", "transport")):
+        frame = (client if sender == "client" else server).data_to_send()
+        events = (server if sender == "client" else client).receive(frame)
+        wire.append({"from": sender, "kind": kind, "bytes": frame.hex()})
+    wire[2].update(type="AUTH", content=(bytes([3]) + b"bob" + password.encode()).hex())
+    assert events[0].name == "bob" and password_matches(line, "bob", events[0].password)
+    # A first frame that is not AUTH (an empty PING, sealed with the client's key at counter 0).
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from .seclink_ref import nonce
+    c2s = client._send.key
+    body = nonce(0) + AESGCM(c2s).encrypt(nonce(0), bytes([PING]), b"")
+    not_auth = prefixed(body)
+    return {
+        "protocol": "seclink/1",
+        "description": "Mode 4, password users (docs/PROTOCOL.md section 13): Noise NXpsk2 with prologue SLNK 04, "
+                       "then the AUTH message; and a users-file line for the password.",
+        "psk": PSK.hex(),
+        "server_static": SERVER_STATIC.hex(),
+        "server_static_public": server_pub.hex(),
+        "client_ephemeral": CLIENT_EPHEMERAL.hex(),
+        "server_ephemeral": SERVER_EPHEMERAL.hex(),
+        "user": "bob",
+        "password": password,
+        "users_line": line,
+        "handshake_hash": server.handshake_hash.hex(),
+        "wire": wire,
+        "malformed": [{"name": "first_frame_not_auth", "to": "server", "after": 2, "bytes": not_auth.hex(),
+                       "error": "BAD_AUTH"}],
+    }
+
+
 def render(vectors: dict[str, Any]) -> str:
     return json.dumps(vectors, indent=1, ensure_ascii=False) + "\n"
 
@@ -300,6 +563,16 @@ def main() -> None:
     VECTORS_PATH.parent.mkdir(parents=True, exist_ok=True)
     VECTORS_PATH.write_text(render(build_vectors()), encoding="utf-8")
     print(f"wrote {VECTORS_PATH}")
+    ROTATION_PATH.write_text(render(build_rotation_vectors()), encoding="utf-8")
+    print(f"wrote {ROTATION_PATH}")
+    REKEY_PATH.write_text(render(build_rekey_vectors()), encoding="utf-8")
+    print(f"wrote {REKEY_PATH}")
+    PASSWORD_PATH.write_text(render(build_password_vectors()), encoding="utf-8")
+    print(f"wrote {PASSWORD_PATH}")
+    SERVER_KEY_PATH.write_text(render(build_server_key_vectors()), encoding="utf-8")
+    print(f"wrote {SERVER_KEY_PATH}")
+    USER_KEY_PATH.write_text(render(build_user_key_vectors()), encoding="utf-8")
+    print(f"wrote {USER_KEY_PATH}")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
 PROLOGUE = b"SLNK\x01"
+PROLOGUE_2 = b"SLNK\x02"  # section 11
+MODE_PSK, MODE_SERVER_KEY, MODE_USER_KEY, MODE_PASSWORD = 0x01, 0x02, 0x03, 0x04
+MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key", MODE_USER_KEY: "user-key", MODE_PASSWORD: "password"}
+AUTH = 0x06  # section 13
+FRAME3_MIN = 64  # section 12
 MAGIC = b"SLNK"
 VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
+KEY_UPDATE = 0x05  # section 10
+DEFAULT_REKEY_BYTES = 2**32  # section 10: T
 EOF = 0x20  # section 9
 # Section 10: file transfer.
 FILE_PUT, FILE_GET, FILE_READY, FILE_INFO, FILE_DATA, FILE_READ, FILE_END, FILE_DONE, FILE_ERROR = (
@@ -44,7 +51,7 @@ FILE_TYPES = {FILE_PUT: "FILE_PUT", FILE_GET: "FILE_GET", FILE_READY: "FILE_READ
 FILE_CHUNK = 262144
 FILE_CODES = {1: "NO_FILES", 2: "BAD_NAME", 3: "EXISTS", 4: "NOT_FOUND", 5: "TOO_LARGE", 6: "QUOTA", 7: "DISK_FULL",
               8: "HASH_MISMATCH", 9: "BUSY", 10: "IO", 11: "SIZE_MISMATCH"}
-TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", EOF: "EOF", **FILE_TYPES}
+TYPE_NAMES = {DATA: "DATA", CLOSE: "CLOSE", PING: "PING", PONG: "PONG", KEY_UPDATE: "KEY_UPDATE", EOF: "EOF", **FILE_TYPES}
 MAX_PING = 64
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -52,6 +59,7 @@ FRAME1_MIN, FRAME2_MIN, HANDSHAKE_MAX = 53, 48, 1024  # section 2 table
 FIRST_FRAME_MAX = 1024  # section 4.1: a server's bound until the key is confirmed
 IV_LEN, TAG_LEN = 12, 16
 TRANSPORT_OVERHEAD = IV_LEN + 1 + TAG_LEN  # 29: iv, type byte, tag
+MAX_PSKS = 16  # section 9: keys a server tries on frame 1
 MAX_NONCE = 2**64 - 1  # reserved: a counter that reaches it must not be used
 
 # Section 7: name -> meaning (the numbers belong to the C ABI and are not needed here).
@@ -66,6 +74,11 @@ ERRORS = {
     "AUTH": "transport frame failed authentication: tampered or foreign",
     "BAD_TYPE": "unknown message type",
     "BAD_PING": "PING/PONG content over 64 bytes",
+    "BAD_KEY_UPDATE": "a KEY_UPDATE with content",
+    "SERVER_KEY_UNKNOWN": "the server's static key is not one this client expects",
+    "SERVER_KEY_CHANGED": "the server's static key differs from the one this client expects",
+    "MODE_REFUSED": "the server does not accept the handshake mode asked for",
+    "BAD_AUTH": "mode 4: the first frame is not a well-formed AUTH",
     "MSG_TOO_LARGE": "message content over max_message",
     "NONCE_EXHAUSTED": "counter reached 2^64-1: open a new connection",
     "TRUNCATED": "the stream ended inside a frame",
@@ -114,6 +127,11 @@ def dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
     return shared
 
 
+def rekey(key: bytes) -> bytes:
+    """Section 10: REKEY(k) = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes)."""
+    return AESGCM(key).encrypt(nonce(MAX_NONCE), bytes(32), b"")[:32]
+
+
 class CipherState:
     """A key and its counter. Encrypts with AES-256-GCM, nonce = nonce(n)."""
 
@@ -142,9 +160,10 @@ class CipherState:
 class SymmetricState:
     """ck, h and a CipherState, with the operations of section 3.2."""
 
-    def __init__(self, prologue: bytes) -> None:
-        self.h = PROTOCOL_NAME  # 32 bytes, so used as is (not hashed)
-        self.ck = PROTOCOL_NAME
+    def __init__(self, prologue: bytes, name: bytes = PROTOCOL_NAME) -> None:
+        assert len(name) == 32  # both names are 32 bytes, so used as is (not hashed)
+        self.h = name
+        self.ck = name
         self.cipher = CipherState()
         self.mix_hash(prologue)
 
@@ -246,6 +265,140 @@ class NoiseHandshake:
         return send_i, send_r
 
 
+class NXpsk2Handshake:
+    """Section 11: Noise_NXpsk2_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es, psk.
+
+    The same interface as NoiseHandshake; the responder has a static key `static`, the
+    initiator learns it as `remote_static` from message 2."""
+
+    NAME = b"Noise_NXpsk2_25519_AESGCM_SHA256"  # exactly 32 bytes
+
+    def __init__(self, initiator: bool, psk: bytes, *, prologue: bytes = PROLOGUE_2,
+                 ephemeral: bytes | None = None, static: bytes | None = None) -> None:
+        self.initiator = initiator
+        self._psk = psk
+        self._e = (X25519PrivateKey.from_private_bytes(ephemeral) if ephemeral is not None
+                   else X25519PrivateKey.generate())
+        self._s = X25519PrivateKey.from_private_bytes(static) if static is not None else None
+        self._ss: SymmetricState | None = SymmetricState(prologue, name=self.NAME)
+        self.remote_static: bytes | None = None
+        self.handshake_hash: bytes | None = None
+
+    def write_message_1(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e" with a PSK in the pattern
+        return e_pub + ss.encrypt_and_hash(payload)
+
+    def read_message_1(self, message: bytes) -> bytes:
+        ss = self._ss
+        self._re, c1 = message[:32], message[32:]
+        ss.mix_hash(self._re)
+        ss.mix_key(self._re)
+        return ss.decrypt_and_hash(c1)
+
+    def write_message_2(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e"
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        cs = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "es" (responder: DH(s, re))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        return e_pub + cs + ss.encrypt_and_hash(payload)
+
+    def read_message_2(self, message: bytes) -> bytes:
+        ss = self._ss
+        re_pub, cs, c2 = message[:32], message[32:80], message[80:]
+        ss.mix_hash(re_pub)
+        ss.mix_key(re_pub)
+        ss.mix_key(dh(self._e, re_pub))          # "ee"
+        rs = ss.decrypt_and_hash(cs)             # "s"
+        ss.mix_key(dh(self._e, rs))              # "es" (initiator: DH(e, rs))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        payload = ss.decrypt_and_hash(c2)
+        self.remote_static = rs
+        return payload
+
+    split = NoiseHandshake.split
+
+
+class XXpsk3Handshake(NXpsk2Handshake):
+    """Section 12: Noise_XXpsk3_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es   -> s, se, psk.
+
+    Message 1 is NXpsk2's; the initiator has a static key `static` too, which the responder
+    learns as `remote_static` from message 3."""
+
+    NAME = b"Noise_XXpsk3_25519_AESGCM_SHA256"
+
+    def __init__(self, initiator: bool, psk: bytes, *, prologue: bytes = b"SLNK\x03",
+                 ephemeral: bytes | None = None, static: bytes | None = None) -> None:
+        super().__init__(initiator, psk, prologue=prologue, ephemeral=ephemeral, static=static)
+
+    def write_message_2(self, payload: bytes = b"") -> bytes:
+        ss, e_pub = self._ss, public_bytes(self._e)
+        ss.mix_hash(e_pub)
+        ss.mix_key(e_pub)                        # "e"
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        cs = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "es"
+        return e_pub + cs + ss.encrypt_and_hash(payload)
+
+    def read_message_2(self, message: bytes) -> bytes:
+        ss = self._ss
+        self._re, cs, c2 = message[:32], message[32:80], message[80:]
+        ss.mix_hash(self._re)
+        ss.mix_key(self._re)
+        ss.mix_key(dh(self._e, self._re))        # "ee"
+        rs = ss.decrypt_and_hash(cs)             # "s"
+        ss.mix_key(dh(self._e, rs))              # "es"
+        payload = ss.decrypt_and_hash(c2)
+        self.remote_static = rs
+        return payload
+
+    def write_message_3(self, payload: bytes = b"") -> bytes:
+        ss = self._ss
+        cc = ss.encrypt_and_hash(public_bytes(self._s))  # "s"
+        ss.mix_key(dh(self._s, self._re))        # "se" (initiator: DH(s, re))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        return cc + ss.encrypt_and_hash(payload)
+
+    def read_message_3(self, message: bytes) -> bytes:
+        ss = self._ss
+        rc = ss.decrypt_and_hash(message[:48])   # "s"
+        ss.mix_key(dh(self._e, rc))              # "se" (responder: DH(e, rs))
+        ss.mix_key_and_hash(self._psk)           # "psk"
+        payload = ss.decrypt_and_hash(message[48:])
+        self.remote_static = rc
+        return payload
+
+
+def password_matches(line: str, name: str, password: bytes) -> bool:
+    """Section 13: `line` of a users file (NAME scrypt N r p SALT HASH) holds this name and password."""
+    import hashlib
+    fields = line.split()
+    if len(fields) != 7 or fields[0] != name or fields[1] != "scrypt":
+        return False
+    n, r, p = int(fields[2]), int(fields[3]), int(fields[4])
+    want = base64.b64decode(fields[6])
+    got = hashlib.scrypt(password, salt=base64.b64decode(fields[5]), n=n, r=r, p=p, dklen=len(want),
+                         maxmem=2 * 128 * r * (n + p + 2))
+    return hmac.compare_digest(got, want)
+
+
+def modes_frame(accepted: list[int]) -> bytes:
+    """Section 11.2: how a server answers a frame 1 in a mode it does not accept."""
+    body = MAGIC + b"\x00" + bytes([len(accepted)]) + bytes(sorted(accepted))
+    body += bytes(max(0, 48 - len(body)))
+    return len(body).to_bytes(4, "big") + body
+
+
+def fingerprint(pub: bytes) -> str:
+    """Section 11.3: base32 of the first 20 bytes of SHA-256(pub), in groups of 4."""
+    text = base64.b32encode(sha256(pub).digest()[:20]).decode()
+    return "-".join(text[i:i + 4] for i in range(0, 32, 4))
+
+
 # --------------------------------------------------------------------------- seclink (sections 2, 4, 5)
 
 @dataclass(frozen=True)
@@ -261,13 +414,20 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """Section 13 (server, mode 4): the client's user name and password, for the server to check."""
+    name: str
+    password: bytes
+
+
+@dataclass(frozen=True)
 class Closed:
     """The peer sent CLOSE (reason: its text, invalid UTF-8 replaced), or the stream ended
     between frames without a CLOSE (reason None: the peer vanished)."""
     reason: str | None
 
 
-Event = HandshakeDone | Message | Closed
+Event = HandshakeDone | Message | Closed | Auth
 
 
 class Connection:
@@ -279,12 +439,38 @@ class Connection:
     """
 
     def __init__(self, role: str, psk: bytes, *, ephemeral: bytes | None = None,
-                 max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True) -> None:
+                 max_message: int = DEFAULT_MAX_MESSAGE, key_confirmation: bool = True,
+                 psks: list[bytes] | None = None, rekey_bytes: int = DEFAULT_REKEY_BYTES,
+                 mode: int = MODE_PSK, static: bytes | None = None, server_key: bytes | None = None,
+                 accepted_modes: list[int] | None = None, identity: bytes | None = None,
+                 login: tuple[str, bytes] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
+        if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
+            raise ValueError(f"psks: a server's list of 1 to {MAX_PSKS} keys (section 9)")
         self.role = role
         self.max_message = max_message
-        self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
+        self._ephemeral = ephemeral
+        self._psks = psks            # section 9: the keys a server tries on frame 1, in order
+        self._rekey_bytes = rekey_bytes  # section 10: T
+        self._sent_under_key = 0
+        self.psk_index: int | None = None  # which of them matched
+        # Section 11. Client: the mode it asks for and the server key it expects (None: any key
+        # is SERVER_KEY_UNKNOWN); what it learned: server_static, server_modes. Server: its
+        # static private key and the modes it accepts.
+        self.mode = mode
+        self._psk, self._static, self._expected = psk, static, server_key
+        self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY, MODE_USER_KEY] if static else []))
+        self.server_static: bytes | None = None
+        self.client_static: bytes | None = None  # section 12: server, after frame 3
+        self._login = login  # section 13: a mode-4 client's (name, password)
+        self.server_modes: list[int] | None = None
+        if mode in (MODE_SERVER_KEY, MODE_PASSWORD) and role == "client":
+            self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral, prologue=MAGIC + bytes([mode]))
+        elif mode == MODE_USER_KEY and role == "client":
+            self._noise = XXpsk3Handshake(True, psk, ephemeral=ephemeral, static=identity)
+        else:
+            self._noise = NoiseHandshake(role == "client", psk, ephemeral=ephemeral)
         # states: "new" (client before start), "frame1" (server waits for it),
         # "frame2" (client waits for it), "transport", "closed" (CLOSE received or stream ended)
         self._state = "new" if role == "client" else "frame1"
@@ -313,7 +499,7 @@ class Connection:
         if self.role == "client":
             if self._state != "new":
                 raise ValueError("already started")
-            self._queue_frame(MAGIC + bytes([VERSION]) + self._noise.write_message_1())
+            self._queue_frame(MAGIC + bytes([self.mode]) + self._noise.write_message_1())
             self._state = "frame2"
 
     def receive(self, data: bytes) -> list[Event]:
@@ -352,8 +538,8 @@ class Connection:
         self._check_alive()
         if self._state != "transport" or self._sent_close:
             raise ValueError("cannot send: handshake not done or connection closed")
-        if type not in TYPE_NAMES:
-            raise ValueError(f"unknown message type {type:#04x}")
+        if type not in TYPE_NAMES or type == KEY_UPDATE:
+            raise ValueError(f"cannot send message type {type:#04x} (KEY_UPDATE: use rekey())")
         # Refusals before anything is queued: the connection stays usable (section 7).
         if type in (PING, PONG) and len(content) > MAX_PING:
             raise ProtocolError("BAD_PING")
@@ -368,6 +554,15 @@ class Connection:
             self._sent_close = True
         if type == EOF:
             self._sent_eof = True
+
+    def rekey(self) -> None:
+        """Section 10: queue a KEY_UPDATE, then send under REKEY(k)."""
+        self._check_alive()
+        if self._state != "transport" or self._sent_close:
+            raise ValueError("cannot rekey: handshake not done or connection closed")
+        self._seal(bytes([KEY_UPDATE]))
+        self._send.key = rekey(self._send.key)
+        self._sent_under_key = 0
 
     def close(self, reason: str = "") -> None:
         """Queue a CLOSE; the caller then closes the stream once data_to_send() is written."""
@@ -394,6 +589,15 @@ class Connection:
         self._out += len(body).to_bytes(4, "big") + body
 
     def _queue_transport(self, plaintext: bytes) -> None:
+        """Seal one message; then, past the section 10 threshold, a KEY_UPDATE."""
+        self._seal(plaintext)
+        if plaintext[0] in (KEY_UPDATE, CLOSE):
+            return
+        self._sent_under_key += len(plaintext) + TAG_LEN
+        if self._sent_under_key >= self._rekey_bytes:
+            self.rekey()
+
+    def _seal(self, plaintext: bytes) -> None:
         """iv || ENCRYPT(k, n, empty, plaintext), n = our counter (section 4)."""
         iv = nonce(self._send.n)
         self._queue_frame(iv + self._send.encrypt_with_ad(b"", plaintext))
@@ -403,6 +607,8 @@ class Connection:
             return FRAME1_MIN, HANDSHAKE_MAX
         if self._state == "frame2":
             return FRAME2_MIN, HANDSHAKE_MAX
+        if self._state == "frame3":
+            return FRAME3_MIN, HANDSHAKE_MAX
         largest = self.max_message + TRANSPORT_OVERHEAD
         if self.role == "server" and not self._confirmed:
             largest = min(largest, FIRST_FRAME_MAX)  # section 4.1
@@ -432,24 +638,78 @@ class Connection:
             # Server, section 3.3: magic, then version, then the Noise message.
             if body[:4] != MAGIC:
                 raise ProtocolError("BAD_MAGIC")
-            if body[4] != VERSION:
-                raise ProtocolError("BAD_VERSION")
-            self._noise.read_message_1(body[5:])   # payload ignored in version 1
+            if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
+                raise ProtocolError("BAD_VERSION")  # section 11.2: answered with modes_frame()
+            if body[4] != MODE_PSK:  # sections 11.1, 12, 13: the first PSK only
+                kind = XXpsk3Handshake if body[4] == MODE_USER_KEY else NXpsk2Handshake
+                self._noise = kind(False, self._psks[0] if self._psks else self._psk, prologue=body[:5],
+                                   ephemeral=self._ephemeral, static=self._static)
+                self.mode = body[4]
+                self._noise.read_message_1(body[5:])
+                self.psk_index = 0
+                if body[4] == MODE_USER_KEY:  # frame 2, then frame 3 completes the handshake
+                    self._queue_frame(self._noise.write_message_2())
+                    self._state = "frame3"
+                    return []
+            elif self._psks is None:
+                self._noise.read_message_1(body[5:])   # payload ignored in version 1
+                self.psk_index = 0
+            else:
+                self._read_message_1_any_key(body[5:])
             frame2 = self._noise.write_message_2()  # may raise WEAK_KEY: then nothing is sent
             self._queue_frame(frame2)
             self._recv, self._send = self._noise.split()
             self._state = "transport"
             return [HandshakeDone()]
+        if self._state == "frame3":                 # section 12 (server)
+            self._noise.read_message_3(body)
+            self.client_static = self._noise.remote_static
+            self._recv, self._send = self._noise.split()
+            self._state = "transport"
+            self._confirmed = True
+            return [HandshakeDone()]
         if self._state == "frame2":
+            if body[:5] == MAGIC + b"\x00":          # section 11.2: the modes the server accepts
+                self.server_modes = list(body[6:6 + body[5]])
+                raise ProtocolError("MODE_REFUSED")
             self._noise.read_message_2(body)        # payload ignored in version 1
+            if self.mode != MODE_PSK:               # 11.1: c2 verified; now the key
+                self.server_static = self._noise.remote_static
+                if self._expected is None:
+                    raise ProtocolError("SERVER_KEY_UNKNOWN")
+                if not hmac.compare_digest(self._expected, self.server_static):
+                    raise ProtocolError("SERVER_KEY_CHANGED")
+            if self.mode == MODE_USER_KEY:          # section 12: frame 3, no confirmation PING
+                self._queue_frame(self._noise.write_message_3())
+                self._send, self._recv = self._noise.split()
+                self._state = "transport"
+                self._confirmed = True
+                return [HandshakeDone()]
             self._send, self._recv = self._noise.split()
             self._state = "transport"
             self._confirmed = True                  # frame 2 proved the server's key
-            if self._key_confirmation:              # section 4.1: the empty PING goes first
+            if self.mode == MODE_PASSWORD:          # section 13: AUTH goes first, not the PING
+                name, password = self._login
+                self._seal(bytes([AUTH, len(name)]) + name.encode() + password)
+            elif self._key_confirmation:            # section 4.1: the empty PING goes first
                 self._queue_transport(bytes([PING]))
                 self._await_pong = True
             return [HandshakeDone()]
         return self._handle_transport(body)
+
+    def _read_message_1_any_key(self, message: bytes) -> None:
+        """Section 9: a fresh handshake state per key, in order; the first whose tag verifies wins."""
+        for i, key in enumerate(self._psks):
+            noise = NoiseHandshake(False, key, ephemeral=self._ephemeral)
+            try:
+                noise.read_message_1(message)
+            except ProtocolError as e:
+                if e.name != "HANDSHAKE_AUTH":
+                    raise
+                continue
+            self._noise, self.psk_index = noise, i
+            return
+        raise ProtocolError("HANDSHAKE_AUTH")
 
     def _handle_transport(self, body: bytes) -> list[Event]:
         # Section 4: the IV must be exactly the next counter, checked before decrypting.
@@ -461,7 +721,13 @@ class Connection:
         except InvalidTag:
             raise ProtocolError("AUTH") from None
         type, content = plaintext[0], plaintext[1:]
+        first = not self._confirmed
         self._confirmed = True  # (server) a valid frame from the client: it holds the key
+        if self.role == "server" and self.mode == MODE_PASSWORD and first:  # section 13
+            n = content[0] if content else 0
+            if type != AUTH or not 1 <= n <= 32 or len(content) < 1 + n or len(content) - 1 - n > 1024:
+                raise ProtocolError("BAD_AUTH")
+            return [Auth(content[1:1 + n].decode("utf-8", "replace"), content[1 + n:])]
         if type == DATA:
             if self._peer_eof:
                 raise ProtocolError("BAD_EOF")  # DATA after the peer's EOF (section 9)
@@ -486,6 +752,11 @@ class Connection:
                 self._await_pong = False
                 return []
             return [Message(type, content)]
+        if type == KEY_UPDATE:  # section 10: the next frame is opened with REKEY(k)
+            if content:
+                raise ProtocolError("BAD_KEY_UPDATE")
+            self._recv.key = rekey(self._recv.key)
+            return []
         raise ProtocolError("BAD_TYPE")
 
 

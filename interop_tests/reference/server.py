@@ -13,6 +13,7 @@ exit status 0.
 from __future__ import annotations
 
 import argparse
+import base64
 import signal
 import socket
 import sys
@@ -20,7 +21,7 @@ import threading
 
 from .chat import Chat, Member
 from .files import FileServer
-from .seclink_ref import (DATA, DEFAULT_MAX_MESSAGE, EOF, ERRORS, FILE_TYPES, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
+from .seclink_ref import (Auth, password_matches, DATA, DEFAULT_MAX_MESSAGE, DEFAULT_REKEY_BYTES, EOF, ERRORS, FILE_TYPES, modes_frame, PING, Closed, Connection, HandshakeDone, KeyFileError, Message,
                           ProtocolError, default_key_path, describe, generate_key, load_key)
 
 _log_lock = threading.Lock()
@@ -37,11 +38,17 @@ def size(content: bytes) -> str:
     return f"{len(content)} byte" + ("" if len(content) == 1 else "s")
 
 
-def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_message: int,
+def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
+                 max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None,
+                 users: dict[bytes, str] | None = None, passwords: list[str] | None = None,
                  files_dir: str | None = None, chat: Chat | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
-    conn = Connection("server", psk, max_message=max_message)
+    # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
+    conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
+                      rekey_bytes=rekey_bytes, static=static,
+                      accepted_modes=[1] + ([2] if static else []) + ([3] if static and users is not None else [])
+                      + ([4] if static and passwords is not None else []))
     files = FileServer(files_dir)
     received = sent = 0
     reason = "peer vanished"
@@ -64,11 +71,33 @@ def serve_client(sock: socket.socket, peer: str, psk: bytes, echo: bool, max_mes
                 if not data and _stopping.is_set():
                     reason = "server shutting down"
                     break
-                with lock:
-                    events = conn.receive(data) if data else conn.eof()
+                try:
+                    with lock:
+                        events = conn.receive(data) if data else conn.eof()
+                except ProtocolError as error:
+                    if error.name == "BAD_VERSION":  # section 11.2: say which modes this server accepts
+                        sock.sendall(modes_frame(conn.accepted_modes))
+                    raise
                 for event in events:
                     if isinstance(event, HandshakeDone):
-                        log(f"[INFO] {peer}: handshake done")
+                        which = f" (key {names[conn.psk_index]})" if len(psks) > 1 else ""
+                        if conn.client_static is not None:  # section 12: a key user, if listed
+                            user = (users or {}).get(conn.client_static)
+                            if user is None:
+                                conn.close("unknown user")
+                                reason = "unknown user"
+                                done = True
+                                break
+                            which += f" (user {user})"
+                        log(f"[INFO] {peer}: handshake done{which}")
+                    elif isinstance(event, Auth):  # section 13: a password user
+                        if any(password_matches(line, event.name, event.password) for line in passwords or []):
+                            log(f"[INFO] {peer}: handshake done (user {event.name})")
+                        else:
+                            conn.close("wrong user or password")
+                            reason = "wrong user or password"
+                            done = True
+                            break
                     elif chat is not None and isinstance(event, Message) and member is None:
                         member = Member(deliver, chat.rate)  # key confirmed: the first transport frame
                         chat.enter(member)
@@ -125,21 +154,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seclink/1 reference server (plain TCP)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--psk-file", help="key file (default: see docs/PROTOCOL.md section 6)")
+    parser.add_argument("--psk-file", action="append",
+                        help="key file (default: see docs/PROTOCOL.md section 6); repeat it to accept several "
+                             "keys (section 9)")
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--files", metavar="DIR", help="take and serve files in DIR (section 10)")
     parser.add_argument("--chat", action="store_true", help="chat rooms (docs/PROTOCOL.md section 11)")
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
+    parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 11)")
+    parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 12)")
+    parser.add_argument("--users", help="password users file: accept mode 4 too (section 13)")
     args = parser.parse_args(argv)
     chat = Chat() if args.chat else None
     try:
-        path = default_key_path(args.psk_file)
+        names = [str(default_key_path(p)) for p in args.psk_file or [None]]
         if args.keygen:
-            generate_key(path)
-            print(f"[INFO] Wrote a new key to {path}: give this file to every peer")
+            generate_key(names[-1])
+            print(f"[INFO] Wrote a new key to {names[-1]}: give this file to every peer")
             return 0
-        psk = load_key(path)
+        psks = [load_key(n) for n in names]
+        static = load_key(args.server_key_file) if args.server_key_file else None
+        passwords = None
+        if args.users:
+            with open(args.users) as f:
+                passwords = [line for line in f if line.strip() and not line.startswith("#")]
+        users = None
+        if args.authorized_keys:
+            with open(args.authorized_keys) as f:
+                users = {base64.b64decode(line.split()[1]): line.split()[0] for line in f
+                         if line.strip() and not line.startswith("#")}
     except (KeyFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -158,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             sock, addr = listener.accept()
             thread = threading.Thread(target=serve_client, daemon=True,
-                                      args=(sock, f"{addr[0]}:{addr[1]}", psk, args.echo, args.max_message,
-                                            args.files, chat))
+                                      args=(sock, f"{addr[0]}:{addr[1]}", psks, names, args.echo, args.max_message,
+                                            args.rekey_bytes, static, users, passwords, args.files, chat))
             clients = {s: t for s, t in clients.items() if t.is_alive()}
             clients[sock] = thread
             thread.start()

@@ -40,9 +40,10 @@ from typing import Any, TypeVar, Union
 
 from . import _seclink
 from .client import FileResult
-from .connection import Closed, Connection, Data, Event, FileMessage, HandshakeComplete, Ping, Pong
-from .errors import ConnectionClosed, Err, Error, FileTransferError, ProtocolError, as_handshake_error, from_code
-from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, wipe
+from .connection import Closed, Connection, Data, Event, FileMessage, HandshakeComplete, Ping, Pong, modes_mask
+from .errors import (ConnectionClosed, Err, Error, FileTransferError, HandshakeError, ProtocolError, as_handshake_error,
+                     from_code)
+from .keys import config_dir, ensure_self_signed_certificate, resolve_psk, resolve_psks, wipe
 
 __all__ = ["serve", "connect", "AioServer", "AioClient", "Handler", "LogFn"]
 
@@ -240,7 +241,9 @@ class AioServer:
                  frame_timeout: float | None = None, max_memory: int = 0, files_dir: str | None = None,
                  overwrite: bool = False, max_file_size: int = 0, max_files_total: int = 0, chat: bool = False,
                  chat_rooms: int = 0, chat_members: int = 0, chat_rate: int = 0, chat_queue: int = 0,
-                 chat_cluster: str | None = None) -> None:
+                 chat_cluster: str | None = None, psk_names: list[str] | None = None, rekey_bytes: int = 0,
+                 server_key: bytes | None = None, modes: list[str] | None = None, authorized_keys: str | None = None,
+                 password_users: str | None = None) -> None:
         self.host, self.port = host, port  # the port actually bound, once listening
         self._handler = handler
         self._max_send = max(max_message, DEFAULT_MAX_MESSAGE)
@@ -266,7 +269,9 @@ class AioServer:
             max_memory=max_memory, echo=echo, redact=redact, tls=tls, app_replies=handler is not None,
             log_level=log_level, log=log, files_dir=files_dir, files_overwrite=overwrite,
             max_file_size=max_file_size, max_files_total=max_files_total, chat=chat, chat_rooms=chat_rooms,
-            chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue, chat_cluster=chat_cluster or "")
+            chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue, chat_cluster=chat_cluster or "",
+            psk_names=psk_names, rekey_bytes=rekey_bytes, server_key=server_key,
+            modes=modes_mask(modes), authorized_keys=authorized_keys, password_users=password_users)
         self._log = log
         self._by_id: dict[int, _Conn] = {}
         self._notify_r = -1
@@ -306,6 +311,13 @@ class AioServer:
             os.close(self._notify_r)
             self._notify_r = -1
         self._closed.set()
+
+    def reload_users(self) -> None:
+        """Reads the authorized-keys file again (docs/PROTOCOL.md 12; the programs do so on SIGHUP).
+        Raises KeyFileError if it does not parse: the previous list then stays in force."""
+        rc = self._policy.reload_users()
+        if rc:
+            raise from_code(rc, "authorized keys")
 
     async def serve_forever(self) -> None:
         """Serves until :meth:`close` is called or this task is cancelled (then closes)."""
@@ -540,7 +552,8 @@ class AioServer:
 
 
 async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_port: int | None = None, *,
-                handler: Handler | None = None, psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                handler: Handler | None = None, psk: bytes | list[bytes] | None = None,
+                psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None, echo: bool = False,
                 max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
                 idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = DEFAULT_MAX_MESSAGE, log: LogFn | None = None,
                 log_level: int = LOG_MSG, tls: bool = False, tls_cert: str | None = None, tls_key: str | None = None,
@@ -553,7 +566,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                 max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL, chat: bool = False,
                 chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
                 chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
-                chat_cluster: str | None = None) -> AioServer:
+                chat_cluster: str | None = None, rekey_bytes: int = 0, server_key: bytes | None = None,
+                modes: list[str] | None = None, authorized_keys: str | os.PathLike[str] | None = None,
+                password_users: str | os.PathLike[str] | None = None) -> AioServer:
     """Starts a seclink/1 server on the running event loop; returns once it is listening.
 
     The arguments are in the order of :class:`seclink.Server`: ``serve(host, port, handler=...)``.
@@ -568,8 +583,10 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
     certificate of the config directory; ``redact=True`` logs sizes, never content; admission
     (``max_handshakes``, ``max_handshakes_per_address``, ``handshake_rate``), ``frame_timeout``
     and the memory budget ``max_memory`` (bytes) are the core session layer's, as are the chat
-    rooms of ``chat=True`` and their limits (``chat_rooms``, ...). Serve with
-    :meth:`AioServer.serve_forever`; stop with :meth:`AioServer.close`.
+    rooms of ``chat=True`` and their limits (``chat_rooms``, ...). ``psk`` may be a list of keys
+    and ``psk_file`` a list of files or a directory of them: every key is accepted (key rotation,
+    as :class:`seclink.Server`). Serve with :meth:`AioServer.serve_forever`; stop with
+    :meth:`AioServer.close`.
     """
     if host is None or callable(host):  # the old order, serve(handler, host, port): taken, with a warning
         warnings.warn("aio.serve(handler, host, port) is deprecated: use serve(host, port, handler=handler), "
@@ -577,9 +594,9 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
         handler, host, port = host, port if isinstance(port, str) else "0.0.0.0", _seclink.DEFAULT_PORT if _old_port is None else _old_port
     if max_message > _seclink.MAX_MESSAGE_LIMIT:
         raise from_code(Err.INVAL, f"cannot listen on {host}:{port}")
-    key = resolve_psk(psk, psk_file)
+    key, names = resolve_psks(psk, psk_file)
     try:
-        server = AioServer(handler, host, int(port), psk=key, echo=echo, max_clients=max_clients,
+        server = AioServer(handler, host, int(port), psk=key, psk_names=names, echo=echo, max_clients=max_clients,
                            handshake_timeout=handshake_timeout, idle_timeout=idle_timeout, max_message=max_message,
                            log=log, log_level=log_level, tls=tls, tls_cert=tls_cert, tls_key=tls_key, redact=redact,
                            max_handshakes=max_handshakes, max_handshakes_per_address=max_handshakes_per_address,
@@ -587,7 +604,10 @@ async def serve(host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, _old_p
                            files_dir=None if files_dir is None else os.fspath(files_dir), overwrite=overwrite,
                            max_file_size=max_file_size, max_files_total=max_files_total,
                            chat=chat, chat_rooms=chat_rooms, chat_members=chat_members, chat_rate=chat_rate,
-                           chat_queue=chat_queue, chat_cluster=chat_cluster)
+                           chat_queue=chat_queue, chat_cluster=chat_cluster,
+                           rekey_bytes=rekey_bytes, server_key=server_key, modes=modes,
+                           authorized_keys=os.fspath(authorized_keys) if authorized_keys else None,
+                           password_users=os.fspath(password_users) if password_users else None)
     finally:
         wipe(key)  # the session layer keeps its own copy, in dump-proof memory
     await server._listen()
@@ -781,6 +801,10 @@ class AioClient:
         session open. May overlap with a recv."""
         await self._transmit(lambda: self._conn.send_ping(b""))
 
+    async def rekey(self) -> None:
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        await self._transmit(self._conn.rekey)
+
     async def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason) and closes the connection. Idempotent."""
         if self._shut:
@@ -806,6 +830,9 @@ class AioClient:
             await self._flush("cannot connect", where)
             await self._next_event("cannot connect", where)  # HandshakeComplete
             await self._flush("cannot connect", where)       # the key-confirmation PING, at once
+        except HandshakeError as e:  # what the server said about itself (PROTOCOL.md 11), to show
+            e.server_key, e.server_modes = self._conn.server_key, self._conn.server_modes  # type: ignore[attr-defined]
+            raise
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, where)
             if err is e:
@@ -908,7 +935,9 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
                   psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                   max_message: int = DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
                   tls_pin: str | None = None, tls_trust_dir: str | None = None,
-                  trace: Callable[[str], None] | None = None) -> AioClient:
+                  trace: Callable[[str], None] | None = None, rekey_bytes: int = 0, mode: str = "psk",
+                  server_key: bytes | None = None, identity: bytes | None = None, user: str | None = None,
+                  password: bytes | str | None = None) -> AioClient:
     """Connects to a seclink/1 server and completes the handshake, all within ``timeout`` seconds.
 
     The parameters are those of :class:`seclink.Client`. With ``tls=True`` the server's
@@ -929,7 +958,9 @@ async def connect(host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *,
         try:
             if tls:
                 await _start_client_tls(stream, host, tls_ca, pin, tls_trust_dir, where)
-            conn = Connection("client", key, max_message=max_message)
+            conn = Connection("client", key, max_message=max_message, rekey_bytes=rekey_bytes or None, mode=mode,
+                              server_key=server_key, static_key=identity,
+                              login=(user, password if password is not None else b"") if user else None)
             if trace is not None:
                 conn.set_trace(trace, stream.peer)
             conn.start()

@@ -9,6 +9,7 @@ the same cases against both.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
 import errno
 import json
@@ -25,8 +26,9 @@ from typing import Any, NoReturn, overload
 
 from . import _seclink
 from .client import Client
-from .errors import Category, ConnectionClosed, Err, Error, KeyFileError, MessageTooLarge, Timeout
-from .keys import certificate_fingerprint, config_dir, ensure_self_signed_certificate, wipe
+from .errors import Category, ConnectionClosed, Err, Error, HandshakeError, KeyFileError, MessageTooLarge, Timeout
+from .keys import (certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, server_key,
+                   server_key_path, wipe)
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md): the core's error categories (sl_category).
@@ -307,6 +309,83 @@ def load_key(path: str, is_default: bool, log: Logger) -> bytearray:
         raise Exit(KEY, f"key file {path}: {describe(e)}") from None
 
 
+def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, list[str]]:
+    """The server's key and its file; or, for several key files (key rotation, docs/PROTOCOL.md
+    9: --psk-file more than once, or a directory standing for its files), None and the files,
+    each checked here (so that a bad one is named) and loaded again by the server."""
+    given = args.all("psk-file")
+    if len(given) <= 1 and not (given and os.path.isdir(given[0])):
+        path, is_default = key_location(prog, given[0] if given else None)
+        return load_key(path, is_default, log), [path]
+    try:
+        files = key_files(given)
+    except KeyFileError as e:
+        raise Exit(KEY, str(e)) from None
+    if len(files) > _seclink.MAX_PSKS:
+        raise Exit(USAGE, f"{len(files)} key files: a server accepts at most {_seclink.MAX_PSKS} at once "
+                          "(remove the keys no client uses any more)")
+    for f in files:
+        try:
+            wipe(_loaded(f, log))
+        except KeyFileError as e:
+            raise Exit(KEY, f"key file {f}: {describe(e)}") from None
+    return None, files
+
+
+def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """--modes and the server's static key (docs/PROTOCOL.md 11), as the C++ server: puts
+    server_key and modes into `opts`; returns the modes and the lines to log at start."""
+    authorized, passwords = args.get("authorized-keys"), args.get("users")
+    default = "psk,server-key" + (",user-key" if authorized else "") + (",password" if passwords else "")
+    modes = (args.get("modes") or default).split(",")
+    if not modes or any(m not in ("psk", "server-key", "user-key", "password") for m in modes):
+        raise Exit(USAGE, f"--modes takes a list of psk and server-key, not '{args.get('modes')}'")
+    if "password" in modes and not passwords:
+        raise Exit(USAGE, "the password mode needs --users FILE (written by --add-user)")
+    if passwords:
+        if "password" not in modes:
+            raise Exit(USAGE, "--users is for the password mode, which --modes leaves out")
+        opts["password_users"] = passwords
+    if "user-key" in modes and not authorized:
+        raise Exit(USAGE, "the user-key mode needs --authorized-keys FILE (the users' public keys)")
+    if authorized:
+        if "user-key" not in modes:
+            raise Exit(USAGE, "--authorized-keys is for the user-key mode, which --modes leaves out")
+        opts["authorized_keys"] = authorized
+    opts["modes"] = modes
+    lines: list[str] = []
+    if any(m in modes for m in ("server-key", "user-key", "password")):
+        flag = args.get("server-key-file")
+        given = args.all("psk-file")
+        path = flag or server_key_path(given[0] if given else psk_files[0])
+        try:
+            key, created = server_key(path, create=flag is None)
+        except KeyFileError as e:
+            extra = (" (or leave out --server-key-file to use the default, created on first use)"
+                     if e.name == "KEY_NOT_FOUND" else "")
+            raise Exit(KEY, f"server key file {path}: {describe(e)}{extra}") from None
+        if created:  # said after the first line, as the C++ server does
+            lines.append(f"[INFO] No server key found: created one at {path} (mode 0600)")
+        opts["server_key"] = key
+        lines.append(f"[INFO] Server key {path}, fingerprint {_seclink.key_fingerprint(_seclink.key_public(key))}")
+    elif args.has("server-key-file"):
+        raise Exit(USAGE, "--server-key-file is for the server-key and user-key modes, which --modes leaves out")
+    order = [m for m in ("psk", "server-key", "user-key", "password") if m in modes]
+    lines.append(f"[INFO] Handshake modes accepted: {', '.join(order)}")
+    return modes, lines
+
+
+def reload_users(reload: Any, opts: dict[str, Any], log: Logger) -> None:
+    """SIGHUP: the core re-reads --authorized-keys and logs the outcome (a bad file keeps the old list)."""
+    if not opts.get("authorized_keys") and not opts.get("password_users"):
+        log.line(LOG_INFO, "[INFO] SIGHUP: nothing to reload (no --authorized-keys or --users)")
+        return
+    try:
+        reload()
+    except Error:
+        pass  # logged by the core
+
+
 def _loaded(path: str, log: Logger) -> bytearray:
     key, warnings = _seclink.key_load_ex(path)
     if warnings & _seclink.KEY_WARN_OTHER_OWNER:
@@ -330,9 +409,23 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
-    psk_path, is_default = key_location(prog, args.get("psk-file"))
+    if args.get("add-user") is not None:  # docs/PROTOCOL.md 13: store a password user, then exit
+        name, users = args.get("add-user"), args.get("users")
+        if not users:
+            raise Exit(USAGE, "--add-user NAME needs --users FILE (where the password hashes go)")
+        password = read_password(args, f"New password for {name}: ", confirm=True)
+        try:
+            _seclink.users_add(users, name, password.encode())
+        except Error as e:
+            if e.name == "INVAL":
+                raise Exit(USAGE, f"a user name is 1 to 32 of A-Z a-z 0-9 . _ -, not '{name}'") from None
+            raise Exit(KEY, f"cannot write {users}: {describe(e)}") from None
+        print(f"[INFO] Stored a salted scrypt hash of {name}'s password in {users} (mode 0600)")
+        return OK
     if args.has("keygen"):
-        keygen(psk_path)
+        if len(args.all("psk-file")) > 1:
+            raise Exit(USAGE, "--keygen writes one key file: give at most one --psk-file")
+        keygen(key_location(prog, args.get("psk-file"))[0])
 
     host = args.get("host", "0.0.0.0")
     use_asyncio = args.has("asyncio")
@@ -351,6 +444,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
                 frame_timeout=float(args.number("frame-timeout", S.DEFAULT_FRAME_TIMEOUT_MS // 1000, 1, 86400)),
                 max_memory=args.number("max-memory", S.DEFAULT_MAX_MEMORY >> 20, 1, 1 << 20) << 20,
                 max_message=args.number("max-message", _seclink.DEFAULT_MAX_MESSAGE, 0, MAX_MESSAGE_LIMIT),
+                rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
                 echo=args.has("echo"), redact=args.has("redact"), chat=args.has("chat"),
                 chat_rooms=args.number("chat-rooms", S.DEFAULT_CHAT_ROOMS, 1, 1000000),
                 chat_members=args.number("chat-members", S.DEFAULT_CHAT_MEMBERS, 1, 1000000),
@@ -396,11 +490,15 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     opts["log"] = log.callback
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
-    psk = load_key(psk_path, is_default, log)
-    if pipe:
-        return _serve_pipe(host, port, psk, opts, log)
-    if forward is not None:
-        return _serve_forward(host, port, psk, opts, log, forward)
+    psk, psk_files = server_keys(prog, args, log)
+    if pipe or forward is not None:  # pipe and tunnel servers take one key, in the PSK mode
+        if psk is None:
+            raise Exit(USAGE, "--pipe and --forward take one key: give one --psk-file")
+        return _serve_pipe(host, port, psk, opts, log) if pipe else _serve_forward(host, port, psk, opts, log, forward)
+    if psk is None:
+        opts["psk_file"] = psk_files
+    keys_line = f"key {psk_files[0]}" if len(psk_files) == 1 else f"keys {', '.join(psk_files)}"
+    modes, identity_lines = server_identity(args, psk_files, log, opts)
 
     cert = key = None
     if args.has("tls"):
@@ -423,6 +521,11 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     def listen_error(e: Exception) -> Exit:
         code = getattr(e, "name", "")
+        if (opts.get("authorized_keys") or opts.get("password_users")) and isinstance(e, KeyFileError):
+            files = " or ".join(f for f in (f"authorized keys {opts['authorized_keys']}" if opts.get("authorized_keys") else "",
+                                            f"users file {opts['password_users']}" if opts.get("password_users") else "") if f)
+            return Exit(KEY, f"{files}: {describe(e)} (authorized keys: NAME BASE64-PUBLIC-KEY lines; users: "
+                             "written by --add-user)")
         if code == "ADDRINUSE":
             return Exit(NETWORK, f"cannot listen on {host_port(host, port)}: the port is in use by another program "
                                  "(choose another with --port)")
@@ -440,7 +543,9 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     def started(workers: int, bound_port: int, tag: str) -> None:
         log.line(LOG_INFO, f"[INFO] seclink server {_seclink.version()} ({tag}): {workers} worker "
-                           f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, key {psk_path}")
+                           f"thread{'' if workers == 1 else 's'}, max {opts['max_clients']} clients, {keys_line}")
+        for text in identity_lines:
+            log.line(LOG_INFO, text)
         log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound_port)}", always=True)
 
     def stopping(signum: int, sessions: int) -> None:
@@ -461,21 +566,27 @@ def _server(prog: str, argv: Sequence[str]) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: stop.set())  # wakes the loop below: reload
     try:
         server = Server(host, port, psk=psk, threads=threads, **opts)
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:
-        wipe(psk)  # the server keeps its own copy
+        if psk is not None:
+            wipe(psk)  # the server keeps its own copy
+        if opts.get("server_key") is not None:
+            wipe(opts["server_key"])
     # The worker threads inherit a mask without the stop signals, so they reach the main thread.
-    stop_set = {signal.SIGINT, signal.SIGTERM}
+    stop_set = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_set)
     try:
         server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_set)
     started(threads or os.cpu_count() or 1, server.port, "python")  # "Listening on": every worker is ready
-    stop.wait()
+    while stop.wait() and not stop_signal:  # SIGHUP: re-read --authorized-keys, as the C++ server
+        stop.clear()
+        reload_users(server.reload_users, opts, log)
     stopping(stop_signal[0], server.sessions)
     server.close()
     log.line(LOG_INFO, "[INFO] Server stopped")
@@ -529,7 +640,11 @@ async def _serve_asyncio(host, port, psk, opts, listen_error, started, stopping,
     except (Error, ValueError) as e:
         raise listen_error(e) from None
     finally:
-        wipe(psk)  # the server keeps its own copy
+        if psk is not None:
+            wipe(psk)  # the server keeps its own copy
+        if opts.get("server_key") is not None:
+            wipe(opts["server_key"])
+    loop.add_signal_handler(signal.SIGHUP, reload_users, server.reload_users, opts, log)
     started(1, server.port, "python asyncio")
     signum = await got
     stopping(signum, server.sessions)
@@ -553,9 +668,13 @@ def _tls_dir() -> str:
 
 # ------------------------------------------------------------------------------------------ client
 
-def connect_error(e: Error, where: str) -> Exit:
+def connect_error(e: Error, where: str, mode: str = "psk") -> Exit:
     """The exit code and sentence for a failure to connect (as the C++ client's)."""
     at = f"cannot connect to {where}: "
+    if e.code == Err.MODE_REFUSED:  # the server said which modes it accepts (PROTOCOL.md 11.2)
+        modes = ", ".join(getattr(e, "server_modes", None) or []) or "none"
+        return Exit(HANDSHAKE, f"the server at {where} accepts only the modes: {modes}; this client asked for "
+                               f"{mode} (choose one with --mode) [MODE_REFUSED]")
     if e.code == Err.TIMEDOUT:
         return Exit(NETWORK, at + "no answer in time (is the host right, and a server running? see --timeout)")
     if e.code == Err.HANDSHAKE_AUTH:
@@ -574,6 +693,117 @@ def connect_error(e: Error, where: str) -> Exit:
     if category == Category.TLS:
         return Exit(TLS, f"TLS with {where} failed: {describe(e)}")
     return Exit(INTERNAL, at + describe(e))
+
+
+_CHANGED_WARNING = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: THE SERVER'S KEY HAS CHANGED!               @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be in the middle of this connection right now, reading and changing it.
+It is also possible that the server's key has just been replaced.
+The key the server sent has the fingerprint {seen}.
+The key trusted for {where} has the fingerprint {trusted} ({known}, line {line}).
+If you know the change is expected (ask the server's operator for the new fingerprint),
+delete line {line} of {known} and connect again.
+"""
+
+
+def read_password(args: Args, prompt: str, confirm: bool = False) -> str:
+    """docs/PROTOCOL.md 13, as the C++ programs: --password-fd N, else $SECLINK_PASSWORD, else
+    asked on the terminal without echo (twice with `confirm`). Never logged."""
+    fd = args.get("password-fd")
+    if fd is not None:
+        n = parse_number("--password-fd", fd, 0, 1 << 20)
+        data = b""
+        while (c := os.read(n, 1)) and c != b"\n":
+            data += c
+        return data.decode("utf-8", "replace")
+    if "SECLINK_PASSWORD" in os.environ:
+        return os.environ["SECLINK_PASSWORD"]
+    import getpass
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR))
+    except OSError:
+        raise Exit(USAGE, "no terminal to ask for the password on: use --password-fd N or $SECLINK_PASSWORD") from None
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Again: ") != password:
+        raise Exit(USAGE, "the two passwords differ; nothing was changed")
+    return password
+
+
+def load_identity(args: Args, log: Logger) -> bytearray:
+    """The client's identity (mode user-key, docs/PROTOCOL.md 12), created on first use at the
+    default location; its public key is printed for the server's --authorized-keys."""
+    path = args.get("identity")
+    is_default = path is None
+    if is_default:
+        path = os.path.join(config_dir(), "identity")
+    try:
+        key, created = server_key(path, create=is_default)
+    except KeyFileError as e:
+        extra = " (or leave out the flag that names it to use the default, created on first use)" if e.name == "KEY_NOT_FOUND" else ""
+        raise Exit(KEY, f"key file {path}: {describe(e)}{extra}") from None
+    if created:
+        log.line(LOG_INFO, f"[INFO] No identity found: created one at {path} (mode 0600)")
+    pub = base64.b64encode(_seclink.key_public(key)).decode()
+    log.line(LOG_INFO, f"[INFO] Identity {path}, public key {pub} (the server lists it as NAME {pub})")
+    return key
+
+
+def connect_checked(args: Args, where: str, make: Any, log: Logger) -> Any:
+    """The client's side of docs/PROTOCOL.md 11.4, as the C++ client's (cpp_apps/identity.hpp):
+    a known key is expected; an unknown one is learned with a first connection that stops after
+    frame 2, accepted by --server-key, --trust-on-first-use or the user's answer, recorded, and
+    connected to again expecting it. Raises Exit on a refusal of this kind."""
+    known = args.get("known-servers") or _seclink.known_servers_path()
+    try:
+        found = _seclink.known_servers_lookup(known, where)
+    except Error as e:
+        hint = f" (run 'chmod go-w {known}')" if e.name == "KEY_PERMISSIONS" else ""
+        raise Exit(KEY, f"known-servers file {known}: {describe(e)}{hint}") from None
+    expected, line = found if found else (None, 0)
+    try:
+        try:
+            return make(server_key=expected)
+        except HandshakeError as e:
+            if e.name != "SERVER_KEY_UNKNOWN":
+                raise
+            seen = e.server_key  # type: ignore[attr-defined]
+        fp = _seclink.key_fingerprint(seen)
+        pinned = args.get("server-key")
+        if pinned is not None:
+            if not _seclink.fingerprint_matches(pinned, seen):
+                raise Exit(HANDSHAKE, f"the server at {where} has the key {fp}, not the one given with --server-key "
+                                      f"({pinned}): refusing to connect; check the fingerprint with the server's operator")
+            trusted = True
+        elif args.has("trust-on-first-use"):
+            trusted = True
+        elif sys.stdin.isatty() and sys.stderr.isatty():
+            sys.stderr.write(f"The authenticity of server '{where}' can't be established.\nIts key fingerprint is {fp}.\n"
+                             "Compare it with the fingerprint the server printed. Trust it (yes/no)? ")
+            sys.stderr.flush()
+            trusted = sys.stdin.readline().strip() in ("yes", "y")
+        else:
+            trusted = False
+        if not trusted:
+            raise Exit(HANDSHAKE, f"the server at {where} is not known: its key fingerprint is {fp}. Compare it with "
+                                  f"the fingerprint the server printed, then connect with --server-key {fp} (or "
+                                  "--trust-on-first-use) [SERVER_KEY_UNKNOWN]")
+        try:
+            _seclink.known_servers_add(known, where, seen)
+        except Error as e:
+            raise Exit(KEY, f"cannot add the server's key to {known}: {describe(e)}") from None
+        log.line(LOG_INFO, f"[INFO] Added {where} (key {fp}) to the known servers in {known}")
+        expected = seen
+        return make(server_key=expected)
+    except HandshakeError as e:
+        if e.name == "SERVER_KEY_CHANGED":
+            sys.stderr.write(_CHANGED_WARNING.format(seen=_seclink.key_fingerprint(e.server_key), where=where,  # type: ignore[attr-defined]
+                                                     trusted=_seclink.key_fingerprint(expected), known=known, line=line))
+            raise Exit(HANDSHAKE, f"the key of the server at {where} has changed: refusing to connect "
+                                  "[SERVER_KEY_CHANGED]") from None
+        raise
 
 
 class _AioSession:
@@ -666,6 +896,8 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     if args.has("version"):
         print(f"seclink client {_seclink.version()} (python), protocol seclink/{_seclink.PROTOCOL_VERSION}")
         return OK
+    if len(args.all("psk-file")) > 1:
+        raise Exit(USAGE, "a client uses one key: give --psk-file once (several are for a server)")
     psk_path, is_default = key_location(prog, args.get("psk-file"))
     if args.has("keygen"):
         keygen(psk_path)
@@ -729,20 +961,41 @@ def _client(prog: str, argv: Sequence[str]) -> int:
     tls = args.has("tls")
     kw: dict[str, Any] = dict(host=host, port=port, psk=psk, timeout=float(timeout), max_message=max_message, tls=tls,
               tls_ca=args.get("tls-ca") or None, tls_pin=pin or None,
+              rekey_bytes=args.number("rekey-bytes", 0, 1, 2**64 - 1),
               trace=(lambda text: log.line(LOG_TRACE, text)) if args.has("trace") else None)
+    mode = args.get("mode", "psk")
+    if mode not in ("psk", "server-key", "user-key", "password"):
+        raise Exit(USAGE, f"--mode takes one mode: psk, server-key or user-key, not '{mode}'")
+    if (mode == "password") != (args.get("user") is not None):
+        raise Exit(USAGE, "--mode password and --user NAME go together")
+    if mode == "password":
+        kw["user"] = args.get("user")
+        kw["password"] = read_password(args, f"Password for {kw['user']}: ")
+    if mode == "psk" and (args.has("server-key") or args.has("trust-on-first-use")):
+        raise Exit(USAGE, "--server-key and --trust-on-first-use need --mode server-key or user-key")
+    if mode != "user-key" and args.has("identity"):
+        raise Exit(USAGE, "--identity needs --mode user-key")
+    kw["mode"] = mode
+    if mode == "user-key":
+        kw["identity"] = load_identity(args, log)
     where = host_port(host, port)
     if listen is not None:
         return _client_tunnel(kw, psk, where, listen, max_message, log)
     loop = asyncio.new_event_loop() if args.has("asyncio") else None
     try:
         try:
-            client = _AioSession(loop, **kw) if loop else Client(**kw)
+            def make(**extra: Any) -> Any:
+                return _AioSession(loop, **kw, **extra) if loop else Client(**kw, **extra)
+            client = connect_checked(args, where, make, log) if mode != "psk" else make()
         except Error as e:
-            raise connect_error(e, where) from None
+            raise connect_error(e, where, mode) from None
         finally:
             wipe(psk)  # the client keeps its own copy
         del kw
-        log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: Noise NNpsk0 + AES-256-GCM"
+        noise = {"server-key": "Noise NXpsk2, server key verified",
+                 "user-key": "Noise XXpsk3, server key verified, as a key user",
+                 "password": f"Noise NXpsk2, server key verified, as {args.get('user')}"}.get(mode, "Noise NNpsk0")
+        log.line(LOG_INFO, f"[INFO] Connected to {where} (seclink/1: {noise} + AES-256-GCM"
                            f"{', inside TLS 1.3)' if tls else ')'}")
         if pipe:
             return _client_pipe(client, max_message, log)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import _seclink
-from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes
+from .connection import CLOSE, DATA, PING, PONG, Message, message_bytes, mode_number
 from .errors import ConnectionClosed, Err, Error, FileTransferError, ProtocolError, as_handshake_error, from_code
 from .keys import resolve_psk, wipe
 
@@ -39,7 +39,17 @@ class Client:
     1.3 and the server's certificate is always verified: against ``tls_ca`` (a PEM CA file, host
     name checked), ``tls_pin`` (its SHA-256 fingerprint), or, with neither, the certificate a
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
-    ``trace``, a callable, receives an annotated dump of every frame.
+    ``trace``, a callable, receives an annotated dump of every frame. Keys are replaced as the
+    session goes (docs/PROTOCOL.md 10): after ``rekey_bytes`` bytes under one key (0: the default,
+    4 GiB; small values are for tests) and on :meth:`rekey`. ``mode="server-key"`` checks the
+    server's identity too (docs/PROTOCOL.md 11): ``server_key`` is the public key to expect; an
+    unknown or different key raises HandshakeError (SERVER_KEY_UNKNOWN / SERVER_KEY_CHANGED) whose
+    ``server_key`` attribute is the key the server sent, and a server that does not accept the mode
+    raises HandshakeError (MODE_REFUSED) with ``server_modes``. ``mode="user-key"`` also presents
+    ``identity`` (a 32-byte private key, e.g. from :func:`seclink.keys.server_key`) as a key user
+    (docs/PROTOCOL.md 12); a server that does not list it closes the session ("unknown user").
+    ``mode="password"`` logs in as ``user`` with ``password`` once the server's key is verified
+    (docs/PROTOCOL.md 13); a wrong one closes the session ("wrong user or password").
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -60,7 +70,9 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = _seclink.DEFAULT_PORT, *, psk: bytes | None = None,
                  psk_file: str | os.PathLike[str] | None = None, timeout: float = _seclink.DEFAULT_TIMEOUT_MS / 1000,
                  max_message: int = _seclink.DEFAULT_MAX_MESSAGE, tls: bool = False, tls_ca: str | None = None,
-                 tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None) -> None:
+                 tls_pin: str | None = None, tls_trust_dir: str | None = None, trace=None,
+                 rekey_bytes: int = 0, mode: str = "psk", server_key: bytes | None = None,
+                 identity: bytes | None = None, user: str | None = None, password: bytes | str | None = None) -> None:
         key = resolve_psk(psk, psk_file)
         if timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
@@ -71,7 +83,8 @@ class Client:
         self._closing = threading.Lock()
         try:
             self._c = _seclink.Client(key, host, int(port), _ms(timeout), max_message, trace, tls, tls_ca, tls_pin,
-                                      tls_trust_dir)
+                                      tls_trust_dir, rekey_bytes, mode_number(mode), server_key, identity, user,
+                                      message_bytes(password) if password is not None else None)
         except (ConnectionClosed, ProtocolError) as e:
             err = as_handshake_error(e, f"{host}:{port}")
             if err is e:
@@ -138,6 +151,15 @@ class Client:
         """Sends an empty PING without waiting for its PONG (recv skips it): keeps an idle
         session open. May be called while another thread waits in recv."""
         self._c.send(PING, b"")
+
+    @property
+    def server_key(self) -> bytes | None:
+        """Mode 2: the server's static public key (as verified)."""
+        return self._c.server_key
+
+    def rekey(self) -> None:
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        self._c.rekey()
 
     def close(self, reason: str | None = None) -> None:
         """Ends the session with a CLOSE (optional reason). Idempotent."""

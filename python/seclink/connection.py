@@ -35,6 +35,19 @@ DATA, CLOSE, PING, PONG, EOF = MsgType.DATA, MsgType.CLOSE, MsgType.PING, MsgTyp
 _HANDSHAKE_DONE, _MESSAGE = 1, 2
 
 
+def mode_number(name: str) -> int:
+    """"psk" -> 1, "server-key" -> 2 (docs/PROTOCOL.md 11)."""
+    for m in range(1, 32):
+        if _seclink.mode_name(m) == name:
+            return m
+    raise ValueError(f"unknown mode {name!r}: psk or server-key")
+
+
+def modes_mask(names: list[str] | None) -> int:
+    """The bit mask of a list of mode names; 0 (the default) for None."""
+    return sum(1 << mode_number(n) for n in set(names)) if names else 0
+
+
 @dataclass(frozen=True)
 class HandshakeComplete:
     """The handshake finished: messages may now be sent in both directions."""
@@ -127,11 +140,22 @@ class Connection:
 
     Messages may be any bytes-like object (taken as ``bytes(data)`` would give it, whatever its
     shape or strides) or a str (sent as UTF-8).
+
+    Server identity (docs/PROTOCOL.md 11): a client's ``mode="server-key"`` asks for mode 2 and
+    expects the server's static public key ``server_key`` (without it the handshake stops with
+    HandshakeError SERVER_KEY_UNKNOWN; :attr:`server_key` then holds the key the server sent). A
+    server's ``static_key`` (private) enables mode 2; ``accepted_modes`` lists the modes it takes.
+
+    Keys are replaced as the session goes (docs/PROTOCOL.md 10): a KEY_UPDATE goes out after
+    ``rekey_bytes`` bytes under one key (default 4 GiB; small values are for tests) and on
+    :meth:`rekey`.
     """
 
     def __init__(self, role: Literal["client", "server"], psk: bytes, *, max_message: int | None = None,
                  max_send: int | None = None, ephemeral_for_testing: bytes | None = None,
-                 key_confirmation: bool = True) -> None:
+                 key_confirmation: bool = True, rekey_bytes: int | None = None, mode: str = "psk",
+                 server_key: bytes | None = None, static_key: bytes | None = None,
+                 accepted_modes: list[str] | None = None, login: tuple[str, bytes | str] | None = None) -> None:
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         self.role = role
@@ -139,6 +163,18 @@ class Connection:
                                       ephemeral_for_testing)
         if not key_confirmation:  # only to replay the `wire` vectors (docs/PROTOCOL.md 4.1, 8)
             self._c.set_key_confirmation(False)
+        if rekey_bytes is not None:
+            self._c.set_rekey_bytes(rekey_bytes)
+        if mode != "psk":
+            self._c.set_mode(mode_number(mode))
+        if server_key is not None:
+            self._c.set_server_key(server_key)
+        if static_key is not None:
+            self._c.set_static_key(static_key)
+        if accepted_modes is not None:
+            self._c.set_accepted_modes(modes_mask(accepted_modes))
+        if login is not None:  # mode "password": (user, password), sent as AUTH (docs/PROTOCOL.md 13)
+            self._c.set_login(login[0], message_bytes(login[1]))
         self._started = False
 
     def start(self) -> None:
@@ -203,6 +239,25 @@ class Connection:
     def send_eof(self) -> None:
         """Queues an EOF: this side sends no more DATA, and keeps receiving (docs/PROTOCOL.md 9)."""
         self._c.send(EOF, b"")
+
+    def rekey(self) -> None:
+        """Queues a KEY_UPDATE; what this side sends next goes under the next key."""
+        self._c.rekey()
+
+    @property
+    def server_key(self) -> bytes | None:
+        """Client, mode 2: the static public key the server sent (also after SERVER_KEY_*)."""
+        return self._c.server_key
+
+    @property
+    def server_modes(self) -> list[str]:
+        """Client, after MODE_REFUSED: the modes the server accepts."""
+        return [_seclink.mode_name(m) for m in range(1, 32) if self._c.server_modes & (1 << m)]
+
+    @property
+    def rekeys(self) -> tuple[int, int]:
+        """(KEY_UPDATEs sent, KEY_UPDATEs received) so far."""
+        return self._c.rekeys
 
     def close(self, reason: str = "") -> None:
         """Queues a CLOSE with an optional reason; nothing more can be sent afterwards."""

@@ -15,9 +15,11 @@ import os
 import warnings
 
 from . import _seclink
+from .errors import Err, KeyFileError, from_code
 
-__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "wipe", "KeyOwnerWarning",
-           "ensure_self_signed_certificate", "certificate_fingerprint"]
+__all__ = ["key_path", "load_key", "generate_key", "config_dir", "resolve_psk", "resolve_psks", "key_files", "wipe", "KeyOwnerWarning",
+           "ensure_self_signed_certificate", "certificate_fingerprint", "server_key", "server_key_path", "fingerprint", "add_user",
+           "public_key"]
 
 
 class KeyOwnerWarning(UserWarning):
@@ -74,6 +76,88 @@ def resolve_psk(psk: bytes | bytearray | None, psk_file: str | os.PathLike[str] 
                 raise ValueError(f"a pre-shared key is exactly {_seclink.KEY_BYTES} bytes, not {view.nbytes}")
             return bytearray(view)  # a copy this package can wipe
     return _load(key_path(psk_file), stacklevel=4)
+
+
+def key_files(paths: list[str]) -> list[str]:
+    """Key rotation (docs/PROTOCOL.md 9): the key files `paths` stand for, in order. A directory
+    stands for the files in it whose names do not start with '.', sorted by name (bytewise); each
+    is then loaded with the usual rules. Raises KeyFileError (KEY_NOT_FOUND) for an empty directory."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p) and not os.path.islink(p):
+            names = sorted((n for n in os.listdir(p) if not n.startswith(".")), key=os.fsencode)
+            if not names:
+                raise from_code(Err.KEY_NOT_FOUND, f"{p}: a key directory with no key files in it")
+            out += [os.path.join(p, n) for n in names]
+        else:
+            out.append(p)
+    return out
+
+
+def resolve_psks(psk: bytes | bytearray | list[bytes] | None,
+                 psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None
+                 ) -> tuple[bytearray, list[str] | None]:
+    """Like :func:`resolve_psk` for a server, which may accept several keys at once (key rotation,
+    docs/PROTOCOL.md 9): `psk` may be a list of keys, `psk_file` a list of files or directories
+    (:func:`key_files`). Returns the keys one after the other (a bytearray the caller wipes) and,
+    for keys from files, the files' paths (for the log: which key a session used), else None."""
+    if psk is not None and psk_file is not None:
+        raise ValueError("give psk or psk_file, not both")
+    if isinstance(psk, list):
+        keys = [resolve_psk(k, None) for k in psk]
+        names = None
+    elif isinstance(psk_file, list) or (psk_file is not None and os.path.isdir(psk_file)):
+        files = psk_file if isinstance(psk_file, list) else [psk_file]
+        names = key_files([os.fspath(f) for f in files])
+        keys = [_load(n, stacklevel=4) for n in names]
+    else:
+        return resolve_psk(psk, psk_file), None
+    if not 1 <= len(keys) <= _seclink.MAX_PSKS:
+        for k in keys:
+            wipe(k)
+        raise ValueError(f"a server accepts 1 to {_seclink.MAX_PSKS} keys at once, not {len(keys)}")
+    out = bytearray().join(keys)
+    for k in keys:
+        wipe(k)
+    return out, names
+
+
+def server_key(path: str | os.PathLike[str], create: bool = True) -> tuple[bytearray, bool]:
+    """A server's static private key (docs/PROTOCOL.md 11.3) from `path`, a file in the PSK file's
+    format, created (0600) if missing and `create`. Returns (key, created); raises KeyFileError."""
+    try:
+        return _load(os.fspath(path), stacklevel=3), False
+    except KeyFileError as e:
+        if e.name != "KEY_NOT_FOUND" or not create:
+            raise
+    try:
+        return bytearray(_seclink.key_generate(os.fspath(path))), True
+    except KeyFileError as e:
+        if e.name != "KEY_EXISTS":
+            raise
+    return _load(os.fspath(path), stacklevel=3), False  # another program was faster
+
+
+def server_key_path(psk_path: str | os.PathLike[str]) -> str:
+    """Where a server keeps its static key by default: beside its (first) PSK file, or beside a
+    directory of PSK files."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(psk_path))), "server_key")
+
+
+def add_user(path: str | os.PathLike[str], name: str, password: bytes | str) -> None:
+    """Stores a salted scrypt hash of `name`'s password in the users file at `path` (0600),
+    replacing the user's old line (docs/PROTOCOL.md 13)."""
+    _seclink.users_add(os.fspath(path), name, password.encode() if isinstance(password, str) else password)
+
+
+def fingerprint(pub: bytes) -> str:
+    """The fingerprint of a public key, to read aloud: 8 groups of 4 base32 characters."""
+    return _seclink.key_fingerprint(pub)
+
+
+def public_key(priv: bytes | bytearray) -> bytes:
+    """The X25519 public key of a private key (e.g. of :func:`server_key`)."""
+    return _seclink.key_public(priv)
 
 
 def ensure_self_signed_certificate(cert: str | None = None, key: str | None = None) -> tuple[str, str, bool]:

@@ -9,7 +9,8 @@ import weakref
 from collections.abc import Callable
 
 from . import _seclink
-from .keys import ensure_self_signed_certificate, resolve_psk, wipe
+from .connection import modes_mask
+from .keys import ensure_self_signed_certificate, resolve_psks, wipe
 
 __all__ = ["Server", "Handler", "LogFn"]
 
@@ -47,7 +48,10 @@ class Server:
 
     ``log(level, line)`` receives every log line (``[INFO] ...``, ``[RECV] ...``) up to
     ``log_level`` (one of ``seclink.LOG_*``); it is called from worker threads. The key is
-    ``psk``, else ``psk_file``, else the default key file. ``tls=True`` runs every session inside
+    ``psk``, else ``psk_file``, else the default key file. To rotate keys without downtime a
+    server accepts several at once (at most ``seclink._seclink.MAX_PSKS``): ``psk`` a list of
+    keys, or ``psk_file`` a list of key files or a directory of them (its files whose names do not
+    start with '.'); each session's "handshake complete" log line then names the file that matched. ``tls=True`` runs every session inside
     TLS 1.3 with ``tls_cert``/``tls_key``, or with the self-signed certificate in the config
     directory (created if missing) that local clients trust by default. ``redact=True`` logs
     sizes and counters, never content. Admission (``max_handshakes``,
@@ -58,10 +62,21 @@ class Server:
     ``chat_rate`` (lines a second per member) and ``chat_queue`` (lines waiting for a member
     before it is closed as too slow); ``chat_cluster="nats://HOST:PORT"`` shares the rooms with
     every server linked to that NATS server.
+    ``rekey_bytes`` lowers the bytes each session sends under one key before a KEY_UPDATE
+    (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests. ``server_key`` (32 bytes, a static
+    X25519 private key, e.g. from :func:`seclink.keys.server_key`) lets clients verify the server
+    (mode ``"server-key"``, docs/PROTOCOL.md 11); ``modes`` (``["psk", "server-key"]``) narrows the
+    modes accepted (default: psk, and server-key with a key). ``authorized_keys`` (a file of
+    ``NAME PUBLIC-KEY`` lines) admits key users (mode ``"user-key"``, docs/PROTOCOL.md 12);
+    :meth:`reload_users` reads it again; a key user's ``peer`` is ``NAME@host:port``, in the log
+    lines and for the handler. ``password_users`` (a file written by :func:`seclink.keys.add_user`
+    or ``server.py --add-user``) admits password users likewise (mode ``"password"``,
+    docs/PROTOCOL.md 13).
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,
-                 psk: bytes | None = None, psk_file: str | os.PathLike[str] | None = None, echo: bool = False,
+                 psk: bytes | list[bytes] | None = None,
+                 psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None, echo: bool = False,
                  threads: int = 0, max_clients: int = _seclink.DEFAULT_MAX_CLIENTS, handshake_timeout: float = _seclink.DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000,
                  idle_timeout: float = _seclink.DEFAULT_IDLE_TIMEOUT_MS / 1000, max_message: int = _seclink.DEFAULT_MAX_MESSAGE,
                  log: LogFn | None = None, log_level: int = _seclink.LOG_MSG, tls: bool = False,
@@ -75,8 +90,11 @@ class Server:
                  max_files_total: int = _seclink.DEFAULT_MAX_FILES_TOTAL, chat: bool = False,
                  chat_rooms: int = _seclink.DEFAULT_CHAT_ROOMS, chat_members: int = _seclink.DEFAULT_CHAT_MEMBERS,
                  chat_rate: int = _seclink.DEFAULT_CHAT_RATE, chat_queue: int = _seclink.DEFAULT_CHAT_QUEUE,
-                 chat_cluster: str | None = None) -> None:
-        key = resolve_psk(psk, psk_file)
+                 chat_cluster: str | None = None, rekey_bytes: int = 0,
+                 server_key: bytes | None = None, modes: list[str] | None = None,
+                 authorized_keys: str | os.PathLike[str] | None = None,
+                 password_users: str | os.PathLike[str] | None = None) -> None:
+        key, names = resolve_psks(psk, psk_file)
         try:
             self.host = host
             self.tls_cert_created = False
@@ -96,12 +114,19 @@ class Server:
                                       files_overwrite=overwrite, max_file_size=max_file_size,
                                       max_files_total=max_files_total, chat=chat, chat_rooms=chat_rooms,
                                       chat_members=chat_members, chat_rate=chat_rate, chat_queue=chat_queue,
-                                      chat_cluster=chat_cluster or "")
+                                      chat_cluster=chat_cluster or "", psk_names=names,
+                                      rekey_bytes=rekey_bytes, server_key=server_key, modes=modes_mask(modes),
+                                      authorized_keys=os.fspath(authorized_keys) if authorized_keys else None,
+                                      password_users=os.fspath(password_users) if password_users else None)
             self._state = "bound"
             self._stopping = threading.Event()
             self._lock = threading.Lock()
         finally:
             wipe(key)  # the native server keeps its own copy, in dump-proof memory
+
+    def reload_users(self) -> None:
+        """Reads the authorized-keys file again (the programs do so on SIGHUP)."""
+        self._s.reload_users()
 
     @property
     def port(self) -> int:

@@ -826,7 +826,7 @@ def test_a_client_called_from_its_own_trace_callback_raises_rather_than_wait_for
 def test_the_library_numbers_are_int_enums_read_from_the_core():
     from seclink.errors import from_code
     assert seclink.Err.AUTH == 17 and seclink.Err(55) is seclink.Err.ADDRNOTAVAIL
-    assert [m.name for m in seclink.MsgType] == ["DATA", "CLOSE", "PING", "PONG", "EOF"]
+    assert [m.name for m in seclink.MsgType] == ["DATA", "CLOSE", "PING", "PONG", "KEY_UPDATE", "EOF"]
     assert seclink.MsgType.DATA == 1 and seclink.Connection is not None
     assert seclink.Category.NETWORK == 4 and seclink.Category.TOO_LARGE == 8
     e = from_code(seclink.Err.ADDRNOTAVAIL, "cannot listen")

@@ -93,6 +93,12 @@ typedef enum sl_err {
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
     SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
+    SL_EBAD_KEY_UPDATE = 60,  /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
+    SL_ESERVER_KEY_UNKNOWN = 61, /* the server's static key is not one this client knows (PROTOCOL.md 11) */
+    SL_ESERVER_KEY_CHANGED = 62, /* the server's static key differs from the one this client expects */
+    SL_EMODE_REFUSED = 63,    /* the server does not accept the handshake mode asked for */
+    SL_EBAD_AUTH = 64,        /* mode 4: the client's first frame is not a well-formed AUTH (PROTOCOL.md 13) */
+
     /* Chat rooms (PROTOCOL.md "Chat rooms"): sent in-band as "! NAME: text", never fatal. */
     SL_ECHAT_NAME = 70,       /* not a valid name (1-24 letters, digits, '-', '_') */
     SL_ECHAT_NAME_TAKEN = 71, /* someone on the server already has that name */
@@ -182,6 +188,21 @@ SL_API const char *sl_errname(int err);
 #define SL_DEFAULT_CHAT_QUEUE 1000u   /* lines waiting for one member before it is dropped as too slow */
 #define SL_CHAT_MAX_NAME 24u          /* bytes of a member's or a room's name */
 #define SL_CHAT_MAX_TEXT 2000u        /* bytes of one chat line from a client */
+#define SL_DEFAULT_REKEY_BYTES 0x100000000ull /* bytes under one key before an automatic KEY_UPDATE (4 GiB) */
+#define SL_MAX_PSKS 16u  /* keys a server accepts at once (key rotation, PROTOCOL.md 12) */
+#define SL_FINGERPRINT_CHARS 39u   /* "XXXX-XXXX-...": 8 groups of 4 base32 characters (PROTOCOL.md 11.3) */
+
+/* Handshake modes, the version byte of frame 1 (PROTOCOL.md 11). Masks of accepted modes have
+ * bit (1 << mode) set for each. */
+typedef enum sl_mode {
+    SL_MODE_PSK = 1,        /* Noise NNpsk0: both sides prove the PSK (the default) */
+    SL_MODE_SERVER_KEY = 2, /* Noise NXpsk2: and the server its static key, checked by the client */
+    SL_MODE_USER_KEY = 3,   /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 12) */
+    SL_MODE_PASSWORD = 4    /* as SL_MODE_SERVER_KEY, then a user name and password (PROTOCOL.md 13) */
+} sl_mode;
+#define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY) | \
+                      (1u << SL_MODE_PASSWORD))
+#define SL_MAX_PASSWORD 1024u /* bytes */
 
 SL_API size_t sl_key_bytes(void);
 SL_API size_t sl_prefix_bytes(void);
@@ -233,6 +254,10 @@ typedef enum sl_msg_type {
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
     SL_MSG_PONG = 4,
+    SL_MSG_KEY_UPDATE = 5, /* rekeying (PROTOCOL.md 10): sent by sl_conn_rekey() and automatically,
+                             never by sl_conn_send(); handled by the engine, never delivered */
+    SL_MSG_AUTH = 6,      /* mode 4 (PROTOCOL.md 13): sent by the engine (sl_conn_set_login); a server's
+                             session layer checks it (delivered by sl_conn_feed to it) */
     SL_MSG_EOF = 0x20, /* empty: the sender sends no more DATA (its input ended); see PROTOCOL.md 9 */
     /* File transfer (PROTOCOL.md 10); the client calls sl_client_send_file / sl_client_get_file
        and servers with files_dir handle them in the session layer. */
@@ -297,6 +322,73 @@ SL_API int sl_conn_set_key_confirmation(sl_conn *conn, int on);
  *  transport frame verified; for a client, once frame 2 verified. Else 0. */
 SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
 
+/** Server only, key rotation (docs/PROTOCOL.md 9): accept any of the `count` keys at `psks`
+ *  (count * SL_KEY_BYTES bytes, copied, at most SL_MAX_PSKS), tried in this order on frame 1,
+ *  instead of the key given to sl_conn_new. Only before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL (a client, count 0 or over SL_MAX_PSKS), SL_ESTATE, SL_ENOMEM. */
+SL_API int sl_conn_set_psks(sl_conn *conn, const uint8_t *psks, size_t count);
+
+/** Client: the handshake mode to ask for (sl_mode; default SL_MODE_PSK). Before sl_conn_start().
+ *  Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_mode(sl_conn *conn, int mode);
+
+/** Client, SL_MODE_SERVER_KEY: the server's static public key to expect (copied). Without it the
+ *  handshake stops after frame 2 with SL_ESERVER_KEY_UNKNOWN (sl_conn_server_key() then gives the
+ *  key, to show its fingerprint and ask); a different key is SL_ESERVER_KEY_CHANGED. Nothing is
+ *  sent to a server whose key was not expected. Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_server_key(sl_conn *conn, const uint8_t pub[32]);
+
+/** Server: its static X25519 private key (copied), which enables SL_MODE_SERVER_KEY and
+ *  SL_MODE_USER_KEY. Client in SL_MODE_USER_KEY: its identity's private key (required). Before
+ *  sl_conn_start(). Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ENOMEM. */
+SL_API int sl_conn_set_static_key(sl_conn *conn, const uint8_t priv[32]);
+
+/** Server: the modes it accepts, a mask of (1 << sl_mode) bits (default: SL_MODE_PSK only; mode 2
+ *  also needs sl_conn_set_static_key). A frame 1 in another mode fails with SL_EMODE_REFUSED (or
+ *  SL_EBAD_VERSION for no mode at all). Returns SL_OK, SL_EINVAL, SL_ESTATE. */
+SL_API int sl_conn_set_accepted_modes(sl_conn *conn, unsigned mask);
+
+/** Client: the static key a mode-2 server sent, once frame 2 verified (also after
+ *  SL_ESERVER_KEY_UNKNOWN / CHANGED). Returns SL_OK, SL_EINVAL, SL_ESTATE (none received). */
+SL_API int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]);
+
+/** Client, SL_MODE_PASSWORD: the user name and password (copied; wiped once sent) that the engine
+ *  sends as AUTH once the server's key is accepted. Before sl_conn_start(). Returns SL_OK,
+ *  SL_EINVAL (a name of 0 or over 32 characters, a password over SL_MAX_PASSWORD), SL_ESTATE. */
+SL_API int sl_conn_set_login(sl_conn *conn, const char *user, const uint8_t *password, size_t password_len);
+
+/** Appends (or replaces) the line of `user` in the password users file at `path` (PROTOCOL.md 13):
+ *  a salted scrypt hash (N 16384, r 8, p 1, OpenSSL's KDF), the file created with mode 0600.
+ *  Returns SL_OK, SL_EINVAL, SL_EIO, SL_ECRYPTO, SL_EKEY_PERMISSIONS (group/other may write it). */
+SL_API int sl_users_add(const char *path, const char *user, const uint8_t *password, size_t password_len);
+
+/** Server, SL_MODE_USER_KEY: the client's static public key, once frame 3 verified. Returns
+ *  SL_OK, SL_EINVAL, SL_ESTATE (none yet). */
+SL_API int sl_conn_client_key(const sl_conn *conn, uint8_t out[32]);
+
+/** Client, after SL_EMODE_REFUSED: the modes the server said it accepts (mask), else 0. */
+SL_API unsigned sl_conn_server_modes(const sl_conn *conn);
+
+/** "psk", "server-key" for an sl_mode; "unknown" else. Static. */
+SL_API const char *sl_mode_name(int mode);
+
+/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE now; this side's sending key is then
+ *  replaced by the next one. Returns SL_OK, SL_EINVAL, SL_ESTATE (no handshake yet), SL_ECLOSED,
+ *  SL_ENONCE_EXHAUSTED, SL_ENOMEM, SL_ECRYPTO. */
+SL_API int sl_conn_rekey(sl_conn *conn);
+
+/** The bytes sent under one key (plaintext + 16 per frame) after which a KEY_UPDATE is sent
+ *  automatically: SL_DEFAULT_REKEY_BYTES unless set. Lower values are for tests (a rekey every few
+ *  frames); at least 1. Returns SL_OK, SL_EINVAL. */
+SL_API int sl_conn_set_rekey_bytes(sl_conn *conn, uint64_t bytes);
+
+/** Number of KEY_UPDATEs this side has sent and received so far. */
+SL_API int sl_conn_rekeys(const sl_conn *conn, uint64_t *sent, uint64_t *received);
+
+/** Server: the index of the key frame 1 matched (in sl_conn_set_psks order; 0 without it), or
+ *  -1 before a frame 1 verified (and for a client, or NULL). */
+SL_API int sl_conn_psk_index(const sl_conn *conn);
+
 /** Starts the handshake: a client queues frame 1 for sending; a server starts waiting for it.
  *  Returns SL_OK, SL_EINVAL, SL_ESTATE, SL_ECRYPTO. */
 SL_API int sl_conn_start(sl_conn *conn);
@@ -345,7 +437,8 @@ SL_API int sl_conn_is_closed(const sl_conn *conn);
 /** What sl_conn_set_trace() reports for each frame sent or received. */
 typedef struct sl_frame_info {
     int sent;                 /* 1: this side sent the frame; 0: it received it */
-    int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport */
+    int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport,
+                                 4: handshake frame 3 (mode 3, PROTOCOL.md 12) */
     const uint8_t *body;      /* the frame's body as on the wire (after the 4-byte length) */
     size_t body_len;          /* = the length prefix */
     uint64_t counter;         /* transport: the frame's counter (its IV) */
@@ -370,6 +463,34 @@ SL_API size_t sl_format_frame(const sl_frame_info *frame, const char *peer, char
 /** Copies the 32-byte handshake hash (docs/PROTOCOL.md 3.5). Returns SL_OK, SL_EINVAL,
  *  SL_ESTATE (handshake not complete). */
 SL_API int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]);
+
+/* ---- server identity: static keys, fingerprints, known servers (PROTOCOL.md 11) ------------ */
+
+/** The X25519 public key of the private key `priv` (e.g. a server key file, loaded with
+ *  sl_key_load: same format as a PSK file). Returns SL_OK, SL_EINVAL, SL_ECRYPTO. */
+SL_API int sl_key_public(const uint8_t priv[32], uint8_t pub[32]);
+
+/** Writes the fingerprint of public key `pub` (SL_FINGERPRINT_CHARS characters + NUL, so cap >=
+ *  40): base32 of the first 20 bytes of its SHA-256, in 8 groups of 4 joined by '-'. Returns
+ *  SL_OK, SL_EINVAL, SL_ERANGE, SL_ECRYPTO. */
+SL_API int sl_key_fingerprint(const uint8_t pub[32], char *buf, size_t cap);
+
+/** 1 if `text` is the fingerprint of `pub`, comparing without regard to case, '-' and spaces;
+ *  else 0. */
+SL_API int sl_fingerprint_matches(const char *text, const uint8_t pub[32]);
+
+/** Looks `host_port` ("host:port", "[v6]:port"; the host compared without regard to case) up in
+ *  the known-servers file at `path`. SL_OK: found, its key in `pub` and its line number in *line
+ *  (if not NULL); SL_ESERVER_KEY_UNKNOWN: no such line (or no such file). Also SL_EINVAL, SL_EIO,
+ *  SL_EKEY_PERMISSIONS (the file is writable by group or others: anyone could plant a key). */
+SL_API int sl_known_servers_lookup(const char *path, const char *host_port, uint8_t pub[32], unsigned *line);
+
+/** Appends "host:port BASE64(pub)" to the known-servers file at `path`, creating it (0600, and its
+ *  directory 0700) if needed. Returns SL_OK, SL_EINVAL, SL_EIO, SL_EKEY_PERMISSIONS. */
+SL_API int sl_known_servers_add(const char *path, const char *host_port, const uint8_t pub[32]);
+
+/** The default known-servers file, <sl_config_dir()>/known_servers (as sl_config_dir). */
+SL_API int sl_known_servers_path(char *buf, size_t cap, size_t *needed);
 
 /* ---- native I/O: logging shared by the server and client ---------------------------------- */
 
@@ -461,6 +582,23 @@ typedef struct sl_server_config {
     const char *chat_cluster;       /* "nats://HOST:PORT": rooms shared with the servers linked to
                                        that NATS server (PROTOCOL.md 11.7); NULL: this server only.
                                        Not a usable URL, or built without libnats: SL_EINVAL */
+    /* Key rotation (docs/PROTOCOL.md 9). */
+    size_t psk_count;               /* keys at `psk` (psk_count * SL_KEY_BYTES bytes), all
+                                       accepted, tried in order; 0 means 1; at most SL_MAX_PSKS */
+    const char *const *psk_names;   /* NULL, or psk_count names (e.g. the key files' paths, never
+                                       the keys): "handshake complete (key NAME)" is logged */
+    uint64_t rekey_bytes;           /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+                                       Small values are for tests */
+    /* Server identity (PROTOCOL.md 11). */
+    const uint8_t *server_key;      /* 32-byte static private key (copied); NULL: no mode 2 */
+    unsigned modes;                 /* accepted modes, a mask of (1 << sl_mode); 0: psk, and
+                                       server-key if server_key is set, and user-key if
+                                       authorized_keys is set too */
+    const char *authorized_keys;    /* key users (PROTOCOL.md 12): a file of NAME BASE64(KEY)
+                                       lines, read at start and by sl_*_reload_users */
+    const char *password_users;     /* password users (PROTOCOL.md 13): a file written by
+                                       sl_users_add, read at start and by sl_*_reload_users;
+                                       enables SL_MODE_PASSWORD (with server_key) */
 } sl_server_config;
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
@@ -491,6 +629,10 @@ SL_API int sl_server_wait(sl_server *server);
 
 /** Number of connections open now (authenticated or not). */
 SL_API size_t sl_server_sessions(const sl_server *server);
+
+/** sl_policy_reload_users for the server's policy; async-signal-unsafe (call it from a thread,
+ *  e.g. after sigwait). */
+SL_API int sl_server_reload_users(sl_server *server);
 
 /** Stops (if running), joins and frees. Accepts NULL. */
 SL_API void sl_server_free(sl_server *server);
@@ -616,7 +758,8 @@ SL_API void sl_session_shutdown(sl_session *session, int64_t now_ms);
  *  slots and memory to the policy. Idempotent. */
 SL_API void sl_session_close(sl_session *session);
 
-/** "host:port" of the peer, as logged. */
+/** "host:port" of the peer, as logged; "NAME@host:port" once a key user (mode 3) is
+ *  authenticated, so a handler sees who it serves. */
 SL_API const char *sl_session_peer(const sl_session *session);
 
 /** Chat servers: another session (possibly on another thread) queued lines for this one. The
@@ -637,6 +780,14 @@ SL_API int sl_chat_cluster_available(void);
  *  control characters (C0, DEL, C1), line or paragraph separators, or bidirectional controls;
  *  any length. Clients use it to decide whether a line from a server is safe to print as is. */
 SL_API int sl_chat_text_ok(const uint8_t *data, size_t len);
+/** The name of the session's key user (mode 3, PROTOCOL.md 12), or "" (no user / not yet). */
+SL_API const char *sl_session_user(const sl_session *session);
+
+/** Reads the config's authorized_keys file again (e.g. on SIGHUP): sessions whose handshake ends
+ *  after this use the new list; a user removed is refused from then on. A file that does not
+ *  parse leaves the previous list in force. Logs the outcome. Returns SL_OK, SL_EINVAL (no
+ *  file configured), SL_EKEY_NOT_FOUND, SL_EKEY_FORMAT (a bad line), SL_EIO. */
+SL_API int sl_policy_reload_users(sl_policy *policy);
 
 /* ---- native I/O: the blocking client ------------------------------------------------------ */
 /* No client call raises SIGPIPE, with or without TLS, whatever the process's disposition: a
@@ -657,6 +808,18 @@ typedef struct sl_client_config {
                                    with tls_ca both must hold */
     const char *tls_trust_dir;  /* or (neither set): trust <dir>/tls/cert.pem, the certificate a
                                    server on this machine generated; NULL: sl_config_dir() */
+    uint64_t rekey_bytes;       /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+                                   Small values are for tests */
+    /* Server identity (PROTOCOL.md 11). */
+    int mode;                   /* sl_mode; 0: SL_MODE_PSK */
+    const uint8_t *server_key;  /* mode 2: the server's public key to expect (see sl_conn_set_server_key) */
+    uint8_t *server_key_seen;   /* if not NULL, 32 bytes: receives the key a mode-2 server sent, also
+                                   when connecting fails with SL_ESERVER_KEY_UNKNOWN / CHANGED */
+    unsigned *server_modes_seen; /* if not NULL: receives the modes a server refusing ours accepts */
+    const uint8_t *identity;    /* SL_MODE_USER_KEY: the client's 32-byte private key (copied) */
+    const char *user;           /* SL_MODE_PASSWORD: see sl_conn_set_login */
+    const uint8_t *password;
+    size_t password_len;
 } sl_client_config;
 
 SL_API void sl_client_config_init(sl_client_config *cfg);
@@ -690,6 +853,10 @@ SL_API int sl_client_fd(const sl_client *client);
  *  answered and skipped). `*data` stays valid until the next call on the client. Returns SL_OK,
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
+
+/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE and waits until it is written (as
+ *  sl_client_send); later messages go under the next key. Returns the sl_client_send errors. */
+SL_API int sl_client_rekey(sl_client *client);
 
 /** Sends CLOSE with `reason` (may be NULL), flushes and shuts the connection down. */
 SL_API int sl_client_close(sl_client *client, const char *reason);

@@ -1,0 +1,166 @@
+// Password users (PROTOCOL.md 13): mode 4 reproduced from the vectors, the users file, and the
+// session layer's checks and limits on failed attempts.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "test_util.hpp"
+
+using namespace sltest;
+
+namespace {
+
+struct Logs {
+    std::vector<std::string> lines;
+    static void fn(void *ud, int, const char *line) { static_cast<Logs *>(ud)->lines.emplace_back(line); }
+    bool has(const std::string &text) const {
+        for (const auto &l : lines)
+            if (l.find(text) != std::string::npos) return true;
+        return false;
+    }
+};
+
+}  // namespace
+
+TEST(PasswordVectorTest, Mode4ConnectionAndAuthReproducedByteForByte) {
+    const nlohmann::json v = project_vectors("seclink_v1_password.json");
+    const Bytes psk = unhex(v["psk"]), ce = unhex(v["client_ephemeral"]), se = unhex(v["server_ephemeral"]);
+    const Bytes ss = unhex(v["server_static"]), sp = unhex(v["server_static_public"]);
+    const std::string user = v["user"], password = v["password"];
+    sl_conn *client = nullptr, *server = nullptr;
+    ASSERT_EQ(sl_conn_new(&client, SL_CLIENT, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(client, ce.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_mode(client, SL_MODE_PASSWORD), SL_OK);
+    ASSERT_EQ(sl_conn_set_server_key(client, sp.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_login(client, user.c_str(), reinterpret_cast<const uint8_t *>(password.data()), password.size()),
+              SL_OK);
+    ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
+    ASSERT_EQ(sl_conn_start(client), SL_OK);
+    ASSERT_EQ(sl_conn_start(server), SL_OK);
+    const auto &w = v["wire"];
+    EXPECT_EQ(hex(take_output(client)), w[0]["bytes"].get<std::string>());
+    ASSERT_TRUE(feed_all(server, unhex(w[0]["bytes"])).handshake_done);
+    EXPECT_EQ(hex(take_output(server)), w[1]["bytes"].get<std::string>());
+    ASSERT_TRUE(feed_all(client, unhex(w[1]["bytes"])).handshake_done);
+    EXPECT_EQ(hex(take_output(client)), w[2]["bytes"].get<std::string>()) << "AUTH, not a PING";
+    FeedResult r = feed_all(server, unhex(w[2]["bytes"]));
+    ASSERT_EQ(r.rc, SL_OK);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(r.msgs[0].type, SL_MSG_AUTH);
+    EXPECT_EQ(hex(r.msgs[0].content), w[2]["content"].get<std::string>());
+    sl_conn_free(server);
+    // A first frame that is not AUTH.
+    ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
+    ASSERT_EQ(sl_conn_start(server), SL_OK);
+    ASSERT_EQ(feed_all(server, unhex(w[0]["bytes"])).rc, SL_OK);
+    r = feed_all(server, unhex(v["malformed"][0]["bytes"]));
+    EXPECT_STREQ(sl_errname(r.rc), v["malformed"][0]["error"].get<std::string>().c_str());
+    EXPECT_TRUE(r.msgs.empty());
+    sl_conn_free(server);
+    // An AUTH from a client that did not ask for mode 4 is a bad type; it cannot send one anyway.
+    EXPECT_EQ(sl_conn_send(client, SL_MSG_AUTH, nullptr, 0), SL_EINVAL);
+    sl_conn_free(client);
+}
+
+TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
+    char dir[] = "/tmp/seclink-pw-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    const std::string path = std::string(dir) + "/users";
+    const std::string pw = "s3cret", other = "guess";
+    ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(other.data()), other.size()), SL_OK);
+    ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    EXPECT_EQ(sl_users_add(path.c_str(), "bad name", nullptr, 0), SL_EINVAL);
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    std::ifstream f(path);
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    EXPECT_EQ(text.find("s3cret"), std::string::npos);
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "the old line of bob was replaced";
+    EXPECT_EQ(text.rfind("bob scrypt 16384 8 1 ", 0), 0u);
+
+    const Bytes psk(32, 4), server_priv(32, 5);
+    uint8_t server_pub[32];
+    ASSERT_EQ(sl_key_public(server_priv.data(), server_pub), SL_OK);
+    Logs logs;
+    sl_server_config cfg;
+    sl_server_config_init(&cfg);
+    cfg.psk = psk.data();
+    cfg.server_key = server_priv.data();
+    cfg.password_users = path.c_str();
+    cfg.log = &Logs::fn;
+    cfg.log_ud = &logs;
+    cfg.log_level = SL_LOG_TRACE;
+    sl_policy *policy = nullptr;
+    ASSERT_EQ(sl_policy_new(&policy, &cfg), SL_OK);
+    // One login; returns the CLOSE reason the client got, or "" when it was served.
+    auto login = [&](const std::string &user, const std::string &password, const char *peer, int64_t now) {
+        sl_conn *c = nullptr;
+        EXPECT_EQ(sl_conn_new(&c, SL_CLIENT, psk.data()), SL_OK);
+        EXPECT_EQ(sl_conn_set_mode(c, SL_MODE_PASSWORD), SL_OK);
+        EXPECT_EQ(sl_conn_set_server_key(c, server_pub), SL_OK);
+        EXPECT_EQ(sl_conn_set_login(c, user.c_str(), reinterpret_cast<const uint8_t *>(password.data()), password.size()),
+                  SL_OK);
+        EXPECT_EQ(sl_conn_start(c), SL_OK);
+        sl_session *s = nullptr;
+        EXPECT_EQ(sl_session_new(&s, policy, peer, now), SL_OK);
+        std::string reason = "?";
+        for (int round = 0; round < 3; ++round) {
+            Bytes in = take_output(c);
+            if (round == 2) {  // then a message, answered if logged in
+                const std::string hi = "hi";
+                if (sl_conn_send(c, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()) == SL_OK) {
+                    Bytes more = take_output(c);
+                    in.insert(in.end(), more.begin(), more.end());
+                }
+            }
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            if (!in.empty()) {
+                EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), now, &used, &msg, &mlen), SL_OK);
+            }
+            const uint8_t *out = nullptr;
+            size_t n = 0;
+            EXPECT_EQ(sl_session_pending(s, &out, &n), SL_OK);
+            FeedResult r = feed_all(c, Bytes(out, out + n));
+            EXPECT_EQ(sl_session_consume(s, n, now), SL_OK);
+            for (const auto &m : r.msgs) {
+                if (m.type == SL_MSG_CLOSE) reason = std::string(m.content.begin(), m.content.end());
+                if (m.type == SL_MSG_DATA) reason = "";
+            }
+        }
+        sl_session_free(s);
+        sl_conn_free(c);
+        return reason;
+    };
+    EXPECT_EQ(login("bob", pw, "10.0.0.1:1", 0), "");
+    EXPECT_TRUE(logs.has("[INFO] bob@10.0.0.1:1 handshake complete (mode password)"));
+    EXPECT_TRUE(logs.has("[RECV] bob@10.0.0.1:1 #1 hi (2 bytes)"));
+    EXPECT_EQ(login("bob", "wrong", "10.0.0.2:1", 1000), "wrong user or password");
+    EXPECT_EQ(login("nobody", pw, "10.0.0.2:2", 2000), "wrong user or password");
+    EXPECT_TRUE(logs.has("[WARN] 10.0.0.2:1 disconnected: refused: wrong user or password (user bob)"));
+    EXPECT_EQ(login("bob", "wrong2", "10.0.0.3:1", 3000), "wrong user or password");
+    EXPECT_EQ(login("bob", "wrong3", "10.0.0.4:1", 4000), "wrong user or password");
+    // bob failed 3 times: refused for 60 s after the last failure, even with the right password.
+    EXPECT_EQ(login("bob", pw, "10.0.0.5:1", 5000), "too many failed attempts: try again later");
+    // 10.0.0.2 failed twice (bob, nobody) and one more makes 3: then it is locked out for any user.
+    EXPECT_EQ(login("alice", "x", "10.0.0.2:3", 6000), "wrong user or password");
+    EXPECT_EQ(login("carol", "x", "10.0.0.2:4", 7000), "too many failed attempts: try again later");
+    EXPECT_EQ(login("bob", pw, "10.0.0.6:1", 4000 + 60000), "") << "the lockout ends";
+    for (const auto &l : logs.lines) {
+        EXPECT_EQ(l.find("s3cret"), std::string::npos) << l;
+        EXPECT_EQ(l.find("wrong3"), std::string::npos) << l;
+    }
+    sl_policy_free(policy);
+    std::remove(path.c_str());
+    rmdir(dir);
+}
