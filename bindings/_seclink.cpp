@@ -38,7 +38,7 @@ namespace {
     throw py::error_already_set();
 }
 
-// Like raise_error, the exception also carrying what a server said about itself (PROTOCOL.md 11):
+// Like raise_error, the exception also carrying what a server said about itself (PROTOCOL.md 14):
 // `server_key` (bytes or None) and `server_modes` (a list of mode numbers).
 [[noreturn]] void raise_with_server_info(int code, const std::string &context, const std::string &peer,
                                          const uint8_t *server_key, unsigned modes) {

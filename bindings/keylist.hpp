@@ -1,5 +1,5 @@
 // keylist.hpp - a server's pre-shared keys as the Python package passes them (key rotation,
-// docs/PROTOCOL.md 9), for the native Server and the asyncio Policy alike.
+// docs/PROTOCOL.md 12), for the native Server and the asyncio Policy alike.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -19,7 +19,7 @@ namespace seclink_py {
 
 namespace py = pybind11;
 
-// A server's keys (key rotation, docs/PROTOCOL.md 9): 1 to SL_MAX_PSKS keys one after the other,
+// A server's keys (key rotation, docs/PROTOCOL.md 12): 1 to SL_MAX_PSKS keys one after the other,
 // and optionally one name each for the log. Checked here; the copies are wiped by the caller.
 struct KeyList {
     explicit KeyList(const py::buffer &psks, const std::optional<std::vector<std::string>> &given_names) {

@@ -381,7 +381,7 @@ inline void load_key(const char *prog, const std::string &path, bool is_default,
                                   "root may read any key (run the program as the key's owner instead)");
 }
 
-// Key rotation (docs/PROTOCOL.md 9): the key files several --psk-file flags stand for, in order;
+// Key rotation (docs/PROTOCOL.md 12): the key files several --psk-file flags stand for, in order;
 // a directory stands for its files whose names do not start with '.', sorted by name.
 inline std::vector<std::string> key_files(const char *prog, const std::vector<std::string> &given) {
     std::vector<std::string> out;

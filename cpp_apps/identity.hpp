@@ -1,4 +1,4 @@
-// identity.hpp - server identity in the programs (docs/PROTOCOL.md 11): the server's static key
+// identity.hpp - server identity in the programs (docs/PROTOCOL.md 14): the server's static key
 // file and the modes it accepts; the client's known-servers decision (SSH-style). The rules are
 // the same in python/seclink/cli.py; the file formats and fingerprints are the core's.
 #pragma once
@@ -81,13 +81,13 @@ inline bool load_server_key(const char *prog, const std::string &path, bool is_d
     return created;
 }
 
-// A server that refused the mode asked for said which it accepts (PROTOCOL.md 11.2): name both.
+// A server that refused the mode asked for said which it accepts (PROTOCOL.md 14.2): name both.
 [[noreturn]] inline void mode_refused(const char *prog, const std::string &where, unsigned accepted, int asked) {
     die(prog, kHandshake, "the server at " + where + " accepts only the modes: " + mode_names(accepted) +
                               "; this client asked for " + sl_mode_name(asked) + " (choose one with --mode) [MODE_REFUSED]");
 }
 
-// The client's identity (mode 3, PROTOCOL.md 12): loaded, or created on first use at the default
+// The client's identity (mode 3, PROTOCOL.md 15): loaded, or created on first use at the default
 // location; its public key is printed for the server's authorized-keys file.
 inline void load_identity(const char *prog, const Args &args, Logger &log, uint8_t priv[32]) {
     std::string path = args.get("identity").value_or("");
@@ -107,7 +107,7 @@ inline void load_identity(const char *prog, const Args &args, Logger &log, uint8
     log.line(SL_LOG_INFO, "[INFO] Identity " + path + ", public key " + b64 + " (the server lists it as NAME " + b64 + ")");
 }
 
-// A password (PROTOCOL.md 13): from --password-fd N, else $SECLINK_PASSWORD, else asked on the
+// A password (PROTOCOL.md 16): from --password-fd N, else $SECLINK_PASSWORD, else asked on the
 // terminal without echo (twice, when `confirm`). Never logged.
 inline std::string read_password(const char *prog, const Args &args, const std::string &prompt, bool confirm) {
     std::string pw;
@@ -144,7 +144,7 @@ inline std::string read_password(const char *prog, const Args &args, const std::
     return pw;
 }
 
-// The client's side of PROTOCOL.md 11.4. Connects with `cfg` (mode 2): a known key is expected;
+// The client's side of PROTOCOL.md 14.4. Connects with `cfg` (mode 2): a known key is expected;
 // an unknown one is learned with a first connection that stops after frame 2, accepted by
 // --server-key FINGERPRINT, --trust-on-first-use or the user's answer, recorded, and connected
 // to again expecting it. Exits with a message on a refusal of this kind; other errors are returned.

@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     if (!args.positional.empty()) port = args.parse_number("PORT", args.positional[0], 0, 65535);
     port = args.number("port", port, 0, 65535);
 
-    if (auto name = args.get("add-user")) {  // PROTOCOL.md 13: store a password user, then exit
+    if (auto name = args.get("add-user")) {  // PROTOCOL.md 16: store a password user, then exit
         const auto file = args.get("users");
         if (!file) app::die(kProg, app::kUsage, "--add-user NAME needs --users FILE (where the password hashes go)");
         std::string pw = app::read_password(kProg, args, "New password for " + *name + ": ", true);
@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     }
     if (auto target = args.get("forward")) return app::pipe::run_forward_server(kProg, cfg, host, port, *target, log);
 
-    // Server identity (PROTOCOL.md 11): the static key, unless only psk mode is accepted.
+    // Server identity (PROTOCOL.md 14): the static key, unless only psk mode is accepted.
     const auto authorized = args.get("authorized-keys"), passwords = args.get("users");
     std::string default_modes = "psk,server-key";
     if (authorized) default_modes += ",user-key";

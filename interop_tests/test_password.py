@@ -1,4 +1,4 @@
-"""Password users across languages (docs/PROTOCOL.md section 13): mode 4 between every server and
+"""Password users across languages (docs/PROTOCOL.md section 16): mode 4 between every server and
 every client; a wrong password refused, and after 3 failures even the right one, for a while; no
 password in any log."""
 

@@ -1,4 +1,4 @@
-"""Key rotation across languages (docs/PROTOCOL.md section 9): every server, started with two key
+"""Key rotation across languages (docs/PROTOCOL.md section 12): every server, started with two key
 files, takes every client holding either key, names in its log the file that matched, and refuses
 a key it does not hold; key directories and the limits of the programs' flags."""
 

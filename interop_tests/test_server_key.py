@@ -1,4 +1,4 @@
-"""Server identity across languages (docs/PROTOCOL.md section 11): mode 2 between every server and
+"""Server identity across languages (docs/PROTOCOL.md section 14): mode 2 between every server and
 every client; the known-servers decision of our clients (a key given by fingerprint, trust on
 first use, an unknown key refused without a terminal, a changed key refused with a warning); a
 server that does not accept the mode names the modes it does."""

@@ -1,4 +1,4 @@
-"""Key users across languages (docs/PROTOCOL.md section 12): mode 3 between every server and every
+"""Key users across languages (docs/PROTOCOL.md section 15): mode 3 between every server and every
 client, the user named in the server's log lines, an unknown user refused, and a key removed from
 --authorized-keys refused after SIGHUP."""
 

@@ -38,7 +38,7 @@ struct sl_client {
     Stream io;
     SslCtxPtr tls_ctx;
     std::unique_ptr<Connection> conn;
-    seclink::detail::Secret<SL_KEY_BYTES> identity;  // mode 3 (PROTOCOL.md 12): what conn points at
+    seclink::detail::Secret<SL_KEY_BYTES> identity;  // mode 3 (PROTOCOL.md 15): what conn points at
     std::string peer;
     sl_log_fn log = nullptr;
     void *log_ud = nullptr;
@@ -213,7 +213,7 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if ((rc = c->conn->start()) != SL_OK || (rc = flush(c, deadline)) != SL_OK) return rc;
     sl_event ev{};
     rc = next_event(c, deadline, &ev);
-    // What the server said about itself (PROTOCOL.md 11), for the caller to show, even on failure.
+    // What the server said about itself (PROTOCOL.md 14), for the caller to show, even on failure.
     if (cfg->server_key_seen != nullptr && c->conn->server_static() != nullptr)
         std::memcpy(cfg->server_key_seen, c->conn->server_static(), SL_KEY_BYTES);
     if (cfg->server_modes_seen != nullptr) *cfg->server_modes_seen = c->conn->server_modes();

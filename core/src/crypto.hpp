@@ -65,7 +65,7 @@ private:
     CipherCtxPtr ctx_;
 };
 
-// Noise REKEY(k) in place (PROTOCOL.md 10): the first 32 bytes of ENCRYPT(k, 2^64-1, empty,
+// Noise REKEY(k) in place (PROTOCOL.md 13): the first 32 bytes of ENCRYPT(k, 2^64-1, empty,
 // 32 zero bytes). Returns SL_OK, SL_ENOMEM or SL_ECRYPTO.
 int noise_rekey(uint8_t k[kKeyLen]) noexcept;
 

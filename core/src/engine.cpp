@@ -271,14 +271,14 @@ int Connection::on_frame(const uint8_t *body, size_t len, sl_event *ev) noexcept
 int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noexcept {
     if (std::memcmp(body, kMagic, sizeof kMagic) != 0) return fail(SL_EBAD_MAGIC);
     const uint8_t version = body[sizeof kMagic];
-    // PROTOCOL.md 11.2: no mode, or one this server does not accept (or cannot: no static key).
+    // PROTOCOL.md 14.2: no mode, or one this server does not accept (or cannot: no static key).
     if (version < SL_MODE_PSK || version > SL_MODE_PASSWORD || (accepted_ & (1u << version)) == 0 ||
         (version != SL_MODE_PSK && static_ == nullptr))
         return fail(SL_EBAD_VERSION);
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
     int rc = SL_EHANDSHAKE_AUTH;
-    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 11.1, 12)
+    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 14.1, 12)
         rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
                       version == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3 : Handshake::Pattern::NXpsk2);
         if (rc == SL_OK) rc = hs_.set_static(static_);
@@ -290,7 +290,7 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
         if (rc == SL_OK) rc = hs_.read_message(body + sizeof kPrologue, len - sizeof kPrologue, payload, &payload_len);
         if (rc == SL_OK) key_index_ = 0;
     } else {
-        // Key rotation (PROTOCOL.md 9): trial decryption of frame 1's payload under each key in
+        // Key rotation (PROTOCOL.md 12): trial decryption of frame 1's payload under each key in
         // turn, at most SL_MAX_PSKS; the first whose tag verifies is the session's key.
         for (size_t i = 0; i < ring_->size() && rc == SL_EHANDSHAKE_AUTH; ++i) {
             rc = hs_.init(false, kPrologue, sizeof kPrologue, (*ring_)[i]);
@@ -309,7 +309,7 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     if (out == nullptr) return fail(SL_ENOMEM);
     std::memcpy(out, msg, msg_len);
     trace(true, 2, out, msg_len);
-    if (mode_ == SL_MODE_USER_KEY) {  // frame 3 completes the handshake (PROTOCOL.md 12)
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3 completes the handshake (PROTOCOL.md 15)
         state_ = State::AwaitFrame3;
         return SL_OK;
     }
@@ -330,7 +330,7 @@ int Connection::on_handshake3(const uint8_t *body, size_t len, sl_event *ev) noe
 }
 
 int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noexcept {
-    // PROTOCOL.md 11.2: a server refusing our mode says which modes it accepts (unauthenticated).
+    // PROTOCOL.md 14.2: a server refusing our mode says which modes it accepts (unauthenticated).
     if (std::memcmp(body, kMagic, sizeof kMagic) == 0 && body[sizeof kMagic] == 0) {
         const size_t n = std::min<size_t>(body[5], len - 6);
         for (size_t i = 0; i < n; ++i)
@@ -348,7 +348,7 @@ int Connection::on_handshake2(const uint8_t *body, size_t len, sl_event *ev) noe
         if (!has_expected_) return fail(SL_ESERVER_KEY_UNKNOWN);
         if (CRYPTO_memcmp(server_static_, expected_, kDhLen) != 0) return fail(SL_ESERVER_KEY_CHANGED);
     }
-    if (mode_ == SL_MODE_USER_KEY) {  // frame 3: our identity, then the PSK (PROTOCOL.md 12)
+    if (mode_ == SL_MODE_USER_KEY) {  // frame 3: our identity, then the PSK (PROTOCOL.md 15)
         uint8_t msg[kHandshake3MinBody];
         size_t msg_len = 0;
         if ((rc = hs_.write_message(nullptr, 0, msg, &msg_len)) != SL_OK) return fail(rc);
@@ -375,7 +375,7 @@ int Connection::finish_handshake(sl_event *ev) noexcept {
     ev->type = SL_EVENT_HANDSHAKE_DONE;
     if (!client) return SL_OK;
     confirmed_ = true;  // frame 2 decrypted: the server holds the key
-    if (mode_ == SL_MODE_PASSWORD) {  // PROTOCOL.md 13: AUTH first, instead of the PING
+    if (mode_ == SL_MODE_PASSWORD) {  // PROTOCOL.md 16: AUTH first, instead of the PING
         rc = seal(SL_MSG_AUTH, login_, login_len_);
         wipe(login_, sizeof login_);
         return rc != SL_OK ? fail(rc) : SL_OK;
@@ -472,7 +472,7 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
         if (!is_file_msg(type)) return fail(SL_EBAD_TYPE);  // file messages: PROTOCOL.md 10
         break;
     }
-    if (role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_) {  // PROTOCOL.md 13
+    if (role_ == SL_SERVER && mode_ == SL_MODE_PASSWORD && !confirmed_) {  // PROTOCOL.md 16
         const size_t n = content_len > 0 ? p[1] : 0;
         if (type != SL_MSG_AUTH || n < 1 || n > 32 || content_len < 1 + n || content_len - 1 - n > SL_MAX_PASSWORD)
             return fail(SL_EBAD_AUTH);
@@ -493,7 +493,7 @@ int Connection::on_plaintext(const uint8_t *body, size_t len, sl_event *ev) noex
     return SL_OK;
 }
 
-// A verified KEY_UPDATE (PROTOCOL.md 10): the next frame is opened with REKEY(k). Never delivered.
+// A verified KEY_UPDATE (PROTOCOL.md 13): the next frame is opened with REKEY(k). Never delivered.
 int Connection::on_key_update(const uint8_t *body, size_t len) noexcept {
     if (body != nullptr) trace(false, 3, body, len, recv_n_ - 1, SL_MSG_KEY_UPDATE, nullptr, 0);
     confirmed_ = true;  // like any verified frame (PROTOCOL.md 4.1)
@@ -531,11 +531,11 @@ int Connection::seal(uint8_t type, const uint8_t *data, size_t len) noexcept {
         out_len_ -= SL_PREFIX_BYTES + body_len;
         return fail(rc);
     }
-    // The password in an AUTH is never traced (PROTOCOL.md 13: no password in any log).
+    // The password in an AUTH is never traced (PROTOCOL.md 16: no password in any log).
     trace(true, 3, body, body_len, send_n_, type, type == SL_MSG_AUTH ? nullptr : data, type == SL_MSG_AUTH ? 0 : len);
     ++send_n_;
     if (type == SL_MSG_KEY_UPDATE || type == SL_MSG_CLOSE) return SL_OK;
-    // Automatic rekeying (PROTOCOL.md 10): bytes, not frames, with one block per frame for the tag.
+    // Automatic rekeying (PROTOCOL.md 13): bytes, not frames, with one block per frame for the tag.
     sent_under_key_ += 1 + len + SL_TAG_BYTES;
     if (sent_under_key_ < rekey_bytes_) return SL_OK;
     rc = rekey();

@@ -18,9 +18,9 @@ namespace seclink::detail {
 inline constexpr uint8_t kPrologue[5] = {'S', 'L', 'N', 'K', 0x01};
 inline constexpr uint8_t kMagic[4] = {'S', 'L', 'N', 'K'};
 inline constexpr size_t kTransportMinBody = SL_IV_BYTES + SL_TYPE_BYTES + SL_TAG_BYTES;  // 29
-inline constexpr size_t kHandshake3MinBody = 32 + 16 + 16;  // mode 3's frame 3 (PROTOCOL.md 12)
+inline constexpr size_t kHandshake3MinBody = 32 + 16 + 16;  // mode 3's frame 3 (PROTOCOL.md 15)
 
-// Key rotation (PROTOCOL.md 9): the pre-shared keys a server accepts, in the order they are tried
+// Key rotation (PROTOCOL.md 12): the pre-shared keys a server accepts, in the order they are tried
 // on frame 1. Each key lives in dump-proof memory (secure_mem.hpp) and is wiped with the ring.
 class KeyRing {
 public:
@@ -44,13 +44,13 @@ public:
     int set_max_send(size_t n) noexcept;
     int set_ephemeral(const uint8_t priv[kDhLen]) noexcept;
     int set_key_confirmation(bool on) noexcept;
-    // Server: try each key of `ring` on frame 1 instead of the constructor's key (PROTOCOL.md 9).
+    // Server: try each key of `ring` on frame 1 instead of the constructor's key (PROTOCOL.md 12).
     // Not copied: the ring must outlive the handshake. Before start().
     int set_key_ring(const KeyRing *ring) noexcept;
     // Server: which key of the ring frame 1 matched (0 without a ring); -1 before frame 1.
     int key_index() const noexcept { return key_index_; }
     bool configuring() const noexcept { return state_ == State::New; }  // before start()
-    // Modes (PROTOCOL.md 11). Client: the mode it asks for, the server key it expects (NULL: none,
+    // Modes (PROTOCOL.md 14). Client: the mode it asks for, the server key it expects (NULL: none,
     // so a mode-2 server's key is SERVER_KEY_UNKNOWN). Server: its static key (not copied: it must
     // outlive the handshake) and the modes it accepts (a bit mask of 1 << mode).
     int set_mode(int mode) noexcept;
@@ -66,7 +66,7 @@ public:
     // Server, mode 3: the client's static key once frame 3 verified, else NULL.
     const uint8_t *client_static() const noexcept { return has_client_static_ ? client_static_ : nullptr; }
     int start() noexcept;
-    // Rekeying (PROTOCOL.md 10): KEY_UPDATE now, then the next sending key.
+    // Rekeying (PROTOCOL.md 13): KEY_UPDATE now, then the next sending key.
     int rekey() noexcept;
     int set_rekey_bytes(uint64_t n) noexcept;
     uint64_t rekeys_sent() const noexcept { return rekeys_sent_; }

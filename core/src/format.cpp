@@ -172,7 +172,7 @@ extern "C" size_t sl_format_frame(const sl_frame_info *f, const char *peer, char
             s += row("tag", hex(b + 37, n - 37), "encrypted empty payload: proves the PSK");
         } else if (f->kind == 2 && n >= 48) {
             s += row("e.pub", hex(b, 32), "server's ephemeral X25519 public key");
-            if (n >= 96) {  // modes 2 and 3 (PROTOCOL.md 11, 12)
+            if (n >= 96) {  // modes 2 and 3 (PROTOCOL.md 14, 12)
                 s += row("s", hex(b + 32, 48), "server's static public key, encrypted");
                 s += row("tag", hex(b + 80, n - 80), "encrypted empty payload: proves the server's keys");
             } else {

@@ -1,4 +1,4 @@
-// identity.cpp - server identity helpers (docs/PROTOCOL.md 11.3, 11.4): public keys, fingerprints
+// identity.cpp - server identity helpers (docs/PROTOCOL.md 14.3, 14.4): public keys, fingerprints
 // people can read aloud, and the clients' known-servers file.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -89,7 +89,7 @@ int scrypt(const uint8_t *password, size_t len, const uint8_t *salt, size_t salt
 
 namespace {
 
-// "NAME scrypt N r p SALT HASH" (PROTOCOL.md 13): the fields, if the line is well formed.
+// "NAME scrypt N r p SALT HASH" (PROTOCOL.md 16): the fields, if the line is well formed.
 struct UserLine {
     std::string name;
     uint64_t n = 0;

@@ -49,8 +49,8 @@ private:
 };
 
 // NNpsk0:  -> psk, e   <- e, ee                  (mode 1, PROTOCOL.md 3)
-// NXpsk2:  -> e        <- e, ee, s, es, psk      (mode 2, server identity, PROTOCOL.md 11)
-// XXpsk3:  -> e        <- e, ee, s, es   -> s, se, psk   (mode 3, key users, PROTOCOL.md 12)
+// NXpsk2:  -> e        <- e, ee, s, es, psk      (mode 2, server identity, PROTOCOL.md 14)
+// XXpsk3:  -> e        <- e, ee, s, es   -> s, se, psk   (mode 3, key users, PROTOCOL.md 15)
 class Handshake {
 public:
     enum class Pattern { NNpsk0, NXpsk2, XXpsk3 };

@@ -93,7 +93,7 @@ Policy::Policy(const sl_server_config &c) : cfg(c) {
         cfg.modes = (1u << SL_MODE_PSK) | (has_static_key ? 1u << SL_MODE_SERVER_KEY : 0u) |
                     (has_static_key && !users_path_.empty() ? 1u << SL_MODE_USER_KEY : 0u) |
                     (has_static_key && !passwords_path_.empty() ? 1u << SL_MODE_PASSWORD : 0u);
-    // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 11.2).
+    // "SLNK" 0x00 n versions..., zero-padded to 48 bytes, with its length prefix (PROTOCOL.md 14.2).
     std::string body("SLNK\0\0", 6);
     for (int m = 1; m < 32; ++m)
         if (cfg.modes & (1u << m)) body += static_cast<char>(m);
@@ -351,7 +351,7 @@ void Session::leave_queue() noexcept {
 void Session::authenticate(int64_t now) {
     if (holds_handshake_) p_.release_handshake(addr_);
     holds_handshake_ = false;
-    if (conn_.mode() == SL_MODE_USER_KEY) {  // PROTOCOL.md 12: only the keys listed get in
+    if (conn_.mode() == SL_MODE_USER_KEY) {  // PROTOCOL.md 15: only the keys listed get in
         user_ = p_.user_for(conn_.client_static());
         if (user_.empty()) {
             finish(SL_LOG_WARN, "refused: unknown user (key " + fingerprint_of(conn_.client_static()) + ")",
@@ -368,7 +368,7 @@ void Session::authenticate(int64_t now) {
     holds_session_ = true;
     phase_ = Phase::Open;
     if (p_.logs(SL_LOG_INFO)) {
-        // Which key file matched (key rotation, PROTOCOL.md 9): its name, never the key.
+        // Which key file matched (key rotation, PROTOCOL.md 12): its name, never the key.
         const int k = conn_.key_index();
         std::string key = k >= 0 && static_cast<size_t>(k) < p_.key_names.size() ? " (key " + p_.key_names[k] + ")" : "";
         if (conn_.mode() != SL_MODE_PSK) key += std::string(" (mode ") + sl_mode_name(conn_.mode()) + ")";
@@ -377,7 +377,7 @@ void Session::authenticate(int64_t now) {
     if (chat_) p_.chat->enter(*chat_, now);
 }
 
-// PROTOCOL.md 13: the AUTH of a mode-4 client. The password is never logged.
+// PROTOCOL.md 16: the AUTH of a mode-4 client. The password is never logged.
 void Session::login(const sl_event &ev, int64_t now) {
     const size_t n = ev.data[0];
     const std::string name(reinterpret_cast<const char *>(ev.data) + 1, n);
@@ -460,7 +460,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         const bool was_confirmed = conn_.peer_confirmed(), was_established = conn_.established();
         int rc = conn_.feed(data + off, len - off, &used, &ev);
         if (rc == SL_EBAD_VERSION) {
-            // PROTOCOL.md 11.2: say which modes this server accepts, then close.
+            // PROTOCOL.md 14.2: say which modes this server accepts, then close.
             raw_ = p_.modes_frame;
             raw_pos_ = 0;
             std::string accepted;

@@ -64,14 +64,14 @@ public:
     Secret<SL_KEY_BYTES> psk;  // dump-proof memory (secure_mem.hpp), wiped when the policy goes
     KeyRing keys;              // with several keys (key rotation): all of them, psk first
     std::vector<std::string> key_names;  // cfg.psk_names, if given
-    Secret<SL_KEY_BYTES> static_key;     // cfg.server_key (PROTOCOL.md 11), if has_static_key
+    Secret<SL_KEY_BYTES> static_key;     // cfg.server_key (PROTOCOL.md 14), if has_static_key
     bool has_static_key = false;
-    std::string modes_frame;             // how a frame 1 in a mode not accepted is answered (11.2)
+    std::string modes_frame;             // how a frame 1 in a mode not accepted is answered (14.2)
 
-    // Key users (PROTOCOL.md 12): the name for a client key, "" if none; and re-reading the file.
+    // Key users (PROTOCOL.md 15): the name for a client key, "" if none; and re-reading the file.
     std::string user_for(const uint8_t pub[32]);
     int reload_users();
-    // Password users (PROTOCOL.md 13) and the failed-attempt limits per user name and address.
+    // Password users (PROTOCOL.md 16) and the failed-attempt limits per user name and address.
     bool has_password_users() const noexcept { return !passwords_path_.empty(); }
     bool check_password(const std::string &name, const uint8_t *password, size_t len);
     bool locked_out(const std::string &name, const std::string &addr, int64_t now);

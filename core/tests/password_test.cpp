@@ -1,4 +1,4 @@
-// Password users (PROTOCOL.md 13): mode 4 reproduced from the vectors, the users file, and the
+// Password users (PROTOCOL.md 16): mode 4 reproduced from the vectors, the users file, and the
 // session layer's checks and limits on failed attempts.
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-// Rekeying (PROTOCOL.md 10): KEY_UPDATE on request and past a byte threshold, REKEY as Noise
+// Rekeying (PROTOCOL.md 13): KEY_UPDATE on request and past a byte threshold, REKEY as Noise
 // defines it, the vectors replayed byte for byte, and what a receiver refuses.
 #include <cstring>
 #include <deque>

@@ -1,4 +1,4 @@
-// Key rotation (PROTOCOL.md 9): a server that accepts several pre-shared keys finds the client's
+// Key rotation (PROTOCOL.md 12): a server that accepts several pre-shared keys finds the client's
 // by trial decryption of frame 1; the vectors, the engine's limits, and the session's log line.
 #include <cstring>
 #include <string>

@@ -1,4 +1,4 @@
-// Server identity (PROTOCOL.md 11): mode 2 (Noise NXpsk2) reproduced from the vectors, what a
+// Server identity (PROTOCOL.md 14): mode 2 (Noise NXpsk2) reproduced from the vectors, what a
 // client refuses, the modes frame, fingerprints and the known-servers file.
 #include <sys/stat.h>
 

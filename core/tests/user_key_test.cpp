@@ -1,4 +1,4 @@
-// Key users (PROTOCOL.md 12): mode 3 (Noise XXpsk3) reproduced from the vectors; the session layer
+// Key users (PROTOCOL.md 15): mode 3 (Noise XXpsk3) reproduced from the vectors; the session layer
 // lets in only listed keys, names the user in its log lines, and reloads the list.
 #include <cstdio>
 #include <cstdlib>

@@ -197,7 +197,7 @@ def test_garbage_instead_of_a_handshake_is_closed_with_a_warning(start_server, r
         while chunk := s.recv(1024):
             got += chunk
     # Closed without a word, except that a version naming no mode this server accepts is told
-    # which modes it does (PROTOCOL.md 11.2).
+    # which modes it does (PROTOCOL.md 14.2).
     from interop_tests.reference.seclink_ref import modes_frame
     assert got == (modes_frame([1, 2]) if name == "bad-version" else b"")
     warned(srv, peer, f"handshake failed: {error}: ")

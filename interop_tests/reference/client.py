@@ -310,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipe", action="store_true", help="standard input as a stream, replies to standard output "
                                                              "(section 9)")
     parser.add_argument("--chat", action="store_true", help="live chat (docs/PROTOCOL.md section 11)")
-    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
-    parser.add_argument("--server-public-key", help="mode 2 (section 11): the server's static public key, hex")
-    parser.add_argument("--identity-file", help="with --server-public-key, mode 3 (section 12): this key file")
-    parser.add_argument("--user", help="with --server-public-key, mode 4 (section 13): this user, the password "
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 13's threshold T")
+    parser.add_argument("--server-public-key", help="mode 2 (section 14): the server's static public key, hex")
+    parser.add_argument("--identity-file", help="with --server-public-key, mode 3 (section 15): this key file")
+    parser.add_argument("--user", help="with --server-public-key, mode 4 (section 16): this user, the password "
                                        "from $SECLINK_PASSWORD")
     args = parser.parse_args(argv)
     try:

@@ -24,7 +24,7 @@ SERVER_STATIC = sha256(b"seclink server static").digest()
 USER_KEY_PATH = VECTORS_PATH.with_name("seclink_v1_user_key.json")
 CLIENT_STATIC = sha256(b"seclink client identity").digest()
 PASSWORD_PATH = VECTORS_PATH.with_name("seclink_v1_password.json")
-REKEY_T = 64  # section 10's threshold, low so that both sides rekey every few frames
+REKEY_T = 64  # section 13's threshold, low so that both sides rekey every few frames
 
 PSK = bytes(range(32))
 CLIENT_EPHEMERAL = sha256(b"seclink client ephemeral").digest()
@@ -301,7 +301,7 @@ def build_vectors() -> dict[str, Any]:
 
 
 def build_rotation_vectors() -> dict[str, Any]:
-    """Section 9: a server holding three keys answers a client that holds the second one."""
+    """Section 12: a server holding three keys answers a client that holds the second one."""
     psks = [sha256(b"seclink rotation key %d" % i).digest() for i in range(2)] + [PSK]
     psks[1], psks[2] = psks[2], psks[1]  # the client's key (PSK) second, a key after it
     client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL)
@@ -316,7 +316,7 @@ def build_rotation_vectors() -> dict[str, Any]:
     stranger.start()
     return {
         "protocol": "seclink/1",
-        "description": "Key rotation (docs/PROTOCOL.md section 9): a server with several pre-shared keys finds "
+        "description": "Key rotation (docs/PROTOCOL.md section 12): a server with several pre-shared keys finds "
                        "the client's by trial decryption of frame 1.",
         "psks": [k.hex() for k in psks],
         "client_psk_index": 1,
@@ -331,7 +331,7 @@ def build_rotation_vectors() -> dict[str, Any]:
 
 
 def build_rekey_vectors() -> dict[str, Any]:
-    """Section 10: the confirmed session with T = 64 on both sides and one requested KEY_UPDATE."""
+    """Section 13: the confirmed session with T = 64 on both sides and one requested KEY_UPDATE."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     client = Connection("client", PSK, ephemeral=CLIENT_EPHEMERAL, rekey_bytes=REKEY_T)
     server = Connection("server", PSK, ephemeral=SERVER_EPHEMERAL, rekey_bytes=REKEY_T)
@@ -379,7 +379,7 @@ def build_rekey_vectors() -> dict[str, Any]:
     assert len(keys["client_to_server"]) >= 3 and len(keys["server_to_client"]) >= 3
     return {
         "protocol": "seclink/1",
-        "description": "Rekeying (docs/PROTOCOL.md section 10): the confirmed session of section 8 with an "
+        "description": "Rekeying (docs/PROTOCOL.md section 13): the confirmed session of section 8 with an "
                        "automatic KEY_UPDATE threshold of 64 bytes on both sides and one KEY_UPDATE on request.",
         "psk": PSK.hex(),
         "client_ephemeral": CLIENT_EPHEMERAL.hex(),
@@ -406,7 +406,7 @@ def sealed_after_confirmation(plaintext: bytes) -> bytes:
 
 
 def build_server_key_vectors() -> dict[str, Any]:
-    """Section 11: a mode-2 connection (Noise NXpsk2) and what a client and a server refuse."""
+    """Section 14: a mode-2 connection (Noise NXpsk2) and what a client and a server refuse."""
     from .seclink_ref import MODE_SERVER_KEY, Message, fingerprint, modes_frame, public_bytes
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
@@ -434,7 +434,7 @@ def build_server_key_vectors() -> dict[str, Any]:
     frame1, frame2 = bytes.fromhex(wire[0]["bytes"]), bytes.fromhex(wire[1]["bytes"])
     return {
         "protocol": "seclink/1",
-        "description": "Mode 2, server identity (docs/PROTOCOL.md section 11): Noise_NXpsk2_25519_AESGCM_SHA256 "
+        "description": "Mode 2, server identity (docs/PROTOCOL.md section 14): Noise_NXpsk2_25519_AESGCM_SHA256 "
                        "from fixed keys, and what clients and servers refuse.",
         "psk": PSK.hex(),
         "server_static": SERVER_STATIC.hex(),
@@ -463,7 +463,7 @@ def build_server_key_vectors() -> dict[str, Any]:
 
 
 def build_user_key_vectors() -> dict[str, Any]:
-    """Section 12: a mode-3 connection (Noise XXpsk3) from fixed keys."""
+    """Section 15: a mode-3 connection (Noise XXpsk3) from fixed keys."""
     from .seclink_ref import MODE_USER_KEY, public_bytes
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     server_pub = public_bytes(X25519PrivateKey.from_private_bytes(SERVER_STATIC))
@@ -486,7 +486,7 @@ def build_user_key_vectors() -> dict[str, Any]:
     frame3 = bytes.fromhex(wire[2]["bytes"])
     return {
         "protocol": "seclink/1",
-        "description": "Mode 3, key users (docs/PROTOCOL.md section 12): Noise_XXpsk3_25519_AESGCM_SHA256 from "
+        "description": "Mode 3, key users (docs/PROTOCOL.md section 15): Noise_XXpsk3_25519_AESGCM_SHA256 from "
                        "fixed keys.",
         "psk": PSK.hex(),
         "server_static": SERVER_STATIC.hex(),
@@ -509,7 +509,7 @@ def build_user_key_vectors() -> dict[str, Any]:
 
 
 def build_password_vectors() -> dict[str, Any]:
-    """Section 13: a mode-4 connection with its AUTH frame, and a users-file line."""
+    """Section 16: a mode-4 connection with its AUTH frame, and a users-file line."""
     import base64
     import hashlib
     from .seclink_ref import MODE_PASSWORD, password_matches, public_bytes
@@ -538,7 +538,7 @@ def build_password_vectors() -> dict[str, Any]:
     not_auth = prefixed(body)
     return {
         "protocol": "seclink/1",
-        "description": "Mode 4, password users (docs/PROTOCOL.md section 13): Noise NXpsk2 with prologue SLNK 04, "
+        "description": "Mode 4, password users (docs/PROTOCOL.md section 16): Noise NXpsk2 with prologue SLNK 04, "
                        "then the AUTH message; and a users-file line for the password.",
         "psk": PSK.hex(),
         "server_static": SERVER_STATIC.hex(),

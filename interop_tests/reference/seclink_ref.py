@@ -30,17 +30,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes = HASHLEN
 PROLOGUE = b"SLNK\x01"
-PROLOGUE_2 = b"SLNK\x02"  # section 11
+PROLOGUE_2 = b"SLNK\x02"  # section 14
 MODE_PSK, MODE_SERVER_KEY, MODE_USER_KEY, MODE_PASSWORD = 0x01, 0x02, 0x03, 0x04
 MODE_NAMES = {MODE_PSK: "psk", MODE_SERVER_KEY: "server-key", MODE_USER_KEY: "user-key", MODE_PASSWORD: "password"}
-AUTH = 0x06  # section 13
-FRAME3_MIN = 64  # section 12
+AUTH = 0x06  # section 16
+FRAME3_MIN = 64  # section 15
 MAGIC = b"SLNK"
 VERSION = 0x01
 
 DATA, CLOSE, PING, PONG = 0x01, 0x02, 0x03, 0x04
-KEY_UPDATE = 0x05  # section 10
-DEFAULT_REKEY_BYTES = 2**32  # section 10: T
+KEY_UPDATE = 0x05  # section 13
+DEFAULT_REKEY_BYTES = 2**32  # section 13: T
 EOF = 0x20  # section 9
 # Section 10: file transfer.
 FILE_PUT, FILE_GET, FILE_READY, FILE_INFO, FILE_DATA, FILE_READ, FILE_END, FILE_DONE, FILE_ERROR = (
@@ -59,7 +59,7 @@ FRAME1_MIN, FRAME2_MIN, HANDSHAKE_MAX = 53, 48, 1024  # section 2 table
 FIRST_FRAME_MAX = 1024  # section 4.1: a server's bound until the key is confirmed
 IV_LEN, TAG_LEN = 12, 16
 TRANSPORT_OVERHEAD = IV_LEN + 1 + TAG_LEN  # 29: iv, type byte, tag
-MAX_PSKS = 16  # section 9: keys a server tries on frame 1
+MAX_PSKS = 16  # section 12: keys a server tries on frame 1
 MAX_NONCE = 2**64 - 1  # reserved: a counter that reaches it must not be used
 
 # Section 7: name -> meaning (the numbers belong to the C ABI and are not needed here).
@@ -128,7 +128,7 @@ def dh(priv: X25519PrivateKey, pub: bytes) -> bytes:
 
 
 def rekey(key: bytes) -> bytes:
-    """Section 10: REKEY(k) = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes)."""
+    """Section 13: REKEY(k) = the first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes)."""
     return AESGCM(key).encrypt(nonce(MAX_NONCE), bytes(32), b"")[:32]
 
 
@@ -266,7 +266,7 @@ class NoiseHandshake:
 
 
 class NXpsk2Handshake:
-    """Section 11: Noise_NXpsk2_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es, psk.
+    """Section 14: Noise_NXpsk2_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es, psk.
 
     The same interface as NoiseHandshake; the responder has a static key `static`, the
     initiator learns it as `remote_static` from message 2."""
@@ -324,7 +324,7 @@ class NXpsk2Handshake:
 
 
 class XXpsk3Handshake(NXpsk2Handshake):
-    """Section 12: Noise_XXpsk3_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es   -> s, se, psk.
+    """Section 15: Noise_XXpsk3_25519_AESGCM_SHA256:  -> e   <- e, ee, s, es   -> s, se, psk.
 
     Message 1 is NXpsk2's; the initiator has a static key `static` too, which the responder
     learns as `remote_static` from message 3."""
@@ -374,7 +374,7 @@ class XXpsk3Handshake(NXpsk2Handshake):
 
 
 def password_matches(line: str, name: str, password: bytes) -> bool:
-    """Section 13: `line` of a users file (NAME scrypt N r p SALT HASH) holds this name and password."""
+    """Section 16: `line` of a users file (NAME scrypt N r p SALT HASH) holds this name and password."""
     import hashlib
     fields = line.split()
     if len(fields) != 7 or fields[0] != name or fields[1] != "scrypt":
@@ -387,14 +387,14 @@ def password_matches(line: str, name: str, password: bytes) -> bool:
 
 
 def modes_frame(accepted: list[int]) -> bytes:
-    """Section 11.2: how a server answers a frame 1 in a mode it does not accept."""
+    """Section 14.2: how a server answers a frame 1 in a mode it does not accept."""
     body = MAGIC + b"\x00" + bytes([len(accepted)]) + bytes(sorted(accepted))
     body += bytes(max(0, 48 - len(body)))
     return len(body).to_bytes(4, "big") + body
 
 
 def fingerprint(pub: bytes) -> str:
-    """Section 11.3: base32 of the first 20 bytes of SHA-256(pub), in groups of 4."""
+    """Section 14.3: base32 of the first 20 bytes of SHA-256(pub), in groups of 4."""
     text = base64.b32encode(sha256(pub).digest()[:20]).decode()
     return "-".join(text[i:i + 4] for i in range(0, 32, 4))
 
@@ -415,7 +415,7 @@ class Message:
 
 @dataclass(frozen=True)
 class Auth:
-    """Section 13 (server, mode 4): the client's user name and password, for the server to check."""
+    """Section 16 (server, mode 4): the client's user name and password, for the server to check."""
     name: str
     password: bytes
 
@@ -447,23 +447,23 @@ class Connection:
         if role not in ("client", "server"):
             raise ValueError("role must be 'client' or 'server'")
         if psks is not None and (role != "server" or not 1 <= len(psks) <= MAX_PSKS):
-            raise ValueError(f"psks: a server's list of 1 to {MAX_PSKS} keys (section 9)")
+            raise ValueError(f"psks: a server's list of 1 to {MAX_PSKS} keys (section 12)")
         self.role = role
         self.max_message = max_message
         self._ephemeral = ephemeral
-        self._psks = psks            # section 9: the keys a server tries on frame 1, in order
-        self._rekey_bytes = rekey_bytes  # section 10: T
+        self._psks = psks            # section 12: the keys a server tries on frame 1, in order
+        self._rekey_bytes = rekey_bytes  # section 13: T
         self._sent_under_key = 0
         self.psk_index: int | None = None  # which of them matched
-        # Section 11. Client: the mode it asks for and the server key it expects (None: any key
+        # Section 14. Client: the mode it asks for and the server key it expects (None: any key
         # is SERVER_KEY_UNKNOWN); what it learned: server_static, server_modes. Server: its
         # static private key and the modes it accepts.
         self.mode = mode
         self._psk, self._static, self._expected = psk, static, server_key
         self.accepted_modes = accepted_modes or ([MODE_PSK] + ([MODE_SERVER_KEY, MODE_USER_KEY] if static else []))
         self.server_static: bytes | None = None
-        self.client_static: bytes | None = None  # section 12: server, after frame 3
-        self._login = login  # section 13: a mode-4 client's (name, password)
+        self.client_static: bytes | None = None  # section 15: server, after frame 3
+        self._login = login  # section 16: a mode-4 client's (name, password)
         self.server_modes: list[int] | None = None
         if mode in (MODE_SERVER_KEY, MODE_PASSWORD) and role == "client":
             self._noise = NXpsk2Handshake(True, psk, ephemeral=ephemeral, prologue=MAGIC + bytes([mode]))
@@ -556,7 +556,7 @@ class Connection:
             self._sent_eof = True
 
     def rekey(self) -> None:
-        """Section 10: queue a KEY_UPDATE, then send under REKEY(k)."""
+        """Section 13: queue a KEY_UPDATE, then send under REKEY(k)."""
         self._check_alive()
         if self._state != "transport" or self._sent_close:
             raise ValueError("cannot rekey: handshake not done or connection closed")
@@ -589,7 +589,7 @@ class Connection:
         self._out += len(body).to_bytes(4, "big") + body
 
     def _queue_transport(self, plaintext: bytes) -> None:
-        """Seal one message; then, past the section 10 threshold, a KEY_UPDATE."""
+        """Seal one message; then, past the section 13 threshold, a KEY_UPDATE."""
         self._seal(plaintext)
         if plaintext[0] in (KEY_UPDATE, CLOSE):
             return
@@ -639,8 +639,8 @@ class Connection:
             if body[:4] != MAGIC:
                 raise ProtocolError("BAD_MAGIC")
             if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
-                raise ProtocolError("BAD_VERSION")  # section 11.2: answered with modes_frame()
-            if body[4] != MODE_PSK:  # sections 11.1, 12, 13: the first PSK only
+                raise ProtocolError("BAD_VERSION")  # section 14.2: answered with modes_frame()
+            if body[4] != MODE_PSK:  # sections 14.1, 12, 13: the first PSK only
                 kind = XXpsk3Handshake if body[4] == MODE_USER_KEY else NXpsk2Handshake
                 self._noise = kind(False, self._psks[0] if self._psks else self._psk, prologue=body[:5],
                                    ephemeral=self._ephemeral, static=self._static)
@@ -661,7 +661,7 @@ class Connection:
             self._recv, self._send = self._noise.split()
             self._state = "transport"
             return [HandshakeDone()]
-        if self._state == "frame3":                 # section 12 (server)
+        if self._state == "frame3":                 # section 15 (server)
             self._noise.read_message_3(body)
             self.client_static = self._noise.remote_static
             self._recv, self._send = self._noise.split()
@@ -669,7 +669,7 @@ class Connection:
             self._confirmed = True
             return [HandshakeDone()]
         if self._state == "frame2":
-            if body[:5] == MAGIC + b"\x00":          # section 11.2: the modes the server accepts
+            if body[:5] == MAGIC + b"\x00":          # section 14.2: the modes the server accepts
                 self.server_modes = list(body[6:6 + body[5]])
                 raise ProtocolError("MODE_REFUSED")
             self._noise.read_message_2(body)        # payload ignored in version 1
@@ -679,7 +679,7 @@ class Connection:
                     raise ProtocolError("SERVER_KEY_UNKNOWN")
                 if not hmac.compare_digest(self._expected, self.server_static):
                     raise ProtocolError("SERVER_KEY_CHANGED")
-            if self.mode == MODE_USER_KEY:          # section 12: frame 3, no confirmation PING
+            if self.mode == MODE_USER_KEY:          # section 15: frame 3, no confirmation PING
                 self._queue_frame(self._noise.write_message_3())
                 self._send, self._recv = self._noise.split()
                 self._state = "transport"
@@ -688,7 +688,7 @@ class Connection:
             self._send, self._recv = self._noise.split()
             self._state = "transport"
             self._confirmed = True                  # frame 2 proved the server's key
-            if self.mode == MODE_PASSWORD:          # section 13: AUTH goes first, not the PING
+            if self.mode == MODE_PASSWORD:          # section 16: AUTH goes first, not the PING
                 name, password = self._login
                 self._seal(bytes([AUTH, len(name)]) + name.encode() + password)
             elif self._key_confirmation:            # section 4.1: the empty PING goes first
@@ -698,7 +698,7 @@ class Connection:
         return self._handle_transport(body)
 
     def _read_message_1_any_key(self, message: bytes) -> None:
-        """Section 9: a fresh handshake state per key, in order; the first whose tag verifies wins."""
+        """Section 12: a fresh handshake state per key, in order; the first whose tag verifies wins."""
         for i, key in enumerate(self._psks):
             noise = NoiseHandshake(False, key, ephemeral=self._ephemeral)
             try:
@@ -723,7 +723,7 @@ class Connection:
         type, content = plaintext[0], plaintext[1:]
         first = not self._confirmed
         self._confirmed = True  # (server) a valid frame from the client: it holds the key
-        if self.role == "server" and self.mode == MODE_PASSWORD and first:  # section 13
+        if self.role == "server" and self.mode == MODE_PASSWORD and first:  # section 16
             n = content[0] if content else 0
             if type != AUTH or not 1 <= n <= 32 or len(content) < 1 + n or len(content) - 1 - n > 1024:
                 raise ProtocolError("BAD_AUTH")
@@ -752,7 +752,7 @@ class Connection:
                 self._await_pong = False
                 return []
             return [Message(type, content)]
-        if type == KEY_UPDATE:  # section 10: the next frame is opened with REKEY(k)
+        if type == KEY_UPDATE:  # section 13: the next frame is opened with REKEY(k)
             if content:
                 raise ProtocolError("BAD_KEY_UPDATE")
             self._recv.key = rekey(self._recv.key)

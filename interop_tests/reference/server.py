@@ -44,7 +44,7 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                  files_dir: str | None = None, chat: Chat | None = None) -> None:
     """Run one connection to its end; a protocol error closes only this connection."""
     log(f"[INFO] Client connected: {peer}")
-    # Section 9: with several keys the server finds the client's by trial decryption of frame 1.
+    # Section 12: with several keys the server finds the client's by trial decryption of frame 1.
     conn = Connection("server", psks[0], max_message=max_message, psks=psks if len(psks) > 1 else None,
                       rekey_bytes=rekey_bytes, static=static,
                       accepted_modes=[1] + ([2] if static else []) + ([3] if static and users is not None else [])
@@ -75,13 +75,13 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                     with lock:
                         events = conn.receive(data) if data else conn.eof()
                 except ProtocolError as error:
-                    if error.name == "BAD_VERSION":  # section 11.2: say which modes this server accepts
+                    if error.name == "BAD_VERSION":  # section 14.2: say which modes this server accepts
                         sock.sendall(modes_frame(conn.accepted_modes))
                     raise
                 for event in events:
                     if isinstance(event, HandshakeDone):
                         which = f" (key {names[conn.psk_index]})" if len(psks) > 1 else ""
-                        if conn.client_static is not None:  # section 12: a key user, if listed
+                        if conn.client_static is not None:  # section 15: a key user, if listed
                             user = (users or {}).get(conn.client_static)
                             if user is None:
                                 conn.close("unknown user")
@@ -90,7 +90,7 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                                 break
                             which += f" (user {user})"
                         log(f"[INFO] {peer}: handshake done{which}")
-                    elif isinstance(event, Auth):  # section 13: a password user
+                    elif isinstance(event, Auth):  # section 16: a password user
                         if any(password_matches(line, event.name, event.password) for line in passwords or []):
                             log(f"[INFO] {peer}: handshake done (user {event.name})")
                         else:
@@ -156,16 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--psk-file", action="append",
                         help="key file (default: see docs/PROTOCOL.md section 6); repeat it to accept several "
-                             "keys (section 9)")
+                             "keys (section 12)")
     parser.add_argument("--echo", action="store_true", help="reply with the received bytes")
     parser.add_argument("--keygen", action="store_true", help="write a new key file and exit")
     parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, help="largest message (bytes)")
     parser.add_argument("--files", metavar="DIR", help="take and serve files in DIR (section 10)")
     parser.add_argument("--chat", action="store_true", help="chat rooms (docs/PROTOCOL.md section 11)")
-    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 10's threshold T")
-    parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 11)")
-    parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 12)")
-    parser.add_argument("--users", help="password users file: accept mode 4 too (section 13)")
+    parser.add_argument("--rekey-bytes", type=int, default=DEFAULT_REKEY_BYTES, help="section 13's threshold T")
+    parser.add_argument("--server-key-file", help="static key file: accept mode 2 too (section 14)")
+    parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 15)")
+    parser.add_argument("--users", help="password users file: accept mode 4 too (section 16)")
     args = parser.parse_args(argv)
     chat = Chat() if args.chat else None
     try:

@@ -313,7 +313,7 @@ class AioServer:
         self._closed.set()
 
     def reload_users(self) -> None:
-        """Reads the authorized-keys file again (docs/PROTOCOL.md 12; the programs do so on SIGHUP).
+        """Reads the authorized-keys file again (docs/PROTOCOL.md 15; the programs do so on SIGHUP).
         Raises KeyFileError if it does not parse: the previous list then stays in force."""
         rc = self._policy.reload_users()
         if rc:
@@ -802,7 +802,7 @@ class AioClient:
         await self._transmit(lambda: self._conn.send_ping(b""))
 
     async def rekey(self) -> None:
-        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 13): later messages go under the next key."""
         await self._transmit(self._conn.rekey)
 
     async def close(self, reason: str | None = None) -> None:
@@ -830,7 +830,7 @@ class AioClient:
             await self._flush("cannot connect", where)
             await self._next_event("cannot connect", where)  # HandshakeComplete
             await self._flush("cannot connect", where)       # the key-confirmation PING, at once
-        except HandshakeError as e:  # what the server said about itself (PROTOCOL.md 11), to show
+        except HandshakeError as e:  # what the server said about itself (PROTOCOL.md 14), to show
             e.server_key, e.server_modes = self._conn.server_key, self._conn.server_modes  # type: ignore[attr-defined]
             raise
         except (ConnectionClosed, ProtocolError) as e:

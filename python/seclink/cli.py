@@ -333,7 +333,7 @@ def server_keys(prog: str, args: Args, log: Logger) -> tuple[bytearray | None, l
 
 
 def server_identity(args: Args, psk_files: list[str], log: Logger, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """--modes and the server's static key (docs/PROTOCOL.md 11), as the C++ server: puts
+    """--modes and the server's static key (docs/PROTOCOL.md 14), as the C++ server: puts
     server_key and modes into `opts`; returns the modes and the lines to log at start."""
     authorized, passwords = args.get("authorized-keys"), args.get("users")
     default = "psk,server-key" + (",user-key" if authorized else "") + (",password" if passwords else "")
@@ -409,7 +409,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     port = parse_number("PORT", args.positional[0], 0, 65535) if args.positional else _seclink.DEFAULT_PORT
     port = args.number("port", port, 0, 65535)
 
-    if args.get("add-user") is not None:  # docs/PROTOCOL.md 13: store a password user, then exit
+    if args.get("add-user") is not None:  # docs/PROTOCOL.md 16: store a password user, then exit
         name, users = args.get("add-user"), args.get("users")
         if not users:
             raise Exit(USAGE, "--add-user NAME needs --users FILE (where the password hashes go)")
@@ -671,7 +671,7 @@ def _tls_dir() -> str:
 def connect_error(e: Error, where: str, mode: str = "psk") -> Exit:
     """The exit code and sentence for a failure to connect (as the C++ client's)."""
     at = f"cannot connect to {where}: "
-    if e.code == Err.MODE_REFUSED:  # the server said which modes it accepts (PROTOCOL.md 11.2)
+    if e.code == Err.MODE_REFUSED:  # the server said which modes it accepts (PROTOCOL.md 14.2)
         modes = ", ".join(getattr(e, "server_modes", None) or []) or "none"
         return Exit(HANDSHAKE, f"the server at {where} accepts only the modes: {modes}; this client asked for "
                                f"{mode} (choose one with --mode) [MODE_REFUSED]")
@@ -710,7 +710,7 @@ delete line {line} of {known} and connect again.
 
 
 def read_password(args: Args, prompt: str, confirm: bool = False) -> str:
-    """docs/PROTOCOL.md 13, as the C++ programs: --password-fd N, else $SECLINK_PASSWORD, else
+    """docs/PROTOCOL.md 16, as the C++ programs: --password-fd N, else $SECLINK_PASSWORD, else
     asked on the terminal without echo (twice with `confirm`). Never logged."""
     fd = args.get("password-fd")
     if fd is not None:
@@ -733,7 +733,7 @@ def read_password(args: Args, prompt: str, confirm: bool = False) -> str:
 
 
 def load_identity(args: Args, log: Logger) -> bytearray:
-    """The client's identity (mode user-key, docs/PROTOCOL.md 12), created on first use at the
+    """The client's identity (mode user-key, docs/PROTOCOL.md 15), created on first use at the
     default location; its public key is printed for the server's --authorized-keys."""
     path = args.get("identity")
     is_default = path is None
@@ -752,7 +752,7 @@ def load_identity(args: Args, log: Logger) -> bytearray:
 
 
 def connect_checked(args: Args, where: str, make: Any, log: Logger) -> Any:
-    """The client's side of docs/PROTOCOL.md 11.4, as the C++ client's (cpp_apps/identity.hpp):
+    """The client's side of docs/PROTOCOL.md 14.4, as the C++ client's (cpp_apps/identity.hpp):
     a known key is expected; an unknown one is learned with a first connection that stops after
     frame 2, accepted by --server-key, --trust-on-first-use or the user's answer, recorded, and
     connected to again expecting it. Raises Exit on a refusal of this kind."""

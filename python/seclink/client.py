@@ -40,16 +40,16 @@ class Client:
     name checked), ``tls_pin`` (its SHA-256 fingerprint), or, with neither, the certificate a
     server on this machine created in the config directory (``tls_trust_dir`` overrides where).
     ``trace``, a callable, receives an annotated dump of every frame. Keys are replaced as the
-    session goes (docs/PROTOCOL.md 10): after ``rekey_bytes`` bytes under one key (0: the default,
+    session goes (docs/PROTOCOL.md 13): after ``rekey_bytes`` bytes under one key (0: the default,
     4 GiB; small values are for tests) and on :meth:`rekey`. ``mode="server-key"`` checks the
-    server's identity too (docs/PROTOCOL.md 11): ``server_key`` is the public key to expect; an
+    server's identity too (docs/PROTOCOL.md 14): ``server_key`` is the public key to expect; an
     unknown or different key raises HandshakeError (SERVER_KEY_UNKNOWN / SERVER_KEY_CHANGED) whose
     ``server_key`` attribute is the key the server sent, and a server that does not accept the mode
     raises HandshakeError (MODE_REFUSED) with ``server_modes``. ``mode="user-key"`` also presents
     ``identity`` (a 32-byte private key, e.g. from :func:`seclink.keys.server_key`) as a key user
-    (docs/PROTOCOL.md 12); a server that does not list it closes the session ("unknown user").
+    (docs/PROTOCOL.md 15); a server that does not list it closes the session ("unknown user").
     ``mode="password"`` logs in as ``user`` with ``password`` once the server's key is verified
-    (docs/PROTOCOL.md 13); a wrong one closes the session ("wrong user or password").
+    (docs/PROTOCOL.md 16); a wrong one closes the session ("wrong user or password").
 
     Messages are any bytes-like object or a str (sent as UTF-8).
 
@@ -158,7 +158,7 @@ class Client:
         return self._c.server_key
 
     def rekey(self) -> None:
-        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 10): later messages go under the next key."""
+        """Sends a KEY_UPDATE now (docs/PROTOCOL.md 13): later messages go under the next key."""
         self._c.rekey()
 
     def close(self, reason: str | None = None) -> None:

@@ -36,7 +36,7 @@ _HANDSHAKE_DONE, _MESSAGE = 1, 2
 
 
 def mode_number(name: str) -> int:
-    """"psk" -> 1, "server-key" -> 2 (docs/PROTOCOL.md 11)."""
+    """"psk" -> 1, "server-key" -> 2 (docs/PROTOCOL.md 14)."""
     for m in range(1, 32):
         if _seclink.mode_name(m) == name:
             return m
@@ -141,12 +141,12 @@ class Connection:
     Messages may be any bytes-like object (taken as ``bytes(data)`` would give it, whatever its
     shape or strides) or a str (sent as UTF-8).
 
-    Server identity (docs/PROTOCOL.md 11): a client's ``mode="server-key"`` asks for mode 2 and
+    Server identity (docs/PROTOCOL.md 14): a client's ``mode="server-key"`` asks for mode 2 and
     expects the server's static public key ``server_key`` (without it the handshake stops with
     HandshakeError SERVER_KEY_UNKNOWN; :attr:`server_key` then holds the key the server sent). A
     server's ``static_key`` (private) enables mode 2; ``accepted_modes`` lists the modes it takes.
 
-    Keys are replaced as the session goes (docs/PROTOCOL.md 10): a KEY_UPDATE goes out after
+    Keys are replaced as the session goes (docs/PROTOCOL.md 13): a KEY_UPDATE goes out after
     ``rekey_bytes`` bytes under one key (default 4 GiB; small values are for tests) and on
     :meth:`rekey`.
     """
@@ -173,7 +173,7 @@ class Connection:
             self._c.set_static_key(static_key)
         if accepted_modes is not None:
             self._c.set_accepted_modes(modes_mask(accepted_modes))
-        if login is not None:  # mode "password": (user, password), sent as AUTH (docs/PROTOCOL.md 13)
+        if login is not None:  # mode "password": (user, password), sent as AUTH (docs/PROTOCOL.md 16)
             self._c.set_login(login[0], message_bytes(login[1]))
         self._started = False
 

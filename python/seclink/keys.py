@@ -79,7 +79,7 @@ def resolve_psk(psk: bytes | bytearray | None, psk_file: str | os.PathLike[str] 
 
 
 def key_files(paths: list[str]) -> list[str]:
-    """Key rotation (docs/PROTOCOL.md 9): the key files `paths` stand for, in order. A directory
+    """Key rotation (docs/PROTOCOL.md 12): the key files `paths` stand for, in order. A directory
     stands for the files in it whose names do not start with '.', sorted by name (bytewise); each
     is then loaded with the usual rules. Raises KeyFileError (KEY_NOT_FOUND) for an empty directory."""
     out: list[str] = []
@@ -98,7 +98,7 @@ def resolve_psks(psk: bytes | bytearray | list[bytes] | None,
                  psk_file: str | os.PathLike[str] | list[str | os.PathLike[str]] | None
                  ) -> tuple[bytearray, list[str] | None]:
     """Like :func:`resolve_psk` for a server, which may accept several keys at once (key rotation,
-    docs/PROTOCOL.md 9): `psk` may be a list of keys, `psk_file` a list of files or directories
+    docs/PROTOCOL.md 12): `psk` may be a list of keys, `psk_file` a list of files or directories
     (:func:`key_files`). Returns the keys one after the other (a bytearray the caller wipes) and,
     for keys from files, the files' paths (for the log: which key a session used), else None."""
     if psk is not None and psk_file is not None:
@@ -123,7 +123,7 @@ def resolve_psks(psk: bytes | bytearray | list[bytes] | None,
 
 
 def server_key(path: str | os.PathLike[str], create: bool = True) -> tuple[bytearray, bool]:
-    """A server's static private key (docs/PROTOCOL.md 11.3) from `path`, a file in the PSK file's
+    """A server's static private key (docs/PROTOCOL.md 14.3) from `path`, a file in the PSK file's
     format, created (0600) if missing and `create`. Returns (key, created); raises KeyFileError."""
     try:
         return _load(os.fspath(path), stacklevel=3), False
@@ -146,7 +146,7 @@ def server_key_path(psk_path: str | os.PathLike[str]) -> str:
 
 def add_user(path: str | os.PathLike[str], name: str, password: bytes | str) -> None:
     """Stores a salted scrypt hash of `name`'s password in the users file at `path` (0600),
-    replacing the user's old line (docs/PROTOCOL.md 13)."""
+    replacing the user's old line (docs/PROTOCOL.md 16)."""
     _seclink.users_add(os.fspath(path), name, password.encode() if isinstance(password, str) else password)
 
 

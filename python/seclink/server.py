@@ -63,15 +63,15 @@ class Server:
     before it is closed as too slow); ``chat_cluster="nats://HOST:PORT"`` shares the rooms with
     every server linked to that NATS server.
     ``rekey_bytes`` lowers the bytes each session sends under one key before a KEY_UPDATE
-    (docs/PROTOCOL.md 10; 0: the default, 4 GiB): for tests. ``server_key`` (32 bytes, a static
+    (docs/PROTOCOL.md 13; 0: the default, 4 GiB): for tests. ``server_key`` (32 bytes, a static
     X25519 private key, e.g. from :func:`seclink.keys.server_key`) lets clients verify the server
-    (mode ``"server-key"``, docs/PROTOCOL.md 11); ``modes`` (``["psk", "server-key"]``) narrows the
+    (mode ``"server-key"``, docs/PROTOCOL.md 14); ``modes`` (``["psk", "server-key"]``) narrows the
     modes accepted (default: psk, and server-key with a key). ``authorized_keys`` (a file of
-    ``NAME PUBLIC-KEY`` lines) admits key users (mode ``"user-key"``, docs/PROTOCOL.md 12);
+    ``NAME PUBLIC-KEY`` lines) admits key users (mode ``"user-key"``, docs/PROTOCOL.md 15);
     :meth:`reload_users` reads it again; a key user's ``peer`` is ``NAME@host:port``, in the log
     lines and for the handler. ``password_users`` (a file written by :func:`seclink.keys.add_user`
     or ``server.py --add-user``) admits password users likewise (mode ``"password"``,
-    docs/PROTOCOL.md 13).
+    docs/PROTOCOL.md 16).
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = _seclink.DEFAULT_PORT, *, handler: Handler | None = None,

@@ -1,4 +1,4 @@
-"""Rekeying in the package (docs/PROTOCOL.md section 10): Connection.rekey(), the byte threshold,
+"""Rekeying in the package (docs/PROTOCOL.md section 13): Connection.rekey(), the byte threshold,
 and Client / AioClient .rekey() against the native and asyncio servers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Key rotation in the package (docs/PROTOCOL.md section 9): the native engine and the reference
+"""Key rotation in the package (docs/PROTOCOL.md section 12): the native engine and the reference
 implementation against the rotation vectors, and seclink.Server / seclink.aio with several keys."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Key users in the package (docs/PROTOCOL.md 12): the handler of seclink.Server and seclink.aio
+"""Key users in the package (docs/PROTOCOL.md 15): the handler of seclink.Server and seclink.aio
 sees who it serves (peer NAME@host:port), reload_users() revokes, and a mode-2 client checks the
 server's key."""
 

@@ -93,8 +93,8 @@ typedef enum sl_err {
     SL_EADDRNOTAVAIL = 55,    /* listening on an address that is not one of this machine's */
     SL_EACCES = 56,           /* the system refused: a port below 1024 without privilege, a firewall */
     SL_EAFNOSUPPORT = 57,     /* the address family (IPv6 or IPv4) is turned off on this machine */
-    SL_EBAD_KEY_UPDATE = 60,  /* a KEY_UPDATE message with content (PROTOCOL.md 10) */
-    SL_ESERVER_KEY_UNKNOWN = 61, /* the server's static key is not one this client knows (PROTOCOL.md 11) */
+    SL_EBAD_KEY_UPDATE = 60,  /* a KEY_UPDATE message with content (PROTOCOL.md 13) */
+    SL_ESERVER_KEY_UNKNOWN = 61, /* the server's static key is not one this client knows (PROTOCOL.md 14) */
     SL_ESERVER_KEY_CHANGED = 62, /* the server's static key differs from the one this client expects */
     SL_EMODE_REFUSED = 63,    /* the server does not accept the handshake mode asked for */
     SL_EBAD_AUTH = 64,        /* mode 4: the client's first frame is not a well-formed AUTH (PROTOCOL.md 13) */
@@ -190,15 +190,15 @@ SL_API const char *sl_errname(int err);
 #define SL_CHAT_MAX_TEXT 2000u        /* bytes of one chat line from a client */
 #define SL_DEFAULT_REKEY_BYTES 0x100000000ull /* bytes under one key before an automatic KEY_UPDATE (4 GiB) */
 #define SL_MAX_PSKS 16u  /* keys a server accepts at once (key rotation, PROTOCOL.md 12) */
-#define SL_FINGERPRINT_CHARS 39u   /* "XXXX-XXXX-...": 8 groups of 4 base32 characters (PROTOCOL.md 11.3) */
+#define SL_FINGERPRINT_CHARS 39u   /* "XXXX-XXXX-...": 8 groups of 4 base32 characters (PROTOCOL.md 14.3) */
 
-/* Handshake modes, the version byte of frame 1 (PROTOCOL.md 11). Masks of accepted modes have
+/* Handshake modes, the version byte of frame 1 (PROTOCOL.md 14). Masks of accepted modes have
  * bit (1 << mode) set for each. */
 typedef enum sl_mode {
     SL_MODE_PSK = 1,        /* Noise NNpsk0: both sides prove the PSK (the default) */
     SL_MODE_SERVER_KEY = 2, /* Noise NXpsk2: and the server its static key, checked by the client */
-    SL_MODE_USER_KEY = 3,   /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 12) */
-    SL_MODE_PASSWORD = 4    /* as SL_MODE_SERVER_KEY, then a user name and password (PROTOCOL.md 13) */
+    SL_MODE_USER_KEY = 3,   /* Noise XXpsk3: and the client a user key the server lists (PROTOCOL.md 15) */
+    SL_MODE_PASSWORD = 4    /* as SL_MODE_SERVER_KEY, then a user name and password (PROTOCOL.md 16) */
 } sl_mode;
 #define SL_MODES_ALL ((1u << SL_MODE_PSK) | (1u << SL_MODE_SERVER_KEY) | (1u << SL_MODE_USER_KEY) | \
                       (1u << SL_MODE_PASSWORD))
@@ -254,7 +254,7 @@ typedef enum sl_msg_type {
     SL_MSG_CLOSE = 2, /* optional UTF-8 reason; sender closes after sending */
     SL_MSG_PING = 3,  /* at most SL_MAX_PING bytes; the engine queues the PONG itself */
     SL_MSG_PONG = 4,
-    SL_MSG_KEY_UPDATE = 5, /* rekeying (PROTOCOL.md 10): sent by sl_conn_rekey() and automatically,
+    SL_MSG_KEY_UPDATE = 5, /* rekeying (PROTOCOL.md 13): sent by sl_conn_rekey() and automatically,
                              never by sl_conn_send(); handled by the engine, never delivered */
     SL_MSG_AUTH = 6,      /* mode 4 (PROTOCOL.md 13): sent by the engine (sl_conn_set_login); a server's
                              session layer checks it (delivered by sl_conn_feed to it) */
@@ -322,7 +322,7 @@ SL_API int sl_conn_set_key_confirmation(sl_conn *conn, int on);
  *  transport frame verified; for a client, once frame 2 verified. Else 0. */
 SL_API int sl_conn_peer_confirmed(const sl_conn *conn);
 
-/** Server only, key rotation (docs/PROTOCOL.md 9): accept any of the `count` keys at `psks`
+/** Server only, key rotation (docs/PROTOCOL.md 12): accept any of the `count` keys at `psks`
  *  (count * SL_KEY_BYTES bytes, copied, at most SL_MAX_PSKS), tried in this order on frame 1,
  *  instead of the key given to sl_conn_new. Only before sl_conn_start().
  *  Returns SL_OK, SL_EINVAL (a client, count 0 or over SL_MAX_PSKS), SL_ESTATE, SL_ENOMEM. */
@@ -357,7 +357,7 @@ SL_API int sl_conn_server_key(const sl_conn *conn, uint8_t out[32]);
  *  SL_EINVAL (a name of 0 or over 32 characters, a password over SL_MAX_PASSWORD), SL_ESTATE. */
 SL_API int sl_conn_set_login(sl_conn *conn, const char *user, const uint8_t *password, size_t password_len);
 
-/** Appends (or replaces) the line of `user` in the password users file at `path` (PROTOCOL.md 13):
+/** Appends (or replaces) the line of `user` in the password users file at `path` (PROTOCOL.md 16):
  *  a salted scrypt hash (N 16384, r 8, p 1, OpenSSL's KDF), the file created with mode 0600.
  *  Returns SL_OK, SL_EINVAL, SL_EIO, SL_ECRYPTO, SL_EKEY_PERMISSIONS (group/other may write it). */
 SL_API int sl_users_add(const char *path, const char *user, const uint8_t *password, size_t password_len);
@@ -372,7 +372,7 @@ SL_API unsigned sl_conn_server_modes(const sl_conn *conn);
 /** "psk", "server-key" for an sl_mode; "unknown" else. Static. */
 SL_API const char *sl_mode_name(int mode);
 
-/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE now; this side's sending key is then
+/** Rekeying (docs/PROTOCOL.md 13): sends a KEY_UPDATE now; this side's sending key is then
  *  replaced by the next one. Returns SL_OK, SL_EINVAL, SL_ESTATE (no handshake yet), SL_ECLOSED,
  *  SL_ENONCE_EXHAUSTED, SL_ENOMEM, SL_ECRYPTO. */
 SL_API int sl_conn_rekey(sl_conn *conn);
@@ -438,7 +438,7 @@ SL_API int sl_conn_is_closed(const sl_conn *conn);
 typedef struct sl_frame_info {
     int sent;                 /* 1: this side sent the frame; 0: it received it */
     int kind;                 /* 1: handshake frame 1, 2: handshake frame 2, 3: transport,
-                                 4: handshake frame 3 (mode 3, PROTOCOL.md 12) */
+                                 4: handshake frame 3 (mode 3, PROTOCOL.md 15) */
     const uint8_t *body;      /* the frame's body as on the wire (after the 4-byte length) */
     size_t body_len;          /* = the length prefix */
     uint64_t counter;         /* transport: the frame's counter (its IV) */
@@ -464,7 +464,7 @@ SL_API size_t sl_format_frame(const sl_frame_info *frame, const char *peer, char
  *  SL_ESTATE (handshake not complete). */
 SL_API int sl_conn_handshake_hash(const sl_conn *conn, uint8_t out[SL_HASH_BYTES]);
 
-/* ---- server identity: static keys, fingerprints, known servers (PROTOCOL.md 11) ------------ */
+/* ---- server identity: static keys, fingerprints, known servers (PROTOCOL.md 14) ------------ */
 
 /** The X25519 public key of the private key `priv` (e.g. a server key file, loaded with
  *  sl_key_load: same format as a PSK file). Returns SL_OK, SL_EINVAL, SL_ECRYPTO. */
@@ -582,21 +582,21 @@ typedef struct sl_server_config {
     const char *chat_cluster;       /* "nats://HOST:PORT": rooms shared with the servers linked to
                                        that NATS server (PROTOCOL.md 11.7); NULL: this server only.
                                        Not a usable URL, or built without libnats: SL_EINVAL */
-    /* Key rotation (docs/PROTOCOL.md 9). */
+    /* Key rotation (docs/PROTOCOL.md 12). */
     size_t psk_count;               /* keys at `psk` (psk_count * SL_KEY_BYTES bytes), all
                                        accepted, tried in order; 0 means 1; at most SL_MAX_PSKS */
     const char *const *psk_names;   /* NULL, or psk_count names (e.g. the key files' paths, never
                                        the keys): "handshake complete (key NAME)" is logged */
-    uint64_t rekey_bytes;           /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+    uint64_t rekey_bytes;           /* automatic KEY_UPDATE threshold (PROTOCOL.md 13); 0: default.
                                        Small values are for tests */
-    /* Server identity (PROTOCOL.md 11). */
+    /* Server identity (PROTOCOL.md 14). */
     const uint8_t *server_key;      /* 32-byte static private key (copied); NULL: no mode 2 */
     unsigned modes;                 /* accepted modes, a mask of (1 << sl_mode); 0: psk, and
                                        server-key if server_key is set, and user-key if
                                        authorized_keys is set too */
-    const char *authorized_keys;    /* key users (PROTOCOL.md 12): a file of NAME BASE64(KEY)
+    const char *authorized_keys;    /* key users (PROTOCOL.md 15): a file of NAME BASE64(KEY)
                                        lines, read at start and by sl_*_reload_users */
-    const char *password_users;     /* password users (PROTOCOL.md 13): a file written by
+    const char *password_users;     /* password users (PROTOCOL.md 16): a file written by
                                        sl_users_add, read at start and by sl_*_reload_users;
                                        enables SL_MODE_PASSWORD (with server_key) */
 } sl_server_config;
@@ -780,7 +780,7 @@ SL_API int sl_chat_cluster_available(void);
  *  control characters (C0, DEL, C1), line or paragraph separators, or bidirectional controls;
  *  any length. Clients use it to decide whether a line from a server is safe to print as is. */
 SL_API int sl_chat_text_ok(const uint8_t *data, size_t len);
-/** The name of the session's key user (mode 3, PROTOCOL.md 12), or "" (no user / not yet). */
+/** The name of the session's key user (mode 3, PROTOCOL.md 15), or "" (no user / not yet). */
 SL_API const char *sl_session_user(const sl_session *session);
 
 /** Reads the config's authorized_keys file again (e.g. on SIGHUP): sessions whose handshake ends
@@ -808,9 +808,9 @@ typedef struct sl_client_config {
                                    with tls_ca both must hold */
     const char *tls_trust_dir;  /* or (neither set): trust <dir>/tls/cert.pem, the certificate a
                                    server on this machine generated; NULL: sl_config_dir() */
-    uint64_t rekey_bytes;       /* automatic KEY_UPDATE threshold (PROTOCOL.md 10); 0: default.
+    uint64_t rekey_bytes;       /* automatic KEY_UPDATE threshold (PROTOCOL.md 13); 0: default.
                                    Small values are for tests */
-    /* Server identity (PROTOCOL.md 11). */
+    /* Server identity (PROTOCOL.md 14). */
     int mode;                   /* sl_mode; 0: SL_MODE_PSK */
     const uint8_t *server_key;  /* mode 2: the server's public key to expect (see sl_conn_set_server_key) */
     uint8_t *server_key_seen;   /* if not NULL, 32 bytes: receives the key a mode-2 server sent, also
@@ -854,7 +854,7 @@ SL_API int sl_client_fd(const sl_client *client);
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ECLOSED (after CLOSE), a protocol error, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_recv(sl_client *client, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len);
 
-/** Rekeying (docs/PROTOCOL.md 10): sends a KEY_UPDATE and waits until it is written (as
+/** Rekeying (docs/PROTOCOL.md 13): sends a KEY_UPDATE and waits until it is written (as
  *  sl_client_send); later messages go under the next key. Returns the sl_client_send errors. */
 SL_API int sl_client_rekey(sl_client *client);
 

@@ -110,14 +110,14 @@ public:
     void set_ephemeral_for_testing(const std::array<uint8_t, 32> &priv) {
         check(sl_conn_set_ephemeral_for_testing(c_, priv.data()));
     }
-    // Server: accept any of these keys (key rotation, PROTOCOL.md 9). Before start().
+    // Server: accept any of these keys (key rotation, PROTOCOL.md 12). Before start().
     void set_psks(const std::vector<Key> &keys) {
         check(sl_conn_set_psks(c_, keys.empty() ? nullptr : keys.front().data(), keys.size()));
     }
     // Which of them frame 1 matched; -1 before.
     int psk_index() const noexcept { return sl_conn_psk_index(c_); }
     void start() { check(sl_conn_start(c_)); }
-    // Sends a KEY_UPDATE now (PROTOCOL.md 10); the threshold of automatic ones (tests).
+    // Sends a KEY_UPDATE now (PROTOCOL.md 13); the threshold of automatic ones (tests).
     void rekey() { check(sl_conn_rekey(c_)); }
     void set_rekey_bytes(uint64_t n) { check(sl_conn_set_rekey_bytes(c_, n)); }
 
