@@ -133,6 +133,7 @@ public:
     size_t handshakes() const { return sl_policy_handshakes(p_); }
     size_t memory() const { return sl_policy_memory(p_); }
     int reload_users() { return sl_policy_reload_users(p_); }
+    void out_of_fds() { sl_policy_out_of_fds(p_); }  // logs the core's [WARN] line
 
 private:
     static void on_log(void *ud, int level, const char *line) {
@@ -311,7 +312,8 @@ void bind_session(py::module_ &m) {
         .def_property_readonly("connections", &Policy::connections)
         .def_property_readonly("handshakes", &Policy::handshakes)
         .def_property_readonly("memory", &Policy::memory)
-        .def("reload_users", &Policy::reload_users);
+        .def("reload_users", &Policy::reload_users)
+        .def("out_of_fds", &Policy::out_of_fds);
 
     py::class_<Session>(m, "Session")
         .def(py::init<py::object, const std::string &, int64_t>(), py::arg("policy"), py::arg("peer"), py::arg("now"))

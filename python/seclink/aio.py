@@ -310,7 +310,50 @@ class AioServer:
             asyncio.get_running_loop().remove_reader(self._notify_r)
             os.close(self._notify_r)
             self._notify_r = -1
+        self._unwatch_out_of_fds()
         self._closed.set()
+
+    # Out of file descriptors, asyncio's accept loop reports EMFILE once per try, with a traceback,
+    # and tries again up to `backlog` (4096) times in a row: a busy loop writing to stderr. As the
+    # native server does, each such report here refuses one queued connection instead (the spare
+    # descriptor closed, the connection accepted and closed, the spare opened again) and logs the
+    # core's [WARN] line, so the queue drains, the loop ends at once, and asyncio retries later.
+    _ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+
+    def _watch_out_of_fds(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._listen_sock, self._loop = sock, loop
+        self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_exception)
+
+    def _unwatch_out_of_fds(self) -> None:
+        if getattr(self, "_spare", -1) >= 0:
+            os.close(self._spare)
+            self._spare = -1
+        if getattr(self, "_loop", None) is not None and self._loop.get_exception_handler() == self._on_loop_exception:
+            self._loop.set_exception_handler(self._previous_handler)
+
+    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self._ACCEPT_EXHAUSTED:
+            if self._previous_handler is not None:
+                self._previous_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        if self._spare >= 0:
+            os.close(self._spare)
+            self._spare = -1
+        try:
+            conn, _ = self._listen_sock.accept()
+            conn.close()
+        except OSError:
+            pass  # nothing queued, or still out of descriptors
+        try:
+            self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+        self._policy.out_of_fds()
 
     def reload_users(self) -> None:
         """Reads the authorized-keys file again (docs/PROTOCOL.md 15; the programs do so on SIGHUP).
@@ -347,6 +390,7 @@ class AioServer:
                 sock.bind(addr)
                 self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=_BACKLOG)
                 self.port = sock.getsockname()[1]
+                self._watch_out_of_fds(sock)
                 if self._notify_r >= 0:
                     asyncio.get_running_loop().add_reader(self._notify_r, self._notified)
                 return
