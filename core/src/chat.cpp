@@ -153,10 +153,17 @@ void Chat::part(ChatMember &m, const char *why) {
 
 void Chat::enter(ChatMember &m, int64_t now) {
     std::lock_guard<std::mutex> lock(mu_);
-    do {
-        m.name = "guest" + std::to_string(++guests_);
-        m.key = m.name;
-    } while (names_.count(m.key) != 0);
+    // A user's name is its account's (PROTOCOL.md 11.1), unless that is not a chat name or the
+    // same user is here already; everyone else is a guest.
+    if (!m.account.empty() && valid_name(m.account) && names_.count(folded(m.account)) == 0) {
+        m.name = m.account;
+        m.key = folded(m.account);
+    } else {
+        do {
+            m.name = "guest" + std::to_string(++guests_);
+            m.key = m.name;
+        } while (names_.count(m.key) != 0);
+    }
     names_[m.key] = &m;
     m.entered = true;
     m.tokens = p_.cfg.chat_rate;
@@ -230,7 +237,9 @@ bool Chat::line(ChatMember &m, const uint8_t *data, size_t len, int64_t now) {
 }
 
 bool Chat::command(ChatMember &m, const std::string &cmd, const std::string &arg) {
-    if (cmd == "nick" || cmd == "join") {
+    if (cmd == "nick" && p_.has_accounts()) {
+        fail(m, SL_ECHAT_COMMAND, "names are the users' accounts on this server: /nick is off");
+    } else if (cmd == "nick" || cmd == "join") {
         if (arg.empty()) fail(m, SL_ECHAT_COMMAND, "usage: /" + cmd + (cmd == "nick" ? " NAME" : " ROOM"));
         else if (!valid_name(arg)) fail(m, SL_ECHAT_NAME, sl_strerror(SL_ECHAT_NAME));
         else if (cmd == "join") join(m, arg);

@@ -24,6 +24,7 @@ using Line = std::shared_ptr<const std::string>;  // one line shared by every me
 // One session's part in the chat. The fields under "guarded" belong to Chat::mu_.
 struct ChatMember {
     std::string peer;                 // for log lines
+    std::string account;              // the session's user (key or password), "" for none
     sl_wake_fn wake = nullptr;        // set by the driver; called under Chat::mu_
     void *wake_ud = nullptr;
     // guarded by Chat::mu_

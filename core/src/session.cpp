@@ -374,7 +374,11 @@ void Session::authenticate(int64_t now) {
         if (conn_.mode() != SL_MODE_PSK) key += std::string(" (mode ") + sl_mode_name(conn_.mode()) + ")";
         p_.log(SL_LOG_INFO, "[INFO] " + peer_ + " handshake complete" + key);
     }
-    if (chat_) p_.chat->enter(*chat_, now);
+    if (chat_) {
+        chat_->account = user_;
+        chat_->peer = peer_;  // with the user's name, if any
+        p_.chat->enter(*chat_, now);
+    }
 }
 
 // PROTOCOL.md 16: the AUTH of a mode-4 client. The password is never logged.

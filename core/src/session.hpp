@@ -73,6 +73,8 @@ public:
     int reload_users();
     // Password users (PROTOCOL.md 16) and the failed-attempt limits per user name and address.
     bool has_password_users() const noexcept { return !passwords_path_.empty(); }
+    // Chat names are then the users' names, not chosen (PROTOCOL.md 11.1).
+    bool has_accounts() const noexcept { return !users_path_.empty() || has_password_users(); }
     bool check_password(const std::string &name, const uint8_t *password, size_t len);
     bool locked_out(const std::string &name, const std::string &addr, int64_t now);
     void login_result(const std::string &name, const std::string &addr, bool ok, int64_t now);

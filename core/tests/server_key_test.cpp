@@ -196,6 +196,7 @@ TEST(ServerKeyTest, SessionAnswersAnUnacceptedModeWithTheModesFrame) {
     EXPECT_EQ(sl_conn_server_modes(client), 1u << SL_MODE_PSK);
     sl_session_free(s);
     sl_conn_free(client);
+    sl_policy_free(policy);
     cfg.modes = SL_MODES_ALL;  // mode 2 without a key: refused
     EXPECT_EQ(sl_policy_new(&policy, &cfg), SL_EINVAL);
     sl_policy_free(nullptr);

@@ -36,16 +36,18 @@ def is_text(b: bytes) -> bool:
 
 
 class Member:
-    def __init__(self, send: Callable[[bytes], None], rate: int) -> None:
+    def __init__(self, send: Callable[[bytes], None], rate: int, account: bytes = b"") -> None:
         self.send = send  # delivers one DATA line to this member's connection
+        self.account = account  # the session's user (key or password user), b"" for none
         self.name = b""
         self.room = b""
         self.tokens, self.refilled = float(rate), time.monotonic()
 
 
 class Chat:
-    def __init__(self, rooms: int = 1000, members: int = 1000, rate: int = 20) -> None:
+    def __init__(self, rooms: int = 1000, members: int = 1000, rate: int = 20, accounts: bool = False) -> None:
         self.max_rooms, self.max_members, self.rate = rooms, members, rate
+        self.accounts = accounts  # the server has users: names are theirs, /nick is off (11.1)
         self.lock = threading.RLock()
         self.names: dict[bytes, Member] = {}            # by lower-cased name
         self.rooms: dict[bytes, dict[bytes, Member]] = {}  # room -> lower-cased name -> member
@@ -53,11 +55,14 @@ class Chat:
 
     def enter(self, m: Member) -> None:
         with self.lock:
-            while True:
-                self.guests += 1
-                m.name = b"guest%d" % self.guests
-                if m.name.lower() not in self.names:
-                    break
+            if m.account and is_name(m.account) and m.account.lower() not in self.names:
+                m.name = m.account
+            else:
+                while True:
+                    self.guests += 1
+                    m.name = b"guest%d" % self.guests
+                    if m.name.lower() not in self.names:
+                        break
             self.names[m.name.lower()] = m
             m.send(b"* you are " + m.name)
             self._join(m, b"lobby")
@@ -123,6 +128,8 @@ class Chat:
         m.room = b""
 
     def _command(self, m: Member, word: bytes, arg: bytes) -> bool:
+        if word == b"nick" and self.accounts:
+            return self._error(m, "CHAT_COMMAND")
         if word in (b"nick", b"join"):
             if not arg:
                 return self._error(m, "CHAT_COMMAND")

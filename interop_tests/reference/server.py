@@ -54,6 +54,7 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
     reason = "peer vanished"
     lock = threading.RLock()  # the connection is used by its thread and, in chat, by speakers' threads
     member = None
+    account = b""  # the user's name (sections 15, 16), the chat name too (11.1)
 
     def deliver(line: bytes) -> None:
         with lock:
@@ -89,17 +90,25 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                                 done = True
                                 break
                             which += f" (user {user})"
+                            account = user.encode()
                         log(f"[INFO] {peer}: handshake done{which}")
+                        if chat is not None and conn.client_static is not None:  # mode 3: proven now
+                            member = Member(deliver, chat.rate, account)
+                            chat.enter(member)
                     elif isinstance(event, Auth):  # section 16: a password user
                         if any(password_matches(line, event.name, event.password) for line in passwords or []):
                             log(f"[INFO] {peer}: handshake done (user {event.name})")
+                            account = event.name.encode() if isinstance(event.name, str) else event.name
+                            if chat is not None and member is None:  # mode 4: proven now
+                                member = Member(deliver, chat.rate, account)
+                                chat.enter(member)
                         else:
                             conn.close("wrong user or password")
                             reason = "wrong user or password"
                             done = True
                             break
                     elif chat is not None and isinstance(event, Message) and member is None:
-                        member = Member(deliver, chat.rate)  # key confirmed: the first transport frame
+                        member = Member(deliver, chat.rate, account)  # key confirmed: the first transport frame
                         chat.enter(member)
                     if chat is not None and isinstance(event, Message) and event.type == DATA:
                         received += 1
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--authorized-keys", help="NAME BASE64(KEY) lines: accept mode 3 too (section 15)")
     parser.add_argument("--users", help="password users file: accept mode 4 too (section 16)")
     args = parser.parse_args(argv)
-    chat = Chat() if args.chat else None
+    chat = Chat(accounts=bool(args.authorized_keys or args.users)) if args.chat else None
     try:
         names = [str(default_key_path(p)) for p in args.psk_file or [None]]
         if args.keygen:
