@@ -106,7 +106,8 @@ bool valid_file_name(const std::string &name, std::string *why) {
     };
     if (name.empty() || name.size() > 255) return no("a name is 1 to 255 bytes");
     if (!valid_utf8(name)) return no("not valid UTF-8");
-    for (unsigned char c : name) {
+    for (char ch : name) {
+        const auto c = static_cast<unsigned char>(ch);
         if (c == '/' || c == '\\') return no("a plain file name has no '/' or '\\' (no paths)");
         if (c < 0x20 || c == 0x7F) return no("control characters are not allowed");
     }

@@ -1209,6 +1209,9 @@ def _receive_all(client, events: queue.Queue, wake: int) -> None:
 def _interactive(session: Session, log: Logger, keepalive: int) -> None:
     """Waits for typed lines and for the server at once: what arrives is shown at once (a chat
     server's lines, a CLOSE, a lost server), and an idle session sends a PING every `keepalive` s."""
+    # Ctrl-C leaves as Ctrl-D does, even when started with SIGINT ignored (a background job, or
+    # nohup): Python then installs no handler of its own, so set it as the C++ client does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stdin_tty = sys.stdin.isatty()
     inp = _Input(stdin_tty and sys.stdout.isatty())  # the line is redrawn on stdout
     if stdin_tty:
