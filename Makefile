@@ -89,11 +89,11 @@ test-tsan: deps
 	  -DSECLINK_TSAN=ON
 	$(CMAKE) --build build-tsan -j $(JOBS) --target seclink_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  build-tsan/core/tests/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*:PollerTest.*' --gtest_brief=1
+	  build-tsan/tests/core/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*:PollerTest.*' --gtest_brief=1
 
 # The portable I/O build (SECLINK_POLLER=poll: poll() and a self-pipe, socket()/accept() + fcntl(),
 # the I/O that macOS and the BSDs compile) proven on Linux: every ctest test (NativeIoTest,
-# SessionTest, PollerTest...), then the C++ programs' end-to-end tests (cpp_apps/tests, the [cpp...]
+# SessionTest, PollerTest...), then the C++ programs' end-to-end tests (tests/programs, the [cpp...]
 # half, slow ones included; the Python programs do not use this build) against build-poll's
 # ./server and ./client. It needs `make build` for the Python extension that conftest checks for.
 test-poll: build
@@ -102,7 +102,7 @@ test-poll: build
 	$(CMAKE) --build build-poll -j $(JOBS)
 	ctest --test-dir build-poll --output-on-failure -j $(JOBS)
 	SECLINK_SERVER=$(abspath build-poll/cpp_apps/server) SECLINK_CLIENT=$(abspath build-poll/cpp_apps/client) \
-	  $(PYTHON) -m pytest cpp_apps/tests -k "[cpp" -q
+	  $(PYTHON) -m pytest tests/programs -k "[cpp" -q
 
 # libFuzzer (clang) with ASan+UBSan, bounded in time; each target starts from its committed seed
 # corpus: the engine for FUZZ_SECONDS, the session layer for half that, the key-file loader for 10 s.
@@ -131,7 +131,7 @@ mutants: deps
 test-py: build
 	SECLINK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -m ""
 
-# The Python package tests (python/tests, but for test_install.py, which pip-installs a plain
+# The Python package tests (tests/package, but for test_install.py, which pip-installs a plain
 # build of its own) with the extension built under ASan+UBSan in build-pyasan. The package is
 # staged in build-pyasan/stage (links to python/seclink/*.py next to the sanitized module), so the
 # in-place module of `make build` stays as it is. CPython is not instrumented: the ASan runtime is
@@ -157,7 +157,7 @@ test-py-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; \
 	$(PYTHON) -c 'import seclink._seclink as m, sys; sys.exit(0 if m.__file__.startswith(sys.argv[1]) else m.__file__)' \
 	  $(abspath $(PYASAN_STAGE)) && \
-	$(PYTHON) -m pytest -o pythonpath=. --capture=sys python/tests --ignore=python/tests/test_install.py
+	$(PYTHON) -m pytest -o pythonpath=. --capture=sys tests/package --ignore=tests/package/test_install.py
 
 # Engine micro-benchmarks, then our server against three baselines through one load generator.
 bench: deps

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from interop_tests.reference.seclink_ref import DATA, Connection, generate_key, load_key  # noqa: E402
+from tests.reference.seclink_ref import DATA, Connection, generate_key, load_key  # noqa: E402
+from tools.procs import Misbehaved, Server  # noqa: E402
 
 MIB = 1024 * 1024
 WAIT = 20.0
@@ -79,21 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         key = Path(tmp) / "psk"
         generate_key(key)
         psk = load_key(key)
-        proc = subprocess.Popen([args.server, "--host", "127.0.0.1", "--port", "0", "--psk-file", str(key),
-                                 "--log-file", "-", "--max-memory", str(args.budget_mib), "--max-message",
-                                 str(64 * MIB)], stdout=subprocess.PIPE, text=True)
         try:
-            port = None
-            log: list[str] = []
-            deadline = time.monotonic() + WAIT
-            while port is None and time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                log.append(line)
-                m = re.search(r"Listening on \S+:(\d+)", line)
-                port = int(m.group(1)) if m else None
-            if port is None:
-                print("budget: the server did not start:", "".join(log))
-                return 1
+            server = Server([args.server, "--host", "127.0.0.1", "--port", "0", "--psk-file", str(key), "--log-file", "-",
+                             "--max-memory", str(args.budget_mib), "--max-message", str(64 * MIB)],
+                            cwd=ROOT, env=dict(os.environ))
+        except Misbehaved as e:
+            print("budget: the server did not start:", e)
+            return 1
+        proc, port = server.proc, server.port
+        try:
             base = rss_kib(proc.pid)
             peers = [Peer(port, psk) for _ in range(args.clients)]
             for peer in peers:
@@ -105,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             peak = rss_kib(proc.pid)
             served = Peer(port, psk).request(b"still room for me?") == b"ACK: received 18 bytes"
             grown_mib = (peak - base) / 1024
-            proc.terminate()
-            out = proc.communicate(timeout=WAIT)[0]
-            refused = len(re.findall(r"refused: the memory budget", out))
+            server.stop()
+            refused = len(server.out.matching(r"refused: the memory budget"))
             print(f"budget: {args.clients} keyed clients each holding 90% of a {args.frame_mib} MiB frame, "
                   f"--max-memory {args.budget_mib}")
             print(f"budget: server RSS grew {grown_mib:.1f} MiB (budget {args.budget_mib} MiB); "
@@ -116,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"budget: {'OK' if ok else 'FAILED'}: growth within the budget and a new client served")
             return 0 if ok else 1
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            server.kill()
 
 
 if __name__ == "__main__":

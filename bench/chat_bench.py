@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -28,6 +29,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools.procs import Proc  # noqa: E402
+
 WAIT = 20.0
 
 
@@ -38,18 +42,11 @@ def free_port() -> int:
 
 
 def started(argv: list[str], pattern: str, procs: list[subprocess.Popen], stderr: bool = False) -> tuple[subprocess.Popen, re.Match]:
-    """Starts argv and waits (bounded) for a line matching pattern on stdout (or stderr)."""
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    procs.append(p)
-    stream = p.stderr if stderr else p.stdout
-    for _ in range(200):
-        line = stream.readline()
-        if not line:
-            break
-        m = re.search(pattern, line)
-        if m:
-            return p, m
-    raise RuntimeError(f"{argv[0]} did not print {pattern!r}")
+    """Starts argv and waits (bounded) for a line matching pattern on stdout (or stderr); its output
+    goes on being read (tools/procs.py), so a chatty program never blocks on a full pipe."""
+    p = Proc(argv, cwd=ROOT, env=dict(os.environ))
+    procs.append(p.proc)
+    return p.proc, (p.err if stderr else p.out).wait_for(pattern)
 
 
 def listening(port: int) -> bool:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MEASURE = [sys.executable, str(REPO / "interop_tests" / "maxrss.py")]
+MEASURE = [sys.executable, str(REPO / "tools" / "maxrss.py")]
 
 
 def free_port() -> int:

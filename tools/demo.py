@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # These need ROOT on sys.path first.
-from interop_tests.relay import Relay  # noqa: E402
+from tools.relay import Relay  # noqa: E402
 from tools import programs, trace_html  # noqa: E402
 from tools.attacks import lab as attack_lab, weak  # noqa: E402
 from tools.wiretap import Wiretap, hexdump  # noqa: E402
@@ -173,8 +173,7 @@ class Server(Program):
         argv = SERVERS[language] + ["--host", HOST, "--port", "0"]
         show_command(argv)
         super().__init__(f"{SHORT[language]} server", argv + common_flags(f"{LOGS[language]}-server"))
-        self.startup = self.expect(r"Listening on ")
-        self.port = int(re.search(r"Listening on [\d.]+:(\d+)", self.startup[-1]).group(1))
+        self.wait_listening()
 
 
 def run_client(language: str, args: List[str], psk: str = PSK,
@@ -274,8 +273,7 @@ def chat(servers: Servers) -> str:
         argv = SERVERS[language] + ["--host", HOST, "--port", "0", "--chat", "--cluster", f"nats://{HOST}:{nats_port}"]
         show_command(argv)
         srv = Program(f"{SHORT[language]} chat server", argv + common_flags(f"{LOGS[language]}-chat-server"))
-        lines = srv.expect(r"Listening on ")
-        srv.port = int(re.search(r"Listening on [\d.]+:(\d+)", lines[-1]).group(1))
+        lines = srv.wait_listening()
         show(srv.label, [line for line in lines if "cluster" in line or "Listening" in line])
         chat_servers[language] = srv
     people = [("alice", "C++", "C++"), ("bob", "Python", "Python"), ("carol", "Python", "C++")]  # name, client, server
@@ -464,9 +462,8 @@ def trace_page(servers: Servers) -> str:
 
 
 def _listening_port(program: Program) -> int:
-    lines = program.expect(r"Listening on ")
-    show(program.label, lines)
-    return int(re.search(r"Listening on [\d.]+:(\d+)", lines[-1]).group(1))
+    show(program.label, program.wait_listening())
+    return program.port
 
 
 def _run_in(directory: Path, argv: List[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:

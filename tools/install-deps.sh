@@ -14,7 +14,7 @@ debs=(
   libzmq3-dev                                  # ZeroMQ with CURVE: the baseline users compare with (make bench)
   clang libclang-rt-dev                        # libFuzzer and its sanitizer runtimes
   python3 python3-dev python3-venv            # Debian's python3 (headers, venv) if it is the one on PATH
-  chromium fonts-dejavu-core                   # headless browser: tools/tests renders the session page
+  chromium fonts-dejavu-core                   # headless browser: tests/tools renders the session page
   redis-server redis-tools                     # a real TCP program for the tunnel tests (--forward/--listen)
   openssh-server openssh-client spiped stunnel4  # make bench: scp, spiped and stunnel4 beside seclink
   nats-server libnats-dev                      # chat rooms across servers (--cluster): the bus and its C client

@@ -9,25 +9,22 @@ pasted as is.
 from __future__ import annotations
 
 import os
-import queue
-import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List
+
+from tools import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-WAIT = 10.0  # seconds: the longest any single wait may take
+WAIT = procs.WAIT  # seconds: the longest any single wait may take
 
 SERVERS = {"C++": ["./server"], "Python": [sys.executable, "python/server.py"]}
 CLIENTS = {"C++": ["./client"], "Python": [sys.executable, "python/client.py"]}
 
 
-class Misbehaved(Exception):
-    """A program did not behave as expected; the message says how."""
+Misbehaved = procs.Misbehaved  # a program did not behave as expected; the message says how
 
 
 def child_env(config_dir: str) -> dict:
@@ -49,61 +46,44 @@ STARTED: List["Program"] = []  # every long-running child, so that stop_all() ca
 
 
 class Program:
-    """A long-running child (a server, or an interactive client) whose output is read line by line.
-
-    A reader thread moves each line into a queue, so every wait has a deadline: a program that
-    hangs makes its caller fail after WAIT seconds instead of freezing.
-    """
+    """A long-running child (a server, or an interactive client) whose output (stderr merged) is
+    read line by line by tools/procs.py, so every wait has a deadline: a program that hangs makes
+    its caller fail after WAIT seconds instead of freezing."""
 
     def __init__(self, label: str, argv: List[str], config_dir: str, interactive: bool = False,
                  on_timeout: Callable[[str, List[str]], None] = lambda label, lines: None) -> None:
         self.label = label
         self.on_timeout = on_timeout
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=child_env(config_dir), text=True, errors="replace", bufsize=1,
-            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.child = procs.Proc(argv, cwd=ROOT, env=child_env(config_dir), stdin=interactive, merge_stderr=True,
+                                name=label)
+        self.proc = self.child.proc
+        self.seen = 0  # lines before this index were returned by expect() already
         STARTED.append(self)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        with self.proc.stdout:
-            for line in self.proc.stdout:
-                self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)  # end of output
 
     def expect(self, pattern: str) -> List[str]:
         """The lines printed since the last call, up to and including the first matching pattern."""
-        seen: List[str] = []
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.on_timeout(self.label, seen)
-                raise Misbehaved(f"{self.label} printed no line matching {pattern!r} in {WAIT:.0f} s")
-            if line is None:
-                self.lines.put(None)  # so that later calls see the end at once too
-                self.on_timeout(self.label, seen)
-                raise Misbehaved(f"{self.label} ended without a line matching {pattern!r}")
-            seen.append(line)
-            if re.search(pattern, line):
-                return seen
+        try:
+            index = self.child.out.wait_index(pattern, since=self.seen, timeout=WAIT)
+        except Misbehaved:
+            self.on_timeout(self.label, self.child.out.lines[self.seen:])
+            raise
+        lines = self.child.out.lines[self.seen:index + 1]
+        self.seen = index + 1
+        return lines
+
+    def wait_listening(self) -> List[str]:
+        """For a server started with --port 0: wait for its "Listening on" line, set `port` from it
+        and return what it printed up to there (also kept as `startup`)."""
+        self.startup = self.expect(procs.LISTENING.pattern)
+        self.port = int(procs.LISTENING.search(self.startup[-1]).group(2))
+        return self.startup
 
     def type_line(self, text: str) -> None:
         """Send one line to the program's standard input, as if typed."""
-        try:
-            self.proc.stdin.write(text + "\n")
-            self.proc.stdin.flush()
-        except OSError as e:
-            raise Misbehaved(f"{self.label} stopped reading its input: {e}")
+        self.child.write(text + "\n")
 
     def wait(self) -> int:
-        try:
-            return self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            raise Misbehaved(f"{self.label} did not exit within {WAIT:.0f} s")
+        return self.child.wait(WAIT)
 
     def close(self) -> None:
         """Make sure the program is gone (used on every exit path, failures included)."""
@@ -112,13 +92,8 @@ class Program:
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
                 pass
+        self.child.kill()
 
 
 def stop_all() -> None:
@@ -133,8 +108,7 @@ class SeclinkServer(Program):
                  extra: List[str] = (), **kwargs) -> None:
         self.argv = SERVERS[language] + ["--host", HOST, "--port", "0"] + list(extra)
         super().__init__(label, self.argv + flags, config_dir, **kwargs)
-        self.startup = self.expect(r"Listening on ")
-        self.port = int(re.search(r"Listening on [\d.]+:(\d+)", self.startup[-1]).group(1))
+        self.wait_listening()
 
 
 def run_client(language: str, args: List[str], flags: List[str], config_dir: str) -> subprocess.CompletedProcess:
