@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "keylist.hpp"
+#include "server_settings.hpp"
 #include "seclink/seclink.h"
 
 namespace py = pybind11;
@@ -303,53 +303,25 @@ private:
 // threads with the GIL held for the call only; with neither, no worker ever takes the GIL.
 class Server {
 public:
-    Server(const py::buffer &psk, std::string host, uint16_t port, unsigned threads, unsigned max_clients,
-           unsigned handshake_timeout_ms, unsigned idle_timeout_ms, size_t max_message, bool echo, int log_level,
-           py::object log, py::object handler, bool tls, std::string tls_cert, std::string tls_key,
-           unsigned max_handshakes, unsigned max_handshakes_per_addr, unsigned handshake_rate,
-           unsigned frame_timeout_ms, size_t max_memory, bool redact, std::optional<std::string> files_dir,
-           bool files_overwrite, uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms,
-           unsigned chat_members, unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster,
-           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
-           std::optional<std::string> password_users)
-        : host_(std::move(host)), cert_(std::move(tls_cert)), key_(std::move(tls_key)), log_(std::move(log)),
-          handler_(std::move(handler)) {
-        seclink_py::KeyList k(psk, psk_names);
-        sl_server_config cfg;
-        sl_server_config_init(&cfg);
+    // Keyword arguments: ServerSettings' (server_settings.hpp), then host, port, threads, tls,
+    // tls_cert, tls_key, log and handler.
+    Server(const py::buffer &psk, py::kwargs kwargs) {
+        seclink_py::Kwargs kw(std::move(kwargs));
+        seclink_py::ServerSettings settings(psk, kw);
+        sl_server_config &cfg = settings.cfg;
+        host_ = kw.get<std::string>("host", cfg.host ? cfg.host : "0.0.0.0");
+        const uint16_t port = kw.get<uint16_t>("port", 0);
         cfg.host = host_.c_str();
         cfg.port = port;
-        k.apply(cfg);
-        cfg.rekey_bytes = rekey_bytes;
-        std::optional<Bytes> static_key;
-        if (server_key) {
-            static_key.emplace(*server_key);
-            if (static_key->size() != 32) throw py::value_error("a server key is 32 bytes");
-            cfg.server_key = static_key->data();
-        }
-        cfg.modes = modes;
-        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
-        if (password_users) cfg.password_users = password_users->c_str();
-        cfg.threads = threads;
-        cfg.max_clients = max_clients;
-        cfg.handshake_timeout_ms = handshake_timeout_ms;
-        cfg.idle_timeout_ms = idle_timeout_ms;
-        cfg.max_message = max_message;
-        cfg.echo = echo;
-        cfg.log_level = log_level;
-        cfg.max_handshakes = max_handshakes;
-        cfg.max_handshakes_per_addr = max_handshakes_per_addr;
-        cfg.handshake_rate = handshake_rate;
-        cfg.frame_timeout_ms = frame_timeout_ms;
-        cfg.max_memory = max_memory;
-        cfg.redact = redact;
-        cfg.chat = chat;
-        cfg.chat_rooms = chat_rooms;
-        cfg.chat_members = chat_members;
-        cfg.chat_rate = chat_rate;
-        cfg.chat_queue = chat_queue;
-        cfg.chat_cluster = chat_cluster.empty() ? nullptr : chat_cluster.c_str();
+        cfg.threads = kw.get<unsigned>("threads", cfg.threads);
+        cfg.tls = kw.get<bool>("tls", false);
+        cert_ = kw.get<std::string>("tls_cert", "");
+        key_ = kw.get<std::string>("tls_key", "");
+        cfg.tls_cert = cert_.c_str();
+        cfg.tls_key = key_.c_str();
+        log_ = kw.take("log");
+        handler_ = kw.take("handler");
+        kw.done();
         if (!log_.is_none()) {
             cfg.log = &Server::on_log;
             cfg.log_ud = this;
@@ -358,18 +330,8 @@ public:
             cfg.handler = &Server::on_message;
             cfg.handler_ud = this;
         }
-        cfg.tls = tls;
-        cfg.tls_cert = cert_.c_str();
-        cfg.tls_key = key_.c_str();
-        cfg.files_dir = files_dir ? files_dir->c_str() : nullptr;
-        cfg.files_overwrite = files_overwrite;
-        cfg.max_file_size = max_file_size;
-        cfg.max_files_total = max_files_total;
         int rc = sl_server_new(&s_, &cfg);
-        if (rc == SL_EINVAL && !chat_cluster.empty())
-            throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
-                                  (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
-                                                               : "this build has no NATS client (install libnats-dev, rebuild)"));
+        if (rc == SL_EINVAL && settings.has_cluster()) throw py::value_error(settings.cluster_problem());
         check(rc, "cannot listen on " + host_ + ":" + std::to_string(port));
     }
     ~Server() {
@@ -912,23 +874,7 @@ PYBIND11_MODULE(_seclink, m) {
         .def_property_readonly("closed", &Connection::closed);
 
     py::class_<Server>(m, "Server")
-        .def(py::init<const py::buffer &, std::string, uint16_t, unsigned, unsigned, unsigned, unsigned, size_t, bool, int,
-                      py::object, py::object, bool, std::string, std::string, unsigned, unsigned, unsigned, unsigned,
-                      size_t, bool, std::optional<std::string>, bool, uint64_t, uint64_t, bool, unsigned, unsigned,
-                      unsigned, unsigned, const std::string &, const std::optional<std::vector<std::string>> &, uint64_t,
-                      std::optional<py::buffer>, unsigned, std::optional<std::string>, std::optional<std::string>>(),
-             py::arg("psk"), py::arg("host"), py::arg("port"), py::arg("threads"), py::arg("max_clients"),
-             py::arg("handshake_timeout_ms"), py::arg("idle_timeout_ms"), py::arg("max_message"), py::arg("echo"),
-             py::arg("log_level"), py::arg("log"), py::arg("handler"), py::arg("tls"), py::arg("tls_cert"),
-             py::arg("tls_key"), py::arg("max_handshakes") = 0u, py::arg("max_handshakes_per_addr") = 0u,
-             py::arg("handshake_rate") = 0u, py::arg("frame_timeout_ms") = 0u, py::arg("max_memory") = size_t{0},
-             py::arg("redact") = false, py::arg("files_dir") = py::none(), py::arg("files_overwrite") = false,
-             py::arg("max_file_size") = uint64_t{0}, py::arg("max_files_total") = uint64_t{0},
-             py::arg("chat") = false, py::arg("chat_rooms") = 0u,
-             py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
-             py::arg("chat_cluster") = std::string(), py::arg("psk_names") = py::none(),
-             py::arg("rekey_bytes") = uint64_t{0}, py::arg("server_key") = py::none(), py::arg("modes") = 0u,
-             py::arg("authorized_keys") = py::none(), py::arg("password_users") = py::none())
+        .def(py::init<const py::buffer &, py::kwargs>(), py::arg("psk"))
         .def_property_readonly("port", &Server::port)
         .def("reload_users", &Server::reload_users)
         .def_property_readonly("sessions", &Server::sessions)

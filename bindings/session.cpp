@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "keylist.hpp"
+#include "server_settings.hpp"
 #include "seclink/seclink.h"
 
 namespace py = pybind11;
@@ -24,54 +24,16 @@ namespace {
 
 class Policy {
 public:
-    Policy(const py::buffer &psk, unsigned max_clients, unsigned max_handshakes, unsigned max_handshakes_per_addr,
-           unsigned handshake_rate, unsigned handshake_timeout_ms, unsigned idle_timeout_ms, unsigned frame_timeout_ms,
-           size_t max_message, size_t max_memory, bool echo, bool redact, bool tls, bool app_replies, int log_level,
-           py::object log, bool stream, std::optional<std::string> files_dir, bool files_overwrite,
-           uint64_t max_file_size, uint64_t max_files_total, bool chat, unsigned chat_rooms, unsigned chat_members,
-           unsigned chat_rate, unsigned chat_queue, const std::string &chat_cluster,
-           const std::optional<std::vector<std::string>> &psk_names, uint64_t rekey_bytes,
-           std::optional<py::buffer> server_key, unsigned modes, std::optional<std::string> authorized_keys,
-           std::optional<std::string> password_users)
-        : log_(std::move(log)) {
-        seclink_py::KeyList keys(psk, psk_names);
-        sl_server_config cfg;
-        sl_server_config_init(&cfg);
-        keys.apply(cfg);
-        cfg.rekey_bytes = rekey_bytes;
-        py::buffer_info static_key;
-        if (server_key) {
-            static_key = server_key->request();
-            if (static_key.size * static_key.itemsize != 32) throw py::value_error("a server key is 32 bytes");
-            cfg.server_key = static_cast<const uint8_t *>(static_key.ptr);
-        }
-        cfg.modes = modes;
-        if (authorized_keys) cfg.authorized_keys = authorized_keys->c_str();
-        if (password_users) cfg.password_users = password_users->c_str();
-        cfg.max_clients = max_clients;
-        cfg.max_handshakes = max_handshakes;
-        cfg.max_handshakes_per_addr = max_handshakes_per_addr;
-        cfg.handshake_rate = handshake_rate;
-        cfg.handshake_timeout_ms = handshake_timeout_ms;
-        cfg.idle_timeout_ms = idle_timeout_ms;
-        cfg.frame_timeout_ms = frame_timeout_ms;
-        cfg.max_message = max_message;
-        cfg.max_memory = max_memory;
-        cfg.echo = echo;
-        cfg.redact = redact;
-        cfg.tls = tls;
-        cfg.log_level = log_level;
-        cfg.stream = stream;
-        cfg.files_dir = files_dir ? files_dir->c_str() : nullptr;
-        cfg.files_overwrite = files_overwrite;
-        cfg.max_file_size = max_file_size;
-        cfg.max_files_total = max_files_total;
-        cfg.chat = chat;
-        cfg.chat_rooms = chat_rooms;
-        cfg.chat_members = chat_members;
-        cfg.chat_rate = chat_rate;
-        cfg.chat_queue = chat_queue;
-        cfg.chat_cluster = chat_cluster.empty() ? nullptr : chat_cluster.c_str();
+    // Keyword arguments: ServerSettings' (server_settings.hpp), then tls, app_replies, stream, log.
+    Policy(const py::buffer &psk, py::kwargs kwargs) {
+        seclink_py::Kwargs kw(std::move(kwargs));
+        seclink_py::ServerSettings settings(psk, kw);
+        sl_server_config &cfg = settings.cfg;
+        cfg.tls = kw.get<bool>("tls", false);
+        cfg.stream = kw.get<bool>("stream", false);
+        const bool app_replies = kw.get<bool>("app_replies", false);
+        log_ = kw.take("log");
+        kw.done();
         if (!log_.is_none()) {
             cfg.log = &Policy::on_log;
             cfg.log_ud = this;
@@ -81,10 +43,7 @@ public:
         if (app_replies) cfg.handler = &Policy::unused_handler;
         int rc = sl_policy_new(&p_, &cfg);  // copies the key
         if (rc == SL_EIO) throw py::value_error("files_dir is not a directory that can be opened");
-        if (rc != SL_OK && !chat_cluster.empty())
-            throw py::value_error("cannot link chat rooms through " + chat_cluster + ": " +
-                                  (sl_chat_cluster_available() ? "not a NATS URL (nats://HOST:PORT)"
-                                                               : "this build has no NATS client (install libnats-dev, rebuild)"));
+        if (rc != SL_OK && settings.has_cluster()) throw py::value_error(settings.cluster_problem());
         if (rc != SL_OK && sl_err_category(rc) == SL_CAT_KEY) {  // the authorized-keys file
             py::object exc = py::module_::import("seclink.errors").attr("from_code")(rc, "authorized keys", "");
             PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
@@ -290,22 +249,7 @@ void bind_session(py::module_ &m) {
     m.attr("DEFAULT_CHAT_QUEUE") = SL_DEFAULT_CHAT_QUEUE;
 
     py::class_<Policy>(m, "Policy")
-        .def(py::init<const py::buffer &, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t,
-                      size_t, bool, bool, bool, bool, int, py::object, bool, std::optional<std::string>, bool, uint64_t,
-                      uint64_t, bool, unsigned, unsigned, unsigned, unsigned, const std::string &,
-                      const std::optional<std::vector<std::string>> &, uint64_t, std::optional<py::buffer>, unsigned,
-                      std::optional<std::string>, std::optional<std::string>>(),
-             py::arg("psk"), py::kw_only(), py::arg("max_clients"), py::arg("max_handshakes"),
-             py::arg("max_handshakes_per_addr"), py::arg("handshake_rate"), py::arg("handshake_timeout_ms"),
-             py::arg("idle_timeout_ms"), py::arg("frame_timeout_ms"), py::arg("max_message"), py::arg("max_memory"),
-             py::arg("echo"), py::arg("redact"), py::arg("tls"), py::arg("app_replies"), py::arg("log_level"),
-             py::arg("log"), py::arg("stream") = false, py::arg("files_dir") = py::none(),
-             py::arg("files_overwrite") = false, py::arg("max_file_size") = uint64_t{0},
-             py::arg("max_files_total") = uint64_t{0}, py::arg("chat") = false, py::arg("chat_rooms") = 0u,
-             py::arg("chat_members") = 0u, py::arg("chat_rate") = 0u, py::arg("chat_queue") = 0u,
-             py::arg("chat_cluster") = std::string(), py::arg("psk_names") = py::none(),
-             py::arg("rekey_bytes") = uint64_t{0}, py::arg("server_key") = py::none(), py::arg("modes") = 0u,
-             py::arg("authorized_keys") = py::none(), py::arg("password_users") = py::none())
+        .def(py::init<const py::buffer &, py::kwargs>(), py::arg("psk"))
         .def("set_notify_fd", &Policy::set_notify_fd, py::arg("fd"))
         .def("take_pending", &Policy::take_pending)
         .def_property_readonly("sessions", &Policy::sessions)

@@ -104,9 +104,11 @@ class Server:
                 tls_cert, tls_key, self.tls_cert_created = ensure_self_signed_certificate()
             self.tls_cert = tls_cert if tls else None
             native_handler = _wrap(handler) if handler is not None else None
-            self._s = _seclink.Server(key, host, int(port), threads, max_clients, _ms(handshake_timeout),
-                                      _ms(idle_timeout), max_message, echo, log_level, log, native_handler, tls,
-                                      tls_cert or "", tls_key or "", max_handshakes=max_handshakes,
+            self._s = _seclink.Server(key, host=host, port=int(port), threads=threads, max_clients=max_clients,
+                                      handshake_timeout_ms=_ms(handshake_timeout), idle_timeout_ms=_ms(idle_timeout),
+                                      max_message=max_message, echo=echo, log_level=log_level, log=log,
+                                      handler=native_handler, tls=tls, tls_cert=tls_cert or "", tls_key=tls_key or "",
+                                      max_handshakes=max_handshakes,
                                       max_handshakes_per_addr=max_handshakes_per_address,
                                       handshake_rate=handshake_rate, frame_timeout_ms=_ms(frame_timeout),
                                       max_memory=max_memory, redact=redact,

@@ -11,32 +11,16 @@ tools/procs.py's (the one support module), the misbehaving peers tests/peers.py'
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.matrix import CLIENT, LANGS, REPO, SERVER
 from tests.peers import RawPeer, RawServer
 from tests.reference.seclink_ref import generate_key, load_key
-from tools.procs import Proc, Result, Server, WAIT, base_env, run_to_end
-
-REPO = Path(__file__).resolve().parents[2]
-# SECLINK_SERVER / SECLINK_CLIENT: other builds of the programs (make test-poll).
-SERVER = Path(os.environ.get("SECLINK_SERVER", REPO / "server"))
-CLIENT = Path(os.environ.get("SECLINK_CLIENT", REPO / "client"))
-PY_SERVER = REPO / "python" / "server.py"
-PY_CLIENT = REPO / "python" / "client.py"
-
-# Every test runs against the C++ programs and against the Python scripts, which must behave
-# and print the same (apart from the "(c++)"/"(python)" tag and the usage line's program name).
-LANGS = {
-    "cpp": ([str(SERVER)], [str(CLIENT)]),
-    "py": ([sys.executable, str(PY_SERVER)], [sys.executable, str(PY_CLIENT)]),
-}
-
+from tools.procs import WAIT, Proc, Result, Server, base_env, run_to_end
 
 
 @pytest.fixture(autouse=True, scope="session")
