@@ -261,3 +261,14 @@ def test_a_close_reason_in_an_exception_message_is_shown_safely():
             await asyncio.to_thread(blocking)
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+@pytest.mark.parametrize("make", [lambda key, **kw: _seclink.Server(key, host="127.0.0.1", port=0, **kw),
+                                  lambda key, **kw: _seclink.Policy(key, **kw)], ids=["Server", "Policy"])
+def test_a_misspelt_server_setting_is_refused_by_name_not_ignored(make):
+    """Both servers read their settings in one place (bindings/server_settings.hpp): a setting that
+    is not one of them is a TypeError naming it, never silently left at its default."""
+    key = bytearray(os.urandom(32))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_clent'"):
+        make(key, max_clent=1)
+    make(key, max_clients=1)  # the real name is taken
