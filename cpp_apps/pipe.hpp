@@ -231,11 +231,12 @@ private:
     int live_ = 0;
 };
 
-// Accepts connections on `lfd` until `stop` is asked for; each (non-blocking if `nonblock`) goes to
-// serve(fd, peer) on a thread of its own that `stop` counts. Then waits for those threads (see Stopper) and logs the stop.
+// Accepts connections on `lfd` until SIGINT/SIGTERM; each (non-blocking if `nonblock`) goes to
+// serve(fd, peer) on a thread of its own that `stop` counts. Then logs the stop, stops accepting
+// and waits for those threads (see Stopper).
 inline void accept_until_stopped(int lfd, bool nonblock, Stopper &stop, Logger &log, const char *what,
                                  const std::function<void(int)> &on_accept_error,
-                                 const std::function<void(int, std::string)> &serve) {
+                                 const std::function<void(int, const std::string &)> &serve) {
     fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
     std::thread acceptor([&] {
         for (;;) {
@@ -375,10 +376,10 @@ inline int run_tunnel_client(const char *prog, sl_client_config cfg, const uint8
         sl_client_free(cl);
         ::close(fd);
         const bool ok = code == kOk || code == kStopped;
-        log.line(ok ? SL_LOG_INFO : SL_LOG_WARN,
-                 std::string(ok ? "[INFO] tunnel from " : "[WARN] tunnel from ") + peer +
-                     (code == kOk ? " closed" : code == kStopped ? " closed: client shutting down" : " broken off: " + why) +
-                     " (sent " + count(n.sent, "byte") + ", received " + count(n.received, "byte") + ")");
+        const std::string how = code == kOk ? " closed" : code == kStopped ? " closed: client shutting down" : " broken off: " + why;
+        log.line(ok ? SL_LOG_INFO : SL_LOG_WARN, std::string(ok ? "[INFO] tunnel from " : "[WARN] tunnel from ") + peer +
+                                                     how + " (sent " + count(n.sent, "byte") + ", received " +
+                                                     count(n.received, "byte") + ")");
     });
     log.line(SL_LOG_INFO, "[INFO] Stopped");
     return kOk;

@@ -355,7 +355,8 @@ int get_file(sl_client *c, const char *name, const char *path, int overwrite, sl
     std::vector<uint8_t> buf(std::max<size_t>(kFileChunk, 40 + name_len));
     Sha256 sha;
     uint8_t prefix[32];
-    if (!hash_file_prefix(f.fd, have, sha, buf.data(), buf.size()) || !sha.digest(prefix)) return note(r, "cannot read " + temp), SL_EIO;
+    if (!hash_file_prefix(f.fd, have, sha, buf.data(), buf.size()) || !sha.digest(prefix))
+        return note(r, "cannot read " + temp), SL_EIO;
     put_u64(buf.data(), have);
     std::memcpy(buf.data() + 8, prefix, 32);
     std::memcpy(buf.data() + 40, name, name_len);
