@@ -2,7 +2,10 @@
 
 1. A file (2 GiB by default) over loopback, page cache on both ends (/dev/shm): ./client --send to
    ./server --files, against scp with aes256-gcm@openssh.com to Debian's sshd started here on a
-   free port with a throwaway host key. Peak memory (RSS) of our server and client.
+   free port with a throwaway host key. Peak memory (RSS) of our server and client, and the CPU
+   time each spent per MB beside what SHA-256 and AES-256-GCM alone cost on one core here
+   (`openssl speed`): every byte is hashed and sealed by the sender, opened and hashed by the
+   receiver, so that is each side's floor, and the rest is the kernel's (copies, TCP, page cache).
 2. Tunnels in front of one target (a local echo/sink server): bulk throughput and the 64-byte
    round-trip rate through ./server --forward + ./client --listen, spiped and stunnel4.
 
@@ -71,6 +74,22 @@ def rate(n: int, secs: float) -> str:
     return f"{n / secs / 1e9:.2f} GB/s"
 
 
+def openssl_ms_per_mb(*algorithm: str) -> float | None:
+    """One core's cost of `openssl speed -evp ALGORITHM` on 256 KiB blocks (one FILE_DATA), in ms per MB."""
+    try:
+        r = subprocess.run(["openssl", "speed", "-seconds", "1", "-bytes", "262144", "-evp", *algorithm],
+                           capture_output=True, text=True, timeout=30)
+        return 1e6 / float(r.stdout.split()[-1].rstrip("k"))  # "...k": thousands of bytes per second
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def cpu_ms_per_mb(path: Path, size: int) -> tuple[float, float]:
+    """(user, system) CPU ms per MB of a program measured by tools/maxrss.py."""
+    user, system = (float(x) for x in path.read_text().split())
+    return user * 1e9 / size, system * 1e9 / size
+
+
 # ------------------------------------------------------------------------------------ files
 
 def bench_file(args, work: Path, psk: Path) -> None:
@@ -96,10 +115,20 @@ def bench_file(args, work: Path, psk: Path) -> None:
         finally:
             stop(srv)
         srv_rss, cli_rss = (int((work / f).read_text()) >> 10 for f in ("srv.rss", "cli.rss"))
+        srv_cpu, cli_cpu = (cpu_ms_per_mb(work / f"{f}.rss.cpu", size) for f in ("srv", "cli"))
         (inbox / "src.bin").unlink()
         scp = bench_scp(work, src, shm / "scp.bin")
+        sha, gcm = openssl_ms_per_mb("sha256"), openssl_ms_per_mb("aes-256-gcm")
         print(f"file {args.size_mib} MiB over loopback (page cache both ends):")
         print(f"  seclink --send   {ours:6.2f} s  {rate(size, ours)}  (server peak RSS {srv_rss} MiB, client {cli_rss} MiB)")
+        side = lambda c: f"{sum(c):.2f} ms (user {c[0]:.2f}, sys {c[1]:.2f})"  # noqa: E731
+        print(f"  CPU per MB       server {side(srv_cpu)}, client {side(cli_cpu)}")
+        if sha is not None and gcm is not None:
+            # Two cores for the two ends: the busier end, or half of the total, bounds the rate.
+            best = 1 / max(sum(srv_cpu), sum(cli_cpu), (sum(srv_cpu) + sum(cli_cpu)) / (os.cpu_count() or 1))
+            print(f"  floor            SHA-256 {sha:.2f} + AES-256-GCM {gcm:.2f} = {sha + gcm:.2f} ms per MB per side "
+                  f"(openssl speed, one core); with the CPU measured above, at most {best:.2f} GB/s on "
+                  f"{os.cpu_count()} cores")
         if scp is None:
             print("  scp              not measured (sshd could not be started here)")
         else:

@@ -19,10 +19,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +39,7 @@ namespace app::pipe {
 
 constexpr size_t kChunk = 256 * 1024;       // one DATA message per read of the input
 constexpr size_t kHighWater = 1024 * 1024;  // queued output before the input waits
+constexpr int kDrainMs = 5000;              // at a stop: time for the tunnels to send CLOSE and end
 
 inline int64_t now_ms() {
     timespec ts;
@@ -173,22 +180,116 @@ inline int accept_one(int lfd, std::string *peer, bool nonblock) {
     return fd;
 }
 
+// The graceful stop of a tunnel program, like the server's: SIGINT/SIGTERM are blocked in every
+// thread (the constructor runs before any thread starts) and taken by wait(); stop() then makes
+// fd() readable for good, which the accept loop and every tunnel poll: the accept loop ends, each
+// tunnel sends its CLOSE and ends; drain() waits for them.
+class Stopper {
+public:
+    Stopper() {
+        sigemptyset(&signals_);
+        sigaddset(&signals_, SIGINT);
+        sigaddset(&signals_, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+        if (::pipe(fds_) == 0)
+            for (int fd : fds_) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    int fd() const { return fds_[0]; }
+    int wait() {
+        int sig = 0;
+        while (sigwait(&signals_, &sig) != 0) {
+        }
+        return sig;
+    }
+    void stop() {
+        const ssize_t n = ::write(fds_[1], "x", 1);
+        (void)n;
+    }
+    void enter() {
+        std::lock_guard<std::mutex> g(mu_);
+        ++live_;
+    }
+    void leave() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (--live_ == 0) cv_.notify_all();
+    }
+    int live() {
+        std::lock_guard<std::mutex> g(mu_);
+        return live_;
+    }
+    // false: a tunnel did not end in time (one blocked writing to a peer that does not read).
+    bool drain() {
+        std::unique_lock<std::mutex> l(mu_);
+        return cv_.wait_for(l, std::chrono::milliseconds(kDrainMs), [&] { return live_ == 0; });
+    }
+
+private:
+    sigset_t signals_;
+    int fds_[2] = {-1, -1};
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int live_ = 0;
+};
+
+// Accepts connections on `lfd` until SIGINT/SIGTERM; each (non-blocking if `nonblock`) goes to
+// serve(fd, peer) on a thread of its own that `stop` counts. Then logs the stop, stops accepting
+// and waits for those threads (see Stopper).
+inline void accept_until_stopped(int lfd, bool nonblock, Stopper &stop, Logger &log, const char *what,
+                                 const std::function<void(int)> &on_accept_error,
+                                 const std::function<void(int, const std::string &)> &serve) {
+    fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
+    std::thread acceptor([&] {
+        for (;;) {
+            pollfd p[2] = {{lfd, POLLIN, 0}, {stop.fd(), POLLIN, 0}};
+            if (::poll(p, 2, -1) < 0) continue;  // EINTR
+            if (p[1].revents != 0) return;
+            std::string peer;
+            const int fd = accept_one(lfd, &peer, nonblock);
+            if (fd < 0) {
+                on_accept_error(errno);
+                continue;
+            }
+            stop.enter();
+            std::thread([fd, peer, &serve, &stop] {
+                serve(fd, peer);
+                stop.leave();
+            }).detach();
+        }
+    });
+    const int sig = stop.wait();
+    log.line(SL_LOG_INFO, std::string("[INFO] ") + (sig == SIGINT ? "Interrupted" : "Terminated") + ": closing " +
+                              count(static_cast<uint64_t>(stop.live()), what));
+    stop.stop();
+    acceptor.join();
+    ::close(lfd);  // nobody else may connect
+    if (!stop.drain()) {  // the rest is dropped with the process (their state may not be freed under them)
+        log.line(SL_LOG_WARN, "[WARN] " + count(static_cast<uint64_t>(stop.live()), what) + " did not end within " +
+                                  std::to_string(kDrainMs / 1000) + " s: dropped");
+        std::_Exit(kOk);
+    }
+}
+
 // ------------------------------------------------------------------------------------ client
 
+constexpr int kStopped = -1;  // client_stream(): `stop_fd` became readable
+
 // Carries the stream between `local` and a connected session until both ends have ended (then
-// the caller sends CLOSE). Returns kOk, or the exit code with *why.
+// the caller sends CLOSE). Returns kOk, kStopped, or the exit code with *why.
 inline int client_stream(sl_client *c, const Local &local, size_t max_message, Counts *n, std::string *why,
-                         Logger *tty_log) {
+                         Logger *tty_log, int stop_fd = -1) {
     std::vector<uint8_t> buf(std::max<size_t>(1, std::min(kChunk, max_message)));
     bool in_open = local.in >= 0, peer_eof = false, eof_queued = local.in < 0;
     if (eof_queued) sl_client_queue(c, SL_MSG_EOF, nullptr, 0);
     for (;;) {
         if (!in_open && peer_eof && sl_client_pending(c) == 0) return kOk;
-        pollfd fds[2] = {{sl_client_fd(c), static_cast<short>(POLLIN | (sl_client_pending(c) ? POLLOUT : 0)), 0},
+        const bool input = in_open && sl_client_pending(c) < kHighWater;
+        pollfd fds[3] = {{sl_client_fd(c), static_cast<short>(POLLIN | (sl_client_pending(c) ? POLLOUT : 0)), 0},
+                         {stop_fd, POLLIN, 0},  // ignored by poll() when -1
                          {local.in, POLLIN, 0}};
-        const nfds_t nf = in_open && sl_client_pending(c) < kHighWater ? 2 : 1;
+        const nfds_t nf = input ? 3 : 2;
         if (::poll(fds, nf, -1) < 0 && errno != EINTR) return *why = std::string("poll: ") + std::strerror(errno), kInternal;
-        if (nf == 2 && fds[1].revents != 0) {
+        if (fds[1].revents != 0) return kStopped;
+        if (input && fds[2].revents != 0) {
             const ssize_t got = read_some(local.in, buf);
             int rc = SL_OK;
             if (got > 0) {
@@ -249,6 +350,7 @@ inline int run_client(const char *prog, sl_client *c, Logger &log, size_t max_me
 inline int run_tunnel_client(const char *prog, sl_client_config cfg, const uint8_t *psk, const std::string &listen,
                              Logger &log) {
     signal(SIGPIPE, SIG_IGN);
+    Stopper stop;  // before any thread starts
     std::string host;
     unsigned long port = 0;
     if (!split_host_port(listen, &host, &port)) die(prog, kUsage, "--listen takes ADDR:PORT, e.g. 127.0.0.1:7000");
@@ -256,33 +358,31 @@ inline int run_tunnel_client(const char *prog, sl_client_config cfg, const uint8
     const int lfd = listen_on(prog, host, port, &bound, 128);
     const std::string where = host_port(cfg.host, cfg.port);
     log.line(SL_LOG_INFO, "[INFO] Listening on " + host_port(host, bound) + " (tunnel to " + where + ")", true);
-    for (;;) {
-        std::string peer;
-        const int fd = accept_one(lfd, &peer, false);
-        if (fd < 0) continue;
-        std::thread([=, &log] {
-            sl_client_config c = cfg;
-            c.psk = psk;
-            sl_client *cl = nullptr;
-            int rc = sl_client_connect(&cl, &c);
-            if (rc != SL_OK) {
-                log.line(SL_LOG_WARN, "[WARN] tunnel from " + peer + ": cannot connect to " + where + ": " + describe(rc));
-                ::close(fd);
-                return;
-            }
-            log.line(SL_LOG_INFO, "[INFO] tunnel from " + peer + " open");
-            Counts n;
-            std::string why;
-            const int code = client_stream(cl, Local{fd, fd, true}, c.max_message, &n, &why, nullptr);
-            if (code == kOk) sl_client_close(cl, nullptr);
-            sl_client_free(cl);
+    accept_until_stopped(lfd, false, stop, log, "tunnel", [](int) {}, [&](int fd, const std::string &peer) {
+        sl_client_config c = cfg;
+        c.psk = psk;
+        sl_client *cl = nullptr;
+        int rc = sl_client_connect(&cl, &c);
+        if (rc != SL_OK) {
+            log.line(SL_LOG_WARN, "[WARN] tunnel from " + peer + ": cannot connect to " + where + ": " + describe(rc));
             ::close(fd);
-            log.line(code == kOk ? SL_LOG_INFO : SL_LOG_WARN,
-                     std::string(code == kOk ? "[INFO] tunnel from " : "[WARN] tunnel from ") + peer +
-                         (code == kOk ? " closed" : " broken off: " + why) + " (sent " + count(n.sent, "byte") +
-                         ", received " + count(n.received, "byte") + ")");
-        }).detach();
-    }
+            return;
+        }
+        log.line(SL_LOG_INFO, "[INFO] tunnel from " + peer + " open");
+        Counts n;
+        std::string why;
+        const int code = client_stream(cl, Local{fd, fd, true}, c.max_message, &n, &why, nullptr, stop.fd());
+        if (code == kOk || code == kStopped) sl_client_close(cl, code == kStopped ? "client shutting down" : nullptr);
+        sl_client_free(cl);
+        ::close(fd);
+        const bool ok = code == kOk || code == kStopped;
+        const std::string how = code == kOk ? " closed" : code == kStopped ? " closed: client shutting down" : " broken off: " + why;
+        log.line(ok ? SL_LOG_INFO : SL_LOG_WARN, std::string(ok ? "[INFO] tunnel from " : "[WARN] tunnel from ") + peer +
+                                                     how + " (sent " + count(n.sent, "byte") + ", received " +
+                                                     count(n.received, "byte") + ")");
+    });
+    log.line(SL_LOG_INFO, "[INFO] Stopped");
+    return kOk;
 }
 
 // ------------------------------------------------------------------------------------ server
@@ -291,8 +391,9 @@ inline int run_tunnel_client(const char *prog, sl_client_config cfg, const uint8
 // everything about it: handshake, limits, deadlines, log lines; this only moves bytes). Once the
 // session is authenticated `open_local` gives this side's end (false: *why, the session is told).
 // Returns true if the client ended its stream (not a lost session).
+// A readable `stop_fd` (see Stopper) shuts the session down: CLOSE "server shutting down".
 inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, size_t max_message,
-                         const std::function<bool(Local *, std::string *)> &open_local, Counts *n) {
+                         const std::function<bool(Local *, std::string *)> &open_local, Counts *n, int stop_fd = -1) {
     sl_session *s = nullptr;
     if (sl_session_new(&s, policy, peer.c_str(), now_ms()) != SL_OK) {
         ::close(fd);
@@ -353,13 +454,19 @@ inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, siz
         sl_session_pending(s, &out, &out_len);
         const bool reading = net_len == 0 && sl_session_wants_read(s);
         const bool input = in_open && sl_session_can_send(s);
-        pollfd fds[2] = {{fd, static_cast<short>((reading ? POLLIN : 0) | (out_len ? POLLOUT : 0)), 0},
+        pollfd fds[3] = {{fd, static_cast<short>((reading ? POLLIN : 0) | (out_len ? POLLOUT : 0)), 0},
+                         {stop_fd, POLLIN, 0},  // ignored by poll() when -1
                          {local.in, POLLIN, 0}};
         const int64_t deadline = sl_session_deadline(s);
         const int64_t wait = deadline == INT64_MAX ? 1000 : std::clamp<int64_t>(deadline - now, 0, 1000);
-        if (::poll(fds, input ? 2 : 1, static_cast<int>(wait)) < 0 && errno != EINTR) break;
+        if (::poll(fds, input ? 3 : 2, static_cast<int>(wait)) < 0 && errno != EINTR) break;
         now = now_ms();
-        if (input && fds[1].revents != 0) {
+        if (fds[1].revents != 0) {  // once: the session is closing from now on
+            sl_session_shutdown(s, now);
+            stop_fd = -1;
+            continue;
+        }
+        if (input && fds[2].revents != 0) {
             const ssize_t got = read_some(local.in, buf);
             if (got > 0) {
                 sl_session_send(s, buf.data(), static_cast<size_t>(got), now);
@@ -420,10 +527,11 @@ inline int run_server(const char *prog, sl_server_config cfg, const std::string 
 }
 
 // --forward HOST:PORT of the server: every session is carried to its own TCP connection to the
-// target, until the server is stopped (SIGINT/SIGTERM end it).
+// target, until the server is stopped (SIGINT/SIGTERM: each session gets its CLOSE, see Stopper).
 inline int run_forward_server(const char *prog, sl_server_config cfg, const std::string &host, unsigned long port,
                               const std::string &target, Logger &log) {
     signal(SIGPIPE, SIG_IGN);
+    Stopper stop;  // before any thread starts
     std::string thost;
     unsigned long tport = 0;
     if (!split_host_port(target, &thost, &tport) || tport == 0)
@@ -436,26 +544,23 @@ inline int run_forward_server(const char *prog, sl_server_config cfg, const std:
     log.line(SL_LOG_INFO, "[INFO] Listening on " + host_port(host, bound) + " (forwarding to " + host_port(thost, tport) +
                               ")", true);
     const size_t max_message = cfg.max_message;
-    for (;;) {
-        std::string peer;
-        const int fd = accept_one(lfd, &peer, true);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) sl_policy_out_of_fds(policy);
-            continue;
-        }
-        std::thread([=] {
-            Counts n;
-            serve_stream(fd, peer, policy, max_message, [&](Local *l, std::string *why) {
-                const int t = connect_tcp(thost, tport, 10000, why);
-                if (t < 0) {
-                    *why = "cannot reach the tunnel's target " + host_port(thost, tport) + ": " + *why;
-                    return false;
-                }
-                *l = Local{t, t, true};
-                return true;
-            }, &n);
-        }).detach();
-    }
+    accept_until_stopped(lfd, true, stop, log, "session", [policy](int err) {
+        if (err == EMFILE || err == ENFILE) sl_policy_out_of_fds(policy);
+    }, [&](int fd, const std::string &peer) {
+        Counts n;
+        serve_stream(fd, peer, policy, max_message, [&](Local *l, std::string *why) {
+            const int t = connect_tcp(thost, tport, 10000, why);
+            if (t < 0) {
+                *why = "cannot reach the tunnel's target " + host_port(thost, tport) + ": " + *why;
+                return false;
+            }
+            *l = Local{t, t, true};
+            return true;
+        }, &n, stop.fd());
+    });
+    sl_policy_free(policy);
+    log.line(SL_LOG_INFO, "[INFO] Server stopped");
+    return kOk;
 }
 
 }  // namespace app::pipe

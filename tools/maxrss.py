@@ -1,4 +1,5 @@
-"""Runs a program and writes its peak resident memory (KiB) to a file: for memory tests.
+"""Runs a program and writes its peak resident memory (KiB) to a file: for memory tests. Its CPU
+time (user and system seconds, one line) goes to OUT_FILE.cpu: for benchmarks.
 
     python3 -m tools.maxrss OUT_FILE PROGRAM [ARG...]
 
@@ -19,6 +20,8 @@ def main() -> int:
     _, status, usage = os.wait4(pid, 0)
     with open(out, "w") as f:
         f.write(f"{usage.ru_maxrss}\n")
+    with open(out + ".cpu", "w") as f:
+        f.write(f"{usage.ru_utime} {usage.ru_stime}\n")
     return os.waitstatus_to_exitcode(status)
 
 

@@ -262,20 +262,6 @@ int file_reply(sl_client *c, int timeout_ms, int *type, const uint8_t **data, si
     }
 }
 
-// Hashes the first n bytes of fd.
-bool hash_file_prefix(int fd, uint64_t n, Sha256 &sha, std::vector<uint8_t> &buf) {
-    sha.reset();
-    for (uint64_t off = 0; off < n;) {
-        const size_t want = static_cast<size_t>(std::min<uint64_t>(n - off, buf.size()));
-        ssize_t got = pread(fd, buf.data(), want, static_cast<off_t>(off));
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return false;
-        sha.update(buf.data(), static_cast<size_t>(got));
-        off += static_cast<uint64_t>(got);
-    }
-    return true;
-}
-
 struct Fd {
     int fd = -1;
     ~Fd() {
@@ -309,7 +295,7 @@ int send_file(sl_client *c, const char *path, const char *name, sl_progress_fn p
         offset = get_u64(d);
         uint8_t theirs[32], mine[32];
         std::memcpy(theirs, d + 8, 32);
-        if (offset <= size && hash_file_prefix(f.fd, offset, sha, buf) && sha.digest(mine) &&
+        if (offset <= size && hash_file_prefix(f.fd, offset, sha, buf.data(), buf.size()) && sha.digest(mine) &&
             CRYPTO_memcmp(mine, theirs, 32) == 0)
             break;
         if (attempt > 0 || offset == 0) return note(r, "the server's partial file does not verify"), SL_EBAD_FILE_MSG;
@@ -369,7 +355,8 @@ int get_file(sl_client *c, const char *name, const char *path, int overwrite, sl
     std::vector<uint8_t> buf(std::max<size_t>(kFileChunk, 40 + name_len));
     Sha256 sha;
     uint8_t prefix[32];
-    if (!hash_file_prefix(f.fd, have, sha, buf) || !sha.digest(prefix)) return note(r, "cannot read " + temp), SL_EIO;
+    if (!hash_file_prefix(f.fd, have, sha, buf.data(), buf.size()) || !sha.digest(prefix))
+        return note(r, "cannot read " + temp), SL_EIO;
     put_u64(buf.data(), have);
     std::memcpy(buf.data() + 8, prefix, 32);
     std::memcpy(buf.data() + 40, name, name_len);

@@ -97,6 +97,19 @@ bool Sha256::digest(uint8_t out[32]) const noexcept {
     return ok;
 }
 
+bool hash_file_prefix(int fd, uint64_t n, Sha256 &sha, uint8_t *buf, size_t buf_len) noexcept {
+    if (!sha.reset()) return false;
+    for (uint64_t off = 0; off < n;) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(n - off, buf_len));
+        ssize_t got = pread(fd, buf, want, static_cast<off_t>(off));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return false;
+        if (!sha.update(buf, static_cast<size_t>(got))) return false;
+        off += static_cast<uint64_t>(got);
+    }
+    return true;
+}
+
 // ------------------------------------------------------------------------------------- names
 
 bool valid_file_name(const std::string &name, std::string *why) {
@@ -168,17 +181,8 @@ void FileTransfer::error(int code, const std::string &why, FileReply *r, std::st
 }
 
 bool FileTransfer::hash_prefix(uint64_t n) {
-    sha_.reset();
     std::vector<uint8_t> tmp(static_cast<size_t>(std::min<uint64_t>(n, kFileChunk)));
-    for (uint64_t off = 0; off < n;) {
-        const size_t want = static_cast<size_t>(std::min<uint64_t>(n - off, tmp.size()));
-        ssize_t got = pread(fd_, tmp.data(), want, static_cast<off_t>(off));
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return false;
-        sha_.update(tmp.data(), static_cast<size_t>(got));
-        off += static_cast<uint64_t>(got);
-    }
-    return true;
+    return hash_file_prefix(fd_, n, sha_, tmp.data(), tmp.size());
 }
 
 uint64_t FileTransfer::directory_total() const {

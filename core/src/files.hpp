@@ -57,6 +57,10 @@ private:
     bool ok_ = false;
 };
 
+// Restarts `sha` and hashes the first n bytes of fd into it (pread: fd's offset is unchanged),
+// through buf[0..buf_len). false: a read failed or the file is shorter than n.
+bool hash_file_prefix(int fd, uint64_t n, Sha256 &sha, uint8_t *buf, size_t buf_len) noexcept;
+
 // PROTOCOL.md 10: a plain file name (no path, no control characters, no leading '.', no device
 // name). `why` (if not null) gets the reason when it is not.
 bool valid_file_name(const std::string &name, std::string *why = nullptr);

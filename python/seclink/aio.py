@@ -727,18 +727,34 @@ class AioClient:
                 progress(offset, size)
             f.seek(offset)
             pos = offset
-            while pos < size:
-                chunk = f.read(min(_FILE_CHUNK, size - pos))
-                if not chunk:
-                    raise OSError(f"sending {path}: the file shrank while being sent")
-                sha.update(chunk)
-                await self._transmit(lambda: self._conn.send_file_message(_FILE_DATA, chunk))
-                pos += len(chunk)
-                if progress:
-                    progress(pos, size)
-        digest = sha.digest()
-        # A FILE_ERROR (a full disk...) sent meanwhile is the answer read here: the server ignores the rest.
-        done = await self._file_request(_FILE_END, digest, _FILE_DONE, 40, f"sending {path}", wait=60.0)
+            # The server's answer is awaited while the file goes out: a FILE_ERROR (a full disk...)
+            # stops the upload at once, as in the native client; otherwise it is the FILE_DONE.
+            answer = asyncio.ensure_future(self._file_message(f"sending {path}"))
+            try:
+                while pos < size:
+                    if answer.done():
+                        answer.result()  # FileTransferError, ConnectionClosed...
+                        raise from_code(Err.BAD_FILE_MSG, f"sending {path}", self.peer)  # nothing else may come now
+                    chunk = f.read(min(_FILE_CHUNK, size - pos))
+                    if not chunk:
+                        raise OSError(f"sending {path}: the file shrank while being sent")
+                    sha.update(chunk)
+                    await self._transmit(lambda: self._conn.send_file_message(_FILE_DATA, chunk))
+                    pos += len(chunk)
+                    if progress:
+                        progress(pos, size)
+                    await asyncio.sleep(0)  # `answer` gets to read what has arrived, even if sending never waits
+                digest = sha.digest()
+                await self._transmit(lambda: self._conn.send_file_message(_FILE_END, digest))
+                # The server flushes the file to disk before it answers: allow it some time.
+                t, done = await self._within(answer, 60.0, "recv")
+            finally:
+                if not answer.done():
+                    answer.cancel()
+                elif not answer.cancelled():
+                    answer.exception()  # seen (raised above, or superseded by the error being raised)
+        if t != _FILE_DONE or len(done) != 40:
+            raise from_code(Err.BAD_FILE_MSG, f"sending {path}", self.peer)
         if int.from_bytes(done[:8], "big") != size or not hmac.compare_digest(done[8:], digest):
             raise from_code(Err.FILE_HASH, f"sending {path}", self.peer)
         return FileResult(size, digest.hex(), offset)

@@ -626,6 +626,8 @@ def _serve_forward(host: str, port: int, psk: bytearray, opts: dict[str, Any], l
         raise Exit(e.code, str(e)) from None
     finally:
         wipe(psk)
+    log.line(LOG_INFO, "[INFO] Server stopped")
+    log.close()
     return OK
 
 
@@ -1029,6 +1031,8 @@ def _client_tunnel(kw: dict[str, Any], psk: bytearray, where: str, listen: str, 
         raise Exit(e.code, str(e)) from None
     finally:
         wipe(psk)  # each tunnel's Client made its own copy
+    log.line(LOG_INFO, "[INFO] Stopped")
+    log.close()
     return OK
 
 

@@ -5,12 +5,14 @@ the end of input is an EOF message, and the client sends CLOSE once both EOFs ha
 --forward HOST:PORT (server) / --listen ADDR:PORT (client): a tunnel, the same with a TCP
 connection in place of standard input/output, one session per connection; an EOF becomes a
 half-close (shutdown) and a failing target closes only its tunnel. Memory is bounded: input is
-read only while less than HIGH_WATER bytes wait to be written.
+read only while less than HIGH_WATER bytes wait to be written. SIGINT/SIGTERM stop a tunnel program
+gracefully, as they stop the server: no new connections, a CLOSE for each session, then exit.
 """
 from __future__ import annotations
 
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from .errors import Error
 
 CHUNK = 256 * 1024
 HIGH_WATER = 1024 * 1024
+DRAIN_SECONDS = 5.0  # at a stop: time for the tunnels to send CLOSE and end
 DATA, CLOSE, EOF = _seclink.MESSAGE_TYPES["DATA"], _seclink.MESSAGE_TYPES["CLOSE"], _seclink.MESSAGE_TYPES["EOF"]
 
 
@@ -31,6 +34,81 @@ class PipeError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Stopped(Exception):
+    """run_client(): the program is stopping (its `stop_fd` became readable)."""
+
+
+class Stopper:
+    """The graceful stop of a tunnel program, like the server's: SIGINT/SIGTERM (handled in the
+    main thread, which must create this) make ``signalled`` readable, which the accept loop polls;
+    ``stop()`` then makes ``fd`` readable for good, which every tunnel polls to send its CLOSE and
+    end; ``drain()`` waits for them."""
+
+    def __init__(self) -> None:
+        self.signalled, self._signal_w = os.pipe()
+        self.fd, self._w = os.pipe()
+        self.signum = 0
+        self._live = 0
+        self._cond = threading.Condition()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signum = self.signum or signum
+        os.write(self._signal_w, b"x")
+
+    def stop(self) -> None:
+        os.write(self._w, b"x")
+
+    def run(self, target: Callable[..., None], *args: Any) -> None:
+        """target(*args) on a thread of its own, counted until it returns."""
+        def counted() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._cond:
+                    self._live -= 1
+                    self._cond.notify_all()
+        with self._cond:
+            self._live += 1
+        threading.Thread(target=counted, daemon=True).start()
+
+    @property
+    def live(self) -> int:
+        with self._cond:
+            return self._live
+
+    def drain(self) -> bool:
+        """False: a tunnel did not end in time (its thread dies with the process)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._live == 0, DRAIN_SECONDS)
+
+
+def _accept_until_stopped(lsock: socket.socket, stop: Stopper, serve: Callable[[socket.socket, tuple, int], None],
+                          what: str, log: Callable[[int, str], None]) -> None:
+    """Accepts connections, each served by serve(conn, addr, stop.fd) on a thread of its own, until
+    SIGINT or SIGTERM; then stops accepting, lets every tunnel close (see Stopper) and returns."""
+    lsock.setblocking(False)
+    with selectors.PollSelector() as sel:
+        sel.register(lsock, selectors.EVENT_READ)
+        sel.register(stop.signalled, selectors.EVENT_READ)
+        while not any(key.fd == stop.signalled for key, _ in sel.select()):
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            conn.setblocking(True)
+            stop.run(serve, conn, addr, stop.fd)
+    n = stop.live
+    log(3, f"[INFO] {'Interrupted' if stop.signum == signal.SIGINT else 'Terminated'}: closing {n} {what}"
+           f"{'' if n == 1 else 's'}")
+    stop.stop()
+    lsock.close()  # nobody else may connect
+    if not stop.drain():
+        n = stop.live
+        log(2, f"[WARN] {n} {what}{'' if n == 1 else 's'} did not end within {DRAIN_SECONDS:g} s: dropped")
 
 
 @dataclass
@@ -66,15 +144,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def run_client(native: Any, max_message: int, info: Callable[[str], None] | None,
-               local: Local | None = None) -> tuple[int, int]:
+               local: Local | None = None, stop_fd: int = -1) -> tuple[int, int]:
     """Carries the stream between `local` (default: standard input/output) and a connected native
     client (seclink.Client's ``_c``) until both ends have ended; the caller then closes. Returns
-    (bytes sent, bytes received); raises PipeError."""
+    (bytes sent, bytes received); raises PipeError, or Stopped once `stop_fd` is readable."""
     local = local or Local()
     chunk = max(1, min(CHUNK, max_message))
     in_open, peer_eof, sent, received = True, False, 0, 0
     sel = selectors.PollSelector()  # poll(): standard input may be a regular file (epoll refuses those)
     sel.register(native.fd, selectors.EVENT_READ)
+    if stop_fd >= 0:
+        sel.register(stop_fd, selectors.EVENT_READ)
     reading_input = False
     try:
         while True:
@@ -86,6 +166,8 @@ def run_client(native: Any, max_message: int, info: Callable[[str], None] | None
                 reading_input = want_input
             sel.modify(native.fd, selectors.EVENT_READ | (selectors.EVENT_WRITE if native.pending else 0))
             ready = {key.fd for key, _ in sel.select()}
+            if stop_fd in ready:
+                raise Stopped(sent, received)
             if reading_input and local.fd_in in ready:
                 try:
                     data = os.read(local.fd_in, chunk)
@@ -163,11 +245,13 @@ class _Serialized:
 
 
 def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
-                 open_local: Callable[[], Local], lock: threading.Lock | None = None) -> tuple[bool, int, int]:
+                 open_local: Callable[[], Local], lock: threading.Lock | None = None,
+                 stop_fd: int = -1) -> tuple[bool, int, int]:
     """Serves one accepted connection as a stream session of `policy`: the session layer decides
     everything (handshake, limits, deadlines, log lines); this only moves bytes. Once the session
     is authenticated, `open_local()` gives this side's end (an OSError's text is told to the
-    client). Returns (the client ended its stream, bytes received, bytes sent)."""
+    client). A readable `stop_fd` shuts the session down (CLOSE "server shutting down"). Returns
+    (the client ended its stream, bytes received, bytes sent)."""
     conn.setblocking(False)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if lock is None:
@@ -182,6 +266,8 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
     chunk = max(1, min(CHUNK, max_message or CHUNK))
     sel = selectors.PollSelector()
     sel.register(conn, selectors.EVENT_READ)
+    if stop_fd >= 0:
+        sel.register(stop_fd, selectors.EVENT_READ)
     conn_events, reading_input = selectors.EVENT_READ, False
 
     def opened(now: int) -> bool:
@@ -252,6 +338,11 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
             wait = 1.0 if deadline >= 2**62 else max(0.0, min(1.0, (deadline - now) / 1000))
             ready = {key.fd: ev for key, ev in sel.select(wait)}
             now = _now()
+            if stop_fd in ready:  # once: the session is closing from now on
+                s.shutdown(now)
+                sel.unregister(stop_fd)
+                stop_fd = -1
+                continue
             if reading_input and local.fd_in in ready:
                 try:
                     data = os.read(local.fd_in, chunk)
@@ -329,7 +420,8 @@ def split_host_port(s: str) -> tuple[str, int] | None:
 
 def run_forward_server(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Callable[[int, str], None],
                        listening: Callable[[int], None], target: tuple[str, int]) -> None:
-    """--forward: every session is carried to its own TCP connection to `target`, until stopped."""
+    """--forward: every session is carried to its own TCP connection to `target`, until SIGINT or
+    SIGTERM (then each session gets its CLOSE)."""
     policy = make_policy(psk, opts, log, opts["max_clients"])
     thost, tport = target
     shown = f"[{thost}]:{tport}" if ":" in thost else f"{thost}:{tport}"
@@ -346,21 +438,20 @@ def run_forward_server(host: str, port: int, psk: bytearray, opts: dict[str, Any
 
     lock = threading.Lock()  # one thread inside the session layer at a time (see _Serialized)
 
-    def one(conn: socket.socket, addr: tuple) -> None:
-        serve_stream(conn, _peer(addr), policy, opts["max_message"], open_target, lock)
+    def one(conn: socket.socket, addr: tuple, stop_fd: int) -> None:
+        serve_stream(conn, _peer(addr), policy, opts["max_message"], open_target, lock, stop_fd)
 
+    stop = Stopper()  # before "Listening on": a stop signal from then on is graceful
     with _listen(host, port, 128) as lsock:
         listening(lsock.getsockname()[1])
-        while True:
-            conn, addr = lsock.accept()
-            threading.Thread(target=one, args=(conn, addr), daemon=True).start()
+        _accept_until_stopped(lsock, stop, one, "session", log)
 
 
 def run_tunnel_client(connect: Callable[[], Any], where: str, listen: tuple[str, int], max_message: int,
                       log: Callable[[int, str], None], listening: Callable[[int], None]) -> None:
     """--listen: each local TCP connection is carried through its own session (``connect()`` makes
-    a seclink.Client), until stopped."""
-    def one(sock: socket.socket, addr: tuple) -> None:
+    a seclink.Client), until SIGINT or SIGTERM (then each session gets its CLOSE)."""
+    def one(sock: socket.socket, addr: tuple, stop_fd: int) -> None:
         peer = _peer(addr)
         try:
             c = connect()
@@ -372,16 +463,19 @@ def run_tunnel_client(connect: Callable[[], Any], where: str, listen: tuple[str,
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.fileno()
         try:
-            sent, received = run_client(c._c, max_message, None, Local(fd, fd, True))
+            sent, received = run_client(c._c, max_message, None, Local(fd, fd, True), stop_fd)
             c.close()
             log(3, f"[INFO] tunnel from {peer} closed (sent {sent} bytes, received {received} bytes)")
+        except Stopped as e:
+            c.close("client shutting down")
+            log(3, f"[INFO] tunnel from {peer} closed: client shutting down (sent {e.args[0]} bytes, "
+                   f"received {e.args[1]} bytes)")
         except PipeError as e:
             log(2, f"[WARN] tunnel from {peer} broken off: {e}")
         finally:
             sock.close()
 
+    stop = Stopper()  # before "Listening on": a stop signal from then on is graceful
     with _listen(*listen, 128) as lsock:
         listening(lsock.getsockname()[1])
-        while True:
-            sock, addr = lsock.accept()
-            threading.Thread(target=one, args=(sock, addr), daemon=True).start()
+        _accept_until_stopped(lsock, stop, one, "tunnel", log)

@@ -284,6 +284,41 @@ def test_full_disk_is_reported_and_leaves_no_file(files_server, tmp_path: Path, 
     assert (srv.dir / "small").read_bytes() == b"fits"
 
 
+@pytest.mark.parametrize("client_kind", ["native", "aio"])
+def test_an_upload_stops_as_soon_as_the_server_reports_a_full_disk(files_server, tmp_path: Path, keys,
+                                                                   client_kind: str) -> None:
+    """The server's FILE_ERROR is noticed while the file is still going out: the client stops
+    there (the C++ client under seclink.Client, and seclink.aio), not after sending the whole file.
+    The server drains what is in flight, so only noticing it stops the sender."""
+    limit = 1024 * 1024
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    srv = files_server("cpp", preexec=small_disk)
+    size = 128 * 1024 * 1024
+    src = tmp_path / "big"
+    with open(src, "wb") as f:
+        f.truncate(size)  # zeros, sparse: read from the page cache
+    seen: list[int] = []
+    with pytest.raises(seclink.FileTransferError) as raised:
+        if client_kind == "native":
+            with py_client(srv.port, keys) as c:
+                c.send_file(src, progress=lambda done, _total: seen.append(done))
+        else:
+            import asyncio
+
+            from seclink import aio
+
+            async def run() -> None:
+                async with await aio.connect("127.0.0.1", srv.port, psk_file=keys[0], timeout=WAIT) as c:
+                    await c.send_file(src, progress=lambda done, _total: seen.append(done))
+            asyncio.run(run())
+    assert raised.value.reason_code == "DISK_FULL"
+    # What was in flight when the error came (socket buffers, a few MiB), no more.
+    assert seen[-1] < size // 2, f"sent {seen[-1]} of {size} bytes before stopping"
+    assert list(srv.dir.iterdir()) == []
+
+
 @pytest.mark.parametrize("server_kind", ["cpp", "py"])
 def test_a_wrong_digest_is_refused_and_nothing_is_stored(files_server, tmp_path: Path, keys, server_kind: str) -> None:
     """A client whose FILE_END digest is not the bytes' (what a corruption in transit past the

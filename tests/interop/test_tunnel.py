@@ -190,3 +190,61 @@ def test_many_tunnels_at_once(tunnel, kinds: tuple[str, str]) -> None:
         assert set(results) == want
     finally:
         target.close()
+
+
+def _echo_target() -> socket.socket:
+    """A target that echoes each connection's bytes as they come (a tunnel stays open meanwhile)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+
+            def echo(c: socket.socket) -> None:
+                with c:
+                    while data := c.recv(1 << 16):
+                        c.sendall(data)
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def _open_tunnel(port: int) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    c.sendall(b"ping")
+    assert c.recv(4) == b"ping"  # through the session and the target: the tunnel is open
+    return c
+
+
+@pytest.mark.parametrize("kinds", [("cpp", "cpp"), ("py", "py")])
+def test_sigterm_closes_each_tunnel_with_a_close_then_exits(tunnel, kinds: tuple[str, str]) -> None:
+    """SIGTERM stops either tunnel program as it stops the server: no new connections, a CLOSE for
+    each open session (the other end logs its reason, not a lost connection), exit status 0."""
+    target = _echo_target()
+    try:
+        # The server stops: the client's tunnel ends with the server's CLOSE, its local connection with a FIN.
+        port = tunnel(target.getsockname()[1], *kinds)
+        with _open_tunnel(port) as c:
+            tunnel.server.proc.terminate()
+            assert tunnel.server.wait() == 0
+            assert c.recv(1) == b""
+        tunnel.server.wait_for(r"\[INFO\] Terminated: closing 1 session\b")
+        tunnel.server.wait_for(r"\[INFO\] Server stopped")
+        tunnel.client.wait_for(r"tunnel from .* broken off: the server closed the session: server shutting down")
+        # The client stops: the server's session ends with the client's CLOSE.
+        port = tunnel(target.getsockname()[1], *kinds)
+        with _open_tunnel(port) as c:
+            tunnel.client.proc.terminate()
+            assert tunnel.client.wait() == 0
+            assert c.recv(1) == b""
+        tunnel.client.wait_for(r"\[INFO\] Terminated: closing 1 tunnel\b")
+        tunnel.client.wait_for(r"\[INFO\] tunnel from .* closed: client shutting down")
+        tunnel.client.wait_for(r"\[INFO\] Stopped")
+        tunnel.server.wait_for(r"client closed the session \(client shutting down\)")
+        with pytest.raises(OSError):  # nothing listens any more
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    finally:
+        target.close()
