@@ -13,8 +13,8 @@ line, the loadgen runs, the server is stopped with SIGTERM. If --server does not
 columns read n/a. Then the project's targets are checked for our server as ratios.
 
 Every step is bounded in time; the whole run takes about 30 x (--warmup + --seconds) plus
-session setup: 3 to 4 minutes with the defaults on a 2-core machine, plus (--repeat N - 1) rounds of the
-figures --repeat-only chooses. See bench/README.md.
+session setup: 3 to 4 minutes with the defaults on a 2-core machine, plus (--repeat N - 1)
+rounds of the figures --repeat-only chooses. See bench/README.md.
 """
 
 from __future__ import annotations
