@@ -13,7 +13,8 @@ line, the loadgen runs, the server is stopped with SIGTERM. If --server does not
 columns read n/a. Then the project's targets are checked for our server as ratios.
 
 Every step is bounded in time; the whole run takes about 30 x (--warmup + --seconds) plus
-session setup: 3 to 4 minutes with the defaults on a 2-core machine. See bench/README.md.
+session setup: 3 to 4 minutes with the defaults on a 2-core machine, plus (--repeat N - 1)
+rounds of the figures --repeat-only chooses. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -219,9 +220,10 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
                 "--threads", str(args.server_threads)], [], rows=PY_ROWS),
         Column("py_aio", "py --asyncio", "seclink", False,
                [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
-        # Ours as started without --threads (one worker per core), beside --threads 1: tail latency.
+        # Ours with one worker per core (the default is one less), beside --threads 1: tail latency.
         Column("ours_cores", f"ours {os.cpu_count()} thr", "seclink", False,
-               [str(server)] + plain if server else None, ["--echo"], rows=LAT_ROWS),
+               [str(server)] + plain + ["--threads", str(os.cpu_count() or 1)] if server else None, ["--echo"],
+               rows=LAT_ROWS),
         # ZeroMQ with CURVE: server and client are one program, the server's key goes through a file.
         Column("z", "(z) 0MQ", "zmq", False,
                [str(zmq), "server", "--port", "0", "--key-file", str(zmq_key), "--threads", str(args.server_threads)]
@@ -295,6 +297,40 @@ def run_one(args: argparse.Namespace, loadgen: Path, col: Column, row: Row, psk:
     if problem:
         result["warning"] = problem
     return result
+
+
+# ---- repeated windows -----------------------------------------------------------------------
+
+def rounds(figures: list[tuple[Row, Column]], reverse: bool) -> list[tuple[Row, Column]]:
+    """One more round of `figures` (row by row); with `reverse`, each row's columns in the other
+    order, so that a ratio's two figures take turns at coming first."""
+    out: list[tuple[Row, Column]] = []
+    for row in dict.fromkeys(r.key for r, _ in figures):
+        group = [(r, c) for r, c in figures if r.key == row]
+        out += group[::-1] if reverse else group
+    return out
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def median_result(results: list[dict]) -> dict:
+    """One figure measured in several rounds: the median of every number its good rounds have
+    (the error of the first round if none was good)."""
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return results[0]
+    if len(good) == 1:
+        return good[0]
+    out = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [r[key] for r in good if isinstance(r.get(key), (int, float))]
+            out[key] = median(values)
+    out["rounds"] = len(good)
+    return out
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -417,11 +453,26 @@ def x25519_work_us(build: Path) -> float | None:
     return (ns["BM_X25519Keygen"] + ns["BM_X25519Derive"]) / 1e3
 
 
-def target_checks(results: dict, x25519_us: float | None = None) -> list[str]:
-    """The project's targets for our plain server, as ratios of the measured figures."""
+def target_checks(results: dict, x25519_us: float | None = None, runs: dict | None = None) -> list[str]:
+    """The project's targets for our plain server, as ratios of the measured figures. A ratio of
+    two figures measured in the same rounds (--repeat) is the median of its per-round ratios,
+    shown with their range."""
     def get(row: str, col: str, metric: str) -> float | None:
         r = results.get(row, {}).get(col)
         return None if r is None or "error" in r else r.get(metric)
+
+    spread: dict = {}  # (row, {columns}) -> (min, max, rounds) of a ratio measured in rounds
+
+    def paired(row: str, num: str, den: str, metric: str) -> float | None:
+        """num/den per round when both were measured in the same rounds, else of the medians."""
+        a, b = (runs or {}).get(row, {}).get(num, []), (runs or {}).get(row, {}).get(den, [])
+        if len(a) > 1 and len(a) == len(b):
+            values = [x[metric] / y[metric] for x, y in zip(a, b) if "error" not in x and "error" not in y
+                      and x.get(metric) is not None and y.get(metric)]
+            if values:
+                spread[(row, frozenset((num, den)))] = (min(values), max(values), len(values))
+                return median(values)
+        return ratio(get(row, num, metric), get(row, den, metric))
 
     def disturbed(row: str, cols: tuple[str, ...]) -> bool:
         return any((results.get(row, {}).get(c, {}).get("other_cpu_pct") or 0) >= OTHER_CPU_WARN for c in cols)
@@ -435,21 +486,24 @@ def target_checks(results: dict, x25519_us: float | None = None) -> list[str]:
         verdict = "n/a" if value is None else ("met" if ok(value) else "MISSED")
         if value is not None and disturbed(row, cols):
             verdict += " (! disturbed window)"
+        if value is not None and (row, frozenset(cols)) in spread:
+            lo, hi, n = spread[(row, frozenset(cols))]
+            verdict += f"; median of {n} rounds, range {shown.format(lo)} to {shown.format(hi)}"
         out.append(f"  {label:<52} {shown.format(value) if value is not None else '':>10}  (target {need}): {verdict}")
 
     for row, name in (("rr16", "16 conns"), ("rr128", "128 conns")):
-        ours, a, b = (get(row, k, "msgs_per_s") for k in ("ours", "a", "b"))
-        check(f"64 B, {name}: msgs/s vs (a)", row, ("ours", "a"), ratio(ours, a), "{:.0%}", lambda r: r >= 0.70,
-              ">= 70%")
-        check(f"64 B, {name}: msgs/s vs (b)", row, ("ours", "b"), ratio(ours, b), "{:.1f}x", lambda r: r >= 10,
-              ">= 10x")
-        check(f"64 B, {name}: server CPU/msg vs (a)", row, ("ours", "a"),
-              ratio(get(row, "ours", "server_cpu_us_per_msg"), get(row, "a", "server_cpu_us_per_msg")), "{:.2f}x",
-              lambda r: r <= 1.5, "<= 1.5x")
+        check(f"64 B, {name}: msgs/s vs (a)", row, ("ours", "a"), paired(row, "ours", "a", "msgs_per_s"), "{:.0%}",
+              lambda r: r >= 0.70, ">= 70%")
+        check(f"64 B, {name}: msgs/s vs (b)", row, ("ours", "b"), paired(row, "ours", "b", "msgs_per_s"), "{:.1f}x",
+              lambda r: r >= 10, ">= 10x")
+        cpu = paired(row, "ours", "a", "server_cpu_us_per_msg")
+        check(f"64 B, {name}: server CPU/msg vs (a)", row, ("ours", "a"), cpu, "{:.2f}x", lambda r: r <= 1.15, "<= 1.15x")
+        check(f"64 B, {name}: server CPU/msg vs (a), goal", row, ("ours", "a"), cpu, "{:.2f}x",
+              lambda r: r <= 1.0, "<= 1.0x")
     for row, name in (("mib1", "1 conn"), ("mib16", "16 conns")):
         g = get(row, "ours", "gb_per_s")
         check(f"1 MiB, {name}: GB/s", row, ("ours",), g, "{:.2f}", lambda v: v >= 1.5, ">= 1.5 GB/s")
-        check(f"1 MiB, {name}: GB/s vs (b)", row, ("ours", "b"), ratio(g, get(row, "b", "gb_per_s")), "{:.1f}x",
+        check(f"1 MiB, {name}: GB/s vs (b)", row, ("ours", "b"), paired(row, "ours", "b", "gb_per_s"), "{:.1f}x",
               lambda r: r >= 2, ">= 2x")
     n = get("idle", "ours", "conns")
     check(f"idle: server RSS per session ({n or '?'} sessions)", "idle", (),
@@ -461,10 +515,10 @@ def target_checks(results: dict, x25519_us: float | None = None) -> list[str]:
         check(f"new sessions: server CPU/session vs its X25519 work ({x25519_us:.0f} us)", "sess", ("ours",),
               ratio(per_session, x25519_us), "{:.2f}x", lambda r: r <= 2, "<= 2x")
     check("server.py, 64 B, 16 conns: msgs/s vs ours", "rr16", ("ours", "py"),
-          ratio(get("rr16", "py", "msgs_per_s"), get("rr16", "ours", "msgs_per_s")), "{:.0%}", lambda r: r >= 0.8,
+          paired("rr16", "py", "ours", "msgs_per_s"), "{:.0%}", lambda r: r >= 0.8,
           ">= 80%")
     check("server.py --asyncio, 64 B, 16 conns: msgs/s vs (c)", "rr16", ("py_aio", "c"),
-          ratio(get("rr16", "py_aio", "msgs_per_s"), get("rr16", "c", "msgs_per_s")), "{:.2f}x", lambda r: r > 1,
+          paired("rr16", "py_aio", "c", "msgs_per_s"), "{:.2f}x", lambda r: r > 1,
           "> 1x")
     return out
 
@@ -509,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
                    "and/or columns (ours,ours_tls,a,b,c,py,py_handler,py_aio,ours_cores,z) to run; default all")
     p.add_argument("--retries", type=int, default=1,
                    help="measure a figure again (at most this often) if other processes disturbed it (default 1)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measure the figures chosen by --repeat-only this many times, in rounds that alternate "
+                   "the order of the columns (so drift hits ours and (a) alike); tables show medians and every "
+                   "ratio its median with its range (default 1)")
+    p.add_argument("--repeat-only", default="", help="rows and/or columns (as --only) whose figures --repeat "
+                   "measures again; default every selected figure")
     p.add_argument("--cbc-reseal", action="store_true",
                    help="make the loadgen seal every request for (b) too (default: one sealed frame resent)")
     p.add_argument("--json", default="", help="also write every result to this file")
@@ -517,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline_idle_conns = args.idle_conns
     if not (0.1 <= args.seconds <= 600 and 0 <= args.warmup <= 60):
         p.error("--seconds must be in [0.1, 600] and --warmup in [0, 60]")
+    if not 1 <= args.repeat <= 100:
+        p.error("--repeat must be in [1, 100]")
 
     build = Path(args.build_dir).resolve()
     loadgen = build / "bench" / "loadgen"
@@ -548,21 +610,29 @@ def main(argv: list[str] | None = None) -> int:
         columns = build_columns(args, psk, cert, key, build, server)
         rows = build_rows(args)
         only = {s.strip() for s in args.only.split(",") if s.strip()}
-        unknown = only - {r.key for r in rows} - {c.key for c in columns}
-        if unknown:
-            p.error(f"--only: unknown {', '.join(sorted(unknown))}")
+        again = {s.strip() for s in args.repeat_only.split(",") if s.strip()}
+        for flag, keys in (("--only", only), ("--repeat-only", again)):
+            unknown = keys - {r.key for r in rows} - {c.key for c in columns}
+            if unknown:
+                p.error(f"{flag}: unknown {', '.join(sorted(unknown))}")
         sel_rows = [r for r in rows if not (only & {x.key for x in rows}) or r.key in only]
         sel_cols = [c for c in columns if not (only & {x.key for x in columns}) or c.key in only]
 
         cpus = os.cpu_count()
         print(f"seclink benchmark: {cpus} CPUs, {args.seconds:g} s per figure after {args.warmup:g} s warm-up, "
               f"server threads {args.server_threads} (ours, (a)), loadgen threads {args.loadgen_threads}", flush=True)
-        results: dict = {}
+        runs: dict = {}  # runs[row][col]: one result per round
         failures: list[str] = []
         todo = [(r, c) for r in sel_rows for c in sel_cols if c.cmd is not None and (c.rows is None or r.key in c.rows)
                 and (r.cols is None or c.key in r.cols)]
+        repeated = [(r, c) for r, c in todo if (not (again & {x.key for x in rows}) or r.key in again)
+                    and (not (again & {x.key for x in columns}) or c.key in again)] if args.repeat > 1 else []
+        if repeated:
+            print(f"Measuring {len(repeated)} figure(s) {args.repeat} times, in rounds alternating the column order",
+                  flush=True)
+        schedule = todo + [rc for n in range(1, args.repeat) for rc in rounds(repeated, reverse=n % 2 == 1)]
         started = time.monotonic()
-        for i, (row, col) in enumerate(todo, 1):
+        for i, (row, col) in enumerate(schedule, 1):
             r = run_one(args, loadgen, col, row, psk, cert, tmp)
             # A window shared with other busy processes says little: try again, keep the quieter.
             for _ in range(args.retries):
@@ -573,14 +643,15 @@ def main(argv: list[str] | None = None) -> int:
                 again = run_one(args, loadgen, col, row, psk, cert, tmp)
                 if "error" in again or (again.get("other_cpu_pct") or 0) < r["other_cpu_pct"]:
                     r = again
-            results.setdefault(row.key, {})[col.key] = r
+            runs.setdefault(row.key, {}).setdefault(col.key, []).append(r)
             if "error" in r:
                 failures.append(f"{row.title} / {col.title}: {r['error']}")
                 summary = "FAILED: " + r["error"]
             else:
                 summary = progress_line(row, r)
-            print(f"[{i:2}/{len(todo)}] {row.title} | {col.title}: {summary}", flush=True)
+            print(f"[{i:2}/{len(schedule)}] {row.title} | {col.title}: {summary}", flush=True)
         elapsed = time.monotonic() - started
+        results = {row: {col: median_result(rs) for col, rs in cols.items()} for row, cols in runs.items()}
 
         print()
         print(f"Results ({elapsed:.0f} s; 127.0.0.1; CPU = server user+system time over the window, "
@@ -595,8 +666,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
         lat_rows = [r for r in sel_rows if r.key in LAT_ROWS]
         if lat_rows and any(c.key == "ours_cores" for c in sel_cols):
-            print(f"\nTail latency: ours with --threads {args.server_threads} and with its default, one worker per core "
-                  f"({os.cpu_count()}), the load generator on the same machine:")
+            print(f"\nTail latency: ours with --threads {args.server_threads} and with one worker per core "
+                  f"({os.cpu_count()}; the default is one less), the load generator on the same machine:")
             for line in table(results, [c for c in columns if c.key in ("ours", "ours_cores")], lat_rows, LAT_SPEC):
                 print(line)
         z_rows = [r for r in sel_rows if r.key in ZMQ_ROWS]
@@ -614,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print("Targets for our server (plain seclink/1 column):")
             x25519 = x25519_work_us(build) if "sess" in results else None
-            for line in target_checks(results, x25519):
+            for line in target_checks(results, x25519, runs):
                 print(line)
         if failures:
             print()
@@ -623,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {f}")
         if args.json:
             Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()},
-                                                   "results": results}, indent=2) + "\n")
+                                                   "results": results, "runs": runs}, indent=2) + "\n")
         return 1 if failures else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

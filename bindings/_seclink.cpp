@@ -698,6 +698,7 @@ PYBIND11_MODULE(_seclink, m) {
 
     bind_session(m);
     m.def("version", &sl_version);
+    m.def("default_threads", &sl_server_default_threads);
     m.def("strerror", &sl_strerror, py::arg("code"));
     m.def("errname", &sl_errname, py::arg("code"));
     m.def("file_code_name", &sl_file_code_name, py::arg("code"));

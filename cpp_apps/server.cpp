@@ -229,7 +229,7 @@ int main(int argc, char **argv) {
         app::die(kProg, app::kUsage, "--cluster takes the NATS server's URL, nats://HOST:PORT (got '" + cluster + "')");
     if (rc != SL_OK) app::die(kProg, sl_err_category(rc), "cannot start: " + app::describe(rc));
 
-    const unsigned threads = cfg.threads ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+    const unsigned threads = cfg.threads ? cfg.threads : sl_server_default_threads();
     log.line(SL_LOG_INFO, "[INFO] seclink server " + std::string(sl_version()) + " (c++): " + std::to_string(threads) +
                               (threads == 1 ? " worker thread" : " worker threads") + ", max " +
                               std::to_string(cfg.max_clients) + " clients, " + keys_line);

@@ -146,7 +146,7 @@ private:
             if (conns_.count(c) == 0 || c->dead) continue;
             guarded(*c, [&] {
                 c->s->pump(now);
-                update(*c);
+                update(*c, now);
             });
         }
     }
@@ -168,9 +168,10 @@ private:
     void run() {
         PollEvent evs[256];
         const int interval = sweep_interval();
-        next_sweep_ = now_ms() + interval;
+        int64_t now = now_ms();  // read once per wake-up here, once per connection event below
+        next_sweep_ = now + interval;
         while (!sh_.stopping.load()) {
-            const int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_sweep_ - now_ms(), interval));
+            const int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_sweep_ - now, interval));
             int n = poller_.wait(evs, 256, static_cast<int>(wait));
             for (int i = 0; i < n; ++i) {
                 if (evs[i].tag == nullptr) {  // woken (the poller has drained its wake-up)
@@ -184,7 +185,7 @@ private:
                 }
             }
             reap();
-            const int64_t now = now_ms();
+            now = now_ms();
             if (now >= next_sweep_) {
                 sweep(now, interval);
                 reap();
@@ -304,7 +305,7 @@ private:
                 ssize_t n = recv(c.io.fd, b, sizeof b, MSG_PEEK);
                 if (n > 0) {
                     c.tls_checked = true;
-                    if (c.s->tls_check(b, static_cast<size_t>(n), now)) return update(c);
+                    if (c.s->tls_check(b, static_cast<size_t>(n), now)) return update(c, now);
                 }
             }
             Io r = c.io.tls_handshake();
@@ -317,13 +318,13 @@ private:
             } else if (r != Io::Done) {
                 return interest(c, r == Io::WantWrite);
             }
-            return update(c);
+            return update(c, now);
         }
         if (events & (kReadable | kHangup | kError)) {
             if (c.s->wants_read()) do_read(c, now);
             else if (events & (kHangup | kError)) c.s->feed_eof(now);  // gone while not being read
         }
-        update(c);
+        update(c, now);
     }
 
     // Reads and feeds what the socket has, while the session wants it.
@@ -367,9 +368,9 @@ private:
 
     // After anything happened to a connection: writes what is pending, closes it if the session
     // says so, and asks the poller for what the session wants next.
-    void update(Conn &c) {
+    void update(Conn &c) { update(c, now_ms()); }
+    void update(Conn &c, int64_t now) {
         if (c.dead) return;
-        const int64_t now = now_ms();
         bool blocked = false;
         while (c.s->pending_size() > 0 && c.s->status() != SL_SESSION_CLOSED) {
             size_t n = 0;
@@ -416,7 +417,7 @@ private:
             if (now >= c.s->deadline()) {
                 guarded(c, [&] {
                     c.s->tick(now);
-                    update(c);
+                    update(c, now);
                 });
             } else {
                 next_sweep_ = std::min(next_sweep_, c.s->deadline());
@@ -516,7 +517,7 @@ int sl_server_new(sl_server **out, const sl_server_config *cfg) {
         if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
         if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster
         s->sh.host = cfg->host != nullptr ? cfg->host : "0.0.0.0";
-        s->threads = cfg->threads != 0 ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
+        s->threads = cfg->threads != 0 ? cfg->threads : sl_server_default_threads();
         if (cfg->tls) {
             int rc = seclink::detail::make_server_tls(cfg->tls_cert, cfg->tls_key, &s->sh.tls);
             if (rc != SL_OK) return rc;

@@ -6,6 +6,9 @@
 #include "identity.hpp"
 
 #include <fcntl.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +19,7 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <thread>
 #include <utility>
 
 #include <openssl/crypto.h>
@@ -48,6 +52,8 @@ std::string address_of(const std::string &peer) {
 constexpr char kTlsAlert[] = "\x15\x03\x03\x00\x02\x02\x46";
 
 }  // namespace
+
+unsigned default_threads(unsigned cpus) noexcept { return cpus > 1 ? cpus - 1 : 1; }
 
 void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_clients == 0) c.max_clients = SL_DEFAULT_MAX_CLIENTS;
@@ -885,6 +891,16 @@ void or_drop(sl_session *s, F &&f) noexcept {
 }  // namespace
 
 extern "C" {
+
+unsigned sl_server_default_threads(void) {
+    unsigned cpus = 0;
+#if defined(__linux__)
+    cpu_set_t set;  // the CPUs this process may use (a container's or taskset's limit), not all
+    if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
+#endif
+    if (cpus == 0) cpus = std::thread::hardware_concurrency();
+    return seclink::detail::default_threads(cpus);
+}
 
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;

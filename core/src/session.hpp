@@ -31,6 +31,8 @@ inline constexpr size_t kSmallFrame = 64 * 1024;   // frames this small may use 
 
 // Fills the defaults of every 0 field that has one (the sl_server_config_init values).
 void apply_server_defaults(sl_server_config &cfg) noexcept;
+// The default worker count (sl_server_default_threads) for a process that may run on `cpus` CPUs.
+unsigned default_threads(unsigned cpus) noexcept;
 
 class Policy {
 public:

@@ -129,11 +129,13 @@ class _Stream:
         self.reader, self.writer = reader, writer
         self.peer = _peer_name(writer.get_extra_info("peername"))
         self.tls: ssl.SSLObject | None = None
-        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._in: ssl.MemoryBIO  # with TLS only (start_tls): a plain session has no BIOs to pay for
+        self._out: ssl.MemoryBIO
 
     async def start_tls(self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None,
                         received: bytes = b"") -> None:
         """Runs the TLS handshake; `received` holds bytes already read from the socket."""
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
         self._in.write(received)
         await self._tls_call(self.tls.do_handshake)

@@ -583,7 +583,7 @@ def _server(prog: str, argv: Sequence[str]) -> int:
         server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_set)
-    started(threads or os.cpu_count() or 1, server.port, "python")  # "Listening on": every worker is ready
+    started(threads or _seclink.default_threads(), server.port, "python")  # "Listening on": every worker is ready
     while stop.wait() and not stop_signal:  # SIGHUP: re-read --authorized-keys, as the C++ server
         stop.clear()
         reload_users(server.reload_users, opts, log)

@@ -39,7 +39,8 @@ class Server:
             srv.serve_forever()                       # until Ctrl-C or stop()
 
     The listening socket is bound when the object is created (so :attr:`port` is known; port 0
-    picks a free one); :meth:`start` starts the threads. Without a ``handler`` every message is
+    picks a free one); :meth:`start` starts the threads, ``threads`` of them (0: one per CPU less
+    one, at least one: ``seclink._seclink.default_threads()``). Without a ``handler`` every message is
     answered natively with ``ACK: received N bytes`` (or the message itself with ``echo=True``),
     and no worker ever takes the GIL. A ``handler(data, peer)`` is called on the worker threads,
     holding the GIL for the call only; what it returns (bytes, str as UTF-8, or None for an empty

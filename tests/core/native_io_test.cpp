@@ -10,6 +10,12 @@
 
 #include <thread>
 
+#if defined(__linux__)
+#include <dirent.h>
+#include <sched.h>
+#endif
+
+#include "session.hpp"
 #include "test_util.hpp"
 
 using namespace sltest;
@@ -286,3 +292,45 @@ TEST_F(NativeIoTest, ChatLinesCrossWorkerThreadsThroughTheMembersQueues) {
         sl_client_free(cl);
     }
 }
+
+// The default worker count: one per CPU less one, at least one (seclink.h).
+TEST(DefaultThreads, OnePerCpuLessOneAtLeastOne) {
+    EXPECT_EQ(seclink::detail::default_threads(0), 1u);  // unknown
+    EXPECT_EQ(seclink::detail::default_threads(1), 1u);
+    EXPECT_EQ(seclink::detail::default_threads(2), 1u);
+    EXPECT_EQ(seclink::detail::default_threads(3), 2u);
+    EXPECT_EQ(seclink::detail::default_threads(64), 63u);
+#if defined(__linux__)
+    cpu_set_t set;
+    ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    EXPECT_EQ(sl_server_default_threads(), seclink::detail::default_threads(static_cast<unsigned>(CPU_COUNT(&set))));
+#endif
+}
+
+#if defined(__linux__)
+// Threads of this process now (/proc/self/task has one entry per thread).
+static size_t thread_count() {
+    size_t n = 0;
+    if (DIR *d = opendir("/proc/self/task")) {
+        while (dirent *e = readdir(d)) n += e->d_name[0] != '.';
+        closedir(d);
+    }
+    return n;
+}
+
+// A server configured with threads 0 starts exactly that many workers, and no other thread.
+TEST(DefaultThreads, AServerWithThreadsZeroStartsTheDefault) {
+    sl_server_config cfg;
+    sl_server_config_init(&cfg);
+    EXPECT_EQ(cfg.threads, 0u);
+    cfg.host = "127.0.0.1";
+    cfg.psk = kPsk.data();
+    sl_server *s = nullptr;
+    ASSERT_EQ(sl_server_new(&s, &cfg), SL_OK);
+    const size_t before = thread_count();
+    ASSERT_EQ(sl_server_start(s), SL_OK);
+    EXPECT_EQ(thread_count() - before, sl_server_default_threads());
+    sl_server_free(s);
+    EXPECT_EQ(thread_count(), before);
+}
+#endif

@@ -320,6 +320,20 @@ def test_serve_forever_returns_when_stopped_from_another_thread(psk: bytes) -> N
     assert not t.is_alive()
 
 
+def test_default_worker_count_is_one_per_cpu_less_one(psk: bytes) -> None:
+    assert _seclink.default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+    tasks = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731 (one entry per thread, native ones too)
+    srv = Server("127.0.0.1", 0, psk=psk)  # threads=0: the default
+    before = tasks()
+    srv.start()
+    try:
+        assert tasks() - before == _seclink.default_threads()
+    finally:
+        srv.stop()
+        srv.wait()
+    assert tasks() == before
+
+
 def test_many_threads_share_one_server(serve, psk: bytes) -> None:
     srv, _ = serve(handler=lambda data, peer: data + b"!")
     errors: list[BaseException] = []

@@ -99,7 +99,7 @@ def test_interactive_session_ends_at_a_keyword_or_end_of_input(start_server, run
     assert srv.out.matching(r"not sent") == []
 
 
-@pytest.mark.parametrize("threads", [None, "1"], ids=["default-threads", "one-thread"])
+@pytest.mark.parametrize("threads", ["2", "1"], ids=["two-threads", "one-thread"])
 def test_fifty_concurrent_clients_each_get_their_own_hundred_replies(start_server, spawn_client, threads):
     srv = start_server("--echo", *(["--threads", threads] if threads else []))
     clients = []
@@ -452,6 +452,14 @@ def test_help_and_version(program, env, workdir, lang, server_argv, client_argv)
     v = run_to_end([*argv, "--version"], cwd=workdir, env=env, input=None, timeout=WAIT)
     tag = {"cpp": r"c\+\+", "py": "python"}[lang]
     assert v.returncode == 0 and re.fullmatch(rf"seclink {program} \S+ \({tag}\), protocol seclink/1\n", v.stdout)
+
+
+def test_default_worker_count_is_one_per_cpu_less_one(start_server, server_argv, env, workdir):
+    want = max(1, len(os.sched_getaffinity(0)) - 1)  # the CPUs this process (and the server) may use
+    srv = start_server()
+    srv.wait_for(rf"^\[INFO\] seclink server \S+ \((c\+\+|python)\): {want} worker thread{'' if want == 1 else 's'}, ")
+    r = _run([*server_argv, "--help"], cwd=workdir, env=env, input=None, timeout=WAIT)
+    assert "worker threads (default: one per core, less one; at least 1)" in r.stdout, r.stdout
 
 
 # --------------------------------------------------------------------------- trace

@@ -538,7 +538,7 @@ typedef struct sl_server_config {
     const char *host;               /* address to bind; "0.0.0.0" by default */
     uint16_t port;                  /* 0: any free port (see sl_server_port) */
     const uint8_t *psk;             /* SL_KEY_BYTES bytes, required; copied */
-    unsigned threads;               /* worker threads; 0: one per core */
+    unsigned threads;               /* worker threads; 0: sl_server_default_threads() */
     unsigned max_clients;           /* authenticated sessions at once; more are told so and
                                        closed. Default 10000 */
     unsigned handshake_timeout_ms;  /* default 10000 */
@@ -603,6 +603,13 @@ typedef struct sl_server_config {
 
 /** Fills `cfg` with the defaults above (psk NULL, which sl_server_new requires to be set). */
 SL_API void sl_server_config_init(sl_server_config *cfg);
+
+/** The worker threads a server starts when sl_server_config.threads is 0: one per CPU this
+ *  process may run on, less one, and at least 1 (so 1 on a 2-core machine). The core left over
+ *  serves clients on the same machine and the kernel's network work: with the clients on a
+ *  small machine, a worker per core has them descheduled with requests waiting (bench/README.md,
+ *  "Tail latency and the worker count"). */
+SL_API unsigned sl_server_default_threads(void);
 
 typedef struct sl_server sl_server;
 
