@@ -25,21 +25,19 @@ import datetime
 import ipaddress
 import json
 import os
-import re
 import resource
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LISTENING = re.compile(rb"\[INFO\] Listening on ([0-9.]+):([0-9]+)")
+sys.path.insert(0, str(HERE.parent))
+from tools import procs  # noqa: E402  (the one "start it, wait until it listens" module)
 MIB = 1024 * 1024
 PY_SERVER = HERE.parent / "python" / "server.py"
 PY_ROWS = ("rr16", "rr128")  # what the Python servers are measured on
@@ -90,78 +88,28 @@ def write_self_signed(cert_path: Path, key_path: Path) -> None:
 
 # ---- running one server ---------------------------------------------------------------------
 
-class ServerError(Exception):
-    pass
+class Server(procs.Server):
+    """A server process started on port 0 (tools/procs.py: the port from its Listening line, its
+    output read as it comes, so a chatty server never blocks on a full pipe)."""
 
-
-class Server:
-    """A server process started on port 0; the port comes from its Listening line."""
-
-    def __init__(self, cmd: list[str], log_path: Path, start_timeout: float = 20.0) -> None:
-        self.cmd = cmd
-        self.log_path = log_path
-        self.tail: list[bytes] = []
-        self.stderr = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     start_new_session=True)
-        try:
-            self.port = self._wait_listening(start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        # Keep draining stdout so a chatty server never blocks on a full pipe.
-        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
-        self._drain.start()
-
-    def _wait_listening(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise ServerError(f"exited with status {self.proc.wait()} before listening: {self.log_tail()}")
-                buf += chunk
-                m = LISTENING.search(buf)
-                if m:
-                    return int(m.group(2))
-                if len(buf) > 65536:
-                    buf = buf[-4096:]
-        raise ServerError(f"no '[INFO] Listening on HOST:PORT' line within {timeout:.0f} s")
-
-    def _drain_stdout(self) -> None:
-        for line in self.proc.stdout:
-            self.tail = (self.tail + [line])[-20:]
+    def __init__(self, cmd: list[str], start_timeout: float = 20.0) -> None:
+        super().__init__(cmd, cwd=HERE.parent, env=dict(os.environ), timeout=start_timeout, merge_stderr=True,
+                         start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def log_tail(self) -> str:
-        self.stderr.flush()
-        try:
-            text = self.log_path.read_bytes()[-1500:].decode(errors="replace").strip()
-        except OSError:
-            text = ""
-        return text or "(no output on stderr)"
+        return "\n".join(self.out.lines[-20:])[-1500:].strip() or "(no output)"
 
     def stop(self, timeout: float = 15.0) -> str | None:
         """SIGTERM and wait; returns a complaint if it did not stop cleanly."""
-        problem = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-                problem = f"did not stop within {timeout:.0f} s of SIGTERM (killed)"
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.stderr.close()
-        return problem
+        try:
+            super().stop(signal.SIGTERM, timeout)
+            return None
+        except procs.Misbehaved:
+            self.kill()
+            return f"did not stop within {timeout:.0f} s of SIGTERM (killed)"
 
 
 # ---- the matrix -----------------------------------------------------------------------------
@@ -254,8 +202,8 @@ def run_one(args: argparse.Namespace, loadgen: Path, col: Column, row: Row, psk:
     cmd = list(col.cmd) + (col.echo_flag if row.echo else [])
     expect = "echo" if (row.echo or col.echo_server) else "ack"
     try:
-        server = Server(cmd, tmp / f"{col.key}-{row.key}.log")
-    except ServerError as error:
+        server = Server(cmd)
+    except procs.Misbehaved as error:
         return {"error": f"server did not start: {error}"}
     conns: list[str] = []
     if row.mode == "idle":

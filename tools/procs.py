@@ -135,12 +135,13 @@ class Proc:
     with `merge_stderr` both go to `out` and `err` is None."""
 
     def __init__(self, argv: list[str], *, cwd: Path | str, env: dict[str, str], stdin: bool = False,
-                 merge_stderr: bool = False, name: str | None = None) -> None:
+                 merge_stderr: bool = False, name: str | None = None, start_new_session: bool = False) -> None:
         self.argv = argv
         self.name = name or program_name(argv)
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+                                     stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                                     start_new_session=start_new_session)
         self.out = Lines(self.proc.stdout, f"{self.name} stdout")
         self.err = None if merge_stderr else Lines(self.proc.stderr, f"{self.name} stderr")
 
