@@ -16,9 +16,7 @@ Every number comes from this run on this machine; nothing is compared with a sto
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,6 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tools.procs import Server  # noqa: E402
 MEASURE = [sys.executable, str(REPO / "tools" / "maxrss.py")]
 
 
@@ -52,12 +52,10 @@ def wait_port(port: int, timeout: float = 10) -> None:
 
 
 def start_listening(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in p.stdout:
-        if m := re.search(r"Listening on \S+:(\d+)", line):
-            threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-            return p, int(m.group(1))
-    raise RuntimeError(f"{argv[0]} did not start")
+    """A seclink program started on port 0 (tools/procs.py: its port from the Listening line, its
+    output read as it comes)."""
+    p = Server(argv, cwd=REPO, env=env if env is not None else dict(os.environ), merge_stderr=True)
+    return p.proc, p.port
 
 
 def stop(p: subprocess.Popen) -> None:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tools.procs import Server
+
 pytestmark = pytest.mark.install
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("SECLINK_BUILD_DIR", REPO / "build"))
 CAPP = Path(__file__).resolve().parent / "capp"
-LISTENING = re.compile(r"\[INFO\] Listening on 127\.0\.0\.1:(\d+)")
 OK_LINE = re.compile(r"^capp: libseclink \d+\.\d+\.\d+: key file, handshake and a message each way$")
 TIMEOUT = 300
 
@@ -125,21 +126,11 @@ def test_installed_programs_talk_to_each_other_from_a_moved_prefix(prefix: Path,
     env = clean_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
     key = tmp_path / "psk"
     run([str(server_bin), "--keygen", "--psk-file", str(key)], env=env)
-    server = subprocess.Popen([str(server_bin), "--host", "127.0.0.1", "--port", "0", "--psk-file", str(key),
-                               "--log-file", "-"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server = Server([str(server_bin), "--host", "127.0.0.1", "--port", "0", "--psk-file", str(key), "--log-file", "-"],
+                    cwd=tmp_path, env=env, timeout=TIMEOUT)
     try:
-        port = None
-        for line in server.stdout:  # ends (and fails the test) if the server exits
-            if m := LISTENING.search(line):
-                port = m.group(1)
-                break
-        assert port, server.stderr.read()
-        client = run([str(client_bin), "127.0.0.1", port, "installed", "--psk-file", str(key), "--log-file", "-"],
-                     cwd=tmp_path, env=env)
+        client = run([str(client_bin), "127.0.0.1", str(server.port), "installed", "--psk-file", str(key), "--log-file",
+                      "-"], cwd=tmp_path, env=env)
         assert "[RECV] #1 ACK: received 9 bytes" in client.stdout, client.stdout
     finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0
-        server.stdout.close()
-        server.stderr.close()
+        assert server.stop(timeout=30) == 0

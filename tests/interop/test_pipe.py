@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tools import procs
 from tools.procs import WAIT, base_env
 from tests.reference.seclink_ref import generate_key
 from tests.matrix import CLIENTS, SERVERS
@@ -27,7 +28,7 @@ from tests.matrix import CLIENTS, SERVERS
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 PIPE_SERVERS = {"cpp": SERVERS["cpp"], "py": SERVERS["py"]}
-LISTENING = re.compile(rb"\[INFO\] Listening on (\S+):(\d+)")
+LISTENING = re.compile(procs.LISTENING.pattern.encode())  # on stderr in pipe mode, so read here as bytes
 
 
 @pytest.fixture

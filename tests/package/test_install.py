@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tools.procs import Server
+
 pytestmark = pytest.mark.install
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(rb"\[INFO\] Listening on 127\.0\.0\.1:(\d+)")
 BUILD_OUTPUT = re.compile(r"(^|/)(build[^/]*|dist|_skbuild|__pycache__|\.pytest_cache|[^/]*\.egg-info)/|\.so$|"
                           r"\.pyc$|(^|/)(server|client)$|_logs\.txt$")
 
@@ -100,26 +101,16 @@ def test_the_installed_console_scripts_talk_to_each_other(venv_bin: Path, tmp_pa
     key = tmp_path / "psk"
     assert subprocess.run([str(venv_bin / "seclink-server"), "--keygen", "--psk-file", str(key)], env=env,
                           capture_output=True, timeout=60).returncode == 0
-    server = subprocess.Popen([str(venv_bin / "seclink-server"), "--host", "127.0.0.1", "--port", "0", "--psk-file",
-                               str(key), "--log-file", "-"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    server = Server([str(venv_bin / "seclink-server"), "--host", "127.0.0.1", "--port", "0", "--psk-file", str(key),
+                     "--log-file", "-"], cwd=tmp_path, env=env, timeout=60)
     try:
-        port = None
-        for line in server.stdout:  # ends (and fails the test) if the server exits
-            if m := LISTENING.search(line):
-                port = m.group(1).decode()
-                break
-        assert port, server.stderr.read().decode()
-        client = subprocess.run([str(venv_bin / "seclink-client"), "127.0.0.1", port, "installed", "--psk-file",
-                                 str(key), "--log-file", "-"], cwd=tmp_path, env=env, capture_output=True,
+        client = subprocess.run([str(venv_bin / "seclink-client"), "127.0.0.1", str(server.port), "installed",
+                                 "--psk-file", str(key), "--log-file", "-"], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=60)
         assert client.returncode == 0, client.stderr
         assert "[RECV] #1 ACK: received 9 bytes" in client.stdout
     finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0
-        server.stdout.close()
-        server.stderr.close()
+        assert server.stop(timeout=30) == 0
 
 
 def test_the_package_tests_pass_against_the_installed_wheel(venv_bin: Path, tmp_path: Path) -> None:
