@@ -87,6 +87,8 @@ struct Conn {
     uint32_t events = 0;
     bool tls_checked = false;  // a TLS server has looked at the first bytes
     bool dead = false;         // closed; freed after the current batch of events
+    bool shut = false;         // closing: writing shut down, lingering (raw reads discarded)
+    std::vector<uint8_t> held;  // read while a password check ran (busy): fed after the verdict
     class Worker *worker = nullptr;
 };
 
@@ -146,6 +148,11 @@ private:
             if (conns_.count(c) == 0 || c->dead) continue;
             guarded(*c, [&] {
                 c->s->pump(now);
+                if (!c->held.empty() && !c->s->busy()) {  // what came behind the AUTH
+                    const std::vector<uint8_t> held = std::move(c->held);
+                    c->held.clear();
+                    feed(*c, held.data(), held.size(), now);
+                }
                 update(*c);
             });
         }
@@ -320,7 +327,8 @@ private:
             return update(c);
         }
         if (events & (kReadable | kHangup | kError)) {
-            if (c.s->wants_read()) do_read(c, now);
+            if (c.shut) drain(c, now);
+            else if (c.s->wants_read()) do_read(c, now);
             else if (events & (kHangup | kError)) c.s->feed_eof(now);  // gone while not being read
         }
         update(c);
@@ -342,9 +350,30 @@ private:
         }
     }
 
+    // The lingering close: raw bytes (TLS records too) read and handed to the session, which
+    // discards them and says when to stop (the client's EOF, a byte bound, its deadline).
+    void drain(Conn &c, int64_t now) {
+        while (c.s->wants_read()) {
+            const ssize_t n = recv(c.io.fd, rbuf_.get(), kReadBuf, 0);
+            if (n == 0) return c.s->feed_eof(now);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK) c.s->io_error(errno_to_sl(errno), false, now);
+                return;
+            }
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            c.s->feed(rbuf_.get(), static_cast<size_t>(n), now, &used, &msg, &mlen);
+        }
+    }
+
     void feed(Conn &c, const uint8_t *data, size_t len, int64_t now) {
         size_t off = 0;
         while (off < len && c.s->status() == SL_SESSION_OPEN) {
+            if (c.s->busy()) {  // a password check runs: the rest waits for its verdict
+                c.held.assign(data + off, data + len);
+                break;
+            }
             size_t used = 0, mlen = 0;
             const uint8_t *msg = nullptr;
             if (c.s->feed(data + off, len - off, now, &used, &msg, &mlen) != SL_OK) break;
@@ -393,9 +422,12 @@ private:
         const int st = c.s->status();
         if (st == SL_SESSION_CLOSED) return kill(c);
         if (st == SL_SESSION_CLOSING && !blocked) {
-            if (c.io.ssl && c.io.tls_connected) SSL_shutdown(c.io.ssl.get());
-            shutdown(c.io.fd, SHUT_WR);
-            return kill(c);
+            if (!c.shut) {
+                c.shut = true;
+                if (c.io.ssl && c.io.tls_connected) SSL_shutdown(c.io.ssl.get());
+                shutdown(c.io.fd, SHUT_WR);
+            }
+            if (!c.s->wants_read()) return kill(c);  // (lingering, the session says until when)
         }
         next_sweep_ = std::min(next_sweep_, c.s->deadline());
         interest(c, blocked);
@@ -444,7 +476,7 @@ private:
                 void *tag = evs[i].tag;
                 if (tag == nullptr || tag == &kListenTag) continue;  // only sessions are flushed now
                 Conn &c = *static_cast<Conn *>(tag);
-                guarded(c, [&] { update(c); });
+                guarded(c, [&] { on_event(c, evs[i].events); });  // flushing, then lingering
             }
             reap();
         }

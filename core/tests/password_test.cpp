@@ -2,9 +2,11 @@
 // session layer's checks and limits on failed attempts.
 #include <sys/stat.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 #include "test_util.hpp"
@@ -12,6 +14,25 @@
 using namespace sltest;
 
 namespace {
+
+// A session's wake function (sl_session_set_wake): the password checker calls it from its own
+// thread when the verdict is in; the test waits for that (no timing), then pumps.
+struct Waker {
+    std::mutex mu;
+    std::condition_variable cv;
+    int woken = 0;
+    static void fn(void *ud) {
+        auto *w = static_cast<Waker *>(ud);
+        std::lock_guard<std::mutex> lock(w->mu);
+        ++w->woken;
+        w->cv.notify_all();
+    }
+    void wait() {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return woken > 0; });
+        --woken;
+    }
+};
 
 struct Logs {
     std::vector<std::string> lines;
@@ -113,6 +134,8 @@ TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
         EXPECT_EQ(sl_conn_start(c), SL_OK);
         sl_session *s = nullptr;
         EXPECT_EQ(sl_session_new(&s, policy, peer, now), SL_OK);
+        Waker waker;
+        sl_session_set_wake(s, &Waker::fn, &waker);
         std::string reason = "?";
         for (int round = 0; round < 3; ++round) {
             Bytes in = take_output(c);
@@ -123,10 +146,21 @@ TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
                     in.insert(in.end(), more.begin(), more.end());
                 }
             }
-            size_t used = 0, mlen = 0;
-            const uint8_t *msg = nullptr;
-            if (!in.empty()) {
-                EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), now, &used, &msg, &mlen), SL_OK);
+            size_t off = 0;
+            while (off < in.size() && sl_session_status(s) == SL_SESSION_OPEN) {
+                if (sl_session_busy(s)) {  // the password check runs: the rest waits for the verdict
+                    waker.wait();
+                    sl_session_pump(s, now);
+                    continue;
+                }
+                size_t used = 0, mlen = 0;
+                const uint8_t *msg = nullptr;
+                EXPECT_EQ(sl_session_feed(s, in.data() + off, in.size() - off, now, &used, &msg, &mlen), SL_OK);
+                off += used;
+            }
+            if (sl_session_busy(s)) {
+                waker.wait();
+                sl_session_pump(s, now);
             }
             const uint8_t *out = nullptr;
             size_t n = 0;
@@ -161,6 +195,122 @@ TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
         EXPECT_EQ(l.find("wrong3"), std::string::npos) << l;
     }
     sl_policy_free(policy);
+    std::remove(path.c_str());
+    rmdir(dir);
+}
+
+// The password check (0.1 s of scrypt) runs on the policy's checker threads: the session that
+// sent its AUTH waits without a verdict, and another session on the same (driver's) thread is
+// served meanwhile; the verdict comes through the wake and pump.
+TEST(PasswordTest, ThePasswordCheckRunsOffTheDriversThreadAndTheVerdictComesThroughTheWake) {
+    char dir[] = "/tmp/seclink-pw-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    const std::string path = std::string(dir) + "/users";
+    const std::string pw = "s3cret";
+    ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    const Bytes psk(32, 4), server_priv(32, 5);
+    uint8_t server_pub[32];
+    ASSERT_EQ(sl_key_public(server_priv.data(), server_pub), SL_OK);
+    Logs logs;
+    sl_server_config cfg;
+    sl_server_config_init(&cfg);
+    cfg.psk = psk.data();
+    cfg.server_key = server_priv.data();
+    cfg.password_users = path.c_str();
+    cfg.log = &Logs::fn;
+    cfg.log_ud = &logs;
+    sl_policy *policy = nullptr;
+    ASSERT_EQ(sl_policy_new(&policy, &cfg), SL_OK);
+    auto feed = [](sl_session *s, const Bytes &in, int64_t now) {
+        size_t used = 0, mlen = 0;
+        const uint8_t *msg = nullptr;
+        EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), now, &used, &msg, &mlen), SL_OK);
+        return used;
+    };
+    auto output = [](sl_session *s, sl_conn *c) {
+        const uint8_t *out = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(sl_session_pending(s, &out, &n), SL_OK);
+        FeedResult r = feed_all(c, Bytes(out, out + n));
+        EXPECT_EQ(sl_session_consume(s, n, 0), SL_OK);
+        return r;
+    };
+    sl_conn *bob = nullptr;
+    ASSERT_EQ(sl_conn_new(&bob, SL_CLIENT, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_mode(bob, SL_MODE_PASSWORD), SL_OK);
+    ASSERT_EQ(sl_conn_set_server_key(bob, server_pub), SL_OK);
+    ASSERT_EQ(sl_conn_set_login(bob, "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    ASSERT_EQ(sl_conn_start(bob), SL_OK);
+    sl_session *s = nullptr;
+    ASSERT_EQ(sl_session_new(&s, policy, "10.0.0.1:1", 0), SL_OK);
+    Waker waker;
+    sl_session_set_wake(s, &Waker::fn, &waker);
+    feed(s, take_output(bob), 0);
+    ASSERT_TRUE(output(s, bob).handshake_done);
+    Bytes auth = take_output(bob);  // the AUTH, and a DATA pipelined behind it
+    const std::string hi = "hi";
+    ASSERT_EQ(sl_conn_send(bob, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()), SL_OK);
+    const Bytes data = take_output(bob);
+    const size_t auth_len = auth.size();
+    auth.insert(auth.end(), data.begin(), data.end());
+    EXPECT_EQ(feed(s, auth, 1), auth_len) << "only the AUTH is taken";
+    EXPECT_TRUE(sl_session_busy(s));
+    EXPECT_FALSE(sl_session_wants_read(s));
+    size_t used = 0, mlen = 0;
+    const uint8_t *msg = nullptr;
+    EXPECT_EQ(sl_session_feed(s, data.data(), data.size(), 1, &used, &msg, &mlen), SL_ESTATE);
+    EXPECT_FALSE(logs.has("handshake complete")) << "no verdict on this thread";
+
+    // Meanwhile a PSK client on the same thread gets its answers.
+    sl_conn *other = nullptr;
+    ASSERT_EQ(sl_conn_new(&other, SL_CLIENT, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_start(other), SL_OK);
+    sl_session *t = nullptr;
+    ASSERT_EQ(sl_session_new(&t, policy, "10.0.0.2:1", 1), SL_OK);
+    feed(t, take_output(other), 1);
+    ASSERT_TRUE(output(t, other).handshake_done);
+    Bytes ping_and_data = take_output(other);
+    ASSERT_EQ(sl_conn_send(other, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()), SL_OK);
+    const Bytes more = take_output(other);
+    ping_and_data.insert(ping_and_data.end(), more.begin(), more.end());
+    feed(t, ping_and_data, 2);
+    FeedResult r = output(t, other);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "ACK: received 2 bytes");
+
+    waker.wait();  // the checker's thread: the verdict is in
+    EXPECT_TRUE(sl_session_busy(s)) << "taken only on the session's own thread";
+    sl_session_pump(s, 3);
+    EXPECT_FALSE(sl_session_busy(s));
+    EXPECT_TRUE(logs.has("[INFO] bob@10.0.0.1:1 handshake complete (mode password)"));
+    EXPECT_EQ(feed(s, data, 3), data.size());  // what the driver kept
+    r = output(s, bob);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "ACK: received 2 bytes");
+
+    // A session that goes away while its check runs is never woken.
+    sl_conn *gone = nullptr;
+    ASSERT_EQ(sl_conn_new(&gone, SL_CLIENT, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_set_mode(gone, SL_MODE_PASSWORD), SL_OK);
+    ASSERT_EQ(sl_conn_set_server_key(gone, server_pub), SL_OK);
+    ASSERT_EQ(sl_conn_set_login(gone, "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    ASSERT_EQ(sl_conn_start(gone), SL_OK);
+    sl_session *u = nullptr;
+    ASSERT_EQ(sl_session_new(&u, policy, "10.0.0.3:1", 4), SL_OK);
+    Waker never;
+    sl_session_set_wake(u, &Waker::fn, &never);
+    feed(u, take_output(gone), 4);
+    ASSERT_TRUE(output(u, gone).handshake_done);
+    feed(u, take_output(gone), 5);
+    EXPECT_TRUE(sl_session_busy(u));
+    sl_session_free(u);
+    sl_session_free(s);
+    sl_session_free(t);
+    sl_policy_free(policy);  // joins the checker's threads: u's check ran or was skipped
+    EXPECT_EQ(never.woken, 0);
+    sl_conn_free(bob);
+    sl_conn_free(other);
+    sl_conn_free(gone);
     std::remove(path.c_str());
     rmdir(dir);
 }
