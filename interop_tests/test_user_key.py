@@ -100,3 +100,25 @@ def test_a_key_removed_is_refused_after_sighup_and_a_bad_file_keeps_the_list(sta
     assert len(srv.out.matching(r"alice@.* handshake complete")) == 2
     assert srv.stop() == 0
 
+
+@pytest.mark.parametrize("server", [*OUR_SERVERS, "ref"])
+@pytest.mark.parametrize("client", ["cpp", "ref"])
+def test_a_key_user_holding_either_of_two_psks_is_served(start_server, run_client, users, keys, tmp_path: Path,
+                                                        server: str, client: str) -> None:
+    """PROTOCOL.md 12, "The other modes": in mode 3 the server finds the client's PSK by trial
+    decryption of frame 3, and names the key file that matched."""
+    old, new = keys
+    srv = start_server(server, *server_flags(server, tmp_path), "--psk-file", str(new))  # old comes first
+    for key in (new, old):
+        mark = srv.out.mark()
+        r = run_client(client, srv.port, "rotated", *client_flags(client, tmp_path), psk=key)
+        assert r.returncode == 0 and replies(r.stdout) == ["ACK: received 7 bytes"], str(r)
+        if server == "ref":
+            srv.wait_for(rf"handshake done \(key {key}\) \(user alice\)$", since=mark)
+        else:
+            srv.wait_for(rf"^\[INFO\] alice@127\.0\.0\.1:\d+ handshake complete \(key {key}\) \(mode user-key\)$",
+                         since=mark)
+    generate_key(tmp_path / "third")
+    r = run_client(client, srv.port, "never", *client_flags(client, tmp_path), psk=tmp_path / "third")
+    assert r.returncode != 0 and replies(r.stdout) == [], str(r)
+    srv.wait_for(r"HANDSHAKE_AUTH")

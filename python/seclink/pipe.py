@@ -142,7 +142,7 @@ def make_policy(psk: bytearray, opts: dict[str, Any], log: Callable[[int, str], 
         handshake_timeout_ms=int(opts["handshake_timeout"] * 1000), idle_timeout_ms=int(opts["idle_timeout"] * 1000),
         frame_timeout_ms=int(opts["frame_timeout"] * 1000), max_message=opts["max_message"],
         max_memory=opts["max_memory"], echo=False, redact=opts["redact"], tls=False, app_replies=False,
-        log_level=opts["log_level"], log=log, stream=True)
+        log_level=opts["log_level"], log=log, stream=True, psk_names=opts.get("psk_names"))
 
 
 class _Serialized:
