@@ -529,21 +529,10 @@ void sl_server_config_init(sl_server_config *cfg) {
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
-        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr) ||
-        cfg->stream)
-        return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
+    if (cfg == nullptr || cfg->stream) return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
     return seclink::detail::guard([&]() -> int {
-        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
-            seclink::detail::UserKeys users;
-            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
-            if (rc != SL_OK) return rc;
-        }
-        if (cfg->password_users != nullptr) {
-            std::vector<std::string> lines;
-            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
-            if (rc != SL_OK) return rc;
-        }
+        const int checked = seclink::detail::check_server_config(*cfg);
+        if (checked != SL_OK) return checked;
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
         if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster

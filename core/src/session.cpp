@@ -49,6 +49,23 @@ constexpr char kTlsAlert[] = "\x15\x03\x03\x00\x02\x02\x46";
 
 }  // namespace
 
+int check_server_config(const sl_server_config &c) {
+    if (c.psk == nullptr || c.max_message > SL_MAX_MESSAGE_LIMIT || c.psk_count > SL_MAX_PSKS ||
+        (c.modes & ~SL_MODES_ALL) != 0 || ((c.modes & (1u << SL_MODE_SERVER_KEY)) != 0 && c.server_key == nullptr))
+        return SL_EINVAL;
+    if (c.authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+        UserKeys users;
+        const int rc = read_authorized_keys(c.authorized_keys, users, nullptr);
+        if (rc != SL_OK) return rc;
+    }
+    if (c.password_users != nullptr) {
+        std::vector<std::string> lines;
+        const int rc = read_password_users(c.password_users, lines, nullptr);
+        if (rc != SL_OK) return rc;
+    }
+    return SL_OK;
+}
+
 void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_clients == 0) c.max_clients = SL_DEFAULT_MAX_CLIENTS;
     if (c.handshake_timeout_ms == 0) c.handshake_timeout_ms = SL_DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -992,20 +1009,10 @@ extern "C" {
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
-        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
-        return SL_EINVAL;
+    if (cfg == nullptr) return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
-        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
-            seclink::detail::UserKeys users;
-            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
-            if (rc != SL_OK) return rc;
-        }
-        if (cfg->password_users != nullptr) {
-            std::vector<std::string> lines;
-            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
-            if (rc != SL_OK) return rc;
-        }
+        const int rc = seclink::detail::check_server_config(*cfg);
+        if (rc != SL_OK) return rc;
         auto p = std::make_unique<sl_policy>(*cfg);
         if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
         if (p->impl.chat && !p->impl.chat->ok()) return p->impl.chat->error();  // the cluster URL

@@ -40,6 +40,10 @@ inline constexpr size_t kSmallFrame = 64 * 1024;   // frames this small may use 
 
 // Fills the defaults of every 0 field that has one (the sl_server_config_init values).
 void apply_server_defaults(sl_server_config &cfg) noexcept;
+// What sl_server_new and sl_policy_new refuse: SL_EINVAL for a field out of range, and the
+// errors of reading the authorized-keys and users files (read here once, so a bad file is an
+// error at start). May throw bad_alloc.
+int check_server_config(const sl_server_config &cfg);
 
 class Policy;
 
