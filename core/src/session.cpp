@@ -85,6 +85,8 @@ void apply_server_defaults(sl_server_config &c) noexcept {
 
 // ----------------------------------------------------------------------------------- Checker
 
+PasswordCheck::~PasswordCheck() { OPENSSL_cleanse(password.data(), password.size()); }
+
 Checker::~Checker() {
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -115,15 +117,14 @@ void Checker::run() {
             c = std::move(queue_.front());
             queue_.pop_front();
         }
-        bool ok = false;
         {
             std::lock_guard<std::mutex> lock(c->mu);
             if (c->cancelled) continue;  // its session is gone: not worth 0.1 s of scrypt
         }
-        ok = guard([&] { return p_.check_password(c->name, c->password.data(), c->password.size()) ? SL_OK : SL_EINVAL; }) ==
-             SL_OK;
+        const bool ok = guard([&] {
+                            return p_.check_password(c->name, c->password.data(), c->password.size()) ? SL_OK : SL_EINVAL;
+                        }) == SL_OK;
         std::lock_guard<std::mutex> lock(c->mu);
-        OPENSSL_cleanse(c->password.data(), c->password.size());
         c->done = true;
         c->ok = ok;
         if (!c->cancelled && c->wake != nullptr) c->wake(c->wake_ud);  // under the lock: close() waits
@@ -469,7 +470,6 @@ void Session::login(const sl_event &ev, int64_t now) {
     check->wake = wake_;
     check->wake_ud = wake_ud_;
     if (!p_.checker.submit(check)) {
-        OPENSSL_cleanse(check->password.data(), check->password.size());
         finish(SL_LOG_WARN, "refused: " + std::to_string(Checker::kQueue) + " password checks waiting (user " + who +
                                 "); not checked",
                "server busy: try again later", now);

@@ -57,7 +57,11 @@ struct PasswordCheck {
     sl_wake_fn wake = nullptr;
     void *wake_ud = nullptr;
     std::string name;
-    std::vector<uint8_t> password;  // wiped once checked
+    std::vector<uint8_t> password;  // wiped when the check goes
+    PasswordCheck() = default;
+    PasswordCheck(const PasswordCheck &) = delete;
+    PasswordCheck &operator=(const PasswordCheck &) = delete;
+    ~PasswordCheck();
 };
 
 // A few threads and a bounded queue for password checks; started at the first check.
