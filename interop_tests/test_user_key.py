@@ -122,3 +122,28 @@ def test_a_key_user_holding_either_of_two_psks_is_served(start_server, run_clien
     r = run_client(client, srv.port, "never", *client_flags(client, tmp_path), psk=tmp_path / "third")
     assert r.returncode != 0 and replies(r.stdout) == [], str(r)
     srv.wait_for(r"HANDSHAKE_AUTH")
+
+
+def test_the_reference_server_finds_a_mode_3_key_in_frame_3_of_the_vectors() -> None:
+    """PROTOCOL.md 12 on the mode-3 vectors (their wire is the same with several keys): the
+    vector's key second in the reference server's list; a list without it fails on frame 3."""
+    import json
+
+    from interop_tests.reference.seclink_ref import MODE_USER_KEY, Connection, HandshakeDone, Message, ProtocolError
+    v = json.loads((Path(__file__).parent / "vectors" / "seclink_v1_user_key.json").read_text())
+    wire = [bytes.fromhex(w["bytes"]) for w in v["wire"]]
+    psk, other = bytes.fromhex(v["psk"]), bytes(32 * [0x77])
+
+    def server(psks: list[bytes]) -> Connection:
+        s = Connection("server", psks[0], psks=psks, ephemeral=bytes.fromhex(v["server_ephemeral"]),
+                       static=bytes.fromhex(v["server_static"]), accepted_modes=[MODE_USER_KEY])
+        assert s.receive(wire[0]) == []
+        assert s.data_to_send() == wire[1]  # frame 2 does not depend on the PSK
+        return s
+
+    s = server([other, psk])
+    assert s.receive(wire[2]) == [HandshakeDone()] and s.psk_index == 1
+    assert s.receive(wire[3]) == [Message(1, bytes.fromhex(v["wire"][3]["content"]))]
+    with pytest.raises(ProtocolError) as e:
+        server([other, other]).receive(wire[2])
+    assert e.value.name == "HANDSHAKE_AUTH"
