@@ -9,6 +9,7 @@ read only while less than HIGH_WATER bytes wait to be written.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -183,6 +184,7 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
     sel = selectors.PollSelector()
     sel.register(conn, selectors.EVENT_READ)
     conn_events, reading_input = selectors.EVENT_READ, False
+    shut = False  # closing: writing shut down, lingering
 
     def opened(now: int) -> bool:
         nonlocal local, in_open, out_open
@@ -202,7 +204,11 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
                 s.tick(now)
             out += s.take_output(now)
             st = s.status()
-            if st == _seclink.SESSION_CLOSED or (st == _seclink.SESSION_CLOSING and not out):
+            if st == _seclink.SESSION_CLOSING and not out and not shut:  # written: the lingering close (PROTOCOL.md 5)
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_WR)
+                shut = True
+            if st == _seclink.SESSION_CLOSED or (st == _seclink.SESSION_CLOSING and not out and not s.wants_read()):
                 break
             if local is None and st == _seclink.SESSION_OPEN and s.can_send() and not opened(now):
                 continue
