@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -76,13 +77,15 @@ protected:
         ASSERT_NE(sl_server_port(server), 0);
         ASSERT_EQ(sl_server_start(server), SL_OK);
     }
-    int connect(sl_client **c, const std::array<uint8_t, 32> &psk = kPsk) {
+    int connect(sl_client **c, const std::array<uint8_t, 32> &psk = kPsk,
+                const std::function<void(sl_client_config &)> &tune = nullptr) {
         sl_client_config cfg;
         sl_client_config_init(&cfg);
         cfg.host = "127.0.0.1";
         cfg.port = sl_server_port(server);
         cfg.psk = psk.data();
         cfg.timeout_ms = 5000;
+        if (tune) tune(cfg);
         return sl_client_connect(c, &cfg);
     }
     static std::string request(sl_client *c, const std::string &msg, int *type_out = nullptr) {
@@ -312,18 +315,13 @@ TEST_F(NativeIoTest, PasswordLoginsAreCheckedOffTheWorkersAndResumedThroughTheWa
     server_key = priv.data();
     start();
     auto login = [&](const std::string &password, sl_client **c) {
-        sl_client_config cfg;
-        sl_client_config_init(&cfg);
-        cfg.host = "127.0.0.1";
-        cfg.port = sl_server_port(server);
-        cfg.psk = kPsk.data();
-        cfg.timeout_ms = 5000;
-        cfg.mode = SL_MODE_PASSWORD;
-        cfg.server_key = pub;
-        cfg.user = "bob";
-        cfg.password = reinterpret_cast<const uint8_t *>(password.data());
-        cfg.password_len = password.size();
-        return sl_client_connect(c, &cfg);
+        return connect(c, kPsk, [&](sl_client_config &cfg) {
+            cfg.mode = SL_MODE_PASSWORD;
+            cfg.server_key = pub;
+            cfg.user = "bob";
+            cfg.password = reinterpret_cast<const uint8_t *>(password.data());
+            cfg.password_len = password.size();
+        });
     };
     sl_client *bob = nullptr, *wrong = nullptr, *other = nullptr;
     ASSERT_EQ(login(pw, &bob), SL_OK);  // its AUTH is on its way: the reply waits for the verdict
