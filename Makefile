@@ -89,7 +89,7 @@ test-tsan: deps
 	  -DSECLINK_TSAN=ON
 	$(CMAKE) --build build-tsan -j $(JOBS) --target seclink_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  build-tsan/tests/core/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*:PollerTest.*' --gtest_brief=1
+	  build-tsan/tests/core/seclink_tests --gtest_filter='NativeIoTest.*:SessionTest.*:PollerTest.*:PasswordTest.*' --gtest_brief=1
 
 # The portable I/O build (SECLINK_POLLER=poll: poll() and a self-pipe, socket()/accept() + fcntl(),
 # the I/O that macOS and the BSDs compile) proven on Linux: every ctest test (NativeIoTest,

@@ -203,6 +203,7 @@ public:
         sl_session_set_wake(s_, wake_.is_none() ? nullptr : &Session::on_wake, this);
     }
     void pump(int64_t now) { sl_session_pump(s_, now); }
+    bool busy() const { return sl_session_busy(s_) != 0; }
     uintptr_t id() const { return reinterpret_cast<uintptr_t>(this); }
 
 private:
@@ -282,6 +283,7 @@ void bind_session(py::module_ &m) {
         .def("close", &Session::close)
         .def("set_wake", &Session::set_wake, py::arg("fn"))
         .def("pump", &Session::pump, py::arg("now"))
+        .def("busy", &Session::busy)
         .def_property_readonly("id", &Session::id)
         .def_property_readonly("peer", &Session::peer);
 }

@@ -400,7 +400,7 @@ inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, siz
         return false;
     }
     Local local{-1, -1, false};
-    bool opened = false, in_open = false, out_open = false, eof_sent = false;
+    bool opened = false, in_open = false, out_open = false, eof_sent = false, shut = false;
     std::vector<uint8_t> buf(std::max<size_t>(1, std::min(kChunk, max_message ? max_message : kChunk)));
     std::vector<uint8_t> net(64 * 1024);
     size_t net_pos = 0, net_len = 0;
@@ -411,7 +411,11 @@ inline bool serve_stream(int fd, const std::string &peer, sl_policy *policy, siz
         const uint8_t *out = nullptr;
         size_t out_len = 0;
         sl_session_pending(s, &out, &out_len);
-        if (st == SL_SESSION_CLOSED || (st == SL_SESSION_CLOSING && out_len == 0)) break;
+        if (st == SL_SESSION_CLOSING && out_len == 0 && !shut) {  // written: the lingering close (PROTOCOL.md 5)
+            ::shutdown(fd, SHUT_WR);
+            shut = true;
+        }
+        if (st == SL_SESSION_CLOSED || (st == SL_SESSION_CLOSING && out_len == 0 && !sl_session_wants_read(s))) break;
         // Authenticated (it may send, or a message came): our end is opened.
         auto open = [&] {
             opened = true;

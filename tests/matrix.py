@@ -71,3 +71,10 @@ def replies(stdout: str) -> list[str]:
 def received(srv: MatrixServer) -> list[str]:
     """What the server logged as received ([RECV] <peer> #n <text> (N bytes)) in arrival order."""
     return [m.group(1) for m in srv.out.matching(r"^\[RECV\] \S+ #\d+ (.*) \(\d+ bytes?\)$")]
+
+
+def refusal(client: str, reason: str) -> tuple[int, str]:
+    """The exit status and the line of a client refused with CLOSE `reason`."""
+    if client == "ref":
+        return 1, f"error: the server closed the connection: {reason}"
+    return 7, f"the server closed the session: {reason}"

@@ -133,10 +133,12 @@ class RawPeer:
             got += data
 
     def expect_close(self, reason: str, timeout: float = WAIT) -> None:
-        """The server sends CLOSE with `reason`, then ends the stream."""
+        """The server sends CLOSE with `reason`, then ends the stream; this peer then closes its
+        end, as a client does (the server lingers until then: docs/PROTOCOL.md 5)."""
         ev = self.next_event(timeout)
         assert ev == Closed(reason), f"{self.name}: expected CLOSE {reason!r}, got {ev}"
         assert self.read_to_eof(timeout) == b""
+        self.close()
 
 
 class RawServer:

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <new>
 #include <string>
@@ -47,6 +48,10 @@ struct sl_client {
     bool closed = false;
     uint8_t rbuf[64 * 1024];
     size_t rpos = 0, rlen = 0;  // unprocessed received bytes in rbuf
+    // Messages read after a write failed (read_before_write_error), for sl_client_recv; and the
+    // content of the one it handed out last.
+    std::deque<std::pair<int, std::vector<uint8_t>>> kept;
+    std::vector<uint8_t> kept_out;
 };
 
 namespace {
@@ -161,6 +166,25 @@ int next_event(sl_client *c, int64_t deadline, sl_event *ev) {
     }
 }
 
+// A write failed because the server has closed (PROTOCOL.md 5, closing the stream): if its
+// CLOSE has already arrived, that is the answer to report. Reads what is there without waiting
+// and keeps the messages for sl_client_recv (the CLOSE last); the send then counts as done. With
+// no CLOSE there, the write's error stands.
+int read_before_write_error(sl_client *c, int rc) noexcept {
+    if (rc != SL_EPEER_CLOSED) return rc;
+    const int found = guard([&]() -> int {
+        for (;;) {
+            sl_event ev{};
+            const int r = next_event(c, now_ms(), &ev);
+            if (r != SL_OK) return r;
+            if (ev.type != SL_EVENT_MESSAGE || ev.msg_type == SL_MSG_PING) continue;
+            c->kept.emplace_back(ev.msg_type, std::vector<uint8_t>(ev.data, ev.data + ev.len));
+            if (ev.msg_type == SL_MSG_CLOSE) return SL_OK;
+        }
+    });
+    return found == SL_OK ? SL_OK : rc;
+}
+
 int start_tls(sl_client *c, const sl_client_config *cfg, int64_t deadline) {
     std::string trust;
     const char *ca = cfg->tls_ca;
@@ -219,7 +243,8 @@ int connect_client(sl_client *c, const sl_client_config *cfg) {
     if (cfg->server_modes_seen != nullptr) *cfg->server_modes_seen = c->conn->server_modes();
     if (rc != SL_OK) return rc;
     if (ev.type != SL_EVENT_HANDSHAKE_DONE) return SL_EINTERNAL;
-    return flush(c, deadline);  // the key-confirmation PING (PROTOCOL.md 4.1), sent at once
+    // The key-confirmation PING (PROTOCOL.md 4.1), sent at once.
+    return read_before_write_error(c, flush(c, deadline));
 }
 
 // ------------------------------------------------------------------- files (PROTOCOL.md 10)
@@ -483,7 +508,7 @@ int sl_client_send(sl_client *c, int msg_type, const uint8_t *data, size_t len) 
     if (c == nullptr) return SL_EINVAL;
     int rc = c->conn->send(msg_type, data, len);
     // A server that stops reading must not hang us: a send may wait timeout_ms in all.
-    return rc != SL_OK ? rc : flush(c, now_ms() + c->io_timeout_ms);
+    return rc != SL_OK ? rc : read_before_write_error(c, flush(c, now_ms() + c->io_timeout_ms));
 }
 
 int sl_client_queue(sl_client *c, int msg_type, const uint8_t *data, size_t len) {
@@ -493,7 +518,7 @@ int sl_client_queue(sl_client *c, int msg_type, const uint8_t *data, size_t len)
 
 int sl_client_flush(sl_client *c, int timeout_ms) {
     if (c == nullptr) return SL_EINVAL;
-    return flush(c, deadline_after(timeout_ms));
+    return read_before_write_error(c, flush(c, deadline_after(timeout_ms)));
 }
 
 size_t sl_client_pending(const sl_client *c) { return c != nullptr ? c->conn->pending_size() : 0; }
@@ -508,6 +533,15 @@ int sl_client_rekey(sl_client *c) {
 
 int sl_client_recv(sl_client *c, int timeout_ms, int *msg_type, const uint8_t **data, size_t *len) {
     if (c == nullptr || msg_type == nullptr || data == nullptr || len == nullptr) return SL_EINVAL;
+    if (!c->kept.empty()) {  // read after a write failed: the server's last words
+        *msg_type = c->kept.front().first;
+        c->kept_out.swap(c->kept.front().second);
+        c->kept.pop_front();
+        if (*msg_type == SL_MSG_CLOSE) c->closed = true;
+        *data = c->kept_out.data();
+        *len = c->kept_out.size();
+        return SL_OK;
+    }
     if (c->closed) return SL_ECLOSED;
     const int64_t deadline = deadline_after(timeout_ms);
     for (;;) {

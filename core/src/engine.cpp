@@ -278,7 +278,7 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];  // version 1 ignores the payload's content
     size_t payload_len = 0;
     int rc = SL_EHANDSHAKE_AUTH;
-    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (PROTOCOL.md 14.1, 12)
+    if (version != SL_MODE_PSK) {  // NXpsk2 or XXpsk3 with the first key (XXpsk3: until frame 3, PROTOCOL.md 12)
         rc = hs_.init(false, body, sizeof kPrologue, ring_ != nullptr ? (*ring_)[0] : psk_.data(),
                       version == SL_MODE_USER_KEY ? Handshake::Pattern::XXpsk3 : Handshake::Pattern::NXpsk2);
         if (rc == SL_OK) rc = hs_.set_static(static_);
@@ -319,7 +319,17 @@ int Connection::on_handshake1(const uint8_t *body, size_t len, sl_event *ev) noe
 int Connection::on_handshake3(const uint8_t *body, size_t len, sl_event *ev) noexcept {
     uint8_t payload[SL_MAX_HANDSHAKE_BYTES];
     size_t payload_len = 0;
-    int rc = hs_.read_message(body, len, payload, &payload_len);
+    int rc;
+    if (ring_ != nullptr) {  // key rotation (PROTOCOL.md 12): XXpsk3 mixes the PSK in only here
+        const uint8_t *keys[SL_MAX_PSKS];
+        const size_t n = std::min<size_t>(ring_->size(), SL_MAX_PSKS);
+        for (size_t i = 0; i < n; ++i) keys[i] = (*ring_)[i];
+        size_t which = 0;
+        rc = hs_.read_message_any_key(body, len, keys, n, payload, &payload_len, &which);
+        if (rc == SL_OK) key_index_ = static_cast<int>(which);
+    } else {
+        rc = hs_.read_message(body, len, payload, &payload_len);
+    }
     wipe(payload, payload_len);
     if (rc != SL_OK) return fail(rc);
     trace(false, 4, body, len);

@@ -121,6 +121,16 @@ void SymmetricState::clear() noexcept {
     cipher_.clear();
 }
 
+void SymmetricState::save(uint8_t ck[kHashLen], uint8_t h[kHashLen]) const noexcept {
+    std::memcpy(ck, ck_, kHashLen);
+    std::memcpy(h, h_, kHashLen);
+}
+
+void SymmetricState::restore(const uint8_t ck[kHashLen], const uint8_t h[kHashLen]) noexcept {
+    std::memcpy(ck_, ck, kHashLen);
+    std::memcpy(h_, h, kHashLen);
+}
+
 int Handshake::init(bool initiator, const uint8_t *prologue, size_t prologue_len,
                     const uint8_t psk[kKeyLen], Pattern pattern) noexcept {
     initiator_ = initiator;
@@ -177,8 +187,42 @@ int Handshake::write_message(const uint8_t *payload, size_t len, uint8_t *out,
 
 int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out,
                             size_t *payload_len) noexcept {
-    if (done() || my_turn()) return SL_ESTATE;
+    size_t pos = 0;
+    int rc = read_tokens(msg, len, &pos);
+    if (rc != SL_OK) return rc;
     const bool nn = pattern_ == Pattern::NNpsk0, xx = pattern_ == Pattern::XXpsk3;
+    if ((step_ == 1 && !nn && !xx) || step_ == 2) {  // psk
+        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;
+    }
+    if ((rc = ss_.decrypt_and_hash(msg + pos, len - pos, payload_out, payload_len)) != SL_OK) return rc;
+    ++step_;
+    return SL_OK;
+}
+
+int Handshake::read_message_any_key(const uint8_t *msg, size_t len, const uint8_t *const *psks, size_t n,
+                                    uint8_t *payload_out, size_t *payload_len, size_t *which) noexcept {
+    if (pattern_ != Pattern::XXpsk3 || step_ != 2) return SL_ESTATE;
+    size_t pos = 0;
+    int rc = read_tokens(msg, len, &pos);
+    if (rc != SL_OK) return rc;
+    uint8_t ck[kHashLen], h[kHashLen];
+    ss_.save(ck, h);
+    rc = SL_EHANDSHAKE_AUTH;
+    for (size_t i = 0; i < n && rc == SL_EHANDSHAKE_AUTH; ++i) {
+        ss_.restore(ck, h);
+        rc = ss_.mix_key_and_hash(psks[i], kKeyLen);  // psk
+        if (rc == SL_OK) rc = ss_.decrypt_and_hash(msg + pos, len - pos, payload_out, payload_len);
+        if (rc == SL_OK) *which = i;
+    }
+    wipe(ck, sizeof ck);
+    if (rc == SL_OK) ++step_;
+    return rc;
+}
+
+// The tokens of the next message before `psk` and the payload; *pos: where the payload starts.
+int Handshake::read_tokens(const uint8_t *msg, size_t len, size_t *pos_out) noexcept {
+    if (done() || my_turn()) return SL_ESTATE;
+    const bool nn = pattern_ == Pattern::NNpsk0;
     const bool has_e = step_ < 2, has_s = (step_ == 1 && !nn) || step_ == 2;
     const size_t need = (has_e ? kDhLen : 0) + (has_s ? kDhLen + kTagLen : 0) + kTagLen;
     if (len < kDhLen + kTagLen) return SL_EFRAME_TOO_SHORT;
@@ -198,11 +242,7 @@ int Handshake::read_message(const uint8_t *msg, size_t len, uint8_t *payload_out
         pos += kDhLen + kTagLen;
         if ((rc = mix_dh(e_, rs_)) != SL_OK) return rc;
     }
-    if ((step_ == 1 && !nn && !xx) || step_ == 2) {  // psk
-        if ((rc = ss_.mix_key_and_hash(psk_, kKeyLen)) != SL_OK) return rc;
-    }
-    if ((rc = ss_.decrypt_and_hash(msg + pos, len - pos, payload_out, payload_len)) != SL_OK) return rc;
-    ++step_;
+    *pos_out = pos;
     return SL_OK;
 }
 

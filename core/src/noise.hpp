@@ -41,6 +41,10 @@ public:
     int split(uint8_t k1[kKeyLen], uint8_t k2[kKeyLen]) noexcept;
     const uint8_t *hash() const noexcept { return h_; }
     void clear() noexcept;
+    // ck and h, to try several PSKs from the same state (PROTOCOL.md 12, mode 3); the cipher is
+    // not kept: MixKeyAndHash replaces its key.
+    void save(uint8_t ck[kHashLen], uint8_t h[kHashLen]) const noexcept;
+    void restore(const uint8_t ck[kHashLen], const uint8_t h[kHashLen]) noexcept;
 
 private:
     Secret<kHashLen> ck_;
@@ -75,6 +79,11 @@ public:
     // Reads the next handshake message; the payload goes to payload_out (capacity len - 48).
     // SL_OK, SL_ESTATE, SL_EFRAME_TOO_SHORT, SL_EWEAK_KEY, SL_EHANDSHAKE_AUTH, SL_ECRYPTO.
     int read_message(const uint8_t *msg, size_t len, uint8_t *payload_out, size_t *payload_len) noexcept;
+    // XXpsk3's message 3 with any of n PSKs (PROTOCOL.md 12): `s, se` once, then `psk` and the
+    // payload with each key in turn from that state; *which is the first whose tag verifies.
+    // As read_message; SL_EHANDSHAKE_AUTH if none does.
+    int read_message_any_key(const uint8_t *msg, size_t len, const uint8_t *const *psks, size_t n,
+                             uint8_t *payload_out, size_t *payload_len, size_t *which) noexcept;
 
     bool done() const noexcept { return step_ == (pattern_ == Pattern::XXpsk3 ? 3 : 2); }
     // After done(): the two transport keys (initiator->responder, responder->initiator) and the
@@ -84,6 +93,7 @@ public:
     ~Handshake() { clear(); }
 
 private:
+    int read_tokens(const uint8_t *msg, size_t len, size_t *pos) noexcept;  // all but psk and payload
     bool my_turn() const noexcept { return (step_ % 2 == 0) == initiator_; }
     int mix_ee() noexcept;  // MixKey(DH(e, re)): SL_EWEAK_KEY for a low-order re
     int mix_dh(const X25519 &mine, const uint8_t theirs[kDhLen]) noexcept;

@@ -87,6 +87,8 @@ struct Conn {
     uint32_t events = 0;
     bool tls_checked = false;  // a TLS server has looked at the first bytes
     bool dead = false;         // closed; freed after the current batch of events
+    bool shut = false;         // closing: writing shut down, lingering (raw reads discarded)
+    std::vector<uint8_t> held;  // read while a password check ran (busy): fed after the verdict
     class Worker *worker = nullptr;
 };
 
@@ -146,6 +148,11 @@ private:
             if (conns_.count(c) == 0 || c->dead) continue;
             guarded(*c, [&] {
                 c->s->pump(now);
+                if (!c->held.empty() && !c->s->busy()) {  // what came behind the AUTH
+                    const std::vector<uint8_t> held = std::move(c->held);
+                    c->held.clear();
+                    feed(*c, held.data(), held.size(), now);
+                }
                 update(*c, now);
             });
         }
@@ -321,7 +328,8 @@ private:
             return update(c, now);
         }
         if (events & (kReadable | kHangup | kError)) {
-            if (c.s->wants_read()) do_read(c, now);
+            if (c.shut) drain(c, now);
+            else if (c.s->wants_read()) do_read(c, now);
             else if (events & (kHangup | kError)) c.s->feed_eof(now);  // gone while not being read
         }
         update(c, now);
@@ -343,9 +351,30 @@ private:
         }
     }
 
+    // The lingering close: raw bytes (TLS records too) read and handed to the session, which
+    // discards them and says when to stop (the client's EOF, a byte bound, its deadline).
+    void drain(Conn &c, int64_t now) {
+        while (c.s->wants_read()) {
+            const ssize_t n = recv(c.io.fd, rbuf_.get(), kReadBuf, 0);
+            if (n == 0) return c.s->feed_eof(now);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK) c.s->io_error(errno_to_sl(errno), false, now);
+                return;
+            }
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            c.s->feed(rbuf_.get(), static_cast<size_t>(n), now, &used, &msg, &mlen);
+        }
+    }
+
     void feed(Conn &c, const uint8_t *data, size_t len, int64_t now) {
         size_t off = 0;
         while (off < len && c.s->status() == SL_SESSION_OPEN) {
+            if (c.s->busy()) {  // a password check runs: the rest waits for its verdict
+                c.held.assign(data + off, data + len);
+                break;
+            }
             size_t used = 0, mlen = 0;
             const uint8_t *msg = nullptr;
             if (c.s->feed(data + off, len - off, now, &used, &msg, &mlen) != SL_OK) break;
@@ -394,9 +423,12 @@ private:
         const int st = c.s->status();
         if (st == SL_SESSION_CLOSED) return kill(c);
         if (st == SL_SESSION_CLOSING && !blocked) {
-            if (c.io.ssl && c.io.tls_connected) SSL_shutdown(c.io.ssl.get());
-            shutdown(c.io.fd, SHUT_WR);
-            return kill(c);
+            if (!c.shut) {
+                c.shut = true;
+                if (c.io.ssl && c.io.tls_connected) SSL_shutdown(c.io.ssl.get());
+                shutdown(c.io.fd, SHUT_WR);
+            }
+            if (!c.s->wants_read()) return kill(c);  // (lingering, the session says until when)
         }
         next_sweep_ = std::min(next_sweep_, c.s->deadline());
         interest(c, blocked);
@@ -445,7 +477,7 @@ private:
                 void *tag = evs[i].tag;
                 if (tag == nullptr || tag == &kListenTag) continue;  // only sessions are flushed now
                 Conn &c = *static_cast<Conn *>(tag);
-                guarded(c, [&] { update(c); });
+                guarded(c, [&] { on_event(c, evs[i].events); });  // flushing, then lingering
             }
             reap();
         }
@@ -498,21 +530,10 @@ void sl_server_config_init(sl_server_config *cfg) {
 int sl_server_new(sl_server **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
-        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr) ||
-        cfg->stream)
-        return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
+    if (cfg == nullptr || cfg->stream) return SL_EINVAL;  // stream mode needs a driver of its own (the pipe program)
     return seclink::detail::guard([&]() -> int {
-        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
-            seclink::detail::UserKeys users;
-            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
-            if (rc != SL_OK) return rc;
-        }
-        if (cfg->password_users != nullptr) {
-            std::vector<std::string> lines;
-            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
-            if (rc != SL_OK) return rc;
-        }
+        const int checked = seclink::detail::check_server_config(*cfg);
+        if (checked != SL_OK) return checked;
         auto s = std::make_unique<sl_server>(*cfg);  // the policy keeps the only copy of the key
         if (cfg->files_dir != nullptr && s->sh.policy.files.dirfd < 0) return static_cast<int>(SL_EIO);
         if (s->sh.policy.chat && !s->sh.policy.chat->ok()) return s->sh.policy.chat->error();  // --cluster

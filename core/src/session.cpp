@@ -55,6 +55,23 @@ constexpr char kTlsAlert[] = "\x15\x03\x03\x00\x02\x02\x46";
 
 unsigned default_threads(unsigned cpus) noexcept { return cpus > 1 ? cpus - 1 : 1; }
 
+int check_server_config(const sl_server_config &c) {
+    if (c.psk == nullptr || c.max_message > SL_MAX_MESSAGE_LIMIT || c.psk_count > SL_MAX_PSKS ||
+        (c.modes & ~SL_MODES_ALL) != 0 || ((c.modes & (1u << SL_MODE_SERVER_KEY)) != 0 && c.server_key == nullptr))
+        return SL_EINVAL;
+    if (c.authorized_keys != nullptr) {  // a file that cannot be read is an error at start
+        UserKeys users;
+        const int rc = read_authorized_keys(c.authorized_keys, users, nullptr);
+        if (rc != SL_OK) return rc;
+    }
+    if (c.password_users != nullptr) {
+        std::vector<std::string> lines;
+        const int rc = read_password_users(c.password_users, lines, nullptr);
+        if (rc != SL_OK) return rc;
+    }
+    return SL_OK;
+}
+
 void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.max_clients == 0) c.max_clients = SL_DEFAULT_MAX_CLIENTS;
     if (c.handshake_timeout_ms == 0) c.handshake_timeout_ms = SL_DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -70,6 +87,54 @@ void apply_server_defaults(sl_server_config &c) noexcept {
     if (c.chat_members == 0) c.chat_members = SL_DEFAULT_CHAT_MEMBERS;
     if (c.chat_rate == 0) c.chat_rate = SL_DEFAULT_CHAT_RATE;
     if (c.chat_queue == 0) c.chat_queue = SL_DEFAULT_CHAT_QUEUE;
+}
+
+// ----------------------------------------------------------------------------------- Checker
+
+PasswordCheck::~PasswordCheck() { OPENSSL_cleanse(password.data(), password.size()); }
+
+Checker::~Checker() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto &t : threads_) t.join();
+}
+
+bool Checker::submit(std::shared_ptr<PasswordCheck> check) {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (queue_.size() >= kQueue) return false;
+        if (threads_.size() < kThreads) threads_.emplace_back([this] { run(); });  // at the first checks
+        queue_.push_back(std::move(check));
+    }
+    cv_.notify_one();
+    return true;
+}
+
+void Checker::run() {
+    for (;;) {
+        std::shared_ptr<PasswordCheck> c;
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+            if (stop_) return;
+            c = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        {
+            std::lock_guard<std::mutex> lock(c->mu);
+            if (c->cancelled) continue;  // its session is gone: not worth 0.1 s of scrypt
+        }
+        const bool ok = guard([&] {
+                            return p_.check_password(c->name, c->password.data(), c->password.size()) ? SL_OK : SL_EINVAL;
+                        }) == SL_OK;
+        std::lock_guard<std::mutex> lock(c->mu);
+        c->done = true;
+        c->ok = ok;
+        if (!c->cancelled && c->wake != nullptr) c->wake(c->wake_ud);  // under the lock: close() waits
+    }
 }
 
 // ------------------------------------------------------------------------------------ Policy
@@ -399,19 +464,52 @@ void Session::login(const sl_event &ev, int64_t now) {
                "too many failed attempts: try again later", now);
         return;
     }
-    const bool ok = valid && p_.check_password(name, ev.data + 1 + n, ev.len - 1 - n);
+    if (!valid) {
+        p_.login_result(name, addr_, false, now);
+        finish(SL_LOG_WARN, "refused: wrong user or password (user " + who + ")", "wrong user or password", now);
+        return;
+    }
+    // scrypt runs on the checker's threads: this session waits, the others on this thread go on.
+    auto check = std::make_shared<PasswordCheck>();
+    check->name = name;
+    check->password.assign(ev.data + 1 + n, ev.data + ev.len);
+    check->wake = wake_;
+    check->wake_ud = wake_ud_;
+    if (!p_.checker.submit(check)) {
+        finish(SL_LOG_WARN, "refused: " + std::to_string(Checker::kQueue) + " password checks waiting (user " + who +
+                                "); not checked",
+               "server busy: try again later", now);
+        return;
+    }
+    check_ = std::move(check);
+}
+
+void Session::take_verdict(int64_t now) {
+    bool ok = false;
+    {
+        std::lock_guard<std::mutex> lock(check_->mu);
+        if (!check_->done) return;
+        ok = check_->ok;
+    }
+    const std::string name = check_->name;
+    check_.reset();
     p_.login_result(name, addr_, ok, now);
     if (!ok) {
-        finish(SL_LOG_WARN, "refused: wrong user or password (user " + who + ")", "wrong user or password", now);
+        finish(SL_LOG_WARN, "refused: wrong user or password (user " + name + ")", "wrong user or password", now);
+        set_deadline(now);
         return;
     }
     user_ = name;
     peer_ = user_ + "@" + peer_;  // every later line of the session names the user
     authenticate(now);
+    if (status_ != SL_SESSION_CLOSED) account();
+    set_deadline(now);
 }
 
 bool Session::wants_read() const noexcept {
+    if (phase_ == Phase::Lingering) return true;
     return status_ == SL_SESSION_OPEN && (phase_ == Phase::Handshake || phase_ == Phase::Open) && !awaiting_reply_ &&
+           !check_ &&
            conn_.pending_size() <= kHighWater;
 }
 
@@ -426,6 +524,7 @@ void Session::set_deadline(int64_t now) noexcept {
         if (!trimmed_) d = std::min(d, last_active_ + kTrimAfterMs);
         break;
     case Phase::Closing: d = grace_end_; break;
+    case Phase::Lingering: d = linger_end_; break;
     case Phase::Closed: d = INT64_MAX; break;
     }
     if (frame_started_ >= 0 && (phase_ == Phase::Handshake || phase_ == Phase::Open))
@@ -448,9 +547,10 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
     *consumed = 0;
     *msg = nullptr;
     *msg_len = 0;
-    if (awaiting_reply_ || phase_ == Phase::Waiting) return SL_ESTATE;
+    if (awaiting_reply_ || phase_ == Phase::Waiting || check_) return SL_ESTATE;
     if (status_ != SL_SESSION_OPEN) {  // closing: nothing more counts
         *consumed = len;
+        if (phase_ == Phase::Lingering && (lingered_ += len) > kLingerBytes) drop(level_, reason_);
         return SL_OK;
     }
     if (first_bytes_ && len > 0) {
@@ -493,6 +593,7 @@ int Session::feed(const uint8_t *data, size_t len, int64_t now, size_t *consumed
         const bool confirming = !was_confirmed && conn_.peer_confirmed();
         if (confirming && conn_.mode() == SL_MODE_PASSWORD) {  // the engine let only a well-formed AUTH through
             login(ev, now);
+            if (check_) break;  // the rest waits for the verdict (the driver keeps it)
             continue;
         }
         if (confirming) authenticate(now);
@@ -693,6 +794,7 @@ void Session::consume(size_t n, int64_t now) {
     } else {
         conn_.consume(n);
     }
+    linger_if_flushed(now);
     if (chat_ && guard([&] {  // room in the output: lines waiting for it move in
             pump(now);
             return SL_OK;
@@ -701,12 +803,15 @@ void Session::consume(size_t n, int64_t now) {
 }
 
 void Session::set_wake(sl_wake_fn wake, void *ud) noexcept {
+    wake_ = wake;
+    wake_ud_ = ud;
     if (!chat_) return;
     chat_->wake = wake;
     chat_->wake_ud = ud;
 }
 
 void Session::pump(int64_t now) {
+    if (check_) take_verdict(now);
     if (!chat_ || phase_ != Phase::Open || status_ != SL_SESSION_OPEN) return;
     const size_t pending = conn_.pending_size();
     if (pending > kHighWater) return;  // backpressure: consume() pumps again
@@ -737,7 +842,7 @@ void Session::leave_chat() noexcept {
 }
 
 void Session::finish(int level, std::string reason, const char *close_reason, int64_t now) {
-    if (phase_ == Phase::Closing || phase_ == Phase::Closed) return;
+    if (closing() || phase_ == Phase::Closed) return;
     leave_chat();
     phase_ = Phase::Closing;
     status_ = SL_SESSION_CLOSING;
@@ -746,6 +851,14 @@ void Session::finish(int level, std::string reason, const char *close_reason, in
     grace_end_ = now + kCloseGraceMs;
     if (close_reason != nullptr && conn_.established() && !conn_.closed())
         conn_.send(SL_MSG_CLOSE, reinterpret_cast<const uint8_t *>(close_reason), std::strlen(close_reason));
+    linger_if_flushed(now);
+    set_deadline(now);
+}
+
+void Session::linger_if_flushed(int64_t now) noexcept {
+    if (phase_ != Phase::Closing || pending_size() != 0) return;
+    phase_ = Phase::Lingering;
+    linger_end_ = now + kLingerMs;
     set_deadline(now);
 }
 
@@ -768,6 +881,9 @@ void Session::tick(int64_t now) {
     case Phase::Closing:
         if (now >= grace_end_) drop(level_, reason_);  // the client is not reading: give up on it
         return;
+    case Phase::Lingering:
+        if (now >= linger_end_) drop(level_, reason_);  // no EOF from the client: close anyway
+        return;
     case Phase::Closed: return;
     default: break;
     }
@@ -789,7 +905,7 @@ void Session::tick(int64_t now) {
 
 void Session::feed_eof(int64_t now) {
     (void)now;
-    if (phase_ == Phase::Closing) {
+    if (closing()) {
         drop(level_, reason_);
         return;
     }
@@ -801,8 +917,8 @@ void Session::feed_eof(int64_t now) {
 
 void Session::io_error(int err, bool writing, int64_t now) {
     (void)now;
-    if (!writing) drop(SL_LOG_WARN, "connection error: " + errtext(err));
-    else if (phase_ == Phase::Closing) drop(level_, reason_);
+    if (closing()) drop(level_, reason_);  // the reason it was closing for stays the reason
+    else if (!writing) drop(SL_LOG_WARN, "connection error: " + errtext(err));
     else drop(SL_LOG_INFO, "connection lost while sending (client went away)");
 }
 
@@ -822,7 +938,7 @@ void Session::tls_failed(const char *detail, int64_t now) {
 
 void Session::shutdown(int64_t now) {
     if (phase_ == Phase::Open) finish(SL_LOG_INFO, "server shutting down", "server shutting down", now);
-    else if (phase_ != Phase::Closing) drop(SL_LOG_INFO, "server shutting down");
+    else if (!closing()) drop(SL_LOG_INFO, "server shutting down");
 }
 
 void Session::fail() noexcept {
@@ -840,6 +956,10 @@ void Session::fail() noexcept {
 void Session::close() noexcept {
     if (closed_) return;
     closed_ = true;
+    if (check_) {  // the checker must not wake a session that is gone
+        std::lock_guard<std::mutex> lock(check_->mu);
+        check_->cancelled = true;
+    }
     files_.end();
     leave_chat();
     leave_queue();
@@ -905,20 +1025,10 @@ unsigned sl_server_default_threads(void) {
 int sl_policy_new(sl_policy **out, const sl_server_config *cfg) {
     if (out == nullptr) return SL_EINVAL;
     *out = nullptr;
-    if (cfg == nullptr || cfg->psk == nullptr || cfg->max_message > SL_MAX_MESSAGE_LIMIT || cfg->psk_count > SL_MAX_PSKS ||
-        (cfg->modes & ~SL_MODES_ALL) != 0 || ((cfg->modes & (1u << SL_MODE_SERVER_KEY)) != 0 && cfg->server_key == nullptr))
-        return SL_EINVAL;
+    if (cfg == nullptr) return SL_EINVAL;
     return seclink::detail::guard([&]() -> int {
-        if (cfg->authorized_keys != nullptr) {  // a file that cannot be read is an error at start
-            seclink::detail::UserKeys users;
-            const int rc = seclink::detail::read_authorized_keys(cfg->authorized_keys, users, nullptr);
-            if (rc != SL_OK) return rc;
-        }
-        if (cfg->password_users != nullptr) {
-            std::vector<std::string> lines;
-            const int rc = seclink::detail::read_password_users(cfg->password_users, lines, nullptr);
-            if (rc != SL_OK) return rc;
-        }
+        const int rc = seclink::detail::check_server_config(*cfg);
+        if (rc != SL_OK) return rc;
         auto p = std::make_unique<sl_policy>(*cfg);
         if (cfg->files_dir != nullptr && p->impl.files.dirfd < 0) return static_cast<int>(SL_EIO);  // not a directory
         if (p->impl.chat && !p->impl.chat->ok()) return p->impl.chat->error();  // the cluster URL
@@ -1050,6 +1160,8 @@ void sl_session_set_wake(sl_session *s, sl_wake_fn wake, void *ud) {
 }
 
 void sl_session_pump(sl_session *s, int64_t now_ms) { or_drop(s, [&] { s->impl.pump(now_ms); }); }
+
+int sl_session_busy(const sl_session *s) { return s != nullptr && s->impl.busy(); }
 
 const char *sl_session_user(const sl_session *s) { return s != nullptr ? s->impl.user().c_str() : ""; }
 

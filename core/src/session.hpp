@@ -6,11 +6,14 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -25,6 +28,12 @@ namespace seclink::detail {
 
 inline constexpr size_t kHighWater = 1024 * 1024;  // queued output before reading pauses
 inline constexpr int64_t kCloseGraceMs = 2000;     // time to flush a CLOSE before dropping
+// Lingering close: once a closing session's output is flushed (and the driver has shut down its
+// writing side), what the client still sends is read and discarded until its EOF, for at most
+// this long and this much; closing with unread input would reset the connection and destroy the
+// CLOSE the client has not yet read (the way HTTP servers close).
+inline constexpr int64_t kLingerMs = 2000;
+inline constexpr size_t kLingerBytes = 256 * 1024;
 inline constexpr int64_t kTrimAfterMs = 1000;      // quiet this long: give message buffers back
 inline constexpr int64_t kAdmitPollMs = 10;        // a session waiting for a slot looks again
 inline constexpr size_t kSmallFrame = 64 * 1024;   // frames this small may use the last eighth
@@ -33,6 +42,48 @@ inline constexpr size_t kSmallFrame = 64 * 1024;   // frames this small may use 
 void apply_server_defaults(sl_server_config &cfg) noexcept;
 // The default worker count (sl_server_default_threads) for a process that may run on `cpus` CPUs.
 unsigned default_threads(unsigned cpus) noexcept;
+
+// What sl_server_new and sl_policy_new refuse: SL_EINVAL for a field out of range, and the
+// errors of reading the authorized-keys and users files (read here once, so a bad file is an
+// error at start). May throw bad_alloc.
+int check_server_config(const sl_server_config &cfg);
+
+class Policy;
+
+// A password check (PROTOCOL.md 16: scrypt, about 0.1 s) runs on the policy's checker threads,
+// never on a driver's: the session waits (sl_session_busy), the checker wakes it through its wake
+// function, and the session takes the verdict in pump(). Shared by the session and the checker;
+// a session that closes first cancels it (no wake after that).
+struct PasswordCheck {
+    std::mutex mu;
+    bool done = false, ok = false, cancelled = false;
+    sl_wake_fn wake = nullptr;
+    void *wake_ud = nullptr;
+    std::string name;
+    std::vector<uint8_t> password;  // wiped when the check goes
+    PasswordCheck() = default;
+    PasswordCheck(const PasswordCheck &) = delete;
+    PasswordCheck &operator=(const PasswordCheck &) = delete;
+    ~PasswordCheck();
+};
+
+// A few threads and a bounded queue for password checks; started at the first check.
+class Checker {
+public:
+    static constexpr unsigned kThreads = 2;
+    static constexpr size_t kQueue = 32;  // checks waiting; more are refused ("server busy")
+    explicit Checker(Policy &p) : p_(p) {}
+    ~Checker();
+    bool submit(std::shared_ptr<PasswordCheck> check);  // false: the queue is full
+private:
+    void run();
+    Policy &p_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<PasswordCheck>> queue_;
+    std::vector<std::thread> threads_;
+    bool stop_ = false;
+};
 
 class Policy {
 public:
@@ -107,6 +158,9 @@ private:
         int64_t last = 0;
     };
     std::unordered_map<std::string, Failures> failures_;  // "u:NAME" and "a:ADDR", under users_mu_
+
+public:
+    Checker checker{*this};  // password checks; declared last, so its threads stop first
 };
 
 class Session {
@@ -149,14 +203,17 @@ public:
     // moving those lines into the output.
     void set_wake(sl_wake_fn wake, void *ud) noexcept;
     void pump(int64_t now);
+    // A password check is running off this thread: feed nothing until the wake (and pump).
+    bool busy() const noexcept { return check_ != nullptr; }
 
 private:
-    enum class Phase { Waiting, Handshake, Open, Closing, Closed };
+    enum class Phase { Waiting, Handshake, Open, Closing, Lingering, Closed };
 
     void try_admit(int64_t now);
     void leave_queue() noexcept;
     void authenticate(int64_t now);
     void login(const sl_event &ev, int64_t now);
+    void take_verdict(int64_t now);  // the password check's, once it is done
     void on_message(const sl_event &ev, int64_t now, const uint8_t **msg, size_t *msg_len);
     int send_reply(const uint8_t *data, size_t len, int64_t now, int type = SL_MSG_DATA);
     void on_file(const sl_event &ev, int64_t now);
@@ -164,6 +221,8 @@ private:
     // then flushes; `level`/`reason` make the "disconnected" line.
     void finish(int level, std::string reason, const char *close_reason, int64_t now);
     void drop(int level, std::string reason);  // close at once
+    void linger_if_flushed(int64_t now) noexcept;  // Closing with nothing pending: Lingering
+    bool closing() const noexcept { return phase_ == Phase::Closing || phase_ == Phase::Lingering; }
     void leave_chat() noexcept;
     void account() noexcept;                    // re-charges what the session holds
     void set_deadline(int64_t now) noexcept;
@@ -178,7 +237,8 @@ private:
     bool setup_ok_ = true;
     bool holds_handshake_ = false, holds_session_ = false, closed_ = false, counted_ = false, queued_ = false;
     bool awaiting_reply_ = false, first_bytes_ = true, trimmed_ = true;
-    int64_t started_ = 0, last_active_ = 0, frame_started_ = -1, grace_end_ = 0, retry_at_ = 0;
+    int64_t started_ = 0, last_active_ = 0, frame_started_ = -1, grace_end_ = 0, retry_at_ = 0, linger_end_ = 0;
+    size_t lingered_ = 0;  // bytes discarded while lingering
     int64_t deadline_ = 0;
     size_t charged_ = 0;
     uint64_t recv_seq_ = 0, send_seq_ = 0;
@@ -188,6 +248,9 @@ private:
     std::string raw_;  // raw bytes to write instead of the engine's output (a TLS alert)
     size_t raw_pos_ = 0;
     std::unique_ptr<ChatMember> chat_;  // with a chat policy
+    sl_wake_fn wake_ = nullptr;           // the driver's (set_wake)
+    void *wake_ud_ = nullptr;
+    std::shared_ptr<PasswordCheck> check_;  // while a password check runs
 };
 
 }  // namespace seclink::detail

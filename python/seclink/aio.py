@@ -145,8 +145,8 @@ class _Stream:
         if self.tls is None:
             try:
                 return await self.reader.read(_CHUNK)
-            except ConnectionResetError:
-                return b""
+            except (ConnectionResetError, BrokenPipeError):  # (a failed write sets the reader's error)
+                return self._unread()
         try:
             return await self._tls_call(self.tls.read, _CHUNK)
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -159,6 +159,24 @@ class _Stream:
             data = self._out.read()
         self.writer.write(data)
         await self.writer.drain()
+
+    async def shut_write(self) -> bool:
+        """Says goodbye on the writing side only (TLS close_notify, then FIN); reading goes on.
+        False if the connection is gone."""
+        try:
+            if self.tls is not None:
+                try:
+                    self.tls.unwrap()
+                except ssl.SSLError:
+                    pass  # close_notify is queued; not waiting for the peer's
+                self.writer.write(self._out.read())
+            if not self.writer.can_write_eof():
+                return False
+            self.writer.write_eof()
+            await self.writer.drain()
+            return True
+        except OSError:
+            return False
 
     async def close(self, graceful: bool = False) -> None:
         """Closes; `graceful` first says goodbye (TLS close_notify, then FIN). Bounded wait."""
@@ -180,11 +198,21 @@ class _Stream:
         """Drops the connection at once, discarding anything unsent."""
         self.writer.transport.abort()
 
+    def _unread(self) -> bytes:
+        """After a reset: the bytes that arrived before it (a StreamReader raises the reset before
+        handing them out, and they may hold the peer's CLOSE, PROTOCOL.md 5); then b"" (the end)."""
+        buffered = getattr(self.reader, "_buffer", None)
+        if not buffered:
+            return b""
+        data = bytes(buffered)
+        buffered.clear()
+        return data
+
     async def _recv(self) -> bytes:
         try:
             return await self.reader.read(_CHUNK)
-        except ConnectionResetError:
-            return b""
+        except (ConnectionResetError, BrokenPipeError):
+            return self._unread()
 
     async def _tls_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Calls an SSLObject method, moving TLS records to and from the socket until it completes."""
@@ -225,6 +253,8 @@ class _Conn:
     io_wait: bool = False      # blocked reading or writing (a deadline may cancel that)
     interrupted: bool = False  # this driver cancelled the task for a deadline or a shutdown
     timer: asyncio.TimerHandle | None = None
+    shut: bool = False         # closing: writing shut down, lingering (what arrives is discarded)
+    held: bytes = b""          # read while a password check ran (session busy): fed after the verdict
 
 
 class AioServer:
@@ -277,7 +307,9 @@ class AioServer:
         self._log = log
         self._by_id: dict[int, _Conn] = {}
         self._notify_r = -1
-        if chat_cluster:  # the cluster link calls from its own thread: queued by the extension, a byte here
+        # The cluster link and the password checker call from their own threads: queued by the
+        # extension, a byte here.
+        if chat_cluster or password_users:
             self._notify_r, notify_w = os.pipe()
             os.set_blocking(self._notify_r, False)
             self._policy.set_notify_fd(notify_w)
@@ -487,15 +519,28 @@ class AioServer:
             s.pump(self._now())  # chat lines other sessions queued for this one
             status = s.status()
             if status == _seclink.SESSION_CLOSED:
-                stream.abort()
+                if c.shut:  # lingered: everything was sent, the client's end is read
+                    await stream.close()
+                else:
+                    stream.abort()
                 return
             out = s.take_output(self._now())
-            if out or status == _seclink.SESSION_CLOSING:
+            if out or (status == _seclink.SESSION_CLOSING and not c.shut):
                 if not await self._io(c, self._write(c, out, raw=tls_pending)):
                     continue
                 if status == _seclink.SESSION_CLOSING:
-                    await stream.close(graceful=True)
-                    return
+                    c.shut = True
+                    if not s.wants_read() or not await self._io(c, stream.shut_write()):
+                        await stream.close()
+                        return
+                    continue
+            if c.shut:  # the lingering close: the session says how long and how much
+                await self._io(c, self._discard(c))
+                continue
+            if c.held and not s.busy():  # the password check's verdict is in: what came behind the AUTH
+                held, c.held = c.held, b""
+                await self._feed(c, held)
+                continue
             if not s.wants_read():  # waiting for admission: until a tick says otherwise
                 c.wake.clear()
                 await c.wake.wait()
@@ -545,6 +590,18 @@ class AioServer:
             c.session.feed_eof(self._now())
         return data
 
+    async def _discard(self, c: _Conn) -> None:
+        """Lingering: raw bytes (TLS records too) handed to the session, which drops them."""
+        try:
+            data = await c.stream.reader.read(_CHUNK)
+        except OSError as exc:
+            c.session.io_error(_os_code(exc), False, self._now())
+            return
+        if data:
+            c.session.feed(data, 0, self._now())
+        else:
+            c.session.feed_eof(self._now())
+
     async def _accept_tls(self, c: _Conn) -> None:
         assert self._tls_ctx is not None
         s, stream = c.session, c.stream
@@ -567,6 +624,9 @@ class AioServer:
         """Hands received bytes to the session; answers each message it hands out, in order."""
         s, off = c.session, 0
         while off < len(data) and s.status() == _seclink.SESSION_OPEN:
+            if s.busy():  # a password check runs off the loop: the rest waits for its verdict
+                c.held = data[off:]
+                return
             used, msg = s.feed(data, off, self._now())
             off += used
             if msg is not None:
@@ -906,7 +966,29 @@ class AioClient:
             queue()
         except Error as exc:  # a receive that already failed says why the session ended, as the native client
             raise from_code(self._failure or exc.code, "send", self.peer) from None
-        await self._within(self._flush("send", self.peer), _DEFAULT, "send")
+        try:
+            await self._within(self._flush("send", self.peer), _DEFAULT, "send")
+        except Error as exc:
+            # The server has closed (PROTOCOL.md 5): a CLOSE that has already arrived is the answer,
+            # which the next recv raises, as the native client does.
+            if exc.code != Err.PEER_CLOSED or not await self._close_arrived():
+                raise
+
+    async def _close_arrived(self) -> bool:
+        """Reads what has arrived, without waiting for more; True if it holds a CLOSE (kept for recv)."""
+        while not any(isinstance(e, Closed) for e in self._events) and not self._failure:
+            try:
+                data = await asyncio.wait_for(self._stream.read(), 0.1)  # only what is already buffered
+            except (OSError, asyncio.TimeoutError):
+                return False
+            if not data:
+                return False
+            try:
+                self._events.extend(self._conn.receive_data(data))
+            except Error as exc:
+                self._events.extend(getattr(exc, "events", []))
+                self._failure = exc.code
+        return any(isinstance(e, Closed) for e in self._events)
 
     async def _within(self, step: Coroutine[Any, Any, T], timeout: float | None, context: str) -> T:
         try:

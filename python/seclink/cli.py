@@ -27,8 +27,8 @@ from typing import Any, NoReturn, overload
 from . import _seclink
 from .client import Client
 from .errors import Category, ConnectionClosed, Err, Error, HandshakeError, KeyFileError, MessageTooLarge, Timeout
-from .keys import (certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, server_key,
-                   server_key_path, wipe)
+from .keys import (certificate_fingerprint, config_dir, ensure_self_signed_certificate, key_files, resolve_psks,
+                   server_key, server_key_path, wipe)
 from .server import Server
 
 # Exit codes, the same as the C++ programs' (README.md): the core's error categories (sl_category).
@@ -491,9 +491,9 @@ def _server(prog: str, argv: Sequence[str]) -> int:
     if not args.has("tls") and (args.has("tls-cert") or args.has("tls-key")):
         raise Exit(USAGE, "--tls-cert and --tls-key need --tls")
     psk, psk_files = server_keys(prog, args, log)
-    if pipe or forward is not None:  # pipe and tunnel servers take one key, in the PSK mode
+    if pipe or forward is not None:  # pipe and tunnel servers: the PSK mode, with one key or several
         if psk is None:
-            raise Exit(USAGE, "--pipe and --forward take one key: give one --psk-file")
+            psk, opts["psk_names"] = resolve_psks(None, psk_files)
         return _serve_pipe(host, port, psk, opts, log) if pipe else _serve_forward(host, port, psk, opts, log, forward)
     if psk is None:
         opts["psk_file"] = psk_files

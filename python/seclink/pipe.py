@@ -10,6 +10,7 @@ gracefully, as they stop the server: no new connections, a CLOSE for each sessio
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -224,7 +225,7 @@ def make_policy(psk: bytearray, opts: dict[str, Any], log: Callable[[int, str], 
         handshake_timeout_ms=int(opts["handshake_timeout"] * 1000), idle_timeout_ms=int(opts["idle_timeout"] * 1000),
         frame_timeout_ms=int(opts["frame_timeout"] * 1000), max_message=opts["max_message"],
         max_memory=opts["max_memory"], echo=False, redact=opts["redact"], tls=False, app_replies=False,
-        log_level=opts["log_level"], log=log, stream=True)
+        log_level=opts["log_level"], log=log, stream=True, psk_names=opts.get("psk_names"))
 
 
 class _Serialized:
@@ -269,6 +270,7 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
     if stop_fd >= 0:
         sel.register(stop_fd, selectors.EVENT_READ)
     conn_events, reading_input = selectors.EVENT_READ, False
+    shut = False  # closing: writing shut down, lingering
 
     def opened(now: int) -> bool:
         nonlocal local, in_open, out_open
@@ -288,7 +290,11 @@ def serve_stream(conn: socket.socket, peer: str, policy: Any, max_message: int,
                 s.tick(now)
             out += s.take_output(now)
             st = s.status()
-            if st == _seclink.SESSION_CLOSED or (st == _seclink.SESSION_CLOSING and not out):
+            if st == _seclink.SESSION_CLOSING and not out and not shut:  # written: the lingering close (PROTOCOL.md 5)
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_WR)
+                shut = True
+            if st == _seclink.SESSION_CLOSED or (st == _seclink.SESSION_CLOSING and not out and not s.wants_read()):
                 break
             if local is None and st == _seclink.SESSION_OPEN and s.can_send() and not opened(now):
                 continue

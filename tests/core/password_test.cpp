@@ -2,25 +2,29 @@
 // session layer's checks and limits on failed attempts.
 #include <sys/stat.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 
-#include "test_util.hpp"
+#include "identity_util.hpp"
 
 using namespace sltest;
 
 namespace {
 
-struct Logs {
-    std::vector<std::string> lines;
-    static void fn(void *ud, int, const char *line) { static_cast<Logs *>(ud)->lines.emplace_back(line); }
-    bool has(const std::string &text) const {
-        for (const auto &l : lines)
-            if (l.find(text) != std::string::npos) return true;
-        return false;
+// A policy for the password users in `path`, with the tests' PSK and server key.
+struct PasswordServer {
+    const Bytes psk = Bytes(32, 4), server_priv = Bytes(32, 5);
+    uint8_t server_pub[32] = {};
+    Logs logs;
+    sl_policy *policy = nullptr;
+    PasswordServer(const std::string &path, int log_level) {
+        EXPECT_EQ(sl_key_public(server_priv.data(), server_pub), SL_OK);
+        sl_server_config cfg = identity_config(psk, server_priv, logs);
+        cfg.password_users = path.c_str();
+        cfg.log_level = log_level;
+        EXPECT_EQ(sl_policy_new(&policy, &cfg), SL_OK);
     }
+    ~PasswordServer() { sl_policy_free(policy); }
 };
 
 }  // namespace
@@ -30,19 +34,8 @@ TEST(PasswordVectorTest, Mode4ConnectionAndAuthReproducedByteForByte) {
     const Bytes psk = unhex(v["psk"]), ce = unhex(v["client_ephemeral"]), se = unhex(v["server_ephemeral"]);
     const Bytes ss = unhex(v["server_static"]), sp = unhex(v["server_static_public"]);
     const std::string user = v["user"], password = v["password"];
-    sl_conn *client = nullptr, *server = nullptr;
-    ASSERT_EQ(sl_conn_new(&client, SL_CLIENT, psk.data()), SL_OK);
-    ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(client, ce.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_mode(client, SL_MODE_PASSWORD), SL_OK);
-    ASSERT_EQ(sl_conn_set_server_key(client, sp.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_login(client, user.c_str(), reinterpret_cast<const uint8_t *>(password.data()), password.size()),
-              SL_OK);
-    ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
-    ASSERT_EQ(sl_conn_start(client), SL_OK);
-    ASSERT_EQ(sl_conn_start(server), SL_OK);
+    sl_conn *client = identity_client(psk, SL_MODE_PASSWORD, sp.data(), nullptr, user, password, &ce);
+    sl_conn *server = vector_server(psk, se, ss);
     const auto &w = v["wire"];
     EXPECT_EQ(hex(take_output(client)), w[0]["bytes"].get<std::string>());
     ASSERT_TRUE(feed_all(server, unhex(w[0]["bytes"])).handshake_done);
@@ -56,11 +49,7 @@ TEST(PasswordVectorTest, Mode4ConnectionAndAuthReproducedByteForByte) {
     EXPECT_EQ(hex(r.msgs[0].content), w[2]["content"].get<std::string>());
     sl_conn_free(server);
     // A first frame that is not AUTH.
-    ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
-    ASSERT_EQ(sl_conn_start(server), SL_OK);
+    server = vector_server(psk, se, ss);
     ASSERT_EQ(feed_all(server, unhex(w[0]["bytes"])).rc, SL_OK);
     r = feed_all(server, unhex(v["malformed"][0]["bytes"]));
     EXPECT_STREQ(sl_errname(r.rc), v["malformed"][0]["error"].get<std::string>().c_str());
@@ -72,9 +61,8 @@ TEST(PasswordVectorTest, Mode4ConnectionAndAuthReproducedByteForByte) {
 }
 
 TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
-    char dir[] = "/tmp/seclink-pw-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    const std::string path = std::string(dir) + "/users";
+    TempDir dir;
+    const std::string path = dir.file("users");
     const std::string pw = "s3cret", other = "guess";
     ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(other.data()), other.size()), SL_OK);
     ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
@@ -88,55 +76,28 @@ TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "the old line of bob was replaced";
     EXPECT_EQ(text.rfind("bob scrypt 16384 8 1 ", 0), 0u);
 
-    const Bytes psk(32, 4), server_priv(32, 5);
-    uint8_t server_pub[32];
-    ASSERT_EQ(sl_key_public(server_priv.data(), server_pub), SL_OK);
-    Logs logs;
-    sl_server_config cfg;
-    sl_server_config_init(&cfg);
-    cfg.psk = psk.data();
-    cfg.server_key = server_priv.data();
-    cfg.password_users = path.c_str();
-    cfg.log = &Logs::fn;
-    cfg.log_ud = &logs;
-    cfg.log_level = SL_LOG_TRACE;
-    sl_policy *policy = nullptr;
-    ASSERT_EQ(sl_policy_new(&policy, &cfg), SL_OK);
-    // One login; returns the CLOSE reason the client got, or "" when it was served.
+    PasswordServer srv(path, SL_LOG_TRACE);
+    const Bytes &psk = srv.psk;
+    const uint8_t *server_pub = srv.server_pub;
+    sl_policy *policy = srv.policy;
+    const Logs &logs = srv.logs;
+    // One login, then a message; returns the CLOSE reason the client got, or "" when it was served.
     auto login = [&](const std::string &user, const std::string &password, const char *peer, int64_t now) {
-        sl_conn *c = nullptr;
-        EXPECT_EQ(sl_conn_new(&c, SL_CLIENT, psk.data()), SL_OK);
-        EXPECT_EQ(sl_conn_set_mode(c, SL_MODE_PASSWORD), SL_OK);
-        EXPECT_EQ(sl_conn_set_server_key(c, server_pub), SL_OK);
-        EXPECT_EQ(sl_conn_set_login(c, user.c_str(), reinterpret_cast<const uint8_t *>(password.data()), password.size()),
-                  SL_OK);
-        EXPECT_EQ(sl_conn_start(c), SL_OK);
+        sl_conn *c = identity_client(psk, SL_MODE_PASSWORD, server_pub, nullptr, user, password);
         sl_session *s = nullptr;
         EXPECT_EQ(sl_session_new(&s, policy, peer, now), SL_OK);
+        Waker waker;
+        sl_session_set_wake(s, &Waker::fn, &waker);
+        FeedResult r = exchange(c, s, waker, now);
+        const std::string hi = "hi";
+        if (sl_conn_send(c, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()) == SL_OK) {
+            FeedResult more = exchange(c, s, waker, now);
+            r.msgs.insert(r.msgs.end(), more.msgs.begin(), more.msgs.end());
+        }
         std::string reason = "?";
-        for (int round = 0; round < 3; ++round) {
-            Bytes in = take_output(c);
-            if (round == 2) {  // then a message, answered if logged in
-                const std::string hi = "hi";
-                if (sl_conn_send(c, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()) == SL_OK) {
-                    Bytes more = take_output(c);
-                    in.insert(in.end(), more.begin(), more.end());
-                }
-            }
-            size_t used = 0, mlen = 0;
-            const uint8_t *msg = nullptr;
-            if (!in.empty()) {
-                EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), now, &used, &msg, &mlen), SL_OK);
-            }
-            const uint8_t *out = nullptr;
-            size_t n = 0;
-            EXPECT_EQ(sl_session_pending(s, &out, &n), SL_OK);
-            FeedResult r = feed_all(c, Bytes(out, out + n));
-            EXPECT_EQ(sl_session_consume(s, n, now), SL_OK);
-            for (const auto &m : r.msgs) {
-                if (m.type == SL_MSG_CLOSE) reason = std::string(m.content.begin(), m.content.end());
-                if (m.type == SL_MSG_DATA) reason = "";
-            }
+        for (const auto &m : r.msgs) {
+            if (m.type == SL_MSG_CLOSE) reason = std::string(m.content.begin(), m.content.end());
+            if (m.type == SL_MSG_DATA) reason = "";
         }
         sl_session_free(s);
         sl_conn_free(c);
@@ -160,7 +121,104 @@ TEST(PasswordTest, UsersFileRightWrongAndTooManyFailures) {
         EXPECT_EQ(l.find("s3cret"), std::string::npos) << l;
         EXPECT_EQ(l.find("wrong3"), std::string::npos) << l;
     }
-    sl_policy_free(policy);
-    std::remove(path.c_str());
-    rmdir(dir);
+}
+
+// The password check (0.1 s of scrypt) runs on the policy's checker threads: the session that
+// sent its AUTH waits without a verdict, and another session on the same (driver's) thread is
+// served meanwhile; the verdict comes through the wake and pump.
+TEST(PasswordTest, ThePasswordCheckRunsOffTheDriversThreadAndTheVerdictComesThroughTheWake) {
+    TempDir dir;
+    const std::string path = dir.file("users");
+    const std::string pw = "s3cret";
+    ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    PasswordServer srv(path, SL_LOG_MSG);
+    const Bytes &psk = srv.psk;
+    const uint8_t *server_pub = srv.server_pub;
+    sl_policy *policy = srv.policy;
+    const Logs &logs = srv.logs;
+    auto feed = [](sl_session *s, const Bytes &in, int64_t now) {
+        size_t used = 0, mlen = 0;
+        const uint8_t *msg = nullptr;
+        EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), now, &used, &msg, &mlen), SL_OK);
+        return used;
+    };
+    auto output = [](sl_session *s, sl_conn *c) {
+        const uint8_t *out = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(sl_session_pending(s, &out, &n), SL_OK);
+        FeedResult r = feed_all(c, Bytes(out, out + n));
+        EXPECT_EQ(sl_session_consume(s, n, 0), SL_OK);
+        return r;
+    };
+    // A session for a client up to the handshake's frame 2, woken through `w`.
+    auto handshake = [&](sl_conn *c, const char *peer, Waker &w, int64_t now) {
+        sl_session *s = nullptr;
+        EXPECT_EQ(sl_session_new(&s, policy, peer, now), SL_OK);
+        sl_session_set_wake(s, &Waker::fn, &w);
+        feed(s, take_output(c), now);
+        EXPECT_TRUE(output(s, c).handshake_done);
+        return s;
+    };
+    sl_conn *bob = identity_client(psk, SL_MODE_PASSWORD, server_pub, nullptr, "bob", pw);
+    Waker waker;
+    sl_session *s = handshake(bob, "10.0.0.1:1", waker, 0);
+    Bytes auth = take_output(bob);  // the AUTH, and a DATA pipelined behind it
+    const std::string hi = "hi";
+    ASSERT_EQ(sl_conn_send(bob, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()), SL_OK);
+    const Bytes data = take_output(bob);
+    const size_t auth_len = auth.size();
+    auth.insert(auth.end(), data.begin(), data.end());
+    EXPECT_EQ(feed(s, auth, 1), auth_len) << "only the AUTH is taken";
+    EXPECT_TRUE(sl_session_busy(s));
+    EXPECT_FALSE(sl_session_wants_read(s));
+    size_t used = 0, mlen = 0;
+    const uint8_t *msg = nullptr;
+    EXPECT_EQ(sl_session_feed(s, data.data(), data.size(), 1, &used, &msg, &mlen), SL_ESTATE);
+    EXPECT_FALSE(logs.has("handshake complete")) << "no verdict on this thread";
+
+    // Meanwhile a PSK client on the same thread gets its answers.
+    sl_conn *other = nullptr;
+    ASSERT_EQ(sl_conn_new(&other, SL_CLIENT, psk.data()), SL_OK);
+    ASSERT_EQ(sl_conn_start(other), SL_OK);
+    Waker unused;
+    sl_session *t = handshake(other, "10.0.0.2:1", unused, 1);
+    Bytes ping_and_data = take_output(other);
+    ASSERT_EQ(sl_conn_send(other, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()), SL_OK);
+    const Bytes more = take_output(other);
+    ping_and_data.insert(ping_and_data.end(), more.begin(), more.end());
+    feed(t, ping_and_data, 2);
+    FeedResult r = output(t, other);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "ACK: received 2 bytes");
+
+    waker.wait();  // the checker's thread: the verdict is in
+    EXPECT_TRUE(sl_session_busy(s)) << "taken only on the session's own thread";
+    sl_session_pump(s, 3);
+    EXPECT_FALSE(sl_session_busy(s));
+    EXPECT_TRUE(logs.has("[INFO] bob@10.0.0.1:1 handshake complete (mode password)"));
+    EXPECT_EQ(feed(s, data, 3), data.size());  // what the driver kept
+    r = output(s, bob);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "ACK: received 2 bytes");
+
+    // A session that goes away while its check runs is never woken.
+    sl_conn *gone = identity_client(psk, SL_MODE_PASSWORD, server_pub, nullptr, "bob", pw);
+    Waker never;
+    sl_session *u = handshake(gone, "10.0.0.3:1", never, 4);
+    feed(u, take_output(gone), 5);
+    EXPECT_TRUE(sl_session_busy(u));
+    sl_session_free(u);
+    int woken_before = 0;  // (0, unless the check was already over)
+    {
+        std::lock_guard<std::mutex> lock(never.mu);
+        woken_before = never.woken;
+    }
+    sl_session_free(s);
+    sl_session_free(t);
+    sl_policy_free(policy);  // joins the checker's threads: u's check ran or was skipped
+    srv.policy = nullptr;
+    EXPECT_EQ(never.woken, woken_before) << "no wake after the session was freed";
+    sl_conn_free(bob);
+    sl_conn_free(other);
+    sl_conn_free(gone);
 }

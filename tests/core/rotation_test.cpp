@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "test_util.hpp"
+#include "identity_util.hpp"
 
 using namespace sltest;
 
@@ -15,16 +15,6 @@ Bytes joined(const std::vector<std::array<uint8_t, 32>> &keys) {
     for (const auto &k : keys) out.insert(out.end(), k.begin(), k.end());
     return out;
 }
-
-struct Logs {
-    std::vector<std::string> lines;
-    static void fn(void *ud, int, const char *line) { static_cast<Logs *>(ud)->lines.emplace_back(line); }
-    bool has(const std::string &text) const {
-        for (const auto &l : lines)
-            if (l.find(text) != std::string::npos) return true;
-        return false;
-    }
-};
 
 }  // namespace
 
@@ -119,17 +109,8 @@ TEST(RotationTest, SessionLogsWhichKeyFileMatchedNeverTheKey) {
         sl_session *s = nullptr;
         const std::string peer = "10.1.1.1:" + std::to_string(100 + k);
         ASSERT_EQ(sl_session_new(&s, policy, peer.c_str(), 0), SL_OK);
-        for (int round = 0; round < 2; ++round) {  // frame 1, then the key-confirmation PING
-            const Bytes in = take_output(client);
-            size_t used = 0, mlen = 0;
-            const uint8_t *msg = nullptr;
-            ASSERT_EQ(sl_session_feed(s, in.data(), in.size(), 0, &used, &msg, &mlen), SL_OK);
-            const uint8_t *out = nullptr;
-            size_t n = 0;
-            ASSERT_EQ(sl_session_pending(s, &out, &n), SL_OK);
-            ASSERT_EQ(feed_all(client, Bytes(out, out + n)).rc, SL_OK);
-            ASSERT_EQ(sl_session_consume(s, n, 0), SL_OK);
-        }
+        Waker waker;
+        ASSERT_EQ(exchange(client, s, waker).rc, SL_OK);  // frame 1, then the key-confirmation PING
         EXPECT_TRUE(logs.has("[INFO] " + peer + " handshake complete (key " + names[k] + ")"));
         sl_session_free(s);
         sl_conn_free(client);
@@ -141,4 +122,37 @@ TEST(RotationTest, SessionLogsWhichKeyFileMatchedNeverTheKey) {
 
     cfg.psk_count = SL_MAX_PSKS + 1;
     EXPECT_EQ(sl_policy_new(&policy, &cfg), SL_EINVAL);
+}
+
+// PROTOCOL.md 12, "The other modes": in mode 3 the PSK is mixed in only at the end of frame 3, so a
+// server with several keys finds the client's there. The mode-3 vectors, with the vector's key
+// second in the server's list: the same frames, the same handshake hash, key index 1.
+TEST(RotationVectorTest, Mode3ServerFindsTheClientsKeyInFrame3) {
+    const nlohmann::json v = project_vectors("seclink_v1_user_key.json");
+    const Bytes psk = unhex(v["psk"]), se = unhex(v["server_ephemeral"]), ss = unhex(v["server_static"]);
+    Bytes keys(32, 0x77);  // a key the client does not hold, first
+    keys.insert(keys.end(), psk.begin(), psk.end());
+    sl_conn *server = vector_server(keys, se, ss);
+    const auto &w = v["wire"];
+    ASSERT_FALSE(feed_all(server, unhex(w[0]["bytes"])).handshake_done);
+    EXPECT_EQ(hex(take_output(server)), w[1]["bytes"].get<std::string>()) << "frame 2 does not depend on the PSK";
+    FeedResult r = feed_all(server, unhex(w[2]["bytes"]));
+    ASSERT_EQ(r.rc, SL_OK);
+    ASSERT_TRUE(r.handshake_done);
+    EXPECT_EQ(sl_conn_psk_index(server), 1);
+    uint8_t h[32];
+    ASSERT_EQ(sl_conn_handshake_hash(server, h), SL_OK);
+    EXPECT_EQ(hex(h, 32), v["handshake_hash"].get<std::string>());
+    r = feed_all(server, unhex(w[3]["bytes"]));  // and the client's first message decrypts
+    ASSERT_EQ(r.rc, SL_OK);
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(hex(r.msgs[0].content), w[3]["content"].get<std::string>());
+    sl_conn_free(server);
+
+    // Neither key: HANDSHAKE_AUTH on frame 3.
+    server = vector_server(Bytes(64, 0x66), se, ss);
+    ASSERT_EQ(feed_all(server, unhex(w[0]["bytes"])).rc, SL_OK);
+    (void)take_output(server);
+    EXPECT_EQ(feed_all(server, unhex(w[2]["bytes"])).rc, SL_EHANDSHAKE_AUTH);
+    sl_conn_free(server);
 }

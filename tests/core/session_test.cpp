@@ -366,12 +366,12 @@ TEST(SessionTest, ShutdownSaysGoodbyeToAuthenticatedSessionsAndDropsTheOthers) {
     sl_session_shutdown(b.s, 5);
     EXPECT_EQ(a.status(), SL_SESSION_CLOSING);
     EXPECT_EQ(b.status(), SL_SESSION_CLOSED);
-    FeedResult r = ca.in(a.output());
+    FeedResult r = ca.in(a.output(5));
     ASSERT_EQ(r.msgs.size(), 1u);
     EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "server shutting down");
     sl_session_tick(a.s, 5 + 1999);
     EXPECT_EQ(a.status(), SL_SESSION_CLOSING);
-    sl_session_tick(a.s, 5 + 2000);  // the grace period is over: dropped, reason kept
+    sl_session_tick(a.s, 5 + 2000);  // the lingering close is over: dropped, reason kept
     EXPECT_EQ(a.status(), SL_SESSION_CLOSED);
     sl_session_close(a.s);
     sl_session_close(b.s);
@@ -548,4 +548,62 @@ TEST(ChatTest, TextRules) {
     EXPECT_FALSE(ok("\xed\xa0\x80"));                    // a surrogate
     EXPECT_FALSE(ok("\xf4\x90\x80\x80"));                // above U+10FFFF
     EXPECT_FALSE(ok("\xe2\x98"));                        // cut short
+}
+
+// PROTOCOL.md 5, closing the stream: once the CLOSE is written the session lingers, reading and
+// discarding what the client still sends until its EOF, a byte bound or a deadline, so that the
+// close is not a reset that destroys the CLOSE the client has not read yet.
+TEST(SessionTest, AClosingSessionLingersUntilTheClientsEofAByteBoundOrADeadline) {
+    Server srv([](sl_server_config &c) { c.max_clients = 1; });
+    Session a(srv, "10.0.9.1:1", 0);
+    Client ca;
+    connect(ca, a, 0);
+    auto refused = [&](Session &s, Client &cl, int64_t now) {  // server full: CLOSE, then lingering
+        s.feed(cl.out(), now);
+        ASSERT_TRUE(cl.in(s.output(now)).handshake_done);
+        Bytes pipelined = cl.out();  // the key-confirmation PING and a DATA, sent together
+        Bytes data = cl.frame(SL_MSG_DATA, "pipelined");
+        pipelined.insert(pipelined.end(), data.begin(), data.end());
+        s.feed(pipelined, now);
+        ASSERT_EQ(s.status(), SL_SESSION_CLOSING);
+        EXPECT_FALSE(sl_session_wants_read(s.s)) << "the CLOSE is written first";
+        ASSERT_EQ(cl.in(s.output(now)).msgs.at(0).type, SL_MSG_CLOSE);
+        EXPECT_TRUE(sl_session_wants_read(s.s)) << "then what the client still sends is read";
+        EXPECT_EQ(sl_session_deadline(s.s), now + 2000);
+    };
+    Session eof(srv, "10.0.9.2:1", 0);
+    Client ce;
+    refused(eof, ce, 10);
+    size_t used = 0, mlen = 0;
+    const uint8_t *msg = nullptr;
+    const Bytes junk(1000, 0x55);
+    ASSERT_EQ(sl_session_feed(eof.s, junk.data(), junk.size(), 11, &used, &msg, &mlen), SL_OK);
+    EXPECT_EQ(used, junk.size());
+    EXPECT_EQ(msg, nullptr);
+    EXPECT_EQ(eof.status(), SL_SESSION_CLOSING) << "discarded, not a protocol error";
+    sl_session_feed_eof(eof.s, 12);
+    EXPECT_EQ(eof.status(), SL_SESSION_CLOSED);
+    sl_session_close(eof.s);
+    EXPECT_TRUE(srv.logs.has("[WARN] 10.0.9.2:1 disconnected: refused: server full (1 clients)"));
+
+    Session flood(srv, "10.0.9.3:1", 0);
+    Client cf;
+    refused(flood, cf, 20);
+    const Bytes chunk(64 * 1024, 0x55);
+    for (int i = 0; i < 4; ++i) {  // 256 KiB: the bound, still read
+        ASSERT_EQ(sl_session_feed(flood.s, chunk.data(), chunk.size(), 21, &used, &msg, &mlen), SL_OK);
+        EXPECT_EQ(flood.status(), SL_SESSION_CLOSING);
+    }
+    ASSERT_EQ(sl_session_feed(flood.s, chunk.data(), 1, 21, &used, &msg, &mlen), SL_OK);
+    EXPECT_EQ(flood.status(), SL_SESSION_CLOSED) << "one byte more: closed";
+
+    Session silent(srv, "10.0.9.4:1", 0);
+    Client cs;
+    refused(silent, cs, 30);
+    sl_session_tick(silent.s, 2029);
+    EXPECT_EQ(silent.status(), SL_SESSION_CLOSING);
+    sl_session_tick(silent.s, 2030);
+    EXPECT_EQ(silent.status(), SL_SESSION_CLOSED) << "no EOF within 2 s: closed anyway";
+    sl_session_close(silent.s);
+    EXPECT_EQ(srv.logs.count("disconnected: refused: server full (1 clients)"), 2u);
 }

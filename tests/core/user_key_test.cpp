@@ -1,79 +1,18 @@
 // Key users (PROTOCOL.md 15): mode 3 (Noise XXpsk3) reproduced from the vectors; the session layer
 // lets in only listed keys, names the user in its log lines, and reloads the list.
-#include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 
-#include "test_util.hpp"
+#include "identity_util.hpp"
 
 using namespace sltest;
-
-namespace {
-
-struct Logs {
-    std::vector<std::string> lines;
-    static void fn(void *ud, int, const char *line) { static_cast<Logs *>(ud)->lines.emplace_back(line); }
-    bool has(const std::string &text) const {
-        for (const auto &l : lines)
-            if (l.find(text) != std::string::npos) return true;
-        return false;
-    }
-};
-
-std::string b64(const uint8_t *p, size_t n);
-
-// A client in mode 3 run against a session until its frames stop; returns what the client got.
-FeedResult run(sl_conn *client, sl_session *s) {
-    FeedResult last;
-    for (int round = 0; round < 3; ++round) {
-        const Bytes in = take_output(client);
-        if (in.empty()) break;
-        size_t used = 0, mlen = 0;
-        const uint8_t *msg = nullptr;
-        EXPECT_EQ(sl_session_feed(s, in.data(), in.size(), 0, &used, &msg, &mlen), SL_OK);
-        const uint8_t *out = nullptr;
-        size_t n = 0;
-        EXPECT_EQ(sl_session_pending(s, &out, &n), SL_OK);
-        FeedResult r = feed_all(client, Bytes(out, out + n));
-        EXPECT_EQ(sl_session_consume(s, n, 0), SL_OK);
-        last.msgs.insert(last.msgs.end(), r.msgs.begin(), r.msgs.end());
-        last.rc = r.rc;
-    }
-    return last;
-}
-
-std::string b64(const uint8_t *p, size_t n) {
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = uint32_t{p[i]} << 16 | (i + 1 < n ? uint32_t{p[i + 1]} << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        out += t[v >> 18 & 63];
-        out += t[v >> 12 & 63];
-        out += i + 1 < n ? t[v >> 6 & 63] : '=';
-        out += i + 2 < n ? t[v & 63] : '=';
-    }
-    return out;
-}
-
-}  // namespace
 
 TEST(UserKeyVectorTest, Mode3ConnectionReproducedByteForByte) {
     const nlohmann::json v = project_vectors("seclink_v1_user_key.json");
     const Bytes psk = unhex(v["psk"]), ce = unhex(v["client_ephemeral"]), se = unhex(v["server_ephemeral"]);
     const Bytes ss = unhex(v["server_static"]), cs = unhex(v["client_static"]), sp = unhex(v["server_static_public"]);
-    sl_conn *client = nullptr, *server = nullptr;
-    ASSERT_EQ(sl_conn_new(&client, SL_CLIENT, psk.data()), SL_OK);
-    ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(client, ce.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_mode(client, SL_MODE_USER_KEY), SL_OK);
-    ASSERT_EQ(sl_conn_set_server_key(client, sp.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_static_key(client, cs.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
-    ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
-    ASSERT_EQ(sl_conn_start(client), SL_OK);
-    ASSERT_EQ(sl_conn_start(server), SL_OK);
+    sl_conn *client = identity_client(psk, SL_MODE_USER_KEY, sp.data(), &cs, "", "", &ce);
+    sl_conn *server = vector_server(psk, se, ss);
     const auto &w = v["wire"];
     EXPECT_EQ(hex(take_output(client)), w[0]["bytes"].get<std::string>());
     FeedResult r = feed_all(server, unhex(w[0]["bytes"]));
@@ -96,11 +35,7 @@ TEST(UserKeyVectorTest, Mode3ConnectionReproducedByteForByte) {
     sl_conn_free(server);
     for (const auto &m : v["malformed"]) {
         SCOPED_TRACE(m["name"].get<std::string>());
-        ASSERT_EQ(sl_conn_new(&server, SL_SERVER, psk.data()), SL_OK);
-        ASSERT_EQ(sl_conn_set_ephemeral_for_testing(server, se.data()), SL_OK);
-        ASSERT_EQ(sl_conn_set_static_key(server, ss.data()), SL_OK);
-        ASSERT_EQ(sl_conn_set_accepted_modes(server, SL_MODES_ALL), SL_OK);
-        ASSERT_EQ(sl_conn_start(server), SL_OK);
+        server = vector_server(psk, se, ss);
         ASSERT_EQ(feed_all(server, unhex(w[0]["bytes"])).rc, SL_OK);
         (void)take_output(server);
         EXPECT_STREQ(sl_errname(feed_all(server, unhex(m["bytes"])).rc), m["error"].get<std::string>().c_str());
@@ -110,40 +45,30 @@ TEST(UserKeyVectorTest, Mode3ConnectionReproducedByteForByte) {
 }
 
 TEST(UserKeyTest, OnlyListedKeysGetInNamedInEveryLineAndReloadRevokes) {
-    char dir[] = "/tmp/seclink-users-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    const std::string path = std::string(dir) + "/authorized_keys";
+    TempDir dir;
+    const std::string path = dir.file("authorized_keys");
     const Bytes psk(32, 4), server_priv(32, 5), alice(32, 6), bob(32, 7);
     uint8_t alice_pub[32], bob_pub[32];
     ASSERT_EQ(sl_key_public(alice.data(), alice_pub), SL_OK);
     ASSERT_EQ(sl_key_public(bob.data(), bob_pub), SL_OK);
     std::ofstream(path) << "# users\nalice " << b64(alice_pub, 32) << "\nbob " << b64(bob_pub, 32) << "\n";
     Logs logs;
-    sl_server_config cfg;
-    sl_server_config_init(&cfg);
-    cfg.psk = psk.data();
-    cfg.server_key = server_priv.data();
+    sl_server_config cfg = identity_config(psk, server_priv, logs);
     cfg.authorized_keys = path.c_str();
-    cfg.log = &Logs::fn;
-    cfg.log_ud = &logs;
     sl_policy *policy = nullptr;
     ASSERT_EQ(sl_policy_new(&policy, &cfg), SL_OK);
     uint8_t server_pub[32];
     ASSERT_EQ(sl_key_public(server_priv.data(), server_pub), SL_OK);
     auto session_for = [&](const Bytes &identity, const char *peer, FeedResult *r) {
-        sl_conn *c = nullptr;
-        EXPECT_EQ(sl_conn_new(&c, SL_CLIENT, psk.data()), SL_OK);
-        EXPECT_EQ(sl_conn_set_mode(c, SL_MODE_USER_KEY), SL_OK);
-        EXPECT_EQ(sl_conn_set_server_key(c, server_pub), SL_OK);
-        EXPECT_EQ(sl_conn_set_static_key(c, identity.data()), SL_OK);
-        EXPECT_EQ(sl_conn_start(c), SL_OK);
+        sl_conn *c = identity_client(psk, SL_MODE_USER_KEY, server_pub, &identity);
         sl_session *s = nullptr;
         EXPECT_EQ(sl_session_new(&s, policy, peer, 0), SL_OK);
-        *r = run(c, s);
+        Waker waker;
+        *r = exchange(c, s, waker);
         const std::string hi = "hi";
         EXPECT_EQ(sl_conn_send(c, SL_MSG_DATA, reinterpret_cast<const uint8_t *>(hi.data()), hi.size()),
                   sl_session_status(s) == SL_SESSION_OPEN ? SL_OK : SL_ECLOSED);
-        FeedResult more = run(c, s);
+        FeedResult more = exchange(c, s, waker);
         r->msgs.insert(r->msgs.end(), more.msgs.begin(), more.msgs.end());
         const std::string user = sl_session_user(s);
         sl_session_free(s);
@@ -172,6 +97,4 @@ TEST(UserKeyTest, OnlyListedKeysGetInNamedInEveryLineAndReloadRevokes) {
     EXPECT_TRUE(logs.has("line 1: KEY_FORMAT"));
     EXPECT_EQ(session_for(alice, "10.0.0.4:1", &r), "alice");
     sl_policy_free(policy);
-    std::remove(path.c_str());
-    rmdir(dir);
 }

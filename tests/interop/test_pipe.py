@@ -284,3 +284,20 @@ def test_pipe_flags_refused_where_they_make_no_sense(tmp_path: Path, env, keys: 
         r = subprocess.run([*argv, "--psk-file", str(keys), "--log-file", "-"], cwd=tmp_path, env=env,
                            capture_output=True, timeout=WAIT)
         assert r.returncode == 2 and text in r.stderr.decode(), (argv, r.stderr)
+
+
+@pytest.mark.parametrize("server", list(PIPE_SERVERS))
+def test_a_pipe_server_with_two_keys_takes_a_client_of_the_second(spawn, keys: Path, tmp_path: Path,
+                                                                  server: str) -> None:
+    """--psk-file twice (key rotation, PROTOCOL.md 12) on a pipe server, as on the others."""
+    generate_key(tmp_path / "new")
+    srv = spawn(server_argv(server, keys, "--pipe", "--psk-file", str(tmp_path / "new")))
+    cli = spawn(client_argv("cpp", srv.wait_listening(), tmp_path / "new"))
+    threads = [feed(srv.proc, b"down"), feed(cli.proc, b"up")]
+    (t_srv, srv_out), (t_cli, cli_out) = collect(srv.proc), collect(cli.proc)
+    assert cli.wait() == 0, cli.err
+    assert srv.wait() == 0, srv.err
+    for t in [*threads, t_srv, t_cli]:
+        t.join(WAIT)
+    assert srv_out[0] == b"up" and cli_out[0] == b"down"
+    assert f"handshake complete (key {tmp_path / 'new'})".encode() in srv.err, srv.err

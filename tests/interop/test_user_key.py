@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.reference.seclink_ref import generate_key, public_bytes
-from tests.matrix import PAIRS, PAIR_IDS, replies
+from tests.matrix import PAIR_IDS, PAIRS, refusal, replies
 
 OUR_SERVERS = ["cpp", "py", "py-asyncio"]
 
@@ -62,15 +62,14 @@ def test_a_key_user_between_every_server_and_client(start_server, run_client, us
 
 
 @pytest.mark.parametrize("server", [*OUR_SERVERS, "ref"])
-@pytest.mark.parametrize("client", ["cpp", "py", "aio"])
+@pytest.mark.parametrize("client", ["cpp", "py", "aio", "ref"])
 def test_an_unknown_user_is_refused(start_server, run_client, users, tmp_path: Path, server: str, client: str) -> None:
     srv = start_server(server, *server_flags(server, tmp_path))
+    # The client pipelines its DATA behind message 3; the server sends CLOSE "unknown user" and
+    # lingers (PROTOCOL.md 5) so that the close is no reset: every client reports the reason.
     r = run_client(client, srv.port, "sneaky", *client_flags(client, tmp_path, "mallory"))
-    # The server sends CLOSE "unknown user" and closes; the asyncio client may see the reset that
-    # its message causes before it reads the CLOSE (asyncio's StreamReader raises before handing
-    # out buffered bytes), and then reports the lost connection without the reason.
-    reasons = ("unknown user",) if client != "aio" else ("unknown user", "closed the connection")
-    assert r.returncode == 7 and any(why in r.stderr for why in reasons), str(r)
+    status, line = refusal(client, "unknown user")
+    assert r.returncode == status and line in r.stderr, str(r)
     assert replies(r.stdout) == []
     if server != "ref":
         srv.wait_for(r"^\[WARN\] 127\.0\.0\.1:\d+ disconnected: refused: unknown user \(key [A-Z2-7-]{39}\)$")
@@ -93,3 +92,51 @@ def test_a_key_removed_is_refused_after_sighup_and_a_bad_file_keeps_the_list(sta
     assert r.returncode == 7 and "unknown user" in r.stderr, str(r)
     assert len(srv.out.matching(r"alice@.* handshake complete")) == 2
     assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("server", [*OUR_SERVERS, "ref"])
+@pytest.mark.parametrize("client", ["cpp", "ref"])
+def test_a_key_user_holding_either_of_two_psks_is_served(start_server, run_client, users, keys, tmp_path: Path,
+                                                        server: str, client: str) -> None:
+    """PROTOCOL.md 12, "The other modes": in mode 3 the server finds the client's PSK by trial
+    decryption of frame 3, and names the key file that matched."""
+    old, new = keys
+    srv = start_server(server, *server_flags(server, tmp_path), "--psk-file", str(new))  # old comes first
+    for key in (new, old):
+        mark = srv.out.mark()
+        r = run_client(client, srv.port, "rotated", *client_flags(client, tmp_path), psk=key)
+        assert r.returncode == 0 and replies(r.stdout) == ["ACK: received 7 bytes"], str(r)
+        if server == "ref":
+            srv.wait_for(rf"handshake done \(key {key}\) \(user alice\)$", since=mark)
+        else:
+            srv.wait_for(rf"^\[INFO\] alice@127\.0\.0\.1:\d+ handshake complete \(key {key}\) \(mode user-key\)$",
+                         since=mark)
+    generate_key(tmp_path / "third")
+    r = run_client(client, srv.port, "never", *client_flags(client, tmp_path), psk=tmp_path / "third")
+    assert r.returncode != 0 and replies(r.stdout) == [], str(r)
+    srv.wait_for(r"HANDSHAKE_AUTH")
+
+
+def test_the_reference_server_finds_a_mode_3_key_in_frame_3_of_the_vectors() -> None:
+    """PROTOCOL.md 12 on the mode-3 vectors (their wire is the same with several keys): the
+    vector's key second in the reference server's list; a list without it fails on frame 3."""
+    import json
+
+    from tests.reference.seclink_ref import MODE_USER_KEY, Connection, HandshakeDone, Message, ProtocolError
+    v = json.loads((Path(__file__).parent / "vectors" / "seclink_v1_user_key.json").read_text())
+    wire = [bytes.fromhex(w["bytes"]) for w in v["wire"]]
+    psk, other = bytes.fromhex(v["psk"]), bytes(32 * [0x77])
+
+    def server(psks: list[bytes]) -> Connection:
+        s = Connection("server", psks[0], psks=psks, ephemeral=bytes.fromhex(v["server_ephemeral"]),
+                       static=bytes.fromhex(v["server_static"]), accepted_modes=[MODE_USER_KEY])
+        assert s.receive(wire[0]) == []
+        assert s.data_to_send() == wire[1]  # frame 2 does not depend on the PSK
+        return s
+
+    s = server([other, psk])
+    assert s.receive(wire[2]) == [HandshakeDone()] and s.psk_index == 1
+    assert s.receive(wire[3]) == [Message(1, bytes.fromhex(v["wire"][3]["content"]))]
+    with pytest.raises(ProtocolError) as e:
+        server([other, other]).receive(wire[2])
+    assert e.value.name == "HANDSHAKE_AUTH"

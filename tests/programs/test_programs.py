@@ -458,7 +458,7 @@ def test_default_worker_count_is_one_per_cpu_less_one(start_server, server_argv,
     want = max(1, len(os.sched_getaffinity(0)) - 1)  # the CPUs this process (and the server) may use
     srv = start_server()
     srv.wait_for(rf"^\[INFO\] seclink server \S+ \((c\+\+|python)\): {want} worker thread{'' if want == 1 else 's'}, ")
-    r = _run([*server_argv, "--help"], cwd=workdir, env=env, input=None, timeout=WAIT)
+    r = run_to_end([*server_argv, "--help"], cwd=workdir, env=env, input=None, timeout=WAIT)
     assert "worker threads (default: one per core, less one; at least 1)" in r.stdout, r.stdout
 
 

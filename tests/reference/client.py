@@ -54,6 +54,20 @@ def events(sock: socket.socket, conn: Connection) -> Iterator[Event]:
             return
 
 
+def closed_reason(sock: socket.socket, conn: Connection) -> str | None:
+    """After a failed write (section 5, closing the stream): the reason of a CLOSE that has already
+    arrived, read without waiting; None if there is none."""
+    sock.setblocking(False)
+    try:
+        while data := sock.recv(65536):
+            for event in conn.receive(data):
+                if isinstance(event, Closed):
+                    return event.reason or ""
+    except (OSError, ProtocolError):
+        pass
+    return None
+
+
 def stdin_lines() -> Iterator[bytes]:
     for line in sys.stdin.buffer:
         line = line.rstrip(b"\r\n")
@@ -110,6 +124,9 @@ def run(host: str, port: int, psk: bytes, messages: Iterable[bytes] | tuple[list
             conn.close()
             sock.sendall(conn.data_to_send())
         except (ProtocolError, OSError) as error:
+            why = closed_reason(sock, conn) if isinstance(error, OSError) else None
+            if why is not None:
+                raise ClientError("the server closed the connection" + (f": {why}" if why else "")) from None
             raise ClientError(str(error)) from None
 
 

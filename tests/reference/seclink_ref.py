@@ -363,14 +363,24 @@ class XXpsk3Handshake(NXpsk2Handshake):
         ss.mix_key_and_hash(self._psk)           # "psk"
         return cc + ss.encrypt_and_hash(payload)
 
-    def read_message_3(self, message: bytes) -> bytes:
+    def read_message_3(self, message: bytes, psks: list[bytes] | None = None) -> tuple[bytes, int]:
+        """The payload, and which of `psks` (section 12; default: this handshake's one PSK) it
+        verified under: `s` and `se` once, then `psk` and the payload from that same state with
+        each key in turn; the first whose tag verifies wins."""
         ss = self._ss
         rc = ss.decrypt_and_hash(message[:48])   # "s"
         ss.mix_key(dh(self._e, rc))              # "se" (responder: DH(e, rs))
-        ss.mix_key_and_hash(self._psk)           # "psk"
-        payload = ss.decrypt_and_hash(message[48:])
-        self.remote_static = rc
-        return payload
+        ck, h = ss.ck, ss.h
+        for i, key in enumerate(psks or [self._psk]):
+            ss.ck, ss.h = ck, h
+            ss.mix_key_and_hash(key)             # "psk"
+            try:
+                payload = ss.decrypt_and_hash(message[48:])
+            except ProtocolError:
+                continue
+            self.remote_static = rc
+            return payload, i
+        raise ProtocolError("HANDSHAKE_AUTH")
 
 
 def password_matches(line: str, name: str, password: bytes) -> bool:
@@ -640,7 +650,7 @@ class Connection:
                 raise ProtocolError("BAD_MAGIC")
             if body[4] not in MODE_NAMES or body[4] not in self.accepted_modes:
                 raise ProtocolError("BAD_VERSION")  # section 14.2: answered with modes_frame()
-            if body[4] != MODE_PSK:  # sections 14.1, 12, 13: the first PSK only
+            if body[4] != MODE_PSK:  # sections 14.1, 12: the first PSK (mode 3: until frame 3)
                 kind = XXpsk3Handshake if body[4] == MODE_USER_KEY else NXpsk2Handshake
                 self._noise = kind(False, self._psks[0] if self._psks else self._psk, prologue=body[:5],
                                    ephemeral=self._ephemeral, static=self._static)
@@ -661,8 +671,8 @@ class Connection:
             self._recv, self._send = self._noise.split()
             self._state = "transport"
             return [HandshakeDone()]
-        if self._state == "frame3":                 # section 15 (server)
-            self._noise.read_message_3(body)
+        if self._state == "frame3":                 # section 15 (server); section 12: any of its keys
+            _, self.psk_index = self._noise.read_message_3(body, self._psks)
             self.client_static = self._noise.remote_static
             self._recv, self._send = self._noise.split()
             self._state = "transport"

@@ -38,6 +38,22 @@ def size(content: bytes) -> str:
     return f"{len(content)} byte" + ("" if len(content) == 1 else "s")
 
 
+def linger(sock: socket.socket) -> None:
+    """Section 5, closing the stream: FIN, then read and discard until the client's end of stream,
+    at most 256 KiB or 2 s, so that the close is not a reset that destroys the CLOSE just sent."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(2.0)
+        left = 256 * 1024
+        while left > 0:
+            data = sock.recv(65536)
+            if not data:
+                return
+            left -= len(data)
+    except OSError:
+        pass  # reset, timed out: closed either way
+
+
 def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[str], echo: bool,
                  max_message: int, rekey_bytes: int = DEFAULT_REKEY_BYTES, static: bytes | None = None,
                  users: dict[bytes, str] | None = None, passwords: list[str] | None = None,
@@ -78,6 +94,7 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                 except ProtocolError as error:
                     if error.name == "BAD_VERSION":  # section 14.2: say which modes this server accepts
                         sock.sendall(modes_frame(conn.accepted_modes))
+                        linger(sock)
                     raise
                 for event in events:
                     if isinstance(event, HandshakeDone):
@@ -139,6 +156,8 @@ def serve_client(sock: socket.socket, peer: str, psks: list[bytes], names: list[
                             reason = f"CLOSE {event.reason}" if event.reason else "CLOSE"
                 with lock:
                     sock.sendall(conn.data_to_send())
+            if not _stopping.is_set():
+                linger(sock)
     except ProtocolError as error:
         files.close()
         log(f"[WARN] {peer}: {error.name}: {ERRORS[error.name]}")

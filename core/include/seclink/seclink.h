@@ -657,9 +657,15 @@ SL_API void sl_server_free(sl_server *server);
  *     sl_session_reply_failed(), possibly later, before feeding more;
  *   - writes sl_session_pending() and sl_session_consume()s what was written;
  *   - calls sl_session_tick() once sl_session_deadline() has passed;
- *   - closes the socket when sl_session_status() is SL_SESSION_CLOSED, or is
- *     SL_SESSION_CLOSING with nothing pending (after a shutdown(SHUT_WR)); then
- *     sl_session_close() writes the "disconnected" line and gives the session's slots back.
+ *   - once sl_session_status() is SL_SESSION_CLOSING with nothing pending, shuts down its
+ *     writing side (a TLS close_notify, then shutdown(SHUT_WR)) and, while
+ *     sl_session_wants_read() says so, keeps reading raw bytes from the socket and feeding them:
+ *     the session discards them until the client's EOF, a byte bound or a deadline (a lingering
+ *     close: closing with unread input would reset the connection, and the reset can destroy
+ *     the CLOSE the client has not read yet);
+ *   - closes the socket when sl_session_status() is SL_SESSION_CLOSED (or, a driver that does
+ *     not linger, SL_SESSION_CLOSING with nothing pending); then sl_session_close() writes the
+ *     "disconnected" line and gives the session's slots back.
  * Times are milliseconds of a monotonic clock, as the driver reads it. */
 
 typedef struct sl_policy sl_policy;
@@ -667,7 +673,8 @@ typedef struct sl_session sl_session;
 
 typedef enum sl_session_state {
     SL_SESSION_OPEN = 0,    /* read (while wants_read) and write */
-    SL_SESSION_CLOSING = 1, /* read nothing more; write what is pending, then close */
+    SL_SESSION_CLOSING = 1, /* write what is pending, shut down writing, then read and feed
+                               (discarded) while wants_read; close when CLOSED */
     SL_SESSION_CLOSED = 2   /* close the socket now */
 } sl_session_state;
 
@@ -740,7 +747,8 @@ SL_API int sl_session_consume(sl_session *session, size_t n, int64_t now_ms);
 
 SL_API int sl_session_status(const sl_session *session);
 /** 1 if the driver should read from the connection now; 0 while the session waits for
- *  admission or a reply, while its output is backed up, or once it is closing. */
+ *  admission or a reply, while its output is backed up, or while it is closing and still has
+ *  output to write (1 again once that is written: the lingering close). */
 SL_API int sl_session_wants_read(const sl_session *session);
 /** When sl_session_tick() is due (monotonic ms). */
 SL_API int64_t sl_session_deadline(const sl_session *session);
@@ -772,13 +780,21 @@ SL_API const char *sl_session_peer(const sl_session *session);
 /** Chat servers: another session (possibly on another thread) queued lines for this one. The
  *  session calls `wake(ud)` from that thread, at most once until sl_session_pump() runs; the
  *  driver must then, on this session's own thread, call sl_session_pump() and write what is
- *  pending. `wake` must not call into the session layer. Set it before feeding. */
+ *  pending. `wake` must not call into the session layer. Set it before feeding.
+ *  Servers with password users (PROTOCOL.md 16) need it too: the password check runs on the
+ *  policy's own threads, which call `wake(ud)` when the verdict is in (see sl_session_busy). */
 typedef void (*sl_wake_fn)(void *ud);
 SL_API void sl_session_set_wake(sl_session *session, sl_wake_fn wake, void *ud);
 /** Moves lines queued for this session into its pending output, as far as its output
  *  backpressure allows (the rest waits; sl_session_consume() pumps again). A member whose queue
  *  overflowed is closed here (CLOSE "CHAT_SLOW: ..."). */
 SL_API void sl_session_pump(sl_session *session, int64_t now_ms);
+/** 1 while a password check (scrypt, about 0.1 s) runs for this session on the policy's checker
+ *  threads (two, with a bounded queue: when it is full the client gets CLOSE "server busy: try
+ *  again later"). Meanwhile sl_session_feed() takes nothing (SL_ESTATE) and wants_read is 0: the
+ *  driver keeps the bytes it read but could not feed, and after the wake calls
+ *  sl_session_pump() (which takes the verdict) and feeds them. */
+SL_API int sl_session_busy(const sl_session *session);
 
 /** 1 if this build can link chat rooms across servers (sl_server_config.chat_cluster). */
 SL_API int sl_chat_cluster_available(void);
@@ -839,7 +855,10 @@ typedef struct sl_client sl_client;
 SL_API int sl_client_connect(sl_client **out, const sl_client_config *cfg);
 
 /** Sends one message and waits until it is written, at most the config's timeout_ms (a server
- *  that stops reading gives SL_ETIMEDOUT). Returns SL_OK, the sl_conn_send errors,
+ *  that stops reading gives SL_ETIMEDOUT). If the write fails because the server has closed
+ *  and the server's CLOSE has already arrived, that CLOSE is the answer: the send returns SL_OK
+ *  and sl_client_recv() returns the messages read, the CLOSE last (sl_client_flush and
+ *  sl_client_connect do the same). Returns SL_OK, the sl_conn_send errors,
  *  SL_ETIMEDOUT, SL_EPEER_CLOSED, SL_ESOCKET, SL_ETLS. */
 SL_API int sl_client_send(sl_client *client, int msg_type, const uint8_t *data, size_t len);
 
