@@ -123,7 +123,7 @@ def test_the_reference_server_finds_a_mode_3_key_in_frame_3_of_the_vectors() -> 
     import json
 
     from tests.reference.seclink_ref import MODE_USER_KEY, Connection, HandshakeDone, Message, ProtocolError
-    v = json.loads((Path(__file__).parent / "vectors" / "seclink_v1_user_key.json").read_text())
+    v = json.loads((Path(__file__).parents[1] / "vectors" / "seclink_v1_user_key.json").read_text())
     wire = [bytes.fromhex(w["bytes"]) for w in v["wire"]]
     psk, other = bytes.fromhex(v["psk"]), bytes(32 * [0x77])
 
