@@ -113,23 +113,30 @@ bool Checker::submit(std::shared_ptr<PasswordCheck> check) {
     return true;
 }
 
+// Every check taken gets its verdict and reaches the wake below, even one whose session is gone
+// (then without scrypt, and without the wake); a stopping checker answers what is queued first.
 void Checker::run() {
     for (;;) {
         std::shared_ptr<PasswordCheck> c;
+        bool stopping = false;
         {
             std::unique_lock<std::mutex> lock(mu_);
             cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-            if (stop_) return;
+            if (queue_.empty()) return;  // stopped, and every check answered
             c = std::move(queue_.front());
             queue_.pop_front();
+            stopping = stop_;
         }
+        bool skip = stopping;
         {
             std::lock_guard<std::mutex> lock(c->mu);
-            if (c->cancelled) continue;  // its session is gone: not worth 0.1 s of scrypt
+            skip = skip || c->cancelled;  // its session (or the policy) is gone: not worth 0.1 s of scrypt
         }
-        const bool ok = guard([&] {
-                            return p_.check_password(c->name, c->password.data(), c->password.size()) ? SL_OK : SL_EINVAL;
-                        }) == SL_OK;
+        const bool ok = !skip && guard([&] {
+                                     return p_.check_password(c->name, c->password.data(), c->password.size())
+                                                ? SL_OK
+                                                : SL_EINVAL;
+                                 }) == SL_OK;
         std::lock_guard<std::mutex> lock(c->mu);
         c->done = true;
         c->ok = ok;
