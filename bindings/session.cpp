@@ -183,6 +183,34 @@ public:
         sl_session_consume(s_, n, now);
         return out;
     }
+    // The asyncio driver's fast path for a plain session with built-in replies: feeds data, pumps
+    // and takes the output in one call. Returns (consumed, output, calm); calm is False when the
+    // driver must look again (data left over, or the session is not open, busy or not reading),
+    // and then the output stays pending for it.
+    py::tuple serve(const py::bytes &data, int64_t now) {
+        char *p = nullptr;
+        Py_ssize_t n = 0;
+        PyBytes_AsStringAndSize(data.ptr(), &p, &n);
+        size_t off = 0;
+        const auto size = static_cast<size_t>(n);
+        auto calm = [this] {
+            return sl_session_status(s_) == SL_SESSION_OPEN && sl_session_busy(s_) == 0 &&
+                   sl_session_wants_read(s_) != 0;
+        };
+        while (off < size && calm()) {
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            if (sl_session_feed(s_, reinterpret_cast<const uint8_t *>(p) + off, size - off, now, &used, &msg,
+                                &mlen) == SL_ESTATE)
+                throw py::value_error("serve: the session is not reading now");
+            if (msg != nullptr) throw py::value_error("serve: a message for a handler (use feed)");
+            if (used == 0) break;
+            off += used;
+        }
+        if (sl_session_status(s_) != SL_SESSION_OPEN) return py::make_tuple(off, py::bytes(), false);
+        sl_session_pump(s_, now);
+        return py::make_tuple(off, take_output(now), off == size && calm());
+    }
     int status() const { return sl_session_status(s_); }
     bool wants_read() const { return sl_session_wants_read(s_) != 0; }
     int64_t deadline() const { return sl_session_deadline(s_); }
@@ -267,6 +295,7 @@ void bind_session(py::module_ &m) {
         .def("reply", &Session::reply, py::arg("data"), py::arg("now"))
         .def("reply_failed", &Session::reply_failed, py::arg("why"), py::arg("now"))
         .def("take_output", &Session::take_output, py::arg("now"))
+        .def("serve", &Session::serve, py::arg("data"), py::arg("now"))
         .def("send", &Session::send, py::arg("data"), py::arg("now"))
         .def("send_eof", &Session::send_eof, py::arg("now"))
         .def("can_send", &Session::can_send)

@@ -255,6 +255,37 @@ class _Conn:
     timer: asyncio.TimerHandle | None = None
     shut: bool = False         # closing: writing shut down, lingering (what arrives is discarded)
     held: bytes = b""          # read while a password check ran (session busy): fed after the verdict
+    parked: bool = False       # waiting in a plain read with nothing buffered: _Protocol may serve inline
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """The server's stream protocol. A plain session with built-in replies (ACK, echo, chat) is
+    served inline while its task waits in a read with nothing buffered: the bytes go straight to
+    the session layer and its output to the transport, one call into the core per read instead
+    of a task wake-up. Anything else (a handler, TLS, a state change, backpressure) goes through
+    the stream and the task, as before."""
+
+    conn: _Conn | None = None
+    server: AioServer | None = None
+    writing_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        c = self.conn
+        if c is not None and c.parked:
+            c.parked = False
+            if not self.writing_paused and self.server is not None:
+                data = self.server._serve_inline(c, data)
+                if not data:
+                    return
+        super().data_received(data)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        super().resume_writing()
 
 
 class AioServer:
@@ -422,7 +453,12 @@ class AioServer:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(addr)
-                self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=_BACKLOG)
+                loop = asyncio.get_running_loop()
+
+                def protocol() -> _Protocol:
+                    return _Protocol(asyncio.StreamReader(limit=_CHUNK, loop=loop), self._on_connection, loop=loop)
+
+                self._server = await loop.create_server(protocol, sock=sock, backlog=_BACKLOG)
                 self.port = sock.getsockname()[1]
                 self._watch_out_of_fds(sock)
                 if self._notify_r >= 0:
@@ -498,6 +534,9 @@ class AioServer:
         self._conns[task] = c
         self._by_id[c.session.id] = c
         c.session.set_wake(lambda: self._deliver(c))
+        proto = writer.transport.get_protocol()
+        if isinstance(proto, _Protocol) and self._handler is None and self._tls_ctx is None:
+            proto.conn, proto.server = c, self
         try:
             if self._closing:
                 c.session.shutdown(self._now())
@@ -508,6 +547,7 @@ class AioServer:
             del self._conns[task]
             c.session.close()  # the "disconnected" line; slots and budget given back
             c.session.set_wake(None)  # the callback refers to c: no cycle left through the extension
+            c.parked = False
             del self._by_id[c.session.id]
 
     async def _drive(self, c: _Conn) -> None:
@@ -581,11 +621,14 @@ class AioServer:
             return False
 
     async def _read(self, c: _Conn) -> bytes:
+        c.parked = True  # (only a plain session's _Protocol looks at it)
         try:
             data = await c.stream.read()
         except OSError as exc:
             c.session.io_error(_os_code(exc), False, self._now())
             return b""
+        finally:
+            c.parked = False
         if not data:
             c.session.feed_eof(self._now())
         return data
@@ -601,6 +644,25 @@ class AioServer:
             c.session.feed(data, 0, self._now())
         else:
             c.session.feed_eof(self._now())
+
+    def _serve_inline(self, c: _Conn, data: bytes) -> bytes:
+        """_Protocol's fast path: serves what it can of `data` while the task waits in its read;
+        returns what is left for the task, which is woken as well if the session wants it."""
+        now = self._now()
+        used, out, calm = c.session.serve(data, now)
+        if out:
+            c.stream.writer.write(out)  # the transport sends at once or buffers (then pauses us)
+        self._arm(c)
+        if used < len(data):
+            return data[used:]  # through the stream: the read returns it
+        if calm:
+            c.parked = True  # still waiting in the read, nothing buffered
+        else:
+            c.wake.set()
+            if not c.interrupted:  # the read ends with nothing: _drive looks at the session
+                c.interrupted = True
+                c.task.cancel()
+        return b""
 
     async def _accept_tls(self, c: _Conn) -> None:
         assert self._tls_ctx is not None

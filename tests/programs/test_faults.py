@@ -181,6 +181,29 @@ def test_a_peer_that_vanishes_while_the_server_writes_large_echoes(serve, psk):
         assert witness.request(b"and me?") == b"and me?"
 
 
+def test_a_client_that_never_reads_its_echoes_is_held_back_not_buffered(serve, psk):
+    """Backpressure: replies that cannot be sent stop the server reading that client (the asyncio
+    server serves plain sessions inline from its protocol: that path must stop too). The client
+    offers 256 MiB of echo requests; its sends stall once the socket buffers are full, and the
+    server's memory grows by far less than what was offered."""
+    srv = serve("--echo", "--quiet")
+    chunk = b"r" * (256 * 1024)
+    with RawPeer(srv.port, psk) as p:
+        assert p.request(b"warm") == b"warm"
+        rss0 = rss_kib(srv.pid)
+        p.sock.settimeout(2.0)  # no progress for this long: the server has stopped reading
+        sent = 0
+        try:
+            for _ in range(1024):
+                p.send(DATA, chunk)
+                sent += len(chunk)
+        except TimeoutError:
+            pass
+        grown = rss_kib(srv.pid) - rss0
+        assert sent < 128 * 1024 * 1024, f"the server took {sent >> 20} MiB from a client that reads nothing"
+        assert grown < 32 * 1024, f"RSS grew by {grown >> 10} MiB for a client that reads nothing"
+
+
 def test_stop_while_a_session_is_still_flushing_and_late_connections_arrive(serve, psk):
     srv = serve("--echo")
     flusher = RawPeer(srv.port, psk)
