@@ -62,7 +62,9 @@ public:
     bool open_finish(const uint8_t tag[kTagLen]) noexcept;
 
 private:
+    bool set_zero_fixed() noexcept;
     CipherCtxPtr ctx_;
+    bool zero_fixed_ = false;  // opening: GCM's fixed IV field holds the 4 zero bytes of a Noise nonce
 };
 
 // Noise REKEY(k) in place (PROTOCOL.md 13): the first 32 bytes of ENCRYPT(k, 2^64-1, empty,
