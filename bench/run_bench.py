@@ -41,6 +41,7 @@ from tools import procs  # noqa: E402  (the one "start it, wait until it listens
 MIB = 1024 * 1024
 PY_SERVER = HERE.parent / "python" / "server.py"
 PY_ROWS = ("rr16", "rr128")  # what the Python servers are measured on
+PY_COLS = ("py", "py_handler", "py_aio")
 ZMQ_ROWS = ("rr1", "rr16", "rr128", "mib1", "mib16", "mib128")  # ours beside ZeroMQ CURVE
 LAT_ROWS = ("rr16", "rr128")  # ours with its default worker count, for tail latency
 OTHER_CPU_WARN = 20.0  # % of one core used by other processes during a window: flag the figure
@@ -167,7 +168,7 @@ def build_columns(args: argparse.Namespace, psk: Path, cert: Path, key: Path, bu
                [py, str(HERE / "py_handler_server.py"), "--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk),
                 "--threads", str(args.server_threads)], [], rows=PY_ROWS),
         Column("py_aio", "py --asyncio", "seclink", False,
-               [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], rows=PY_ROWS),
+               [py, str(PY_SERVER), "--asyncio"] + plain, ["--echo"], args.idle_conns, rows=(*PY_ROWS, "idle")),
         # Ours with one worker per core (the default is one less), beside --threads 1: tail latency.
         Column("ours_cores", f"ours {os.cpu_count()} thr", "seclink", False,
                [str(server)] + plain + ["--threads", str(os.cpu_count() or 1)] if server else None, ["--echo"],
@@ -451,6 +452,9 @@ def target_checks(results: dict, x25519_us: float | None = None, runs: dict | No
     for row, name in (("mib1", "1 conn"), ("mib16", "16 conns")):
         g = get(row, "ours", "gb_per_s")
         check(f"1 MiB, {name}: GB/s", row, ("ours",), g, "{:.2f}", lambda v: v >= 1.5, ">= 1.5 GB/s")
+        mib_us = get(row, "ours", "server_cpu_us_per_msg")
+        check(f"1 MiB, {name}: server CPU per MiB received", row, ("ours",),
+              None if mib_us is None else mib_us / 1000, "{:.3f} ms", lambda v: v <= 0.33, "<= 0.33 ms")
         check(f"1 MiB, {name}: GB/s vs (b)", row, ("ours", "b"), paired(row, "ours", "b", "gb_per_s"), "{:.1f}x",
               lambda r: r >= 2, ">= 2x")
     n = get("idle", "ours", "conns")
@@ -462,12 +466,19 @@ def target_checks(results: dict, x25519_us: float | None = None, runs: dict | No
     else:
         check(f"new sessions: server CPU/session vs its X25519 work ({x25519_us:.0f} us)", "sess", ("ours",),
               ratio(per_session, x25519_us), "{:.2f}x", lambda r: r <= 2, "<= 2x")
+        check("new sessions: server CPU/session vs X25519 work, goal", "sess", ("ours",),
+              ratio(per_session, x25519_us), "{:.2f}x", lambda r: r <= 1.5, "<= 1.5x")
     check("server.py, 64 B, 16 conns: msgs/s vs ours", "rr16", ("ours", "py"),
           paired("rr16", "py", "ours", "msgs_per_s"), "{:.0%}", lambda r: r >= 0.8,
           ">= 80%")
     check("server.py --asyncio, 64 B, 16 conns: msgs/s vs (c)", "rr16", ("py_aio", "c"),
           paired("rr16", "py_aio", "c", "msgs_per_s"), "{:.2f}x", lambda r: r > 1,
           "> 1x")
+    check("server.py --asyncio, 64 B, 16 conns: msgs/s", "rr16", ("py_aio",), get("rr16", "py_aio", "msgs_per_s"),
+          "{:,.0f}", lambda v: v >= 60000, ">= 60,000")
+    n = get("idle", "py_aio", "conns")
+    check(f"server.py --asyncio: {n or '?'} sessions opened (with handshakes)", "idle", ("py_aio",),
+          get("idle", "py_aio", "setup_s"), "{:.2f} s", lambda v: v < 5, "< 5 s")
     return out
 
 
@@ -606,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
               "RSS = growth of the server's VmRSS):")
         for line in table(results, [c for c in sel_cols if c.rows is None], [r for r in sel_rows if r.cols is None]):
             print(line)
-        py_cols = [c for c in sel_cols if c.rows == PY_ROWS]
+        py_cols = [c for c in sel_cols if c.key in PY_COLS]
         py_rows = [r for r in sel_rows if r.key in PY_ROWS]
         if py_cols and py_rows:
             print("\nThe Python servers (python/server.py; --threads 1 like ours), next to ours and (c):")
