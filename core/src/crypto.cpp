@@ -2,6 +2,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -81,7 +82,7 @@ int Aead::init(const uint8_t key[kKeyLen], bool encrypt) noexcept {
     // with an IV asks the provider for the IV length on every call, a third of open()'s cost
     // for a short message.
     // (Another IV, as a test vector may have, goes the long way and restores the zeros after.)
-    zero_fixed_ = false;
+    zero_fixed_ = next_ready_ = false;
     if (EVP_CipherInit_ex2(ctx_.get(), aes256gcm(), key, nullptr, encrypt ? 1 : 0, nullptr) != 1 ||
         (!encrypt && !set_zero_fixed())) {
         ctx_.reset();
@@ -98,13 +99,36 @@ bool Aead::set_zero_fixed() noexcept {
     return zero_fixed_;
 }
 
+// Sealing counts nonces the way TLS 1.2 does (EVP_CTRL_GCM_IV_GEN): GCM keeps the whole IV and
+// increments its last 8 bytes, big-endian, each time it sets up the next one. The tag of one
+// message and the set-up for the next come back from one get_params call after the message, so
+// a sealer whose nonces count up (every Noise transport) never calls EVP_EncryptInit_ex2 again,
+// which in OpenSSL 3.0 asks the provider for the IV length on every call. Any other IV first
+// becomes the whole "fixed" field (length -1: the whole IV) and is set up on the spot.
+bool Aead::start_iv(const uint8_t iv[kNonceLen]) noexcept {
+    uint8_t inv[8];
+    if (EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_IV_FIXED, -1, const_cast<uint8_t *>(iv)) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_IV_GEN, sizeof inv, inv) != 1 ||
+        std::memcmp(inv, iv + kNonceLen - sizeof inv, sizeof inv) != 0)
+        return false;
+    std::memcpy(next_, iv, kNonceLen);
+    return true;
+}
+
 int Aead::seal(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, const uint8_t *p1,
                size_t len1, const uint8_t *p2, size_t len2, uint8_t *out_ct,
                uint8_t *out_tag) noexcept {
     EVP_CIPHER_CTX *c = ctx_.get();
     int n = 0;
     if (c == nullptr || !fits_int(ad_len) || !fits_int(len1) || !fits_int(len2)) return SL_ECRYPTO;
-    if (EVP_EncryptInit_ex2(c, nullptr, nullptr, iv, nullptr) != 1) return SL_ECRYPTO;
+    bool counting = next_ready_ && std::memcmp(iv, next_, kNonceLen) == 0;
+    next_ready_ = false;  // until the nonce after this one is set up
+    if (!counting) {
+        ERR_set_mark();  // an OpenSSL without the TLS mechanism: the plain way, its errors dropped
+        counting = start_iv(iv);
+        ERR_pop_to_mark();
+        if (!counting && EVP_EncryptInit_ex2(c, nullptr, nullptr, iv, nullptr) != 1) return SL_ECRYPTO;
+    }
     if (ad_len != 0 && EVP_EncryptUpdate(c, nullptr, &n, ad, static_cast<int>(ad_len)) != 1)
         return SL_ECRYPTO;
     if (len1 + len2 <= kGatherMax) {
@@ -121,7 +145,17 @@ int Aead::seal(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, co
             return SL_ECRYPTO;
     }
     if (EVP_EncryptFinal_ex(c, out_ct + len1 + len2, &n) != 1) return SL_ECRYPTO;
-    return EVP_CIPHER_CTX_get_params(c, tag_param(out_tag).data()) == 1 ? SL_OK : SL_ECRYPTO;
+    if (!counting) return EVP_CIPHER_CTX_get_params(c, tag_param(out_tag).data()) == 1 ? SL_OK : SL_ECRYPTO;
+    // This message's tag, and GCM set up for the next nonce (checked against our own count).
+    uint8_t inv[8];
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out_tag, kTagLen),
+                           OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_GET_IV_GEN, inv, sizeof inv),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_CIPHER_CTX_get_params(c, params) != 1) return SL_ECRYPTO;
+    for (size_t i = kNonceLen; i-- > kNonceLen - 8 && ++next_[i] == 0;) {
+    }
+    next_ready_ = std::memcmp(inv, next_ + kNonceLen - sizeof inv, sizeof inv) == 0;
+    return SL_OK;
 }
 
 bool Aead::open(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, const uint8_t *ct,

@@ -63,8 +63,11 @@ public:
 
 private:
     bool set_zero_fixed() noexcept;
+    bool start_iv(const uint8_t iv[kNonceLen]) noexcept;
     CipherCtxPtr ctx_;
     bool zero_fixed_ = false;  // opening: GCM's fixed IV field holds the 4 zero bytes of a Noise nonce
+    bool next_ready_ = false;  // sealing: GCM is set up for the nonce next_
+    uint8_t next_[kNonceLen] = {};
 };
 
 // Noise REKEY(k) in place (PROTOCOL.md 13): the first 32 bytes of ENCRYPT(k, 2^64-1, empty,

@@ -80,6 +80,42 @@ TEST(WycheproofAesGcmTest, OneContextOpensNoiseNoncesAndOtherIvsInAnyOrder) {
     EXPECT_GT(opened, 2 * other - 1);
 }
 
+// A sealing context counts nonces itself (GCM's TLS IV generation): consecutive nonces, across
+// every byte carry, seal exactly as a fresh context given the same nonce does; a nonce out of
+// sequence starts the count again.
+TEST(WycheproofAesGcmTest, ASealerCountingNoncesMatchesAFreshContextForEach) {
+    const Bytes key(32, 0x17), msg = {'c', 'o', 'u', 'n', 't'};
+    auto seal = [&](d::Aead &a, const Bytes &iv) {
+        Bytes out(msg.size() + 16);
+        EXPECT_EQ(a.seal(iv.data(), nullptr, 0, msg.data(), 2, msg.data() + 2, msg.size() - 2, out.data(),
+                         out.data() + msg.size()),
+                  SL_OK);
+        return hex(out);
+    };
+    auto nonce = [](uint64_t n, uint8_t prefix) {
+        Bytes iv(d::kNonceLen);
+        d::make_nonce(n, iv.data());
+        iv[0] = prefix;
+        return iv;
+    };
+    d::Aead counting;
+    ASSERT_EQ(counting.init(key.data(), true), SL_OK);
+    int sealed = 0;
+    for (const uint8_t prefix : {uint8_t{0}, uint8_t{0x5a}}) {
+        for (uint64_t start : {uint64_t{0}, uint64_t{254}, uint64_t{65534}, uint64_t{0xfffffffe},
+                               uint64_t{0x00fffffffffffffe}, UINT64_MAX - 3}) {
+            for (uint64_t n = start; n < start + 3; ++n) {
+                d::Aead fresh;
+                ASSERT_EQ(fresh.init(key.data(), true), SL_OK);
+                const Bytes iv = nonce(n, prefix);
+                ASSERT_EQ(seal(counting, iv), seal(fresh, iv)) << "nonce " << n << " prefix " << int(prefix);
+                ++sealed;
+            }
+        }
+    }
+    EXPECT_EQ(sealed, 36);
+}
+
 namespace {
 
 std::vector<Bytes> low_order_keys() {
