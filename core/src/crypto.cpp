@@ -52,6 +52,10 @@ bool fits_int(size_t n) noexcept { return n <= static_cast<size_t>(INT_MAX); }
 // Up to this many bytes, seal() copies its two pieces together and encrypts them in one call.
 constexpr size_t kGatherMax = 1024;
 
+// A Noise nonce (PROTOCOL.md 4) is 4 zero bytes, GCM's "fixed" field, and an 8-byte counter.
+constexpr size_t kCounterLen = 8;
+constexpr uint8_t kZeroPrefix[kNonceLen - kCounterLen] = {};
+
 // The GCM tag as a parameter, for EVP_CIPHER_CTX_get_params/set_params directly: the same as
 // EVP_CTRL_GCM_GET_TAG/SET_TAG, which OpenSSL 3 turns into this array on every call.
 std::array<OSSL_PARAM, 2> tag_param(uint8_t *tag) noexcept {
@@ -92,8 +96,8 @@ int Aead::init(const uint8_t key[kKeyLen], bool encrypt) noexcept {
 }
 
 bool Aead::set_zero_fixed() noexcept {
-    static uint8_t zeros[kNonceLen - 8] = {};
-    const OSSL_PARAM fixed[] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, zeros, sizeof zeros),
+    const OSSL_PARAM fixed[] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,
+                                                                  const_cast<uint8_t *>(kZeroPrefix), sizeof kZeroPrefix),
                                 OSSL_PARAM_construct_end()};
     zero_fixed_ = EVP_CIPHER_CTX_set_params(ctx_.get(), fixed) == 1;
     return zero_fixed_;
@@ -106,7 +110,7 @@ bool Aead::set_zero_fixed() noexcept {
 // which in OpenSSL 3.0 asks the provider for the IV length on every call. Any other IV first
 // becomes the whole "fixed" field (length -1: the whole IV) and is set up on the spot.
 bool Aead::start_iv(const uint8_t iv[kNonceLen]) noexcept {
-    uint8_t inv[8];
+    uint8_t inv[kCounterLen];
     if (EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_IV_FIXED, -1, const_cast<uint8_t *>(iv)) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_IV_GEN, sizeof inv, inv) != 1 ||
         std::memcmp(inv, iv + kNonceLen - sizeof inv, sizeof inv) != 0)
@@ -147,12 +151,12 @@ int Aead::seal(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, co
     if (EVP_EncryptFinal_ex(c, out_ct + len1 + len2, &n) != 1) return SL_ECRYPTO;
     if (!counting) return EVP_CIPHER_CTX_get_params(c, tag_param(out_tag).data()) == 1 ? SL_OK : SL_ECRYPTO;
     // This message's tag, and GCM set up for the next nonce (checked against our own count).
-    uint8_t inv[8];
+    uint8_t inv[kCounterLen];
     OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out_tag, kTagLen),
                            OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_GET_IV_GEN, inv, sizeof inv),
                            OSSL_PARAM_construct_end()};
     if (EVP_CIPHER_CTX_get_params(c, params) != 1) return SL_ECRYPTO;
-    for (size_t i = kNonceLen; i-- > kNonceLen - 8 && ++next_[i] == 0;) {
+    for (size_t i = kNonceLen; i-- > kNonceLen - kCounterLen && ++next_[i] == 0;) {
     }
     next_ready_ = std::memcmp(inv, next_ + kNonceLen - sizeof inv, sizeof inv) == 0;
     return SL_OK;
@@ -163,15 +167,14 @@ bool Aead::open(const uint8_t iv[kNonceLen], const uint8_t *ad, size_t ad_len, c
     EVP_CIPHER_CTX *c = ctx_.get();
     int n = 0;
     if (c == nullptr || !fits_int(ad_len) || !fits_int(len)) return false;
-    static const uint8_t zeros[kNonceLen - 8] = {};
-    const bool noise_nonce = std::memcmp(iv, zeros, sizeof zeros) == 0;  // (the nonce is public)
+    const bool noise_nonce = std::memcmp(iv, kZeroPrefix, sizeof kZeroPrefix) == 0;  // (the nonce is public)
     bool ok;
     if (noise_nonce && (zero_fixed_ || set_zero_fixed())) {
         // The tag, and the counter after the fixed zeros, in one call (see init()).
         const OSSL_PARAM params[] = {
             OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, const_cast<uint8_t *>(tag), kTagLen),
             OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV,
-                                              const_cast<uint8_t *>(iv) + sizeof zeros, kNonceLen - sizeof zeros),
+                                              const_cast<uint8_t *>(iv) + sizeof kZeroPrefix, kCounterLen),
             OSSL_PARAM_construct_end()};
         ok = EVP_CIPHER_CTX_set_params(c, params) == 1;
     } else {

@@ -496,9 +496,10 @@ class AioServer:
                 self._deliver(c)
 
     def _deliver(self, c: _Conn) -> None:
-        """The session layer's wake-up (chat): other sessions queued lines for c. Called inside
-        their calls into the session layer: only schedules; _drive pumps them out (and closes a
-        member too slow to take them)."""
+        """The session layer's wake-up: other sessions queued chat lines for c (called inside
+        their calls into the session layer), or the inline path (_serve_inline) left c wanting its
+        task. Only schedules; _drive pumps the lines out (and closes a member too slow to take
+        them) and looks at the session."""
         c.wake.set()
         if c.io_wait and not c.interrupted:  # a read, or a write stuck on a member that does not read
             c.interrupted = True
@@ -658,10 +659,7 @@ class AioServer:
         if calm:
             c.parked = True  # still waiting in the read, nothing buffered
         else:
-            c.wake.set()
-            if not c.interrupted:  # the read ends with nothing: _drive looks at the session
-                c.interrupted = True
-                c.task.cancel()
+            self._deliver(c)  # the read ends with nothing: _drive looks at the session
         return b""
 
     async def _accept_tls(self, c: _Conn) -> None:

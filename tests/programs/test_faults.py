@@ -12,7 +12,7 @@ import subprocess
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,23 +30,16 @@ FLAVORS = {
 
 
 @pytest.fixture(params=list(FLAVORS))
-def serve(request: pytest.FixtureRequest, workdir: Path, env: dict[str, str],
-          psk_file: Path) -> Iterator[Callable[..., Server]]:
-    """serve(*flags): the server of this test's flavor on a free port, killed at teardown."""
-    servers: list[Server] = []
+def server_argv(request: pytest.FixtureRequest) -> list[str]:
+    """The server of this test's flavor (conftest's start_server runs it)."""
+    return FLAVORS[request.param]
 
-    def start(*flags: str) -> Server:
-        argv = [*FLAVORS[request.param], "--host", "127.0.0.1", "--port", "0", "--psk-file", str(psk_file),
-                "--log-file", "-", *flags]
-        srv = Server(argv, cwd=workdir, env=env)
-        servers.append(srv)
-        return srv
 
-    try:
-        yield start
-    finally:
-        for srv in servers:
-            srv.kill()
+@pytest.fixture
+def serve(start_server: Callable[..., Server]) -> Callable[..., Server]:
+    """serve(*flags): the server of this test's flavor on a free port, logging to stdout, killed at
+    teardown."""
+    return lambda *flags: start_server("--log-file", "-", *flags)
 
 
 def peer_of(sock: socket.socket) -> str:
