@@ -252,7 +252,9 @@ int hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t
     // Expand: T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty; out = T(1) || T(2) || ...
     for (size_t done = 0, i = 1; ok && done < out_len; ++i) {
         const uint8_t counter = static_cast<uint8_t>(i);
-        ok = EVP_MAC_init(c.get(), prk, sizeof prk, nullptr) == 1 &&
+        // The first block keys the context with PRK; the next ones re-initialise it with no
+        // key, which restarts HMAC from the keyed state kept inside (no new key schedule).
+        ok = (i == 1 ? EVP_MAC_init(c.get(), prk, sizeof prk, nullptr) : EVP_MAC_init(c.get(), nullptr, 0, nullptr)) == 1 &&
              (i == 1 || EVP_MAC_update(c.get(), t, sizeof t) == 1) &&
              (info_len == 0 || EVP_MAC_update(c.get(), info, info_len) == 1) &&
              EVP_MAC_update(c.get(), &counter, 1) == 1 && EVP_MAC_final(c.get(), t, &n, sizeof t) == 1 &&
