@@ -278,10 +278,16 @@ int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t
 }
 
 int X25519::generate() noexcept {
-    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c(EVP_PKEY_CTX_new_from_name(nullptr, "X25519", nullptr));
+    thread_local std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c;
+    if (!c) {
+        c.reset(EVP_PKEY_CTX_new_from_name(nullptr, "X25519", nullptr));
+        if (!c || EVP_PKEY_keygen_init(c.get()) != 1) {
+            c.reset();
+            return SL_ECRYPTO;
+        }
+    }
     EVP_PKEY *k = nullptr;
-    if (!c || EVP_PKEY_keygen_init(c.get()) != 1 || EVP_PKEY_keygen(c.get(), &k) != 1)
-        return SL_ECRYPTO;
+    if (EVP_PKEY_keygen(c.get(), &k) != 1) return SL_ECRYPTO;
     key_.reset(k);
     return load_public();
 }
