@@ -278,6 +278,8 @@ int hkdf(const uint8_t ck[kHashLen], const uint8_t *ikm, size_t ikm_len, uint8_t
 }
 
 int X25519::generate() noexcept {
+    // One key-generation context per thread, made once: making it looks the key type up by name
+    // (a fetch). Each EVP_PKEY_keygen on it draws a new private key.
     thread_local std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> c;
     if (!c) {
         c.reset(EVP_PKEY_CTX_new_from_name(nullptr, "X25519", nullptr));

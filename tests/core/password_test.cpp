@@ -222,3 +222,101 @@ TEST(PasswordTest, ThePasswordCheckRunsOffTheDriversThreadAndTheVerdictComesThro
     sl_conn_free(other);
     sl_conn_free(gone);
 }
+
+namespace {
+
+// A wake that holds the checker's thread that calls it until the test opens the gate: with
+// both of the checker's threads held, nothing leaves its queue.
+struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    int entered = 0;
+    bool open = false;
+    static void fn(void *ud) {
+        auto *g = static_cast<Gate *>(ud);
+        std::unique_lock<std::mutex> lock(g->mu);
+        ++g->entered;
+        g->cv.notify_all();
+        g->cv.wait(lock, [&] { return g->open; });
+    }
+    void wait_entered(int n) {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return entered >= n; });
+    }
+    void release() {
+        std::lock_guard<std::mutex> lock(mu);
+        open = true;
+        cv.notify_all();
+    }
+};
+
+}  // namespace
+
+// The checker's queue is bounded (Checker::kQueue): a login that finds it full is refused at
+// once with "server busy", not queued, and its password is not checked.
+TEST(PasswordTest, AFullCheckQueueRefusesTheNextLoginWithServerBusy) {
+    TempDir dir;
+    const std::string path = dir.file("users");
+    const std::string pw = "s3cret";
+    ASSERT_EQ(sl_users_add(path.c_str(), "bob", reinterpret_cast<const uint8_t *>(pw.data()), pw.size()), SL_OK);
+    Gate gate;
+    Waker unused;  // (the others' wake: outlives the policy, whose threads may still call it)
+    PasswordServer srv(path, SL_LOG_INFO);
+    struct Opener {  // on every way out: the checker's threads go before the gate (srv's policy joins them)
+        Gate &g;
+        ~Opener() { g.release(); }
+    } opener{gate};
+    struct Login {
+        sl_conn *client = nullptr;
+        sl_session *session = nullptr;
+    };
+    // A session whose client has sent its AUTH (each from its own address: no admission limit).
+    auto login = [&](int i, sl_wake_fn wake, void *ud) {
+        Login l;
+        l.client = identity_client(srv.psk, SL_MODE_PASSWORD, srv.server_pub, nullptr, "bob", pw);
+        const std::string peer = "10.0.1." + std::to_string(i) + ":1";
+        EXPECT_EQ(sl_session_new(&l.session, srv.policy, peer.c_str(), 0), SL_OK);
+        sl_session_set_wake(l.session, wake, ud);
+        auto feed = [&](const Bytes &in) {
+            size_t used = 0, mlen = 0;
+            const uint8_t *msg = nullptr;
+            EXPECT_EQ(sl_session_feed(l.session, in.data(), in.size(), 0, &used, &msg, &mlen), SL_OK);
+            EXPECT_EQ(used, in.size());
+        };
+        feed(take_output(l.client));  // message 1 in, message 2 out
+        const uint8_t *out = nullptr;
+        size_t n = 0;
+        EXPECT_EQ(sl_session_pending(l.session, &out, &n), SL_OK);
+        EXPECT_TRUE(feed_all(l.client, Bytes(out, out + n)).handshake_done);
+        EXPECT_EQ(sl_session_consume(l.session, n, 0), SL_OK);
+        feed(take_output(l.client));  // the AUTH
+        return l;
+    };
+    std::vector<Login> logins;
+    for (int i = 0; i < 2; ++i) logins.push_back(login(i, &Gate::fn, &gate));  // one per checker thread
+    gate.wait_entered(2);  // both threads are held in the wake, the queue is empty
+    for (int i = 2; i < 2 + 32; ++i) {
+        logins.push_back(login(i, &Waker::fn, &unused));
+        EXPECT_TRUE(sl_session_busy(logins.back().session)) << "queued: " << i;
+    }
+    // The queue holds 32 checks: the next login is refused on the spot.
+    Login late = login(34, &Waker::fn, &unused);
+    EXPECT_FALSE(sl_session_busy(late.session));
+    EXPECT_EQ(sl_session_status(late.session), SL_SESSION_CLOSING);
+    const uint8_t *out = nullptr;
+    size_t n = 0;
+    ASSERT_EQ(sl_session_pending(late.session, &out, &n), SL_OK);
+    FeedResult r = feed_all(late.client, Bytes(out, out + n));
+    ASSERT_EQ(r.msgs.size(), 1u);
+    EXPECT_EQ(r.msgs[0].type, SL_MSG_CLOSE);
+    EXPECT_EQ(std::string(r.msgs[0].content.begin(), r.msgs[0].content.end()), "server busy: try again later");
+    sl_session_free(late.session);
+    sl_conn_free(late.client);
+    EXPECT_TRUE(srv.logs.has("[WARN] 10.0.1.34:1 disconnected: refused: 32 password checks waiting (user bob); "
+                             "not checked"));
+    for (size_t i = 2; i < logins.size(); ++i) sl_session_free(logins[i].session);  // their checks are skipped
+    gate.release();  // (a session whose wake is running cannot be freed until it returns)
+    sl_session_free(logins[0].session);
+    sl_session_free(logins[1].session);
+    for (Login &l : logins) sl_conn_free(l.client);
+}

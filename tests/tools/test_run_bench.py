@@ -43,3 +43,16 @@ def test_a_ratio_is_the_median_of_the_per_round_ratios_with_its_range():
     line = next(x for x in rb.target_checks(results, None, runs) if "16 conns: server CPU/msg vs (a) " in x)
     assert "1.10x" in line and "median of 3 rounds, range 1.00x to 1.20x" in line, line
     assert "(target <= 1.15x): met" in line, line
+
+
+def test_the_floors_add_the_bare_crypto_to_the_plain_baselines_work():
+    results = {"rr16": {"ours": {"server_cpu_us_per_msg": 6.6}, "a": {"server_cpu_us_per_msg": 6.0}},
+               "sess": {"ours": {"server_cpu_us_per_session": 140.0}, "a": {"server_cpu_us_per_session": 35.0}}}
+    lines = rb.target_checks(results, {"x25519_us": 70.0, "aead64_us": 0.3})
+    msg = next(x for x in lines if "16 conns: floor of that ratio" in x)
+    assert "1.05x" in msg and "(a)'s 6.00 us + a bare AES-256-GCM seal+open of 64 B, 0.30 us" in msg, msg
+    sess = next(x for x in lines if "new sessions: floor of that ratio" in x)
+    assert "1.50x" in sess and "(a)'s 35.0 us" in sess, sess
+    goal = next(x for x in lines if "X25519 work, goal" in x)
+    assert "2.00x" in goal and "MISSED" in goal, goal
+    assert not any("floor" in x for x in rb.target_checks(results, None)), "no floor without engine figures"
