@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -329,20 +330,61 @@ inline int client_stream(sl_client *c, const Local &local, size_t max_message, C
     }
 }
 
+// SIGINT (Ctrl-C) and SIGTERM during a --pipe session: blocked from here on and readable on
+// fd(), which the stream loop polls; the session then ends with its CLOSE and the program exits
+// with code(), 128 + the signal, what a shell reports for a program the signal killed.
+class PipeStop {
+public:
+    PipeStop() {
+        sigset_t m;
+        sigemptyset(&m);
+        sigaddset(&m, SIGINT);
+        sigaddset(&m, SIGTERM);
+        if (pthread_sigmask(SIG_BLOCK, &m, &old_) == 0) fd_ = signalfd(-1, &m, SFD_CLOEXEC | SFD_NONBLOCK);
+    }
+    ~PipeStop() {  // a signal not taken by now acts as it did before
+        if (fd_ >= 0) ::close(fd_);
+        pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    PipeStop(const PipeStop &) = delete;
+    PipeStop &operator=(const PipeStop &) = delete;
+    int fd() const { return fd_; }
+    // The signal that came (0: none), taken once.
+    int taken() {
+        signalfd_siginfo si{};
+        if (sig_ == 0 && fd_ >= 0 && ::read(fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+            sig_ = static_cast<int>(si.ssi_signo);
+        return sig_;
+    }
+    static int code(int sig) { return 128 + sig; }
+    static const char *name(int sig) { return sig == SIGINT ? "Interrupted" : "Terminated"; }
+
+private:
+    sigset_t old_{};
+    int fd_ = -1, sig_ = 0;
+};
+
 // --pipe of the client, on a connected session. Returns the exit code.
 inline int run_client(const char *prog, sl_client *c, Logger &log, size_t max_message) {
     signal(SIGPIPE, SIG_IGN);  // a closed standard output is an error to report, not a silent death
+    PipeStop stop;
     Counts n;
     std::string why;
     const int code = client_stream(c, Local{STDIN_FILENO, STDOUT_FILENO, false}, max_message, &n, &why,
-                                   isatty(STDIN_FILENO) ? &log : nullptr);
-    if (code != kOk) {
+                                   isatty(STDIN_FILENO) ? &log : nullptr, stop.fd());
+    if (code != kOk && code != kStopped) {
         sl_client_free(c);
         die(prog, code, why);
     }
-    sl_client_close(c, nullptr);
+    sl_client_close(c, code == kStopped ? "client shutting down" : nullptr);
     sl_client_free(c);
-    log.line(SL_LOG_INFO, "[INFO] Disconnected: sent " + count(n.sent, "byte") + ", received " + count(n.received, "byte"));
+    const std::string counts = "sent " + count(n.sent, "byte") + ", received " + count(n.received, "byte");
+    if (code == kStopped) {
+        const int sig = stop.taken();
+        log.line(SL_LOG_INFO, std::string("[INFO] ") + PipeStop::name(sig) + ": closed the session (" + counts + ")");
+        return PipeStop::code(sig);
+    }
+    log.line(SL_LOG_INFO, "[INFO] Disconnected: " + counts);
     return kOk;
 }
 
@@ -520,13 +562,19 @@ inline int run_server(const char *prog, sl_server_config cfg, const std::string 
     sl_policy *policy = nullptr;
     if (int rc = sl_policy_new(&policy, &cfg); rc != SL_OK) die(prog, kInternal, "cannot set up the session: " + describe(rc));
     Counts n;
+    PipeStop stop;  // from the session on: before it, a signal ends the program as usual
     // A terminal is not a stream to send: the server then only receives (`./server --pipe > f`).
     const bool ended = serve_stream(fd, peer, policy, cfg.max_message, [](Local *l, std::string *) {
         *l = Local{isatty(STDIN_FILENO) ? -1 : STDIN_FILENO, STDOUT_FILENO, false};
         return true;
-    }, &n);
+    }, &n, stop.fd());
     sl_policy_free(policy);
-    log.line(SL_LOG_INFO, "[INFO] Pipe done: received " + count(n.received, "byte") + ", sent " + count(n.sent, "byte"));
+    const std::string counts = "received " + count(n.received, "byte") + ", sent " + count(n.sent, "byte");
+    if (const int sig = stop.taken(); sig != 0) {
+        log.line(SL_LOG_INFO, std::string("[INFO] ") + PipeStop::name(sig) + ": closed the session (" + counts + ")");
+        return PipeStop::code(sig);
+    }
+    log.line(SL_LOG_INFO, "[INFO] Pipe done: " + counts);
     return ended ? kOk : kSession;
 }
 

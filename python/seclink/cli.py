@@ -601,12 +601,17 @@ def _serve_pipe(host: str, port: int, psk: bytearray, opts: dict[str, Any], log:
         log.line(LOG_INFO, f"[INFO] Listening on {host_port(host, bound)} (pipe mode: one session)", always=True)
 
     try:
-        ended, received, sent = pipe.run_server(host, port, psk, opts, log.callback, listening)
+        ended, received, sent, stop = pipe.run_server(host, port, psk, opts, log.callback, listening)
     except pipe.PipeError as e:
         raise Exit(e.code, str(e)) from None
     finally:
         wipe(psk)
-    log.line(LOG_INFO, f"[INFO] Pipe done: received {count(received, 'byte')}, sent {count(sent, 'byte')}")
+    counts = f"received {count(received, 'byte')}, sent {count(sent, 'byte')}"
+    if stop.signum:
+        log.line(LOG_INFO, f"[INFO] {stop.name}: closed the session ({counts})")
+        log.close()
+        return stop.code
+    log.line(LOG_INFO, f"[INFO] Pipe done: {counts}")
     log.close()
     return OK if ended else SESSION
 
@@ -1038,10 +1043,20 @@ def _client_tunnel(kw: dict[str, Any], psk: bytearray, where: str, listen: str, 
 
 def _client_pipe(client: Client, max_message: int, log: Logger) -> int:
     from . import pipe
+    stop = pipe.PipeStop()
     try:
-        sent, received = pipe.run_client(client._c, max_message, lambda text: log.line(LOG_INFO, text))
+        sent, received = pipe.run_client(client._c, max_message, lambda text: log.line(LOG_INFO, text),
+                                         stop_fd=stop.fd)
+    except pipe.Stopped as e:
+        client.close("client shutting down")
+        log.line(LOG_INFO, f"[INFO] {stop.name}: closed the session (sent {count(e.args[0], 'byte')}, "
+                           f"received {count(e.args[1], 'byte')})")
+        log.close()
+        return stop.code
     except pipe.PipeError as e:
         raise Exit(e.code, str(e)) from None
+    finally:
+        stop.close()
     client.close()
     log.line(LOG_INFO, f"[INFO] Disconnected: sent {count(sent, 'byte')}, received {count(received, 'byte')}")
     log.close()

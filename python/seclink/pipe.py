@@ -87,6 +87,37 @@ class Stopper:
             return self._cond.wait_for(lambda: self._live == 0, DRAIN_SECONDS)
 
 
+class PipeStop:
+    """SIGINT (Ctrl-C) and SIGTERM during a --pipe session (cpp_apps/pipe.hpp's PipeStop): from
+    here on (main thread) they make ``fd`` readable, which the stream loop polls; the session then
+    ends with its CLOSE and the program exits with ``code``, 128 + the signal, what a shell reports
+    for a program the signal killed."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        self.signum = 0
+        self._before = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signum = self.signum or signum
+        os.write(self._w, b"x")
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        return "Interrupted" if self.signum == signal.SIGINT else "Terminated"
+
+    def close(self) -> None:
+        """The handlers of before come back; a signal from now on acts as it did before."""
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
+        os.close(self.fd)
+        os.close(self._w)
+
+
 def _accept_until_stopped(lsock: socket.socket, stop: Stopper, serve: Callable[[socket.socket, tuple, int], None],
                           what: str, log: Callable[[int, str], None]) -> None:
     """Accepts connections, each served by serve(conn, addr, stop.fd) on a thread of its own, until
@@ -406,15 +437,22 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def run_server(host: str, port: int, psk: bytearray, opts: dict[str, Any], log: Callable[[int, str], None],
-               listening: Callable[[int], None]) -> tuple[bool, int, int]:
-    """--pipe: serves one session (like ``nc -l``) between the client and standard input/output."""
+               listening: Callable[[int], None]) -> tuple[bool, int, int, PipeStop]:
+    """--pipe: serves one session (like ``nc -l``) between the client and standard input/output.
+    Returns (the client ended its stream, bytes received, bytes sent, the PipeStop: its
+    ``signum`` is the signal that ended the session with a CLOSE, or 0)."""
     with _listen(host, port, 1) as lsock:
         listening(lsock.getsockname()[1])
         conn, addr = lsock.accept()
     policy = make_policy(psk, opts, log, 1)
-    # A terminal is not a stream to send: the server then only receives (`server.py --pipe > f`).
-    return serve_stream(conn, _peer(addr), policy, opts["max_message"],
-                        lambda: Local(-1 if os.isatty(0) else 0, 1, False))
+    stop = PipeStop()  # from the session on: before it, a signal ends the program as usual
+    try:
+        # A terminal is not a stream to send: the server then only receives (`server.py --pipe > f`).
+        ended, received, sent = serve_stream(conn, _peer(addr), policy, opts["max_message"],
+                                             lambda: Local(-1 if os.isatty(0) else 0, 1, False), stop_fd=stop.fd)
+    finally:
+        stop.close()
+    return ended, received, sent, stop
 
 
 def split_host_port(s: str) -> tuple[str, int] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -174,6 +175,36 @@ def test_half_close_reaches_the_server_while_its_own_stream_goes_on(spawn, keys:
     assert cli.proc.stdout.read() == b"the answer, after the request ended"
     assert cli.wait() == 0, cli.err
     assert srv.wait() == 0, srv.err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("kind", list(PIPE_SERVERS))
+def test_a_signal_ends_a_pipe_session_with_its_close_and_128_plus_the_signal(spawn, keys: Path, kind: str, side: str,
+                                                                            sig: int) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM to a pipe program (`kind`, on `side`) mid-stream: it ends the
+    session with a CLOSE that says why, prints its counts and exits with 128 + the signal, what a
+    shell reports for a program the signal killed; the other end (the other language) reports the
+    CLOSE, not a lost connection."""
+    other = "py" if kind == "cpp" else "cpp"
+    srv = spawn(server_argv(kind if side == "server" else other, keys, "--pipe"))
+    cli = spawn(client_argv(kind if side == "client" else other, srv.wait_listening(), keys))
+    # A line each way: both ends are in their stream loops, where the signal is taken.
+    for writer, reader, line in ((cli, srv, b"up\n"), (srv, cli, b"down\n")):
+        writer.proc.stdin.write(line)
+        writer.proc.stdin.flush()
+        assert reader.proc.stdout.read(len(line)) == line
+    target, peer = (srv, cli) if side == "server" else (cli, srv)
+    target.proc.send_signal(sig)
+    assert target.wait() == 128 + sig, target.err
+    name = b"Interrupted" if sig == signal.SIGINT else b"Terminated"
+    counts = b"sent 3 bytes, received 5 bytes" if side == "client" else b"received 3 bytes, sent 5 bytes"
+    assert name + b": closed the session (" + counts + b")" in target.err, target.err
+    assert peer.wait() == 7, peer.err  # a session ended before its stream did
+    if side == "client":
+        assert b"disconnected: client closed the session (client shutting down)" in peer.err, peer.err
+    else:
+        assert b"the server closed the session: server shutting down" in peer.err, peer.err
 
 
 @pytest.mark.parametrize("server", list(SERVERS))
