@@ -164,7 +164,7 @@ bench: deps
 	$(CONFIGURE) -B build-bench -DCMAKE_BUILD_TYPE=Release -DSECLINK_BUILD_TESTS=OFF -DSECLINK_BUILD_BENCH=ON
 	$(CMAKE) --build build-bench -j $(JOBS)
 	build-bench/bench/engine_bench --benchmark_color=false
-	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server --repeat 5 --repeat-only rr16,rr128,ours,a
+	$(PYTHON) bench/run_bench.py --build-dir build-bench --server build-bench/cpp_apps/server --repeat 5 --repeat-only rr16,rr128,mib1,mib16,ours,a
 	$(PYTHON) bench/budget_bench.py --server build-bench/cpp_apps/server
 	$(PYTHON) bench/streams_bench.py --server build-bench/cpp_apps/server --client build-bench/cpp_apps/client
 	$(PYTHON) bench/chat_bench.py --server build-bench/cpp_apps/server --fanout build-bench/bench/chat_fanout
